@@ -1,0 +1,317 @@
+//! Length-prefixed postcard frames.
+//!
+//! A frame is `varint(len) ++ body`, where the varint is unsigned LEB128 of at most
+//! [`MAX_VARINT_LEN`] bytes and `body` is `len` bytes of postcard. Decoders take untrusted
+//! bytes, never panic, and check `len` against the caller's limit before anything is allocated.
+
+use serde::{de::DeserializeOwned, Serialize};
+
+/// The longest length prefix accepted: 10 bytes is enough for any `u64`.
+pub const MAX_VARINT_LEN: usize = 10;
+
+/// Why a frame could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// More bytes are needed; `needed` is a lower bound of how many more.
+    #[error("incomplete frame: at least {needed} more bytes needed")]
+    Incomplete {
+        /// At least this many more bytes.
+        needed: usize,
+    },
+    /// The length prefix exceeds the receiver's limit.
+    #[error("frame of {len} bytes exceeds the limit of {max}")]
+    TooLarge {
+        /// The announced length.
+        len: u64,
+        /// The receiver's limit.
+        max: u64,
+    },
+    /// The bytes are not a valid frame (bad varint, bad postcard, trailing bytes).
+    #[error("invalid frame: {0}")]
+    Invalid(String),
+}
+
+/// Why a message could not be encoded.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot encode message: {0}")]
+pub struct EncodeError(#[from] postcard::Error);
+
+/// Appends `value` as LEB128 to `out`.
+pub fn put_varint(mut value: u64, out: &mut Vec<u8>) {
+    loop {
+        let byte = (value & 0x7f) as u8;
+        value >>= 7;
+        if value == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+/// Reads a LEB128 varint from the start of `buf`: `Ok(Some((value, bytes_used)))`, `Ok(None)`
+/// if `buf` ends inside it.
+///
+/// # Errors
+/// [`DecodeError::Invalid`] if it is longer than [`MAX_VARINT_LEN`] or overflows a `u64`.
+pub fn get_varint(buf: &[u8]) -> Result<Option<(u64, usize)>, DecodeError> {
+    let mut value: u64 = 0;
+    for (i, &byte) in buf.iter().enumerate().take(MAX_VARINT_LEN) {
+        let bits = u64::from(byte & 0x7f);
+        let shift = 7 * i as u32;
+        if shift == 63 && bits > 1 {
+            return Err(DecodeError::Invalid("varint overflows u64".into()));
+        }
+        value |= bits << shift;
+        if byte & 0x80 == 0 {
+            return Ok(Some((value, i + 1)));
+        }
+    }
+    if buf.len() >= MAX_VARINT_LEN {
+        return Err(DecodeError::Invalid("varint too long".into()));
+    }
+    Ok(None)
+}
+
+/// Reads a frame's length prefix: `Ok(Some((header_len, body_len)))` once the whole prefix is
+/// in `buf`, `Ok(None)` before.
+///
+/// # Errors
+/// [`DecodeError::TooLarge`] when `body_len > max_len`, [`DecodeError::Invalid`] for a bad
+/// varint.
+pub fn frame_len(buf: &[u8], max_len: usize) -> Result<Option<(usize, usize)>, DecodeError> {
+    match get_varint(buf)? {
+        None => Ok(None),
+        Some((len, used)) => {
+            if len > max_len as u64 {
+                return Err(DecodeError::TooLarge {
+                    len,
+                    max: max_len as u64,
+                });
+            }
+            // Cannot truncate: len <= max_len, a usize.
+            Ok(Some((used, len as usize)))
+        }
+    }
+}
+
+/// Appends the frame for `msg` to `out`.
+///
+/// # Errors
+/// Only if serde refuses the value (postcard cannot fail on these message types).
+pub fn encode<T: Serialize>(msg: &T, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+    let body = postcard::to_stdvec(msg)?;
+    put_varint(body.len() as u64, out);
+    out.extend_from_slice(&body);
+    Ok(())
+}
+
+/// The frame for `msg` as a new vector.
+///
+/// # Errors
+/// As [`encode`].
+pub fn encode_to_vec<T: Serialize>(msg: &T) -> Result<Vec<u8>, EncodeError> {
+    let mut out = Vec::new();
+    encode(msg, &mut out)?;
+    Ok(out)
+}
+
+/// Decodes one frame from the start of `buf`, returning the message and the bytes used.
+///
+/// # Errors
+/// [`DecodeError::Incomplete`] when `buf` holds less than a frame; [`DecodeError::TooLarge`]
+/// when the prefix exceeds `max_len`; [`DecodeError::Invalid`] for a bad body, including
+/// trailing bytes inside the frame.
+pub fn decode<T: DeserializeOwned>(buf: &[u8], max_len: usize) -> Result<(T, usize), DecodeError> {
+    let Some((header, len)) = frame_len(buf, max_len)? else {
+        return Err(DecodeError::Incomplete { needed: 1 });
+    };
+    let available = buf.len() - header;
+    if available < len {
+        return Err(DecodeError::Incomplete {
+            needed: len - available,
+        });
+    }
+    let value = decode_body(&buf[header..header + len])?;
+    Ok((value, header + len))
+}
+
+/// Decodes a frame body (without its length prefix); the whole body must be used.
+///
+/// # Errors
+/// [`DecodeError::Invalid`] for a bad body or trailing bytes.
+pub fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, DecodeError> {
+    let (value, rest) =
+        postcard::take_from_bytes(body).map_err(|e| DecodeError::Invalid(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(DecodeError::Invalid(format!(
+            "{} trailing bytes",
+            rest.len()
+        )));
+    }
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::*;
+
+    fn frame<T: Serialize>(msg: &T) -> Vec<u8> {
+        encode_to_vec(msg).unwrap()
+    }
+
+    fn roundtrip<T>(msg: T, bytes: &[u8])
+    where
+        T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug,
+    {
+        assert_eq!(frame(&msg), bytes, "encoding of {msg:?}");
+        let (back, used) = decode::<T>(bytes, 1 << 20).unwrap();
+        assert_eq!(back, msg);
+        assert_eq!(used, bytes.len());
+    }
+
+    // Byte vectors pin the wire format: a change here is a protocol change.
+    #[test]
+    fn hello_bytes() {
+        roundtrip(
+            Hello {
+                version: 1,
+                name: "pi".into(),
+            },
+            &[4, 1, 2, b'p', b'i'],
+        );
+    }
+
+    #[test]
+    fn hello_reply_bytes() {
+        roundtrip(
+            HelloReply::Welcome(Welcome {
+                handler_id: 7,
+                pool_used: 1,
+                pool_size: 5,
+                max_frame_len: 300,
+                subroutines: vec![SubroutineInfo {
+                    name: "e".into(),
+                    kind: SubroutineKind::Sink,
+                    replay_safe: true,
+                }],
+            }),
+            &[11, 0, 7, 1, 5, 0xac, 0x02, 1, 1, b'e', 2, 1],
+        );
+        roundtrip(
+            HelloReply::Refused {
+                code: ErrorCode::PoolFull,
+                pool_size: 5,
+                message: "x".into(),
+            },
+            &[5, 1, 3, 5, 1, b'x'],
+        );
+    }
+
+    #[test]
+    fn request_bytes() {
+        roundtrip(Request::Ping { nonce: 300 }, &[3, 0, 0xac, 0x02]);
+        roundtrip(
+            Request::Call {
+                name: "ab".into(),
+                args: Args::postcard(vec![9]),
+            },
+            &[7, 1, 2, b'a', b'b', 0, 1, 9],
+        );
+        roundtrip(
+            Request::Stream {
+                name: "c".into(),
+                args: Args::json("1"),
+                resume_after: Some(-1),
+            },
+            &[8, 2, 1, b'c', 1, 1, b'1', 1, 1],
+        );
+        roundtrip(
+            Request::Send {
+                name: "s".into(),
+                args: Args::postcard(vec![]),
+                len: None,
+            },
+            &[6, 3, 1, b's', 0, 0, 0],
+        );
+        roundtrip(Request::CloseHandler, &[1, 4]);
+        roundtrip(Request::CloseGateway, &[1, 5]);
+    }
+
+    #[test]
+    fn response_bytes() {
+        roundtrip(Response::Pong { nonce: 1 }, &[2, 0, 1]);
+        roundtrip(Response::Value { len: 128 }, &[3, 1, 0x80, 0x01]);
+        roundtrip(Response::Count { value: -2 }, &[2, 2, 3]);
+        roundtrip(Response::Accepted, &[1, 3]);
+        roundtrip(Response::Done, &[1, 4]);
+        roundtrip(
+            Response::Error(ErrorReply::new(ErrorCode::UnknownSubroutine, "n")),
+            &[4, 5, 4, 1, b'n'],
+        );
+    }
+
+    #[test]
+    fn stream_frame_bytes() {
+        roundtrip(StreamFrame::Item { ident: 3, len: 2 }, &[3, 0, 6, 2]);
+        roundtrip(StreamFrame::End, &[1, 1]);
+        roundtrip(
+            StreamFrame::Error(ErrorReply::new(ErrorCode::SubroutineFailed, "")),
+            &[3, 2, 6, 0],
+        );
+    }
+
+    #[test]
+    fn too_large_is_refused_before_the_body_arrives() {
+        let mut buf = Vec::new();
+        put_varint(1 << 30, &mut buf);
+        assert_eq!(
+            decode::<Request>(&buf, 1024),
+            Err(DecodeError::TooLarge {
+                len: 1 << 30,
+                max: 1024
+            })
+        );
+    }
+
+    #[test]
+    fn incomplete_and_invalid() {
+        let full = frame(&Request::Ping { nonce: 5 });
+        for cut in 0..full.len() {
+            assert!(matches!(
+                decode::<Request>(&full[..cut], 64),
+                Err(DecodeError::Incomplete { .. })
+            ));
+        }
+        // Unknown request tag.
+        assert!(matches!(
+            decode::<Request>(&[1, 99], 64),
+            Err(DecodeError::Invalid(_))
+        ));
+        // Trailing bytes inside the frame.
+        assert!(matches!(
+            decode::<Request>(&[2, 4, 0], 64),
+            Err(DecodeError::Invalid(_))
+        ));
+        // Over-long varint.
+        assert!(matches!(
+            get_varint(&[0xff; 11]),
+            Err(DecodeError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn varint_edges() {
+        for v in [0, 1, 127, 128, 16_383, 16_384, u32::MAX as u64, u64::MAX] {
+            let mut buf = Vec::new();
+            put_varint(v, &mut buf);
+            assert_eq!(get_varint(&buf).unwrap(), Some((v, buf.len())));
+        }
+        // 2^64 does not fit.
+        let mut over = vec![0x80; 9];
+        over.push(0x02);
+        assert!(get_varint(&over).is_err());
+    }
+}

@@ -1,0 +1,204 @@
+//! Message types. Variant order is the wire tag: append new variants, never reorder.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ErrorCode;
+
+/// First frame on the control stream, client → gateway.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// The client's [`PROTOCOL_VERSION`](crate::PROTOCOL_VERSION).
+    pub version: u32,
+    /// A free-form client name, for the gateway's logs.
+    pub name: String,
+}
+
+/// The gateway's answer to [`Hello`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HelloReply {
+    /// The pair is established.
+    Welcome(Welcome),
+    /// The gateway refuses the pair; it closes the connection with `code` next.
+    Refused {
+        /// Why, for example [`ErrorCode::PoolFull`].
+        code: ErrorCode,
+        /// The handler pool's size, so a `PoolFull` refusal can say how many were allowed.
+        pool_size: u32,
+        /// Human-readable detail.
+        message: String,
+    },
+}
+
+/// Sent when a handler slot was granted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Welcome {
+    /// The gateway-unique id of this handler.
+    pub handler_id: u64,
+    /// Slots in use, this one included.
+    pub pool_used: u32,
+    /// Size of the handler pool.
+    pub pool_size: u32,
+    /// The largest frame or stream item the gateway accepts.
+    pub max_frame_len: u64,
+    /// The subroutines registered when the pair was made.
+    pub subroutines: Vec<SubroutineInfo>,
+}
+
+/// One registered subroutine, as listed in [`Welcome`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubroutineInfo {
+    /// The registered name.
+    pub name: String,
+    /// Stream, batch or sink.
+    pub kind: SubroutineKind,
+    /// Whether it may run from 0-RTT early data.
+    pub replay_safe: bool,
+}
+
+/// The three kinds of subroutine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum SubroutineKind {
+    /// Yields `(ident, bytes)` items until done.
+    Stream,
+    /// Returns bytes once.
+    Batch,
+    /// Takes a byte buffer, returns an `i64`.
+    Sink,
+}
+
+/// How [`Args::bytes`] is encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ArgsEncoding {
+    /// postcard: compact, for typed Rust callers.
+    Postcard,
+    /// JSON: for dynamic callers (the CLI, scripts); decoded into the same registered type.
+    Json,
+}
+
+/// Encoded subroutine arguments.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Args {
+    /// The encoding of `bytes`.
+    pub encoding: ArgsEncoding,
+    /// The encoded value.
+    pub bytes: Vec<u8>,
+}
+
+impl Args {
+    /// Arguments already encoded with postcard.
+    pub fn postcard(bytes: Vec<u8>) -> Self {
+        Self {
+            encoding: ArgsEncoding::Postcard,
+            bytes,
+        }
+    }
+
+    /// Arguments as JSON text.
+    pub fn json(text: impl Into<String>) -> Self {
+        Self {
+            encoding: ArgsEncoding::Json,
+            bytes: text.into().into_bytes(),
+        }
+    }
+}
+
+/// First frame of every operation stream, client → gateway.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// Round-trip probe; answered by [`Response::Pong`] with the same nonce.
+    Ping {
+        /// Echoed back.
+        nonce: u64,
+    },
+    /// Run a batch subroutine.
+    Call {
+        /// Subroutine name.
+        name: String,
+        /// Its arguments.
+        args: Args,
+    },
+    /// Subscribe to a stream subroutine.
+    Stream {
+        /// Subroutine name.
+        name: String,
+        /// Its arguments.
+        args: Args,
+        /// The last ident the client already holds, when resuming a subscription.
+        resume_after: Option<i64>,
+    },
+    /// Feed a buffer to a sink subroutine: the raw bytes follow this frame until the
+    /// client finishes its side of the stream.
+    Send {
+        /// Subroutine name.
+        name: String,
+        /// Its arguments.
+        args: Args,
+        /// The buffer's length when known in advance (checked by the gateway).
+        len: Option<u64>,
+    },
+    /// Release this handler's pool slot; the connection closes after [`Response::Done`].
+    CloseHandler,
+    /// Ask the gateway to shut down (refused unless the gateway allows it).
+    CloseGateway,
+}
+
+/// The gateway's first (often only) frame on an operation stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    /// Answer to `Ping`.
+    Pong {
+        /// The request's nonce.
+        nonce: u64,
+    },
+    /// A batch result: `len` raw bytes follow.
+    Value {
+        /// Length of the raw result that follows.
+        len: u64,
+    },
+    /// A sink's result.
+    Count {
+        /// The returned integer (0 when the sink returns nothing).
+        value: i64,
+    },
+    /// A stream subscription was accepted: [`StreamFrame`]s follow.
+    Accepted,
+    /// `CloseHandler` or `CloseGateway` was carried out.
+    Done,
+    /// The request failed.
+    Error(ErrorReply),
+}
+
+/// Frames after [`Response::Accepted`] on a stream subscription.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StreamFrame {
+    /// One item: `len` raw bytes follow.
+    Item {
+        /// The producer's ident for this item.
+        ident: i64,
+        /// Length of the raw bytes that follow.
+        len: u64,
+    },
+    /// The producer ended naturally.
+    End,
+    /// The producer failed.
+    Error(ErrorReply),
+}
+
+/// A typed failure.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorReply {
+    /// What kind of failure.
+    pub code: ErrorCode,
+    /// Human-readable detail (for example the subroutine's error message).
+    pub message: String,
+}
+
+impl ErrorReply {
+    /// A reply with the given code and message.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}

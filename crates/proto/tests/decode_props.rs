@@ -1,0 +1,79 @@
+//! Property tests: the decoder never panics on arbitrary bytes, and every message round-trips.
+
+use proptest::prelude::*;
+use quicswarm_proto::{codec, Args, ErrorCode, ErrorReply, Request, Response, StreamFrame};
+
+fn any_args() -> impl Strategy<Value = Args> {
+    (any::<bool>(), proptest::collection::vec(any::<u8>(), 0..64)).prop_map(|(json, bytes)| {
+        if json {
+            Args {
+                encoding: quicswarm_proto::ArgsEncoding::Json,
+                bytes,
+            }
+        } else {
+            Args::postcard(bytes)
+        }
+    })
+}
+
+fn any_request() -> impl Strategy<Value = Request> {
+    prop_oneof![
+        any::<u64>().prop_map(|nonce| Request::Ping { nonce }),
+        (".{0,16}", any_args()).prop_map(|(name, args)| Request::Call { name, args }),
+        (".{0,16}", any_args(), any::<Option<i64>>()).prop_map(|(name, args, resume_after)| {
+            Request::Stream {
+                name,
+                args,
+                resume_after,
+            }
+        }),
+        (".{0,16}", any_args(), any::<Option<u64>>()).prop_map(|(name, args, len)| Request::Send {
+            name,
+            args,
+            len
+        }),
+        Just(Request::CloseHandler),
+        Just(Request::CloseGateway),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn decoder_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..256), max in 0usize..512) {
+        let _ = codec::decode::<Request>(&bytes, max);
+        let _ = codec::decode::<Response>(&bytes, max);
+        let _ = codec::decode::<StreamFrame>(&bytes, max);
+        let _ = codec::decode::<quicswarm_proto::Hello>(&bytes, max);
+        let _ = codec::decode::<quicswarm_proto::HelloReply>(&bytes, max);
+    }
+
+    #[test]
+    fn requests_round_trip(req in any_request()) {
+        let frame = codec::encode_to_vec(&req).unwrap();
+        let (back, used) = codec::decode::<Request>(&frame, 1 << 20).unwrap();
+        prop_assert_eq!(back, req);
+        prop_assert_eq!(used, frame.len());
+    }
+
+    #[test]
+    fn frames_round_trip(ident in any::<i64>(), len in any::<u64>(), code in 0u32..20, msg in ".{0,32}") {
+        for f in [StreamFrame::Item { ident, len }, StreamFrame::End,
+                  StreamFrame::Error(ErrorReply::new(ErrorCode::from(code), msg.clone()))] {
+            let frame = codec::encode_to_vec(&f).unwrap();
+            let (back, _) = codec::decode::<StreamFrame>(&frame, 1 << 20).unwrap();
+            prop_assert_eq!(back, f);
+        }
+    }
+
+    #[test]
+    fn truncations_are_incomplete(req in any_request()) {
+        let frame = codec::encode_to_vec(&req).unwrap();
+        for cut in 0..frame.len() {
+            let is_incomplete = matches!(
+                codec::decode::<Request>(&frame[..cut], 1 << 20),
+                Err(codec::DecodeError::Incomplete { .. })
+            );
+            prop_assert!(is_incomplete);
+        }
+    }
+}

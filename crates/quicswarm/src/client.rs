@@ -1,0 +1,552 @@
+//! The client side of a handler/client pair: every operation is its own QUIC stream.
+
+use std::{
+    future::Future,
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use futures_util::Stream;
+use quicswarm_proto::{Args, ErrorCode, Request, Response, StreamFrame, SubroutineInfo, Welcome};
+use serde::Serialize;
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+use crate::{
+    controller::ControllerConfig,
+    error::CallError,
+    io::{varint, write_frame, FrameReader},
+};
+
+/// Subroutine arguments: any `Serialize` value travels as postcard; wrap text in [`Json`] to
+/// send JSON that the gateway decodes into the subroutine's registered type.
+pub trait ToArgs {
+    /// Encodes the arguments.
+    ///
+    /// # Errors
+    /// [`CallError::BadArgs`] if the value cannot be serialised.
+    fn to_args(&self) -> Result<Args, CallError>;
+}
+
+impl<T: Serialize + ?Sized> ToArgs for T {
+    fn to_args(&self) -> Result<Args, CallError> {
+        postcard::to_stdvec(self)
+            .map(Args::postcard)
+            .map_err(|e| CallError::BadArgs(e.to_string()))
+    }
+}
+
+/// JSON-encoded arguments, for dynamic callers: `client.call("add", &Json(r#"{"a":1,"b":2}"#))`.
+#[derive(Debug, Clone, Copy)]
+pub struct Json<S>(pub S);
+
+impl<S: AsRef<str>> ToArgs for Json<S> {
+    fn to_args(&self) -> Result<Args, CallError> {
+        Ok(Args::json(self.0.as_ref()))
+    }
+}
+
+pub(crate) struct ClientInner {
+    conn: quinn::Connection,
+    welcome: Welcome,
+    remote: SocketAddr,
+    config: Arc<ControllerConfig>,
+    nonce: AtomicU64,
+}
+
+impl ClientInner {
+    pub(crate) fn new(
+        conn: quinn::Connection,
+        welcome: Welcome,
+        remote: SocketAddr,
+        config: Arc<ControllerConfig>,
+    ) -> Self {
+        Self {
+            conn,
+            welcome,
+            remote,
+            config,
+            nonce: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Drop for ClientInner {
+    fn drop(&mut self) {
+        // The last handle (client and its streams) is gone: free the gateway's slot now
+        // rather than after its idle timeout.
+        self.conn
+            .close(varint(ErrorCode::NoError), b"client dropped");
+    }
+}
+
+/// One handler/client pair: a QUIC connection to a gateway. Cheap to clone; every clone and
+/// every [`ItemStream`] share the connection.
+///
+/// Operations run concurrently: each is its own QUIC stream, so a ping is answered while a
+/// large stream is in flight on the same client.
+///
+/// # Drop behavior
+/// When the last clone and the last `ItemStream` are dropped, the connection is closed at once
+/// (code 0) and the gateway frees the handler slot. [`close`](Self::close) does the same
+/// politely, waiting for the gateway to confirm.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<ClientInner>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("gateway", &self.inner.remote)
+            .field("handler_id", &self.inner.welcome.handler_id)
+            .finish()
+    }
+}
+
+impl Client {
+    pub(crate) fn new(inner: ClientInner) -> Self {
+        Self {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// The gateway's address.
+    pub fn gateway(&self) -> SocketAddr {
+        self.inner.remote
+    }
+
+    /// The gateway-assigned handler id.
+    pub fn handler_id(&self) -> u64 {
+        self.inner.welcome.handler_id
+    }
+
+    /// The gateway's handler pool: `(in use when we joined, size)`.
+    pub fn pool(&self) -> (u32, u32) {
+        (self.inner.welcome.pool_used, self.inner.welcome.pool_size)
+    }
+
+    /// The subroutines the gateway had registered when this client connected.
+    pub fn subroutines(&self) -> &[SubroutineInfo] {
+        &self.inner.welcome.subroutines
+    }
+
+    /// The underlying QUIC connection: statistics, RTT, or raw streams for tools and tests.
+    pub fn connection(&self) -> &quinn::Connection {
+        &self.inner.conn
+    }
+
+    async fn timed<T>(
+        &self,
+        fut: impl Future<Output = Result<T, CallError>>,
+    ) -> Result<T, CallError> {
+        match self.inner.config.call_timeout {
+            Some(limit) => tokio::time::timeout(limit, fut)
+                .await
+                .map_err(|_| CallError::Timeout(limit))?,
+            None => fut.await,
+        }
+    }
+
+    /// Opens an operation stream and sends its request.
+    async fn open(&self, request: &Request) -> Result<(quinn::SendStream, FrameReader), CallError> {
+        let (mut send, recv) = self.inner.conn.open_bi().await?;
+        write_frame(&mut send, request).await?;
+        Ok((
+            send,
+            FrameReader::new(recv, self.inner.config.max_frame_len),
+        ))
+    }
+
+    async fn response(reader: &mut FrameReader) -> Result<Response, CallError> {
+        match reader.expect_frame::<Response>().await? {
+            Response::Error(reply) => Err(reply.into()),
+            other => Ok(other),
+        }
+    }
+
+    /// Measures one round trip on a new stream.
+    ///
+    /// # Errors
+    /// [`CallError::ConnectionLost`], [`CallError::Timeout`].
+    pub async fn ping(&self) -> Result<Duration, CallError> {
+        self.timed(async {
+            let nonce = self.inner.nonce.fetch_add(1, Ordering::Relaxed);
+            let start = Instant::now();
+            let (mut send, mut reader) = self.open(&Request::Ping { nonce }).await?;
+            let _ = send.finish();
+            match Self::response(&mut reader).await? {
+                Response::Pong { nonce: n } if n == nonce => Ok(start.elapsed()),
+                other => Err(CallError::Protocol(format!(
+                    "expected Pong({nonce}), got {other:?}"
+                ))),
+            }
+        })
+        .await
+    }
+
+    /// Calls a *batch* subroutine and returns its bytes.
+    ///
+    /// # Errors
+    /// Typed errors for an unknown subroutine, bad arguments, a failing or panicking
+    /// subroutine, a lost connection or a timeout.
+    pub async fn call(
+        &self,
+        name: &str,
+        args: &(impl ToArgs + ?Sized),
+    ) -> Result<Bytes, CallError> {
+        let args = args.to_args()?;
+        self.timed(async {
+            let (mut send, mut reader) = self
+                .open(&Request::Call {
+                    name: name.into(),
+                    args,
+                })
+                .await?;
+            let _ = send.finish();
+            match Self::response(&mut reader).await? {
+                Response::Value { len } => {
+                    let max = self.inner.config.max_frame_len as u64 * 64;
+                    if len > max {
+                        reader.stop(ErrorCode::FrameTooLarge);
+                        return Err(CallError::TooLarge(format!(
+                            "result of {len} bytes exceeds {max}"
+                        )));
+                    }
+                    Ok(reader.read_bytes(len as usize).await?)
+                }
+                other => Err(CallError::Protocol(format!(
+                    "expected Value, got {other:?}"
+                ))),
+            }
+        })
+        .await
+    }
+
+    /// Subscribes to a *stream* subroutine. Returns once the gateway accepted the
+    /// subscription; items then arrive through the returned [`ItemStream`].
+    ///
+    /// # Errors
+    /// As [`call`](Self::call), for the subscription itself.
+    pub async fn stream(
+        &self,
+        name: &str,
+        args: &(impl ToArgs + ?Sized),
+    ) -> Result<ItemStream, CallError> {
+        self.stream_from(name, args, None).await
+    }
+
+    /// Like [`stream`](Self::stream), telling the producer the last ident already held.
+    ///
+    /// # Errors
+    /// As [`stream`](Self::stream).
+    pub async fn stream_from(
+        &self,
+        name: &str,
+        args: &(impl ToArgs + ?Sized),
+        resume_after: Option<i64>,
+    ) -> Result<ItemStream, CallError> {
+        let args = args.to_args()?;
+        let request = Request::Stream {
+            name: name.into(),
+            args,
+            resume_after,
+        };
+        self.timed(async {
+            let (mut send, mut reader) = self.open(&request).await?;
+            let _ = send.finish();
+            match Self::response(&mut reader).await? {
+                Response::Accepted => Ok(ItemStream {
+                    reader,
+                    max_item: self.inner.config.max_frame_len,
+                    state: StreamState::Open,
+                    _client: self.inner.clone(),
+                }),
+                other => Err(CallError::Protocol(format!(
+                    "expected Accepted, got {other:?}"
+                ))),
+            }
+        })
+        .await
+    }
+
+    /// Subscribes and feeds every item to `on_item`; returning `false` from it aborts the
+    /// stream (the gateway stops the producer). `on_end` is called only on a natural end.
+    ///
+    /// # Errors
+    /// As [`stream`](Self::stream), and any error that ends the stream early.
+    pub async fn stream_with(
+        &self,
+        name: &str,
+        args: &(impl ToArgs + ?Sized),
+        mut on_item: impl FnMut(i64, Bytes) -> bool,
+        on_end: impl FnOnce(),
+    ) -> Result<StreamOutcome, CallError> {
+        let mut stream = self.stream(name, args).await?;
+        let mut items = 0u64;
+        while let Some((ident, data)) = stream.next().await? {
+            items += 1;
+            if !on_item(ident, data) {
+                stream.abort();
+                return Ok(StreamOutcome {
+                    items,
+                    completed: false,
+                });
+            }
+        }
+        on_end();
+        Ok(StreamOutcome {
+            items,
+            completed: true,
+        })
+    }
+
+    /// Feeds `data` to a *sink* subroutine and returns its integer.
+    ///
+    /// # Errors
+    /// As [`call`](Self::call).
+    pub async fn send(
+        &self,
+        name: &str,
+        args: &(impl ToArgs + ?Sized),
+        data: impl Into<Bytes>,
+    ) -> Result<i64, CallError> {
+        let data = data.into();
+        let args = args.to_args()?;
+        let request = Request::Send {
+            name: name.into(),
+            args,
+            len: Some(data.len() as u64),
+        };
+        self.timed(async {
+            let (mut send, mut reader) = self.open(&request).await?;
+            let (written, reply) = tokio::join!(
+                async {
+                    send.write_chunk(data).await?;
+                    let _ = send.finish();
+                    Ok::<_, CallError>(())
+                },
+                Self::response(&mut reader)
+            );
+            Self::sink_reply(written, reply)
+        })
+        .await
+    }
+
+    /// Feeds everything `reader` yields to a *sink* subroutine (a file, a pipe), streamed in
+    /// chunks: the buffer never has to fit in memory. `len`, when known, is checked by the
+    /// gateway.
+    ///
+    /// # Errors
+    /// As [`send`](Self::send), plus [`CallError::Io`] if `reader` fails (the gateway's sink
+    /// then sees a cancelled buffer).
+    pub async fn send_reader(
+        &self,
+        name: &str,
+        args: &(impl ToArgs + ?Sized),
+        mut reader: impl AsyncRead + Unpin,
+        len: Option<u64>,
+    ) -> Result<i64, CallError> {
+        let args = args.to_args()?;
+        let request = Request::Send {
+            name: name.into(),
+            args,
+            len,
+        };
+        self.timed(async {
+            let (mut send, mut frames) = self.open(&request).await?;
+            let (written, reply) = tokio::join!(
+                async {
+                    let mut buf = bytes::BytesMut::with_capacity(256 * 1024);
+                    loop {
+                        buf.reserve(256 * 1024);
+                        let n = reader.read_buf(&mut buf).await.map_err(|e| {
+                            let _ = send.reset(varint(ErrorCode::Cancelled));
+                            CallError::Io(e.to_string())
+                        })?;
+                        if n == 0 {
+                            break;
+                        }
+                        send.write_chunk(buf.split().freeze()).await?;
+                    }
+                    let _ = send.finish();
+                    Ok::<_, CallError>(())
+                },
+                Self::response(&mut frames)
+            );
+            Self::sink_reply(written, reply)
+        })
+        .await
+    }
+
+    /// The gateway's answer wins over our write error: when it refuses early (unknown sink,
+    /// too large) it stops our upload, and the refusal says why.
+    fn sink_reply(
+        written: Result<(), CallError>,
+        reply: Result<Response, CallError>,
+    ) -> Result<i64, CallError> {
+        match reply {
+            Ok(Response::Count { value }) => written.map(|()| value),
+            Ok(other) => Err(CallError::Protocol(format!(
+                "expected Count, got {other:?}"
+            ))),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Releases this handler's slot on the gateway and closes the connection.
+    ///
+    /// # Errors
+    /// If the gateway could not be told (the slot is then freed by its idle timeout).
+    pub async fn close(self) -> Result<(), CallError> {
+        let result = self
+            .timed(async {
+                let (mut send, mut reader) = self.open(&Request::CloseHandler).await?;
+                let _ = send.finish();
+                match Self::response(&mut reader).await? {
+                    Response::Done => Ok(()),
+                    other => Err(CallError::Protocol(format!("expected Done, got {other:?}"))),
+                }
+            })
+            .await;
+        self.inner
+            .conn
+            .close(varint(ErrorCode::NoError), b"client closed");
+        result
+    }
+
+    /// Asks the gateway to shut down. Refused with [`CallError::PermissionDenied`] unless the
+    /// gateway was started with `allow_close`.
+    ///
+    /// # Errors
+    /// [`CallError::PermissionDenied`], or transport errors.
+    pub async fn close_gateway(&self) -> Result<(), CallError> {
+        self.timed(async {
+            let (mut send, mut reader) = self.open(&Request::CloseGateway).await?;
+            let _ = send.finish();
+            match Self::response(&mut reader).await? {
+                Response::Done => Ok(()),
+                other => Err(CallError::Protocol(format!("expected Done, got {other:?}"))),
+            }
+        })
+        .await
+    }
+}
+
+/// How [`Client::stream_with`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamOutcome {
+    /// Items received.
+    pub items: u64,
+    /// `true` for a natural end, `false` when the callback aborted.
+    pub completed: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StreamState {
+    Open,
+    Ended,
+    Failed,
+}
+
+/// Items of a stream subscription, in order.
+///
+/// # Drop behavior
+/// Dropping an unfinished `ItemStream` aborts the subscription: the gateway is told to stop
+/// (`STOP_SENDING` with `Cancelled`) and drops the producer before it yields another item.
+///
+/// # Cancel safety
+/// [`next`](Self::next) is not cancel-safe: if its future is dropped part-way, the stream's
+/// framing is lost; drop the whole `ItemStream` instead.
+pub struct ItemStream {
+    reader: FrameReader,
+    max_item: usize,
+    state: StreamState,
+    _client: Arc<ClientInner>,
+}
+
+impl std::fmt::Debug for ItemStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ItemStream")
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ItemStream {
+    /// The next `(ident, bytes)` item; `None` once the producer ended naturally.
+    ///
+    /// # Errors
+    /// The producer's failure or panic, a lost connection, or a protocol violation. After an
+    /// error the stream is finished.
+    pub async fn next(&mut self) -> Result<Option<(i64, Bytes)>, CallError> {
+        if self.state != StreamState::Open {
+            return Ok(None);
+        }
+        let result = self.read_item().await;
+        match &result {
+            Ok(None) => self.state = StreamState::Ended,
+            Err(_) => self.state = StreamState::Failed,
+            Ok(Some(_)) => {}
+        }
+        result
+    }
+
+    async fn read_item(&mut self) -> Result<Option<(i64, Bytes)>, CallError> {
+        match self.reader.read_frame::<StreamFrame>().await? {
+            Some(StreamFrame::Item { ident, len }) => {
+                if len > self.max_item as u64 {
+                    self.reader.stop(ErrorCode::FrameTooLarge);
+                    return Err(CallError::TooLarge(format!(
+                        "item of {len} bytes exceeds {}",
+                        self.max_item
+                    )));
+                }
+                let data = self.reader.read_bytes(len as usize).await?;
+                Ok(Some((ident, data)))
+            }
+            Some(StreamFrame::End) => Ok(None),
+            Some(StreamFrame::Error(reply)) => Err(reply.into()),
+            None => Err(CallError::Protocol("stream ended without End".into())),
+        }
+    }
+
+    /// Whether the producer ended naturally (as opposed to still running, failed or aborted).
+    pub fn is_complete(&self) -> bool {
+        self.state == StreamState::Ended
+    }
+
+    /// Aborts the subscription now (same as dropping it).
+    pub fn abort(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        if self.state == StreamState::Open {
+            self.reader.stop(ErrorCode::Cancelled);
+            self.state = StreamState::Failed;
+        }
+    }
+
+    /// The items as a `futures` [`Stream`]; it ends after the first error.
+    pub fn into_stream(self) -> impl Stream<Item = Result<(i64, Bytes), CallError>> + Send {
+        futures_util::stream::unfold(self, |mut s| async move {
+            match s.next().await {
+                Ok(Some(item)) => Some((Ok(item), s)),
+                Ok(None) => None,
+                // `next` marks the stream failed, so the following poll ends it.
+                Err(e) => Some((Err(e), s)),
+            }
+        })
+    }
+}
+
+impl Drop for ItemStream {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -1,0 +1,382 @@
+//! The controller: one QUIC endpoint that opens clients to any number of gateways.
+
+use std::{
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use quicswarm_proto::{ErrorCode, Hello, HelloReply, PROTOCOL_VERSION};
+use tracing::{debug, info};
+
+use crate::{
+    client::{Client, ClientInner},
+    config,
+    error::ConnectError,
+    io::{varint, write_frame, FrameReader},
+    tls::{self, Fingerprint, PinRecord, PinVerifier, Trust},
+};
+
+/// Controller settings, each with a documented default.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ControllerConfig {
+    /// How gateways are authenticated. Default: the user's `known_gateways` file
+    /// ([`Trust::default_known_gateways`]).
+    pub trust: Trust,
+    /// Local UDP address. Default `[::]:0` (dual-stack), falling back to `0.0.0.0:0`.
+    pub bind: Option<SocketAddr>,
+    /// The name sent in `Hello`, shown in gateway logs. Default `"quicswarm"`.
+    pub name: String,
+    /// Time allowed for handshake plus hello. Default 10 s.
+    pub connect_timeout: Duration,
+    /// Time allowed for a ping, call or send to be answered; `None` waits forever.
+    /// Default 60 s. Stream subscriptions are not bounded by it.
+    pub call_timeout: Option<Duration>,
+    /// Silence after which a connection is considered dead. Default 10 s.
+    pub idle_timeout: Duration,
+    /// Keep-alive interval, so an idle client keeps its handler slot. Default 2 s.
+    pub keep_alive: Duration,
+    /// Largest frame, stream item or batch result accepted from a gateway. Default 16 MiB
+    /// (batch results may be up to 64 times that).
+    pub max_frame_len: usize,
+}
+
+impl Default for ControllerConfig {
+    fn default() -> Self {
+        Self {
+            trust: Trust::KnownGateways(Trust::default_known_gateways()),
+            bind: None,
+            name: "quicswarm".into(),
+            connect_timeout: Duration::from_secs(10),
+            call_timeout: Some(Duration::from_secs(60)),
+            idle_timeout: Duration::from_secs(10),
+            keep_alive: Duration::from_secs(2),
+            max_frame_len: quicswarm_proto::DEFAULT_MAX_FRAME_LEN,
+        }
+    }
+}
+
+impl ControllerConfig {
+    /// The defaults with the given trust mode.
+    pub fn with_trust(trust: Trust) -> Self {
+        Self {
+            trust,
+            ..Self::default()
+        }
+    }
+}
+
+/// Opens [`Client`]s to gateways over one UDP socket.
+///
+/// # Examples
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use quicswarm::{Controller, ControllerConfig, Trust};
+///
+/// let controller = Controller::new(ControllerConfig::with_trust(
+///     Trust::KnownGateways("known_gateways".into()),
+/// ))?;
+/// let client = controller.get_client("127.0.0.1:1857").await?;
+/// println!("rtt {:?}", client.ping().await?);
+/// let reply = client.call("echo", &"hello").await?;
+/// assert_eq!(&reply[..], b"hello");
+/// client.close().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Controller {
+    endpoint: quinn::Endpoint,
+    config: Arc<ControllerConfig>,
+    /// One ticket store for every gateway, so reconnects can resume sessions.
+    resumption: rustls::client::Resumption,
+    /// Serialises trust-on-first-use writes to the known-gateways file.
+    pin_lock: Arc<Mutex<()>>,
+}
+
+impl Controller {
+    /// A controller with its own UDP socket.
+    ///
+    /// # Errors
+    /// If the socket cannot be bound.
+    pub fn new(config: ControllerConfig) -> Result<Self, ConnectError> {
+        let socket = match config.bind {
+            Some(addr) => config::udp_socket(addr)?,
+            None => config::udp_socket(SocketAddr::from(([0u16; 8], 0)))
+                .or_else(|_| config::udp_socket(SocketAddr::from(([0u8; 4], 0))))?,
+        };
+        let endpoint = quinn::Endpoint::new(
+            quinn::EndpointConfig::default(),
+            None,
+            socket,
+            Arc::new(quinn::TokioRuntime),
+        )?;
+        Ok(Self {
+            endpoint,
+            config: Arc::new(config),
+            resumption: rustls::client::Resumption::in_memory_sessions(256),
+            pin_lock: Arc::new(Mutex::new(())),
+        })
+    }
+
+    /// The controller's settings.
+    pub fn config(&self) -> &ControllerConfig {
+        &self.config
+    }
+
+    /// The local UDP address.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.endpoint.local_addr()
+    }
+
+    /// Asks the gateway at `addr` (`host:port`) for a handler and returns the client of the new
+    /// pair: one QUIC connection.
+    ///
+    /// # Errors
+    /// [`ConnectError::PoolFull`] when the gateway's pool is full;
+    /// [`ConnectError::FingerprintMismatch`] when a pinned gateway shows another certificate;
+    /// others for resolution, handshake and timeout failures.
+    pub async fn get_client(&self, addr: &str) -> Result<Client, ConnectError> {
+        let (remote, server_name) = resolve(addr).await?;
+        let timeout = self.config.connect_timeout;
+        match tokio::time::timeout(timeout, self.connect(addr, remote, &server_name)).await {
+            Ok(result) => result,
+            Err(_) => Err(ConnectError::Timeout {
+                gateway: remote,
+                after: timeout,
+            }),
+        }
+    }
+
+    async fn connect(
+        &self,
+        label: &str,
+        remote: SocketAddr,
+        server_name: &str,
+    ) -> Result<Client, ConnectError> {
+        let record = Arc::new(Mutex::new(PinRecord::default()));
+        let (verifier, pinned): (Arc<dyn rustls::client::danger::ServerCertVerifier>, _) =
+            match &self.config.trust {
+                Trust::Ca(roots) => (tls::ca_verifier(roots).map_err(tls::TlsError::from)?, None),
+                Trust::Fingerprints(allowed) => {
+                    (self.pin_verifier(Some(allowed.clone()), &record), None)
+                }
+                Trust::KnownGateways(file) => {
+                    let expected = tls::known_gateway(file, label)?;
+                    (
+                        self.pin_verifier(expected.map(|fp| vec![fp]), &record),
+                        Some((file.clone(), expected)),
+                    )
+                }
+            };
+        let tls = tls::client_config(verifier, &self.resumption).map_err(tls::TlsError::from)?;
+        let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
+            .map_err(|e| tls::TlsError::from(rustls::Error::General(e.to_string())))?;
+        let mut client_config = quinn::ClientConfig::new(Arc::new(quic));
+        client_config.transport_config(config::transport(
+            self.config.idle_timeout,
+            Some(self.config.keep_alive),
+            // The gateway opens no streams towards us.
+            0,
+        ));
+        let connecting = self
+            .endpoint
+            .connect_with(client_config, remote, server_name)
+            .map_err(|source| ConnectError::Connect {
+                gateway: remote,
+                source,
+            })?;
+        let conn = match connecting.await {
+            Ok(conn) => conn,
+            Err(source) => {
+                let seen = record.lock().ok().and_then(|r| r.seen);
+                let expected = match (&self.config.trust, &pinned) {
+                    (_, Some((_, Some(fp)))) => Some(*fp),
+                    (Trust::Fingerprints(list), _) => list.first().copied(),
+                    _ => None,
+                };
+                if let (Some(expected), Some(actual)) = (expected, seen) {
+                    if expected != actual {
+                        return Err(ConnectError::FingerprintMismatch {
+                            gateway: label.to_string(),
+                            expected,
+                            actual,
+                        });
+                    }
+                }
+                return Err(ConnectError::Connection {
+                    gateway: remote,
+                    source,
+                });
+            }
+        };
+        if let Some((file, None)) = pinned {
+            let seen = record.lock().ok().and_then(|r| r.seen);
+            if let Some(fp) = seen {
+                self.pin_first_use(&file, label, fp, &conn)?;
+            }
+        }
+        self.hello(conn, remote).await
+    }
+
+    fn pin_verifier(
+        &self,
+        allowed: Option<Vec<Fingerprint>>,
+        record: &Arc<Mutex<PinRecord>>,
+    ) -> Arc<PinVerifier> {
+        Arc::new(PinVerifier {
+            allowed,
+            record: record.clone(),
+            algorithms: tls::provider().signature_verification_algorithms,
+        })
+    }
+
+    /// Records a gateway seen for the first time. If another task pinned it meanwhile, the
+    /// pin must match.
+    fn pin_first_use(
+        &self,
+        file: &std::path::Path,
+        label: &str,
+        fp: Fingerprint,
+        conn: &quinn::Connection,
+    ) -> Result<(), ConnectError> {
+        let _guard = self
+            .pin_lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match tls::known_gateway(file, label)? {
+            Some(expected) if expected != fp => {
+                conn.close(varint(ErrorCode::NoError), b"untrusted");
+                Err(ConnectError::FingerprintMismatch {
+                    gateway: label.to_string(),
+                    expected,
+                    actual: fp,
+                })
+            }
+            Some(_) => Ok(()),
+            None => {
+                info!(gateway = label, %fp, file = %file.display(), "pinned new gateway (trust on first use)");
+                tls::pin_gateway(file, label, fp)?;
+                Ok(())
+            }
+        }
+    }
+
+    async fn hello(
+        &self,
+        conn: quinn::Connection,
+        remote: SocketAddr,
+    ) -> Result<Client, ConnectError> {
+        let protocol = |detail: String| ConnectError::Protocol {
+            gateway: remote,
+            detail,
+        };
+        let lost = |source| ConnectError::Connection {
+            gateway: remote,
+            source,
+        };
+        let (mut send, recv) = conn.open_bi().await.map_err(lost)?;
+        let hello = Hello {
+            version: PROTOCOL_VERSION,
+            name: self.config.name.clone(),
+        };
+        if let Err(e) = write_frame(&mut send, &hello).await {
+            return Err(match e {
+                quinn::WriteError::ConnectionLost(source) => refused_by_close(remote, source),
+                other => protocol(other.to_string()),
+            });
+        }
+        let _ = send.finish();
+        let mut reader = FrameReader::new(recv, self.config.max_frame_len);
+        let reply: HelloReply = match reader.expect_frame().await {
+            Ok(reply) => reply,
+            Err(crate::io::FrameError::Read(quinn::ReadError::ConnectionLost(source))) => {
+                return Err(refused_by_close(remote, source))
+            }
+            Err(e) => return Err(protocol(e.to_string())),
+        };
+        match reply {
+            HelloReply::Welcome(welcome) => {
+                debug!(gateway = %remote, handler = welcome.handler_id, used = welcome.pool_used, "handler granted");
+                Ok(Client::new(ClientInner::new(
+                    conn,
+                    welcome,
+                    remote,
+                    self.config.clone(),
+                )))
+            }
+            HelloReply::Refused {
+                code,
+                pool_size,
+                message,
+            } => {
+                conn.close(varint(code), code.reason().as_bytes());
+                Err(match code {
+                    ErrorCode::PoolFull => ConnectError::PoolFull {
+                        gateway: remote,
+                        size: pool_size,
+                    },
+                    code => ConnectError::Refused {
+                        gateway: remote,
+                        code,
+                        message,
+                    },
+                })
+            }
+        }
+    }
+
+    /// Closes every connection at once and waits (bounded) for the socket to go idle.
+    pub async fn close(&self) {
+        self.endpoint
+            .close(varint(ErrorCode::NoError), b"controller closed");
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
+    }
+}
+
+/// A connection the gateway closed during hello: map its code to a typed refusal.
+fn refused_by_close(remote: SocketAddr, source: quinn::ConnectionError) -> ConnectError {
+    if let quinn::ConnectionError::ApplicationClosed(close) = &source {
+        let code = u32::try_from(close.error_code.into_inner())
+            .map(ErrorCode::from)
+            .unwrap_or(ErrorCode::Internal);
+        if code == ErrorCode::PoolFull {
+            return ConnectError::PoolFull {
+                gateway: remote,
+                size: 0,
+            };
+        }
+        if code != ErrorCode::NoError {
+            let message = String::from_utf8_lossy(&close.reason).into_owned();
+            return ConnectError::Refused {
+                gateway: remote,
+                code,
+                message,
+            };
+        }
+    }
+    ConnectError::Connection {
+        gateway: remote,
+        source,
+    }
+}
+
+/// Resolves `host:port`; the host becomes the TLS server name (an IP address is checked
+/// against the certificate's IP SANs under CA trust).
+async fn resolve(addr: &str) -> Result<(SocketAddr, String), ConnectError> {
+    let bad = |reason: String| ConnectError::Address {
+        addr: addr.to_string(),
+        reason,
+    };
+    if let Ok(sa) = addr.parse::<SocketAddr>() {
+        return Ok((sa, sa.ip().to_string()));
+    }
+    let (host, _port) = addr
+        .rsplit_once(':')
+        .ok_or_else(|| bad("expected host:port".into()))?;
+    let mut found = tokio::net::lookup_host(addr)
+        .await
+        .map_err(|e| bad(e.to_string()))?;
+    let sa = found.next().ok_or_else(|| bad("no address found".into()))?;
+    Ok((sa, host.trim_matches(['[', ']']).to_string()))
+}

@@ -1,0 +1,271 @@
+//! Error types: one per kind of operation.
+
+use std::{io, net::SocketAddr, time::Duration};
+
+use quicswarm_proto::{codec::DecodeError, ErrorCode, ErrorReply};
+
+use crate::tls::{Fingerprint, TlsError};
+
+/// Why [`Controller::get_client`](crate::Controller::get_client) failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectError {
+    /// The gateway's handler pool is full.
+    #[error("gateway {gateway}: handler pool full ({size} of {size} in use)")]
+    PoolFull {
+        /// The gateway.
+        gateway: SocketAddr,
+        /// The pool's size.
+        size: u32,
+    },
+    /// The gateway presented a certificate other than the pinned one. Nothing was re-pinned.
+    #[error(
+        "gateway {gateway} presented certificate {actual}, but {expected} is pinned for it; \
+         if the gateway's key really changed, remove its line from the known-gateways file"
+    )]
+    FingerprintMismatch {
+        /// The gateway as dialled.
+        gateway: String,
+        /// The pinned fingerprint.
+        expected: Fingerprint,
+        /// The one it presented.
+        actual: Fingerprint,
+    },
+    /// The gateway refused the pair for another reason.
+    #[error("gateway {gateway} refused the connection: {code}: {message}")]
+    Refused {
+        /// The gateway.
+        gateway: SocketAddr,
+        /// Why.
+        code: ErrorCode,
+        /// Detail.
+        message: String,
+    },
+    /// The address could not be parsed or resolved.
+    #[error("cannot resolve gateway address {addr:?}: {reason}")]
+    Address {
+        /// The address as given.
+        addr: String,
+        /// Why.
+        reason: String,
+    },
+    /// The QUIC connection could not be started.
+    #[error("cannot connect to {gateway}: {source}")]
+    Connect {
+        /// The gateway.
+        gateway: SocketAddr,
+        /// quinn's error.
+        source: quinn::ConnectError,
+    },
+    /// The handshake or the hello exchange failed on the connection.
+    #[error("connection to {gateway} failed: {source}")]
+    Connection {
+        /// The gateway.
+        gateway: SocketAddr,
+        /// quinn's error (TLS failures show up here, as a crypto transport error).
+        source: quinn::ConnectionError,
+    },
+    /// No answer within the connect timeout.
+    #[error("connecting to {gateway} timed out after {after:?}")]
+    Timeout {
+        /// The gateway.
+        gateway: SocketAddr,
+        /// The timeout.
+        after: Duration,
+    },
+    /// The gateway answered something this version does not understand.
+    #[error("gateway {gateway} broke the protocol: {detail}")]
+    Protocol {
+        /// The gateway.
+        gateway: SocketAddr,
+        /// What was wrong.
+        detail: String,
+    },
+    /// Loading or storing trust material failed.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// Socket setup failed.
+    #[error("socket error: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// Why an operation on a [`Client`](crate::Client) failed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum CallError {
+    /// No subroutine of that name is registered on the gateway.
+    #[error("unknown subroutine: {0}")]
+    UnknownSubroutine(String),
+    /// The subroutine exists but is of another kind (stream, batch or sink).
+    #[error("wrong subroutine kind: {0}")]
+    WrongKind(String),
+    /// The arguments did not decode into the subroutine's argument type.
+    #[error("bad arguments: {0}")]
+    BadArgs(String),
+    /// The subroutine returned an error; the message is its text.
+    #[error("subroutine failed: {0}")]
+    Failed(String),
+    /// The subroutine panicked; the gateway carried on.
+    #[error("subroutine panicked: {0}")]
+    Panicked(String),
+    /// The gateway does not allow this request.
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
+    /// A frame or item was over a limit (ours or the gateway's).
+    #[error("too large: {0}")]
+    TooLarge(String),
+    /// The gateway is shutting down.
+    #[error("gateway shutting down")]
+    ShuttingDown,
+    /// The operation was cancelled by the other side.
+    #[error("cancelled: {0}")]
+    Cancelled(String),
+    /// No answer within the configured timeout.
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    /// The connection was lost while the operation ran: it may or may not have taken effect.
+    #[error("connection lost: {0}")]
+    ConnectionLost(quinn::ConnectionError),
+    /// Another typed failure reported by the gateway.
+    #[error("{code}: {message}")]
+    Remote {
+        /// The code.
+        code: ErrorCode,
+        /// The detail.
+        message: String,
+    },
+    /// The peer broke the protocol.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// Reading local input (for example a file given to `send_reader`) failed.
+    #[error("local I/O error: {0}")]
+    Io(String),
+}
+
+impl CallError {
+    /// The wire code this error corresponds to.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::UnknownSubroutine(_) => ErrorCode::UnknownSubroutine,
+            Self::WrongKind(_) => ErrorCode::WrongKind,
+            Self::BadArgs(_) => ErrorCode::BadArgs,
+            Self::Failed(_) => ErrorCode::SubroutineFailed,
+            Self::Panicked(_) => ErrorCode::SubroutinePanicked,
+            Self::PermissionDenied(_) => ErrorCode::PermissionDenied,
+            Self::TooLarge(_) => ErrorCode::FrameTooLarge,
+            Self::ShuttingDown => ErrorCode::ShuttingDown,
+            Self::Cancelled(_) => ErrorCode::Cancelled,
+            Self::Timeout(_) => ErrorCode::Timeout,
+            Self::ConnectionLost(_) | Self::Io(_) => ErrorCode::Internal,
+            Self::Remote { code, .. } => *code,
+            Self::Protocol(_) => ErrorCode::Protocol,
+        }
+    }
+
+    /// The error for a code received in a reset, stop or close.
+    pub(crate) fn from_code(code: u64, context: &str) -> Self {
+        let code = u32::try_from(code)
+            .map(ErrorCode::from)
+            .unwrap_or(ErrorCode::Internal);
+        Self::from(ErrorReply::new(code, context))
+    }
+}
+
+impl From<ErrorReply> for CallError {
+    fn from(reply: ErrorReply) -> Self {
+        let m = reply.message;
+        match reply.code {
+            ErrorCode::UnknownSubroutine => Self::UnknownSubroutine(m),
+            ErrorCode::WrongKind => Self::WrongKind(m),
+            ErrorCode::BadArgs => Self::BadArgs(m),
+            ErrorCode::SubroutineFailed => Self::Failed(m),
+            ErrorCode::SubroutinePanicked => Self::Panicked(m),
+            ErrorCode::PermissionDenied => Self::PermissionDenied(m),
+            ErrorCode::FrameTooLarge => Self::TooLarge(m),
+            ErrorCode::ShuttingDown => Self::ShuttingDown,
+            ErrorCode::Cancelled => Self::Cancelled(m),
+            ErrorCode::Protocol => Self::Protocol(m),
+            code => Self::Remote { code, message: m },
+        }
+    }
+}
+
+impl From<quinn::ConnectionError> for CallError {
+    fn from(e: quinn::ConnectionError) -> Self {
+        match &e {
+            quinn::ConnectionError::ApplicationClosed(close) => {
+                let code = u32::try_from(close.error_code.into_inner())
+                    .ok()
+                    .map(ErrorCode::from);
+                match code {
+                    Some(ErrorCode::ShuttingDown) => Self::ShuttingDown,
+                    _ => Self::ConnectionLost(e),
+                }
+            }
+            _ => Self::ConnectionLost(e),
+        }
+    }
+}
+
+impl From<quinn::WriteError> for CallError {
+    fn from(e: quinn::WriteError) -> Self {
+        match e {
+            quinn::WriteError::Stopped(code) => {
+                Self::from_code(code.into_inner(), "the gateway stopped reading")
+            }
+            quinn::WriteError::ConnectionLost(c) => c.into(),
+            other => Self::Protocol(other.to_string()),
+        }
+    }
+}
+
+impl From<quinn::ReadError> for CallError {
+    fn from(e: quinn::ReadError) -> Self {
+        match e {
+            quinn::ReadError::Reset(code) => {
+                Self::from_code(code.into_inner(), "the gateway reset the stream")
+            }
+            quinn::ReadError::ConnectionLost(c) => c.into(),
+            other => Self::Protocol(other.to_string()),
+        }
+    }
+}
+
+impl From<DecodeError> for CallError {
+    fn from(e: DecodeError) -> Self {
+        match e {
+            DecodeError::TooLarge { .. } => Self::TooLarge(e.to_string()),
+            other => Self::Protocol(other.to_string()),
+        }
+    }
+}
+
+impl From<CallError> for io::Error {
+    fn from(e: CallError) -> Self {
+        let kind = match e {
+            CallError::Timeout(_) => io::ErrorKind::TimedOut,
+            CallError::ConnectionLost(_) => io::ErrorKind::ConnectionAborted,
+            CallError::PermissionDenied(_) => io::ErrorKind::PermissionDenied,
+            CallError::BadArgs(_) => io::ErrorKind::InvalidInput,
+            _ => io::ErrorKind::Other,
+        };
+        Self::new(kind, e)
+    }
+}
+
+/// Why a gateway could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GatewayError {
+    /// The UDP socket could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// The identity could not be loaded or generated.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+}

@@ -1,0 +1,354 @@
+//! The gateway: a QUIC listener holding subroutines and a handler pool.
+
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use quicswarm_proto::ErrorCode;
+use tokio::sync::{watch, Semaphore};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tracing::{debug, info, warn};
+
+use crate::{
+    config::{self, Limits},
+    error::GatewayError,
+    handler,
+    io::varint,
+    subroutine::Registry,
+    tls::{Fingerprint, Identity},
+};
+
+/// The default listen address.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:1857";
+/// The default handler pool size.
+pub const DEFAULT_POOL_SIZE: usize = 5;
+
+/// Where the gateway's certificate comes from.
+#[derive(Debug, Clone)]
+enum IdentitySource {
+    /// `gateway.pem`/`gateway.key` in this folder, generated self-signed on first start.
+    CertDir(PathBuf),
+    Given(Identity),
+}
+
+/// Configures and starts a [`Gateway`].
+///
+/// # Examples
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use quicswarm::{Gateway, Registry};
+///
+/// let registry = Registry::new();
+/// registry.batch("echo", |s: String| async move { Ok::<_, String>(s.into_bytes()) });
+/// let gateway = Gateway::builder()
+///     .listen("127.0.0.1:1857".parse()?)
+///     .pool_size(5)
+///     .registry(registry)
+///     .spawn()
+///     .await?;
+/// println!("listening on {}, fingerprint {}", gateway.local_addr(), gateway.fingerprint());
+/// gateway.closed().await; // until a controller calls close_gateway (if allowed)
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+#[must_use = "a builder does nothing until `spawn` or `run`"]
+pub struct GatewayBuilder {
+    listen: SocketAddr,
+    pool_size: usize,
+    identity: IdentitySource,
+    allow_close: bool,
+    limits: Limits,
+    registry: Registry,
+}
+
+impl Default for GatewayBuilder {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 1857)),
+            pool_size: DEFAULT_POOL_SIZE,
+            identity: IdentitySource::CertDir(PathBuf::from("certs")),
+            allow_close: false,
+            limits: Limits::default(),
+            registry: Registry::new(),
+        }
+    }
+}
+
+impl GatewayBuilder {
+    /// The UDP address to listen on. Default `0.0.0.0:1857`; port 0 picks a free port.
+    pub fn listen(mut self, addr: SocketAddr) -> Self {
+        self.listen = addr;
+        self
+    }
+
+    /// How many handler/client pairs may exist at once. Default 5.
+    pub fn pool_size(mut self, size: usize) -> Self {
+        self.pool_size = size.max(1);
+        self
+    }
+
+    /// Folder holding `gateway.pem` and `gateway.key`; a self-signed pair is generated there on
+    /// first start. Default `certs/`.
+    pub fn cert_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.identity = IdentitySource::CertDir(dir.into());
+        self
+    }
+
+    /// Use this identity instead of a cert folder.
+    pub fn identity(mut self, identity: Identity) -> Self {
+        self.identity = IdentitySource::Given(identity);
+        self
+    }
+
+    /// Whether controllers may shut the gateway down with `close_gateway`. Default `false`:
+    /// such requests get [`CallError::PermissionDenied`](crate::CallError::PermissionDenied).
+    pub fn allow_close(mut self, allow: bool) -> Self {
+        self.allow_close = allow;
+        self
+    }
+
+    /// Limits; see [`Limits`] for the defaults.
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Serve the subroutines of this registry (shared: later registrations are seen).
+    pub fn registry(mut self, registry: Registry) -> Self {
+        self.registry = registry;
+        self
+    }
+
+    /// Binds the socket and starts serving in the background.
+    ///
+    /// # Errors
+    /// If the identity cannot be loaded or generated, or the address cannot be bound.
+    pub async fn spawn(self) -> Result<Gateway, GatewayError> {
+        let (identity, generated) = match self.identity {
+            IdentitySource::Given(id) => (id, false),
+            IdentitySource::CertDir(dir) => {
+                let dir2 = dir.clone();
+                let loaded = tokio::task::spawn_blocking(move || Identity::load_or_create(&dir2))
+                    .await
+                    .map_err(|e| GatewayError::Bind {
+                        addr: self.listen,
+                        source: std::io::Error::other(e),
+                    })??;
+                if loaded.1 {
+                    info!(dir = %dir.display(), "generated a self-signed gateway certificate");
+                }
+                loaded
+            }
+        };
+        let fingerprint = identity.fingerprint();
+        let mut server = quinn::ServerConfig::with_crypto(Arc::new(
+            quinn::crypto::rustls::QuicServerConfig::try_from(identity.server_config()?)
+                .map_err(|e| GatewayError::Tls(rustls::Error::General(e.to_string()).into()))?,
+        ));
+        server.transport_config(config::transport(
+            self.limits.idle_timeout,
+            None,
+            self.limits.max_concurrent_ops,
+        ));
+        let bind_err = |source| GatewayError::Bind {
+            addr: self.listen,
+            source,
+        };
+        let socket = config::udp_socket(self.listen).map_err(bind_err)?;
+        let endpoint = quinn::Endpoint::new(
+            quinn::EndpointConfig::default(),
+            Some(server),
+            socket,
+            Arc::new(quinn::TokioRuntime),
+        )
+        .map_err(bind_err)?;
+        let local_addr = endpoint.local_addr().map_err(bind_err)?;
+        info!(%local_addr, %fingerprint, pool = self.pool_size, "gateway listening");
+
+        let (handlers_tx, _) = watch::channel(0usize);
+        let shared = Arc::new(Shared {
+            endpoint,
+            registry: self.registry,
+            pool: Arc::new(Semaphore::new(self.pool_size)),
+            pool_size: self.pool_size as u32,
+            allow_close: self.allow_close,
+            limits: self.limits,
+            stop_accepting: CancellationToken::new(),
+            closed: CancellationToken::new(),
+            shutting_down: AtomicBool::new(false),
+            tracker: TaskTracker::new(),
+            next_handler_id: AtomicU64::new(1),
+            handlers: handlers_tx,
+        });
+        let accept = tokio::spawn(accept_loop(shared.clone()));
+        Ok(Gateway {
+            shared,
+            accept,
+            local_addr,
+            fingerprint,
+            generated_identity: generated,
+        })
+    }
+
+    /// Starts the gateway and serves until it is shut down (by `close_gateway` or Ctrl-C is the
+    /// caller's business): the blocking-style entry point.
+    ///
+    /// # Errors
+    /// As [`spawn`](Self::spawn).
+    pub async fn run(self) -> Result<(), GatewayError> {
+        let gateway = self.spawn().await?;
+        gateway.closed().await;
+        Ok(())
+    }
+}
+
+/// State shared by the accept loop, the handlers and the [`Gateway`] handle.
+pub(crate) struct Shared {
+    pub(crate) endpoint: quinn::Endpoint,
+    pub(crate) registry: Registry,
+    pub(crate) pool: Arc<Semaphore>,
+    pub(crate) pool_size: u32,
+    pub(crate) allow_close: bool,
+    pub(crate) limits: Limits,
+    /// Cancelled when shutdown starts: no new connections or operations.
+    pub(crate) stop_accepting: CancellationToken,
+    /// Cancelled when the endpoint is closed.
+    pub(crate) closed: CancellationToken,
+    shutting_down: AtomicBool,
+    /// Every connection and operation task.
+    pub(crate) tracker: TaskTracker,
+    pub(crate) next_handler_id: AtomicU64,
+    /// Handlers alive now.
+    pub(crate) handlers: watch::Sender<usize>,
+}
+
+impl Shared {
+    /// Stops accepting, lets in-flight work finish within `grace`, then closes the endpoint.
+    /// Idempotent: a second caller waits for the first to finish.
+    pub(crate) async fn shutdown(self: &Arc<Self>, grace: Duration) {
+        if self.shutting_down.swap(true, Ordering::SeqCst) {
+            self.closed.cancelled().await;
+            return;
+        }
+        info!(?grace, "gateway shutting down");
+        self.stop_accepting.cancel();
+        // Refuse new handshakes at the QUIC level.
+        self.endpoint.set_server_config(None);
+        self.tracker.close();
+        if tokio::time::timeout(grace, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            warn!("grace period over: closing with operations still running");
+        }
+        self.endpoint
+            .close(varint(ErrorCode::ShuttingDown), b"gateway shutting down");
+        // Bounded: a peer that never acknowledges the close must not hold us.
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
+        self.closed.cancel();
+        info!("gateway closed");
+    }
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("pool_size", &self.pool_size)
+            .finish_non_exhaustive()
+    }
+}
+
+async fn accept_loop(shared: Arc<Shared>) {
+    loop {
+        let incoming = tokio::select! {
+            _ = shared.stop_accepting.cancelled() => break,
+            incoming = shared.endpoint.accept() => incoming,
+        };
+        let Some(incoming) = incoming else { break };
+        debug!(remote = %incoming.remote_address(), "incoming connection");
+        shared
+            .tracker
+            .spawn(handler::serve_connection(shared.clone(), incoming));
+    }
+}
+
+/// A running gateway.
+///
+/// # Drop behavior
+/// Dropping the handle closes the gateway at once (connections are closed with
+/// `ShuttingDown`). Call [`shutdown`](Self::shutdown) for the graceful path.
+#[derive(Debug)]
+pub struct Gateway {
+    shared: Arc<Shared>,
+    accept: tokio::task::JoinHandle<()>,
+    local_addr: SocketAddr,
+    fingerprint: Fingerprint,
+    generated_identity: bool,
+}
+
+impl Gateway {
+    /// A builder with the defaults.
+    pub fn builder() -> GatewayBuilder {
+        GatewayBuilder::default()
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The SHA-256 fingerprint of the gateway's certificate: what controllers pin.
+    pub fn fingerprint(&self) -> Fingerprint {
+        self.fingerprint
+    }
+
+    /// Whether the certificate was generated at this start (first run with this cert folder).
+    pub fn generated_identity(&self) -> bool {
+        self.generated_identity
+    }
+
+    /// The registry: register or remove subroutines while the gateway runs.
+    pub fn registry(&self) -> &Registry {
+        &self.shared.registry
+    }
+
+    /// Handler/client pairs alive now.
+    pub fn handlers(&self) -> usize {
+        *self.shared.handlers.borrow()
+    }
+
+    /// Watches the number of live handlers (for monitoring, and for tests that wait for a slot
+    /// to be freed).
+    pub fn watch_handlers(&self) -> watch::Receiver<usize> {
+        self.shared.handlers.subscribe()
+    }
+
+    /// Resolves once the gateway has closed (after `shutdown` or an allowed `close_gateway`).
+    pub async fn closed(&self) {
+        self.shared.closed.cancelled().await;
+    }
+
+    /// Graceful shutdown: stop accepting, let in-flight operations finish within `grace`, then
+    /// close every connection and the socket.
+    pub async fn shutdown(self, grace: Duration) {
+        self.shared.shutdown(grace).await;
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.accept.abort();
+        if !self.shared.closed.is_cancelled() {
+            self.shared.stop_accepting.cancel();
+            self.shared
+                .endpoint
+                .close(varint(ErrorCode::ShuttingDown), b"gateway dropped");
+        }
+    }
+}

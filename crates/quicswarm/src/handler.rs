@@ -1,0 +1,437 @@
+//! The gateway side of one handler/client pair: the hello exchange, the pool slot, and one
+//! task per operation stream.
+
+use std::sync::{atomic::Ordering, Arc, Mutex, PoisonError};
+
+use bytes::Bytes;
+use futures_util::{FutureExt, StreamExt};
+use quicswarm_proto::{
+    ErrorCode, ErrorReply, Hello, HelloReply, Request, Response, StreamFrame, SubroutineKind,
+    Welcome, PROTOCOL_VERSION,
+};
+use quinn::{Connection, SendStream};
+use tokio::sync::OwnedSemaphorePermit;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tracing::{debug, info, info_span, warn, Instrument};
+
+use crate::{
+    gateway::Shared,
+    io::{frame_into, varint, write_frame, write_frame_and_bytes, FrameReader},
+    subroutine::{Failure, Handler, SinkData, StreamContext},
+};
+
+/// Items at least this large are written as their own chunk instead of being copied into the
+/// batch buffer.
+const COPY_LIMIT: usize = 16 * 1024;
+/// Flush the batch buffer once it holds this much.
+const BATCH_FLUSH: usize = 64 * 1024;
+
+/// Per-connection state shared by its operation tasks.
+struct Pair {
+    conn: Connection,
+    id: u64,
+    /// The pool slot; taken (and so released) by `CloseHandler`.
+    permit: Mutex<Option<OwnedSemaphorePermit>>,
+    /// Cancelled when the client asked to close this handler.
+    closing: CancellationToken,
+    /// This pair's operation tasks.
+    ops: TaskTracker,
+}
+
+impl Pair {
+    fn release_slot(&self, shared: &Shared) {
+        let permit = self
+            .permit
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if permit.is_some() {
+            drop(permit);
+            shared.handlers.send_modify(|n| *n = n.saturating_sub(1));
+        }
+    }
+}
+
+pub(crate) async fn serve_connection(shared: Arc<Shared>, incoming: quinn::Incoming) {
+    let remote = incoming.remote_address();
+    let conn = match incoming.await {
+        Ok(conn) => conn,
+        Err(e) => {
+            debug!(%remote, "handshake failed: {e}");
+            return;
+        }
+    };
+    let Some(pair) = hello(&shared, conn).await else {
+        return;
+    };
+    let span = info_span!("handler", id = pair.id, %remote);
+    async {
+        info!("handler started");
+        loop {
+            let stream = tokio::select! {
+                _ = shared.stop_accepting.cancelled() => break,
+                _ = pair.closing.cancelled() => break,
+                stream = pair.conn.accept_bi() => stream,
+            };
+            match stream {
+                Ok((send, recv)) => {
+                    let op = operation(shared.clone(), pair.clone(), send, recv);
+                    pair.ops.spawn(op.instrument(tracing::Span::current()));
+                }
+                Err(e) => {
+                    debug!("connection ended: {e}");
+                    break;
+                }
+            }
+        }
+        pair.ops.close();
+        // The slot is held until the connection is really gone (or released by CloseHandler).
+        tokio::select! {
+            _ = pair.conn.closed() => {}
+            _ = shared.stop_accepting.cancelled() => {
+                // Shutdown: in-flight operations finish (the gateway bounds this by its grace
+                // period), then the client is told why the connection ends.
+                pair.ops.wait().await;
+                pair.conn.close(varint(ErrorCode::ShuttingDown), b"gateway shutting down");
+            }
+        }
+        pair.release_slot(&shared);
+        info!("handler ended");
+    }
+    .instrument(span)
+    .await;
+}
+
+/// Reads `Hello`, takes a pool slot and answers. `None` when the pair was refused.
+async fn hello(shared: &Arc<Shared>, conn: Connection) -> Option<Arc<Pair>> {
+    let timeout = shared.limits.request_header_timeout;
+    let exchange = async {
+        let (mut send, recv) = conn.accept_bi().await.ok()?;
+        let mut reader = FrameReader::new(recv, shared.limits.max_frame_len);
+        let hello: Hello = match reader.expect_frame().await {
+            Ok(hello) => hello,
+            Err(e) => {
+                conn.close(varint(e.code()), b"bad hello");
+                return None;
+            }
+        };
+        Some((
+            send_hello_reply(shared, &conn, &mut send, &hello).await,
+            send,
+        ))
+    };
+    let (outcome, mut send) = match tokio::time::timeout(timeout, exchange).await {
+        Ok(Some(v)) => v,
+        Ok(None) => return None,
+        Err(_) => {
+            conn.close(varint(ErrorCode::Timeout), b"no hello in time");
+            return None;
+        }
+    };
+    let _ = send.finish();
+    match outcome {
+        Ok(pair) => Some(pair),
+        Err(code) => {
+            // Let the client read the refusal and close first; bounded in case it vanished.
+            let _ = tokio::time::timeout(
+                timeout.min(std::time::Duration::from_secs(2)),
+                conn.closed(),
+            )
+            .await;
+            conn.close(varint(code), code.reason().as_bytes());
+            None
+        }
+    }
+}
+
+async fn send_hello_reply(
+    shared: &Arc<Shared>,
+    conn: &Connection,
+    send: &mut SendStream,
+    hello: &Hello,
+) -> Result<Arc<Pair>, ErrorCode> {
+    let refuse = |code: ErrorCode, message: String| HelloReply::Refused {
+        code,
+        pool_size: shared.pool_size,
+        message,
+    };
+    if hello.version != PROTOCOL_VERSION {
+        let reply = refuse(
+            ErrorCode::UnsupportedVersion,
+            format!(
+                "gateway speaks version {PROTOCOL_VERSION}, client {}",
+                hello.version
+            ),
+        );
+        let _ = write_frame(send, &reply).await;
+        return Err(ErrorCode::UnsupportedVersion);
+    }
+    let permit = match shared.pool.clone().try_acquire_owned() {
+        Ok(permit) => permit,
+        Err(_) => {
+            warn!(client = %hello.name, remote = %conn.remote_address(), "handler pool full");
+            let reply = refuse(
+                ErrorCode::PoolFull,
+                format!("all {} handlers are in use", shared.pool_size),
+            );
+            let _ = write_frame(send, &reply).await;
+            return Err(ErrorCode::PoolFull);
+        }
+    };
+    let pool_used = shared.pool_size - shared.pool.available_permits() as u32;
+    shared.handlers.send_modify(|n| *n += 1);
+    let pair = Arc::new(Pair {
+        conn: conn.clone(),
+        id: shared.next_handler_id.fetch_add(1, Ordering::Relaxed),
+        permit: Mutex::new(Some(permit)),
+        closing: CancellationToken::new(),
+        ops: TaskTracker::new(),
+    });
+    let welcome = HelloReply::Welcome(Welcome {
+        handler_id: pair.id,
+        pool_used,
+        pool_size: shared.pool_size,
+        max_frame_len: shared.limits.max_frame_len as u64,
+        subroutines: shared.registry.list(),
+    });
+    if write_frame(send, &welcome).await.is_err() {
+        pair.release_slot(shared);
+        return Err(ErrorCode::Cancelled);
+    }
+    Ok(pair)
+}
+
+/// One operation stream, from its request to its last frame.
+async fn operation(
+    shared: Arc<Shared>,
+    pair: Arc<Pair>,
+    mut send: SendStream,
+    recv: quinn::RecvStream,
+) {
+    let mut reader = FrameReader::new(recv, shared.limits.max_frame_len);
+    let request =
+        match tokio::time::timeout(shared.limits.request_header_timeout, reader.read_frame()).await
+        {
+            Ok(Ok(Some(request))) => request,
+            Ok(Ok(None)) => return,
+            Ok(Err(e)) => {
+                debug!("bad request frame: {e}");
+                let code = e.code();
+                reader.stop(code);
+                let _ = write_frame(
+                    &mut send,
+                    &Response::Error(ErrorReply::new(code, e.to_string())),
+                )
+                .await;
+                let _ = send.finish();
+                return;
+            }
+            Err(_) => {
+                reader.stop(ErrorCode::Timeout);
+                let _ = send.reset(varint(ErrorCode::Timeout));
+                return;
+            }
+        };
+    let result = match request {
+        Request::Ping { nonce } => write_frame(&mut send, &Response::Pong { nonce })
+            .await
+            .map_err(drop),
+        Request::Call { name, args } => match lookup(&shared, &name, SubroutineKind::Batch) {
+            Ok(Handler::Batch(f)) => {
+                let span = info_span!("call", %name);
+                let outcome = f(args).instrument(span).await;
+                reply_value(&mut send, outcome, &name).await
+            }
+            Ok(_) => unreachable_kind(&mut send).await,
+            Err(reply) => write_error(&mut send, reply).await,
+        },
+        Request::Stream {
+            name,
+            args,
+            resume_after,
+        } => match lookup(&shared, &name, SubroutineKind::Stream) {
+            Ok(Handler::Stream(f)) => {
+                let producer = f(args, StreamContext { resume_after });
+                run_stream(&mut send, producer, &name).await
+            }
+            Ok(_) => unreachable_kind(&mut send).await,
+            Err(reply) => write_error(&mut send, reply).await,
+        },
+        Request::Send { name, args, len } => match lookup(&shared, &name, SubroutineKind::Sink) {
+            Ok(Handler::Sink(f)) => {
+                let data = SinkData::new(reader, len, shared.limits.max_sink_len);
+                let span = info_span!("send", %name);
+                let outcome = f(args, data).instrument(span).await;
+                let reply = match outcome {
+                    Ok(value) => Response::Count { value },
+                    Err(failure) => Response::Error(log_failure(&name, failure)),
+                };
+                write_frame(&mut send, &reply).await.map_err(drop)
+            }
+            Ok(_) => unreachable_kind(&mut send).await,
+            Err(reply) => {
+                // Do not make the client upload a buffer nobody will read.
+                let mut reader = reader;
+                reader.stop(reply.code);
+                write_error(&mut send, reply).await
+            }
+        },
+        Request::CloseHandler => {
+            // Free the slot before answering, so a client that reconnects right after its
+            // close returns finds it free.
+            pair.release_slot(&shared);
+            pair.closing.cancel();
+            write_frame(&mut send, &Response::Done).await.map_err(drop)
+        }
+        Request::CloseGateway => {
+            if shared.allow_close {
+                info!("close_gateway requested");
+                // Not tracked by the gateway: shutdown waits for the tracked tasks. This
+                // operation is still tracked by its pair, so its `Done` is delivered before
+                // the connection is closed.
+                let s = shared.clone();
+                tokio::spawn(async move { s.shutdown(s.limits.shutdown_grace).await });
+                write_frame(&mut send, &Response::Done).await.map_err(drop)
+            } else {
+                warn!("close_gateway refused");
+                write_error(
+                    &mut send,
+                    ErrorReply::new(
+                        ErrorCode::PermissionDenied,
+                        "this gateway does not allow close_gateway",
+                    ),
+                )
+                .await
+            }
+        }
+    };
+    if result.is_ok() && send.finish().is_ok() {
+        // Hold the connection until the reply is acknowledged: if this were the last handle
+        // (during shutdown), dropping it would close the connection and lose the reply.
+        let _ = tokio::time::timeout(shared.limits.idle_timeout, send.stopped()).await;
+    }
+}
+
+/// Finds `name` and checks its kind.
+fn lookup(shared: &Shared, name: &str, kind: SubroutineKind) -> Result<Handler, ErrorReply> {
+    match shared.registry.get(name) {
+        None => Err(ErrorReply::new(
+            ErrorCode::UnknownSubroutine,
+            format!("no subroutine named {name:?}"),
+        )),
+        Some(entry) if entry.handler.kind() != kind => Err(ErrorReply::new(
+            ErrorCode::WrongKind,
+            format!(
+                "{name:?} is a {:?} subroutine, not {kind:?}",
+                entry.handler.kind()
+            ),
+        )),
+        Some(entry) => Ok(entry.handler),
+    }
+}
+
+async fn unreachable_kind(send: &mut SendStream) -> Result<(), ()> {
+    // `lookup` checked the kind; kept as a typed error rather than a panic.
+    write_error(send, ErrorReply::new(ErrorCode::Internal, "kind mismatch")).await
+}
+
+async fn write_error(send: &mut SendStream, reply: ErrorReply) -> Result<(), ()> {
+    write_frame(send, &Response::Error(reply))
+        .await
+        .map_err(drop)
+}
+
+fn log_failure(name: &str, failure: Failure) -> ErrorReply {
+    let reply = ErrorReply::from(failure);
+    warn!(subroutine = name, code = %reply.code, "subroutine failed: {}", reply.message);
+    reply
+}
+
+async fn reply_value(
+    send: &mut SendStream,
+    outcome: Result<Bytes, Failure>,
+    name: &str,
+) -> Result<(), ()> {
+    match outcome {
+        Ok(value) => write_frame_and_bytes(
+            send,
+            &Response::Value {
+                len: value.len() as u64,
+            },
+            value,
+        )
+        .await
+        .map_err(drop),
+        Err(failure) => write_error(send, log_failure(name, failure)).await,
+    }
+}
+
+/// Pumps a producer into the stream. Small items are batched into one write while the producer
+/// has more ready; the producer is dropped as soon as the client stops the stream.
+async fn run_stream(
+    send: &mut SendStream,
+    producer: Result<crate::subroutine::ItemStream, Failure>,
+    name: &str,
+) -> Result<(), ()> {
+    let mut producer = match producer {
+        Ok(p) => p,
+        Err(failure) => return write_error(send, log_failure(name, failure)).await,
+    };
+    write_frame(send, &Response::Accepted).await.map_err(drop)?;
+    let mut batch: Vec<u8> = Vec::with_capacity(BATCH_FLUSH + COPY_LIMIT);
+    loop {
+        // Take what is ready without waiting; wait (watching for an abort) only when the batch
+        // is empty, so nothing sits in the buffer while the producer idles.
+        let next = match producer.next().now_or_never() {
+            Some(next) => next,
+            None => {
+                if !batch.is_empty() {
+                    send.write_chunk(Bytes::from(std::mem::take(&mut batch)))
+                        .await
+                        .map_err(drop)?;
+                    batch.reserve(BATCH_FLUSH + COPY_LIMIT);
+                }
+                tokio::select! {
+                    next = producer.next() => next,
+                    _ = send.stopped() => {
+                        debug!(subroutine = name, "client aborted the stream");
+                        return Err(());
+                    }
+                }
+            }
+        };
+        let frame = match next {
+            Some(Ok((ident, _))) if ident < 0 => StreamFrame::End,
+            Some(Ok((ident, data))) => {
+                frame_into(
+                    &StreamFrame::Item {
+                        ident,
+                        len: data.len() as u64,
+                    },
+                    &mut batch,
+                );
+                if data.len() >= COPY_LIMIT {
+                    let header = Bytes::from(std::mem::take(&mut batch));
+                    send.write_all_chunks(&mut [header, data])
+                        .await
+                        .map_err(drop)?;
+                    batch.reserve(BATCH_FLUSH + COPY_LIMIT);
+                } else {
+                    batch.extend_from_slice(&data);
+                    if batch.len() >= BATCH_FLUSH {
+                        send.write_chunk(Bytes::from(std::mem::take(&mut batch)))
+                            .await
+                            .map_err(drop)?;
+                        batch.reserve(BATCH_FLUSH + COPY_LIMIT);
+                    }
+                }
+                continue;
+            }
+            Some(Err(failure)) => StreamFrame::Error(log_failure(name, failure)),
+            None => StreamFrame::End,
+        };
+        drop(producer);
+        frame_into(&frame, &mut batch);
+        return send.write_chunk(Bytes::from(batch)).await.map_err(drop);
+    }
+}

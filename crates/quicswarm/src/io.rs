@@ -1,0 +1,178 @@
+//! Frames over quinn streams: a buffered reader that checks lengths before allocating, and
+//! writers that send bulk bytes after their header without copying them.
+
+use bytes::{Bytes, BytesMut};
+use quicswarm_proto::codec::{self, DecodeError};
+use quinn::{RecvStream, SendStream, VarInt};
+use serde::{de::DeserializeOwned, Serialize};
+
+use quicswarm_proto::ErrorCode;
+
+/// Most bytes taken from quinn per read: bounds what one read can make us buffer.
+const READ_CHUNK: usize = 256 * 1024;
+
+/// Why a frame could not be read.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum FrameError {
+    #[error(transparent)]
+    Read(#[from] quinn::ReadError),
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    #[error("stream ended inside a frame")]
+    Truncated,
+}
+
+impl FrameError {
+    /// The code to reset or stop the stream with.
+    pub(crate) fn code(&self) -> ErrorCode {
+        match self {
+            Self::Decode(DecodeError::TooLarge { .. }) => ErrorCode::FrameTooLarge,
+            Self::Read(_) => ErrorCode::Cancelled,
+            _ => ErrorCode::Protocol,
+        }
+    }
+}
+
+impl From<FrameError> for crate::CallError {
+    fn from(e: FrameError) -> Self {
+        match e {
+            FrameError::Read(e) => e.into(),
+            FrameError::Decode(e) => e.into(),
+            FrameError::Truncated => Self::Protocol("stream ended inside a frame".into()),
+        }
+    }
+}
+
+pub(crate) fn varint(code: ErrorCode) -> VarInt {
+    VarInt::from_u32(code.to_u32())
+}
+
+/// Reads frames and raw byte runs from one QUIC receive stream.
+#[derive(Debug)]
+pub(crate) struct FrameReader {
+    recv: RecvStream,
+    buf: BytesMut,
+    max_frame: usize,
+    eof: bool,
+}
+
+impl FrameReader {
+    pub(crate) fn new(recv: RecvStream, max_frame: usize) -> Self {
+        Self {
+            recv,
+            buf: BytesMut::new(),
+            max_frame,
+            eof: false,
+        }
+    }
+
+    /// Pulls one more chunk from quinn into the buffer; `false` at the end of the stream.
+    async fn fill(&mut self) -> Result<bool, FrameError> {
+        if self.eof {
+            return Ok(false);
+        }
+        match self.recv.read_chunk(READ_CHUNK, true).await? {
+            Some(chunk) => {
+                self.buf.extend_from_slice(&chunk.bytes);
+                Ok(true)
+            }
+            None => {
+                self.eof = true;
+                Ok(false)
+            }
+        }
+    }
+
+    /// The next frame, or `None` if the stream ended cleanly between frames.
+    pub(crate) async fn read_frame<T: DeserializeOwned>(
+        &mut self,
+    ) -> Result<Option<T>, FrameError> {
+        loop {
+            if let Some((header, len)) = codec::frame_len(&self.buf, self.max_frame)? {
+                if self.buf.len() >= header + len {
+                    let frame = self.buf.split_to(header + len);
+                    return Ok(Some(codec::decode_body(&frame[header..])?));
+                }
+            }
+            if !self.fill().await? {
+                return if self.buf.is_empty() {
+                    Ok(None)
+                } else {
+                    Err(FrameError::Truncated)
+                };
+            }
+        }
+    }
+
+    /// The next frame; the stream ending first is an error.
+    pub(crate) async fn expect_frame<T: DeserializeOwned>(&mut self) -> Result<T, FrameError> {
+        self.read_frame().await?.ok_or(FrameError::Truncated)
+    }
+
+    /// Exactly `len` raw bytes. The caller has checked `len` against its limit.
+    pub(crate) async fn read_bytes(&mut self, len: usize) -> Result<Bytes, FrameError> {
+        if self.buf.len() < len {
+            self.buf.reserve(len - self.buf.len());
+        }
+        while self.buf.len() < len {
+            if !self.fill().await? {
+                return Err(FrameError::Truncated);
+            }
+        }
+        Ok(self.buf.split_to(len).freeze())
+    }
+
+    /// The next run of raw bytes up to the end of the stream (buffered bytes first).
+    pub(crate) async fn next_chunk(&mut self) -> Result<Option<Bytes>, FrameError> {
+        if !self.buf.is_empty() {
+            return Ok(Some(self.buf.split().freeze()));
+        }
+        if self.eof {
+            return Ok(None);
+        }
+        match self.recv.read_chunk(READ_CHUNK, true).await? {
+            Some(chunk) => Ok(Some(chunk.bytes)),
+            None => {
+                self.eof = true;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Tells the peer to stop sending (`STOP_SENDING` with `code`).
+    pub(crate) fn stop(&mut self, code: ErrorCode) {
+        // Already finished or reset: nothing to stop.
+        let _ = self.recv.stop(varint(code));
+    }
+}
+
+/// Encodes `msg` as a frame into a fresh buffer.
+pub(crate) fn frame<T: Serialize>(msg: &T) -> Bytes {
+    // postcard cannot fail on our message types: they hold no maps or unsized sequences.
+    codec::encode_to_vec(msg)
+        .map(Bytes::from)
+        .unwrap_or_default()
+}
+
+/// Appends `msg` as a frame to `buf`.
+pub(crate) fn frame_into<T: Serialize>(msg: &T, buf: &mut Vec<u8>) {
+    // As in `frame`: cannot fail for our message types.
+    let _ = codec::encode(msg, buf);
+}
+
+/// Writes one frame.
+pub(crate) async fn write_frame<T: Serialize>(
+    send: &mut SendStream,
+    msg: &T,
+) -> Result<(), quinn::WriteError> {
+    send.write_chunk(frame(msg)).await
+}
+
+/// Writes a header frame followed by raw bytes, without copying the bytes.
+pub(crate) async fn write_frame_and_bytes<T: Serialize>(
+    send: &mut SendStream,
+    msg: &T,
+    body: Bytes,
+) -> Result<(), quinn::WriteError> {
+    send.write_all_chunks(&mut [frame(msg), body]).await
+}

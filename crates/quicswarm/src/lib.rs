@@ -1,0 +1,95 @@
+//! quicswarm: a swarm of encrypted QUIC connections for remote subroutines.
+//!
+//! # The model
+//! A [`Gateway`] listens on one UDP port and holds named *subroutines* in a [`Registry`]:
+//!
+//! | kind | the gateway runs | the client calls |
+//! |---|---|---|
+//! | **stream** | a producer of `(ident, bytes)` items | [`Client::stream`] → [`ItemStream`] |
+//! | **batch** | a function returning bytes once | [`Client::call`] |
+//! | **sink** | a consumer of a byte buffer returning an `i64` | [`Client::send`] |
+//!
+//! A [`Controller`] is one QUIC endpoint that can reach many gateways. Each
+//! [`Controller::get_client`] asks a gateway for a *handler*: one handler/client pair is one
+//! QUIC connection, and the gateway's handler pool (default 5) refuses more with
+//! [`ConnectError::PoolFull`]. Every operation opens its own QUIC stream, so a big transfer
+//! never holds back a small reading: there is no head-of-line blocking between operations.
+//!
+//! Arguments are any `serde` type, sent as postcard; dynamic callers may send JSON
+//! ([`Json`]) that the gateway decodes into the same type. A subroutine that fails or
+//! panics fails only its caller's request, with a typed [`CallError`].
+//!
+//! # Security
+//! TLS 1.3 always (rustls). A gateway without certificates generates a self-signed one on
+//! first start and prints its SHA-256 fingerprint; controllers trust gateways by a private CA
+//! or by pinned fingerprints, including trust-on-first-use pins in a `known_gateways` file
+//! ([`Trust`]). A changed certificate is a hard [`ConnectError::FingerprintMismatch`].
+//! `close_gateway` is refused unless the gateway allows it.
+//!
+//! # Layout
+//! - [`gateway`](Gateway) and its per-connection handlers; [`Registry`] of subroutines.
+//! - [`Controller`] and [`Client`]; [`blocking`] for programs without async.
+//! - [`tls`]: identities, fingerprints, trust, `certs init`.
+//! - The wire protocol lives in the sans-IO crate [`quicswarm_proto`].
+//!
+//! # Example
+//! ```
+//! use quicswarm::{Controller, ControllerConfig, Gateway, Identity, Registry, Trust};
+//! use futures_util::stream;
+//!
+//! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let registry = Registry::new();
+//! registry
+//!     .batch("echo", |s: String| async move { Ok::<_, String>(s.into_bytes()) })
+//!     .stream("count", |n: i64, _ctx| {
+//!         stream::iter((0..n).map(|i| Ok::<_, String>((i, vec![0u8; 16]))))
+//!     })
+//!     .sink("sum", |_: (), data: quicswarm::SinkData| async move {
+//!         let buf = data.collect().await.map_err(|e| e.to_string())?;
+//!         Ok::<_, String>(buf.iter().map(|&b| b as i64).sum::<i64>())
+//!     });
+//!
+//! let identity = Identity::self_signed(&[])?;
+//! let pin = identity.fingerprint();
+//! let gateway = Gateway::builder()
+//!     .listen("127.0.0.1:0".parse()?)
+//!     .identity(identity)
+//!     .registry(registry)
+//!     .spawn()
+//!     .await?;
+//!
+//! let controller = Controller::new(ControllerConfig::with_trust(Trust::Fingerprints(vec![pin])))?;
+//! let client = controller.get_client(&gateway.local_addr().to_string()).await?;
+//! assert_eq!(&client.call("echo", "hi").await?[..], b"hi");
+//! let mut items = client.stream("count", &3i64).await?;
+//! while let Some((ident, bytes)) = items.next().await? {
+//!     assert_eq!(bytes.len(), 16);
+//!     println!("item {ident}");
+//! }
+//! assert_eq!(client.send("sum", &(), vec![1u8, 2, 3]).await?, 6);
+//! client.close().await?;
+//! # Ok(()) }
+//! ```
+#![warn(missing_docs, missing_debug_implementations)]
+
+pub mod blocking;
+mod client;
+mod config;
+mod controller;
+pub mod demo;
+mod error;
+mod gateway;
+mod handler;
+mod io;
+mod subroutine;
+pub mod tls;
+
+pub use client::{Client, ItemStream, Json, StreamOutcome, ToArgs};
+pub use config::Limits;
+pub use controller::{Controller, ControllerConfig};
+pub use error::{CallError, ConnectError, GatewayError};
+pub use gateway::{Gateway, GatewayBuilder, DEFAULT_LISTEN, DEFAULT_POOL_SIZE};
+pub use quicswarm_proto as proto;
+pub use quicswarm_proto::{ErrorCode, SubroutineInfo, SubroutineKind};
+pub use subroutine::{Aborted, Emitter, Registry, SinkData, SinkError, SinkOutput, StreamContext};
+pub use tls::{Fingerprint, Identity, Trust};

@@ -1,0 +1,572 @@
+//! Registering subroutines: the three kinds, async or blocking, typed with serde.
+
+use std::{
+    any::Any,
+    collections::HashMap,
+    fmt::{self, Display},
+    future::Future,
+    panic::{catch_unwind, AssertUnwindSafe},
+    pin::Pin,
+    sync::{Arc, PoisonError, RwLock},
+};
+
+use bytes::Bytes;
+use futures_util::{FutureExt, Stream, StreamExt};
+use quicswarm_proto::{Args, ArgsEncoding, ErrorCode, ErrorReply, SubroutineInfo, SubroutineKind};
+use serde::de::DeserializeOwned;
+use tokio::sync::mpsc;
+
+use crate::io::{FrameError, FrameReader};
+
+pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+pub(crate) type ItemStream = Pin<Box<dyn Stream<Item = Result<(i64, Bytes), Failure>> + Send>>;
+
+/// How a subroutine run failed, before it becomes an [`ErrorReply`].
+#[derive(Debug)]
+pub(crate) enum Failure {
+    BadArgs(String),
+    Failed(String),
+    Panicked(String),
+    TooLarge(String),
+    Cancelled,
+}
+
+impl From<Failure> for ErrorReply {
+    fn from(f: Failure) -> Self {
+        match f {
+            Failure::BadArgs(m) => Self::new(ErrorCode::BadArgs, m),
+            Failure::Failed(m) => Self::new(ErrorCode::SubroutineFailed, m),
+            Failure::Panicked(m) => Self::new(ErrorCode::SubroutinePanicked, m),
+            Failure::TooLarge(m) => Self::new(ErrorCode::FrameTooLarge, m),
+            Failure::Cancelled => Self::new(ErrorCode::Cancelled, "the client stopped sending"),
+        }
+    }
+}
+
+fn panic_message(payload: Box<dyn Any + Send>) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_string()
+    }
+}
+
+fn decode_args<A: DeserializeOwned>(args: &Args) -> Result<A, Failure> {
+    match args.encoding {
+        ArgsEncoding::Postcard => postcard::from_bytes(&args.bytes)
+            .map_err(|e| Failure::BadArgs(format!("postcard: {e}"))),
+        ArgsEncoding::Json => {
+            // An empty JSON argument means "no arguments": lets `()` subroutines be called bare.
+            let text: &[u8] = if args.bytes.iter().all(u8::is_ascii_whitespace) {
+                b"null"
+            } else {
+                &args.bytes
+            };
+            serde_json::from_slice(text).map_err(|e| Failure::BadArgs(format!("json: {e}")))
+        }
+    }
+}
+
+/// Runs `f` catching a panic as a [`Failure::Panicked`].
+fn guarded<T>(f: impl FnOnce() -> Result<T, Failure>) -> Result<T, Failure> {
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|p| Err(Failure::Panicked(panic_message(p))))
+}
+
+/// Awaits `fut` on a blocking thread's result, turning panics into failures.
+async fn run_blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Failure> + Send + 'static,
+) -> Result<T, Failure> {
+    match tokio::task::spawn_blocking(move || guarded(f)).await {
+        Ok(result) => result,
+        Err(join) if join.is_panic() => Err(Failure::Panicked(panic_message(join.into_panic()))),
+        Err(_) => Err(Failure::Cancelled),
+    }
+}
+
+/// What a sink subroutine returns: an `i64`, or nothing (sent as 0).
+pub trait SinkOutput {
+    /// The value sent to the client.
+    fn into_i64(self) -> i64;
+}
+
+impl SinkOutput for i64 {
+    fn into_i64(self) -> i64 {
+        self
+    }
+}
+
+impl SinkOutput for () {
+    fn into_i64(self) -> i64 {
+        0
+    }
+}
+
+/// Context handed to a stream subroutine.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct StreamContext {
+    /// When a client resumes a subscription, the last ident it already holds: the producer may
+    /// continue after it.
+    pub resume_after: Option<i64>,
+}
+
+/// The sending side handed to a blocking stream subroutine.
+#[derive(Debug)]
+pub struct Emitter {
+    tx: mpsc::Sender<Result<(i64, Bytes), Failure>>,
+    context: StreamContext,
+}
+
+/// The client has gone: a blocking producer should return.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Aborted;
+
+impl Display for Aborted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the client aborted the stream")
+    }
+}
+
+impl std::error::Error for Aborted {}
+
+impl Emitter {
+    /// Sends one item, waiting while the client is slower than the producer.
+    ///
+    /// # Errors
+    /// [`Aborted`] once the client has aborted or vanished: stop producing and return.
+    pub fn emit(&mut self, ident: i64, data: impl Into<Bytes>) -> Result<(), Aborted> {
+        self.tx
+            .blocking_send(Ok((ident, data.into())))
+            .map_err(|_| Aborted)
+    }
+
+    /// The subscription's context.
+    pub fn context(&self) -> &StreamContext {
+        &self.context
+    }
+}
+
+/// The buffer a sink subroutine receives, streamed: it need not fit in memory or in one frame.
+#[derive(Debug)]
+pub struct SinkData {
+    reader: FrameReader,
+    declared_len: Option<u64>,
+    received: u64,
+    limit: u64,
+}
+
+impl SinkData {
+    pub(crate) fn new(reader: FrameReader, declared_len: Option<u64>, limit: u64) -> Self {
+        Self {
+            reader,
+            declared_len,
+            received: 0,
+            limit,
+        }
+    }
+
+    /// The length the client announced, if it knew it.
+    pub fn declared_len(&self) -> Option<u64> {
+        self.declared_len
+    }
+
+    /// The next piece of the buffer, `None` at its end.
+    ///
+    /// # Errors
+    /// If the client vanished or cancelled, or sent more (or less) than it announced.
+    pub async fn chunk(&mut self) -> Result<Option<Bytes>, SinkError> {
+        match self.reader.next_chunk().await {
+            Ok(Some(chunk)) => {
+                self.received += chunk.len() as u64;
+                if self.declared_len.is_some_and(|len| self.received > len) {
+                    return Err(SinkError("more bytes than announced".into()));
+                }
+                Ok(Some(chunk))
+            }
+            Ok(None) => match self.declared_len {
+                Some(len) if len != self.received => Err(SinkError(format!(
+                    "buffer ended after {} of {len} announced bytes",
+                    self.received
+                ))),
+                _ => Ok(None),
+            },
+            Err(FrameError::Read(e)) => Err(SinkError(format!("client stopped sending: {e}"))),
+            Err(e) => Err(SinkError(e.to_string())),
+        }
+    }
+
+    /// The whole buffer in one piece, up to the gateway's `max_sink_len`.
+    ///
+    /// # Errors
+    /// As [`chunk`](Self::chunk), or if the buffer exceeds the limit.
+    pub async fn collect(mut self) -> Result<Bytes, SinkError> {
+        let limit = self.limit;
+        if self.declared_len.is_some_and(|len| len > limit) {
+            return Err(SinkError(format!(
+                "buffer exceeds the limit of {limit} bytes"
+            )));
+        }
+        let mut out = bytes::BytesMut::with_capacity(self.declared_len.unwrap_or(0) as usize);
+        while let Some(chunk) = self.chunk().await? {
+            if out.len() as u64 + chunk.len() as u64 > limit {
+                return Err(SinkError(format!(
+                    "buffer exceeds the limit of {limit} bytes"
+                )));
+            }
+            out.extend_from_slice(&chunk);
+        }
+        Ok(out.freeze())
+    }
+}
+
+/// Receiving a sink's buffer failed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("sink input: {0}")]
+pub struct SinkError(String);
+
+type BatchFn = dyn Fn(Args) -> BoxFuture<Result<Bytes, Failure>> + Send + Sync;
+type StreamFn = dyn Fn(Args, StreamContext) -> Result<ItemStream, Failure> + Send + Sync;
+type SinkFn = dyn Fn(Args, SinkData) -> BoxFuture<Result<i64, Failure>> + Send + Sync;
+
+#[derive(Clone)]
+pub(crate) enum Handler {
+    Batch(Arc<BatchFn>),
+    Stream(Arc<StreamFn>),
+    Sink(Arc<SinkFn>),
+}
+
+impl Handler {
+    pub(crate) fn kind(&self) -> SubroutineKind {
+        match self {
+            Self::Batch(_) => SubroutineKind::Batch,
+            Self::Stream(_) => SubroutineKind::Stream,
+            Self::Sink(_) => SubroutineKind::Sink,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub(crate) struct Entry {
+    pub(crate) handler: Handler,
+    pub(crate) replay_safe: bool,
+}
+
+/// The gateway's named subroutines. Cheap to clone (shared); registering while the gateway
+/// runs is allowed and takes effect for the next request.
+///
+/// Each kind can be registered as an `async` function or as a blocking one (`*_blocking`),
+/// which runs on tokio's blocking pool, never on the runtime's workers. A subroutine that
+/// returns an error or panics fails only that request: the caller gets a typed error and
+/// everyone else goes on.
+///
+/// # Examples
+/// ```
+/// use quicswarm::Registry;
+/// use serde::Deserialize;
+///
+/// #[derive(Deserialize)]
+/// struct Sum { a: i64, b: i64 }
+///
+/// let registry = Registry::new();
+/// registry
+///     .batch("add", |args: Sum| async move {
+///         Ok::<_, std::convert::Infallible>((args.a + args.b).to_string())
+///     })
+///     .sink_blocking("len", |_: (), data: bytes::Bytes| Ok::<_, String>(data.len() as i64));
+/// assert_eq!(registry.list().len(), 2);
+/// ```
+#[derive(Clone, Default)]
+pub struct Registry {
+    entries: Arc<RwLock<HashMap<String, Entry>>>,
+}
+
+impl fmt::Debug for Registry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Registry")
+            .field("subroutines", &self.list())
+            .finish()
+    }
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn insert(&self, name: &str, handler: Handler) -> &Self {
+        let mut entries = self.entries.write().unwrap_or_else(PoisonError::into_inner);
+        entries.insert(
+            name.to_string(),
+            Entry {
+                handler,
+                replay_safe: false,
+            },
+        );
+        self
+    }
+
+    pub(crate) fn get(&self, name: &str) -> Option<Entry> {
+        self.entries
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(name)
+            .cloned()
+    }
+
+    /// Removes a subroutine; requests already running finish.
+    pub fn remove(&self, name: &str) -> bool {
+        self.entries
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(name)
+            .is_some()
+    }
+
+    /// The registered subroutines, sorted by name.
+    pub fn list(&self) -> Vec<SubroutineInfo> {
+        let entries = self.entries.read().unwrap_or_else(PoisonError::into_inner);
+        let mut list: Vec<_> = entries
+            .iter()
+            .map(|(name, e)| SubroutineInfo {
+                name: name.clone(),
+                kind: e.handler.kind(),
+                replay_safe: e.replay_safe,
+            })
+            .collect();
+        list.sort_by(|a, b| a.name.cmp(&b.name));
+        list
+    }
+
+    /// Registers an async *batch* subroutine: arguments in, bytes out, once.
+    pub fn batch<A, F, Fut, R, E>(&self, name: &str, f: F) -> &Self
+    where
+        A: DeserializeOwned + Send + 'static,
+        F: Fn(A) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<R, E>> + Send + 'static,
+        R: Into<Bytes>,
+        E: Display,
+    {
+        let f = Arc::new(f);
+        self.insert(
+            name,
+            Handler::Batch(Arc::new(move |args| {
+                let f = f.clone();
+                Box::pin(async move {
+                    let args = decode_args::<A>(&args)?;
+                    let fut = guarded(|| Ok(f(args)))?;
+                    match AssertUnwindSafe(fut).catch_unwind().await {
+                        Ok(Ok(value)) => Ok(value.into()),
+                        Ok(Err(e)) => Err(Failure::Failed(e.to_string())),
+                        Err(p) => Err(Failure::Panicked(panic_message(p))),
+                    }
+                })
+            })),
+        )
+    }
+
+    /// Registers a blocking *batch* subroutine; it runs on the blocking thread pool.
+    pub fn batch_blocking<A, F, R, E>(&self, name: &str, f: F) -> &Self
+    where
+        A: DeserializeOwned + Send + 'static,
+        F: Fn(A) -> Result<R, E> + Send + Sync + 'static,
+        R: Into<Bytes>,
+        E: Display,
+    {
+        let f = Arc::new(f);
+        self.insert(
+            name,
+            Handler::Batch(Arc::new(move |args| {
+                let f = f.clone();
+                Box::pin(async move {
+                    let args = decode_args::<A>(&args)?;
+                    run_blocking(move || {
+                        f(args)
+                            .map(Into::into)
+                            .map_err(|e| Failure::Failed(e.to_string()))
+                    })
+                    .await
+                })
+            })),
+        )
+    }
+
+    /// Registers an async *stream* subroutine: it returns a `Stream` of `(ident, bytes)`
+    /// items. The stream ends when it returns `None`, when it yields an error (sent to the
+    /// client as a typed error), or at an item with a negative ident (not sent). The gateway
+    /// polls the stream only when it can send, and drops it as soon as the client aborts or
+    /// vanishes, so the producer never runs more than one item past an abort.
+    pub fn stream<A, F, S, B, E>(&self, name: &str, f: F) -> &Self
+    where
+        A: DeserializeOwned + Send + 'static,
+        F: Fn(A, StreamContext) -> S + Send + Sync + 'static,
+        S: Stream<Item = Result<(i64, B), E>> + Send + 'static,
+        B: Into<Bytes>,
+        E: Display,
+    {
+        self.insert(
+            name,
+            Handler::Stream(Arc::new(move |args, ctx| {
+                let args = decode_args::<A>(&args)?;
+                let stream = guarded(|| Ok(f(args, ctx)))?;
+                let stream = AssertUnwindSafe(stream)
+                    .catch_unwind()
+                    .map(|item| match item {
+                        Ok(Ok((ident, data))) => Ok((ident, data.into())),
+                        Ok(Err(e)) => Err(Failure::Failed(e.to_string())),
+                        Err(p) => Err(Failure::Panicked(panic_message(p))),
+                    });
+                Ok(Box::pin(stream) as ItemStream)
+            })),
+        )
+    }
+
+    /// Registers a blocking *stream* subroutine: it runs on the blocking thread pool and sends
+    /// items through an [`Emitter`]; [`Emitter::emit`] fails with [`Aborted`] once the client
+    /// has gone, and the function should then return.
+    pub fn stream_blocking<A, F, E>(&self, name: &str, f: F) -> &Self
+    where
+        A: DeserializeOwned + Send + 'static,
+        F: Fn(A, &mut Emitter) -> Result<(), E> + Send + Sync + 'static,
+        E: Display,
+    {
+        let f = Arc::new(f);
+        self.insert(
+            name,
+            Handler::Stream(Arc::new(move |args, context| {
+                let args = decode_args::<A>(&args)?;
+                // Small queue: an abort reaches the producer after at most a few items.
+                let (tx, rx) = mpsc::channel(2);
+                let f = f.clone();
+                let failure_tx = tx.clone();
+                tokio::task::spawn_blocking(move || {
+                    let mut emitter = Emitter { tx, context };
+                    let result = guarded(|| {
+                        f(args, &mut emitter).map_err(|e| Failure::Failed(e.to_string()))
+                    });
+                    drop(emitter);
+                    if let Err(failure) = result {
+                        let _ = failure_tx.blocking_send(Err(failure));
+                    }
+                });
+                Ok(Box::pin(tokio_stream_from(rx)) as ItemStream)
+            })),
+        )
+    }
+
+    /// Registers an async *sink* subroutine: it receives the client's buffer as a streamed
+    /// [`SinkData`] and returns an `i64` (or `()`, sent as 0).
+    pub fn sink<A, F, Fut, R, E>(&self, name: &str, f: F) -> &Self
+    where
+        A: DeserializeOwned + Send + 'static,
+        F: Fn(A, SinkData) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<R, E>> + Send + 'static,
+        R: SinkOutput,
+        E: Display,
+    {
+        let f = Arc::new(f);
+        self.insert(
+            name,
+            Handler::Sink(Arc::new(move |args, data| {
+                let f = f.clone();
+                Box::pin(async move {
+                    let args = decode_args::<A>(&args)?;
+                    let fut = guarded(|| Ok(f(args, data)))?;
+                    match AssertUnwindSafe(fut).catch_unwind().await {
+                        Ok(Ok(value)) => Ok(value.into_i64()),
+                        Ok(Err(e)) => Err(Failure::Failed(e.to_string())),
+                        Err(p) => Err(Failure::Panicked(panic_message(p))),
+                    }
+                })
+            })),
+        )
+    }
+
+    /// Registers a blocking *sink* subroutine: the buffer is collected first (up to the
+    /// gateway's `max_sink_len`), then the function runs on the blocking thread pool.
+    pub fn sink_blocking<A, F, R, E>(&self, name: &str, f: F) -> &Self
+    where
+        A: DeserializeOwned + Send + 'static,
+        F: Fn(A, Bytes) -> Result<R, E> + Send + Sync + 'static,
+        R: SinkOutput,
+        E: Display,
+    {
+        let f = Arc::new(f);
+        self.insert(
+            name,
+            Handler::Sink(Arc::new(move |args, data: SinkData| {
+                let f = f.clone();
+                Box::pin(async move {
+                    let args = decode_args::<A>(&args)?;
+                    let buffer = data
+                        .collect()
+                        .await
+                        .map_err(|e| Failure::TooLarge(e.to_string()))?;
+                    run_blocking(move || {
+                        f(args, buffer)
+                            .map(SinkOutput::into_i64)
+                            .map_err(|e| Failure::Failed(e.to_string()))
+                    })
+                    .await
+                })
+            })),
+        )
+    }
+}
+
+/// A receiver as a stream, without pulling in tokio-stream for one adapter.
+fn tokio_stream_from<T: Send + 'static>(rx: mpsc::Receiver<T>) -> impl Stream<Item = T> + Send {
+    futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_and_postcard_args_decode_into_the_same_type() {
+        #[derive(serde::Deserialize, Debug, PartialEq)]
+        struct A {
+            count: u32,
+            name: String,
+        }
+        let pc = Args::postcard(postcard::to_stdvec(&(7u32, "x")).unwrap());
+        let js = Args::json(r#"{"count": 7, "name": "x"}"#);
+        let want = A {
+            count: 7,
+            name: "x".into(),
+        };
+        assert_eq!(decode_args::<A>(&pc).unwrap(), want);
+        assert_eq!(decode_args::<A>(&js).unwrap(), want);
+        assert!(matches!(
+            decode_args::<A>(&Args::json("[1]")),
+            Err(Failure::BadArgs(_))
+        ));
+        decode_args::<()>(&Args::json("")).unwrap();
+    }
+
+    #[test]
+    fn registry_lists_kinds() {
+        let r = Registry::new();
+        r.batch("b", |_: ()| async { Ok::<_, String>(Bytes::new()) })
+            .stream("s", |_: (), _| {
+                futures_util::stream::empty::<Result<(i64, Bytes), String>>()
+            })
+            .sink("k", |_: (), _| async { Ok::<_, String>(()) });
+        let kinds: Vec<_> = r.list().into_iter().map(|i| (i.name, i.kind)).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                ("b".to_string(), SubroutineKind::Batch),
+                ("k".to_string(), SubroutineKind::Sink),
+                ("s".to_string(), SubroutineKind::Stream)
+            ]
+        );
+        assert!(r.remove("b"));
+        assert!(r.get("b").is_none());
+    }
+}

@@ -1,0 +1,607 @@
+//! Identities, certificates and trust: rustls configs for both sides.
+//!
+//! A gateway proves itself with a certificate: either one issued by a private CA
+//! ([`certs_init`] makes one) or a self-signed one generated on first start. A controller
+//! trusts a gateway through one of the [`Trust`] modes: a CA file, a list of pinned SHA-256
+//! fingerprints, or a `known_gateways` file (trust on first use, like SSH's `known_hosts`;
+//! a later mismatch is a hard error naming both fingerprints, never a silent re-pin).
+
+use std::{
+    fmt, fs,
+    io::Write,
+    path::{Path, PathBuf},
+    str::FromStr,
+    sync::{Arc, Mutex},
+};
+
+use rustls::{
+    client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
+    crypto::{CryptoProvider, WebPkiSupportedAlgorithms},
+    pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer, ServerName, UnixTime},
+    DigitallySignedStruct, SignatureScheme,
+};
+
+/// Names a generated gateway certificate is valid for, besides any the caller adds.
+const DEFAULT_GATEWAY_NAMES: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
+
+/// Errors from loading, generating or storing certificates and keys.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsError {
+    /// Reading or writing a file failed.
+    #[error("{action} {path}: {source}")]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A PEM file held nothing usable.
+    #[error("{path}: {what}")]
+    Pem {
+        /// The file.
+        path: PathBuf,
+        /// What was wrong.
+        what: String,
+    },
+    /// Certificate generation failed.
+    #[error("certificate generation failed: {0}")]
+    Generate(#[from] rcgen::Error),
+    /// rustls refused the configuration (for example a key that does not match the cert).
+    #[error("TLS configuration refused: {0}")]
+    Rustls(#[from] rustls::Error),
+    /// A fingerprint string could not be parsed.
+    #[error("bad fingerprint {0:?}: expected 64 hex digits, optionally prefixed `sha256:`")]
+    BadFingerprint(String),
+}
+
+fn io_err<'a>(
+    action: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(std::io::Error) -> TlsError + 'a {
+    move |source| TlsError::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The SHA-256 of a certificate's DER encoding: what `known_gateways` pins.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Fingerprint(pub [u8; 32]);
+
+impl Fingerprint {
+    /// The fingerprint of `cert`.
+    pub fn of(cert: &CertificateDer<'_>) -> Self {
+        let digest = ring::digest::digest(&ring::digest::SHA256, cert.as_ref());
+        let mut out = [0u8; 32];
+        out.copy_from_slice(digest.as_ref());
+        Self(out)
+    }
+}
+
+impl fmt::Display for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("sha256:")?;
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl FromStr for Fingerprint {
+    type Err = TlsError;
+
+    /// Accepts `sha256:` + 64 hex digits, with or without the prefix and `:` separators.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || TlsError::BadFingerprint(s.to_string());
+        let body = s.trim();
+        let body = body
+            .strip_prefix("sha256:")
+            .or_else(|| body.strip_prefix("SHA256:"))
+            .unwrap_or(body);
+        let hex: Vec<u8> = body.bytes().filter(|&c| c != b':').collect();
+        if hex.len() != 64 {
+            return Err(bad());
+        }
+        let mut out = [0u8; 32];
+        for (i, pair) in hex.chunks(2).enumerate() {
+            let text = std::str::from_utf8(pair).map_err(|_| bad())?;
+            out[i] = u8::from_str_radix(text, 16).map_err(|_| bad())?;
+        }
+        Ok(Self(out))
+    }
+}
+
+/// A certificate chain and its private key.
+#[derive(Debug)]
+pub struct Identity {
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+}
+
+impl Clone for Identity {
+    fn clone(&self) -> Self {
+        Self {
+            chain: self.chain.clone(),
+            key: self.key.clone_key(),
+        }
+    }
+}
+
+impl Identity {
+    /// A new self-signed identity valid for `localhost`, `127.0.0.1`, `::1` and `names`.
+    /// Kept in memory only: handy for tests.
+    ///
+    /// # Errors
+    /// If key generation fails.
+    pub fn self_signed(names: &[&str]) -> Result<Self, TlsError> {
+        let (cert_pem, key_pem) = self_signed_pem(names)?;
+        Self::from_pem(
+            cert_pem.as_bytes(),
+            key_pem.as_bytes(),
+            Path::new("<generated>"),
+        )
+    }
+
+    /// Loads a PEM certificate chain and a PEM private key.
+    ///
+    /// # Errors
+    /// If a file cannot be read or holds no certificate or key.
+    pub fn from_pem_files(cert: &Path, key: &Path) -> Result<Self, TlsError> {
+        let cert_pem = fs::read(cert).map_err(io_err("reading", cert))?;
+        let key_pem = fs::read(key).map_err(io_err("reading", key))?;
+        Self::from_pem(&cert_pem, &key_pem, cert)
+    }
+
+    fn from_pem(cert_pem: &[u8], key_pem: &[u8], path: &Path) -> Result<Self, TlsError> {
+        let pem_err = |what: String| TlsError::Pem {
+            path: path.to_path_buf(),
+            what,
+        };
+        let chain = CertificateDer::pem_slice_iter(cert_pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| pem_err(format!("bad certificate PEM: {e}")))?;
+        if chain.is_empty() {
+            return Err(pem_err("no certificate found".into()));
+        }
+        let key = PrivateKeyDer::from_pem_slice(key_pem)
+            .map_err(|e| pem_err(format!("bad private key PEM: {e}")))?;
+        Ok(Self { chain, key })
+    }
+
+    /// Loads `gateway.pem` and `gateway.key` from `dir`, or generates a self-signed pair there
+    /// on first use (the key file is written with mode 0600). Returns the identity and whether
+    /// it was generated now.
+    ///
+    /// # Errors
+    /// If the folder cannot be created or the files cannot be read or written.
+    pub fn load_or_create(dir: &Path) -> Result<(Self, bool), TlsError> {
+        let cert = dir.join("gateway.pem");
+        let key = dir.join("gateway.key");
+        if cert.exists() && key.exists() {
+            return Ok((Self::from_pem_files(&cert, &key)?, false));
+        }
+        fs::create_dir_all(dir).map_err(io_err("creating", dir))?;
+        let (cert_pem, key_pem) = self_signed_pem(&[])?;
+        write_private(&key, key_pem.as_bytes())?;
+        write_atomic(&cert, cert_pem.as_bytes())?;
+        Ok((Self::from_pem_files(&cert, &key)?, true))
+    }
+
+    /// The fingerprint of the leaf certificate: what controllers pin.
+    pub fn fingerprint(&self) -> Fingerprint {
+        // `from_pem` refuses an empty chain, so the leaf exists.
+        self.chain
+            .first()
+            .map(Fingerprint::of)
+            .unwrap_or(Fingerprint([0; 32]))
+    }
+
+    pub(crate) fn server_config(&self) -> Result<rustls::ServerConfig, TlsError> {
+        let mut config = rustls::ServerConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .with_no_client_auth()
+            .with_single_cert(self.chain.clone(), self.key.clone_key())?;
+        config.alpn_protocols = vec![quicswarm_proto::ALPN.to_vec()];
+        // QUIC requires either 0 or u32::MAX; 0-RTT is gated per request by the gateway.
+        config.max_early_data_size = u32::MAX;
+        Ok(config)
+    }
+}
+
+fn self_signed_pem(names: &[&str]) -> Result<(String, String), TlsError> {
+    let mut all: Vec<String> = DEFAULT_GATEWAY_NAMES
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    all.extend(names.iter().map(|s| s.to_string()));
+    let mut params = rcgen::CertificateParams::new(all)?;
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "quicswarm gateway");
+    let key = rcgen::KeyPair::generate()?;
+    let cert = params.self_signed(&key)?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
+/// The ring provider: the one crypto backend this crate compiles in.
+pub(crate) fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// How a controller decides that a gateway is who it claims to be.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Trust {
+    /// Trust on first use, pinned per gateway address in this file (one `ADDR FINGERPRINT`
+    /// line per gateway). A changed certificate is refused with
+    /// [`ConnectError::FingerprintMismatch`](crate::ConnectError::FingerprintMismatch).
+    KnownGateways(PathBuf),
+    /// Accept only gateways whose leaf certificate has one of these fingerprints.
+    Fingerprints(Vec<Fingerprint>),
+    /// Accept gateways whose certificate chains to one of these CA certificates and names the
+    /// address dialled.
+    Ca(Vec<CertificateDer<'static>>),
+}
+
+impl Trust {
+    /// Trust the CA certificates in a PEM file.
+    ///
+    /// # Errors
+    /// If the file cannot be read or holds no certificate.
+    pub fn ca_file(path: &Path) -> Result<Self, TlsError> {
+        let pem = fs::read(path).map_err(io_err("reading", path))?;
+        let certs = CertificateDer::pem_slice_iter(&pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| TlsError::Pem {
+                path: path.to_path_buf(),
+                what: e.to_string(),
+            })?;
+        if certs.is_empty() {
+            return Err(TlsError::Pem {
+                path: path.to_path_buf(),
+                what: "no certificate".into(),
+            });
+        }
+        Ok(Self::Ca(certs))
+    }
+
+    /// The default `known_gateways` file: `<config dir>/quicswarm/known_gateways`.
+    pub fn default_known_gateways() -> PathBuf {
+        dirs::config_dir()
+            .unwrap_or_else(|| PathBuf::from("."))
+            .join("quicswarm")
+            .join("known_gateways")
+    }
+}
+
+/// The fingerprint pinned for `gateway` in a `known_gateways` file, if any.
+///
+/// # Errors
+/// If the file exists but cannot be read or has a malformed line for this gateway.
+pub fn known_gateway(file: &Path, gateway: &str) -> Result<Option<Fingerprint>, TlsError> {
+    let text = match fs::read_to_string(file) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(TlsError::Io {
+                action: "reading",
+                path: file.to_path_buf(),
+                source: e,
+            })
+        }
+    };
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let mut parts = line.split_whitespace();
+        if parts.next() == Some(gateway) {
+            let fp = parts.next().unwrap_or_default();
+            return fp.parse().map(Some);
+        }
+    }
+    Ok(None)
+}
+
+/// Appends a pin for `gateway` to a `known_gateways` file, creating it if needed.
+///
+/// # Errors
+/// If the file or its folder cannot be written.
+pub fn pin_gateway(file: &Path, gateway: &str, fp: Fingerprint) -> Result<(), TlsError> {
+    if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+        fs::create_dir_all(dir).map_err(io_err("creating", dir))?;
+    }
+    let mut f = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(file)
+        .map_err(io_err("opening", file))?;
+    writeln!(f, "{gateway} {fp}").map_err(io_err("writing", file))?;
+    f.sync_all().map_err(io_err("syncing", file))
+}
+
+/// The outcome of pinned verification, read back by the controller after the handshake.
+#[derive(Debug, Default)]
+pub(crate) struct PinRecord {
+    pub(crate) seen: Option<Fingerprint>,
+}
+
+/// Verifies a gateway by its certificate's fingerprint instead of a CA chain. The TLS 1.3
+/// handshake signature is still checked, so the peer must hold the pinned certificate's key.
+#[derive(Debug)]
+pub(crate) struct PinVerifier {
+    /// `None`: trust on first use (accept any, record it).
+    pub(crate) allowed: Option<Vec<Fingerprint>>,
+    pub(crate) record: Arc<Mutex<PinRecord>>,
+    pub(crate) algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl ServerCertVerifier for PinVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let fp = Fingerprint::of(end_entity);
+        if let Ok(mut record) = self.record.lock() {
+            record.seen = Some(fp);
+        }
+        match &self.allowed {
+            Some(allowed) if !allowed.contains(&fp) => Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::ApplicationVerificationFailure,
+            )),
+            _ => Ok(ServerCertVerified::assertion()),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        // Only TLS 1.3 is offered.
+        Err(rustls::Error::PeerIncompatible(
+            rustls::PeerIncompatible::Tls12NotOffered,
+        ))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+/// A client config for one gateway with the given verifier.
+pub(crate) fn client_config(
+    verifier: Arc<dyn ServerCertVerifier>,
+    resumption: &rustls::client::Resumption,
+) -> Result<rustls::ClientConfig, rustls::Error> {
+    let mut config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![quicswarm_proto::ALPN.to_vec()];
+    config.enable_early_data = true;
+    config.resumption = resumption.clone();
+    Ok(config)
+}
+
+/// A CA-chain verifier over `roots`.
+pub(crate) fn ca_verifier(
+    roots: &[CertificateDer<'static>],
+) -> Result<Arc<dyn ServerCertVerifier>, rustls::Error> {
+    let mut store = rustls::RootCertStore::empty();
+    for root in roots {
+        store.add(root.clone())?;
+    }
+    rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(store), provider())
+        .build()
+        .map(|v| v as Arc<dyn ServerCertVerifier>)
+        .map_err(|e| rustls::Error::General(e.to_string()))
+}
+
+/// What [`certs_init`] wrote.
+#[derive(Debug, Clone)]
+pub struct CertsInit {
+    /// The private CA certificate (give this to controllers: `Trust::ca_file`).
+    pub ca_cert: PathBuf,
+    /// The gateway certificate, signed by the CA.
+    pub gateway_cert: PathBuf,
+    /// A client certificate, signed by the CA (for mutual TLS).
+    pub client_cert: PathBuf,
+    /// The gateway certificate's fingerprint.
+    pub gateway_fingerprint: Fingerprint,
+}
+
+/// Makes a private CA plus a gateway and a client certificate in `dir`: `ca.pem`/`ca.key`,
+/// `gateway.pem`/`gateway.key` (valid for `localhost`, `127.0.0.1`, `::1` and
+/// `gateway_names`), `client.pem`/`client.key`. Keys are written with mode 0600. Existing
+/// files are replaced atomically.
+///
+/// # Errors
+/// If generation fails or a file cannot be written.
+pub fn certs_init(dir: &Path, gateway_names: &[&str]) -> Result<CertsInit, TlsError> {
+    fs::create_dir_all(dir).map_err(io_err("creating", dir))?;
+
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "quicswarm private CA");
+    ca_params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+    ];
+    let ca_key = rcgen::KeyPair::generate()?;
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key)?;
+
+    let mut names: Vec<String> = DEFAULT_GATEWAY_NAMES
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    names.extend(gateway_names.iter().map(|s| s.to_string()));
+    let mut gw_params = rcgen::CertificateParams::new(names)?;
+    gw_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "quicswarm gateway");
+    gw_params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+    let gw_key = rcgen::KeyPair::generate()?;
+    let gw_cert = gw_params.signed_by(&gw_key, &ca)?;
+
+    let mut cl_params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    cl_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "client");
+    cl_params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let cl_key = rcgen::KeyPair::generate()?;
+    let cl_cert = cl_params.signed_by(&cl_key, &ca)?;
+
+    write_private(&dir.join("ca.key"), ca.key().serialize_pem().as_bytes())?;
+    write_atomic(&dir.join("ca.pem"), ca.pem().as_bytes())?;
+    write_private(&dir.join("gateway.key"), gw_key.serialize_pem().as_bytes())?;
+    write_atomic(&dir.join("gateway.pem"), gw_cert.pem().as_bytes())?;
+    write_private(&dir.join("client.key"), cl_key.serialize_pem().as_bytes())?;
+    write_atomic(&dir.join("client.pem"), cl_cert.pem().as_bytes())?;
+
+    Ok(CertsInit {
+        ca_cert: dir.join("ca.pem"),
+        gateway_cert: dir.join("gateway.pem"),
+        client_cert: dir.join("client.pem"),
+        gateway_fingerprint: Fingerprint::of(gw_cert.der()),
+    })
+}
+
+/// Writes through a temporary file in the same folder, then renames: never a half-written
+/// file under the final name.
+fn write_atomic(path: &Path, data: &[u8]) -> Result<(), TlsError> {
+    write_with_mode(path, data, 0o644)
+}
+
+fn write_private(path: &Path, data: &[u8]) -> Result<(), TlsError> {
+    write_with_mode(path, data, 0o600)
+}
+
+fn write_with_mode(path: &Path, data: &[u8], mode: u32) -> Result<(), TlsError> {
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let result = (|| {
+        let mut opts = fs::OpenOptions::new();
+        opts.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(mode);
+        }
+        #[cfg(not(unix))]
+        let _ = mode;
+        let mut f = opts.open(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)
+    })();
+    result.map_err(|source| {
+        let _ = fs::remove_file(&tmp);
+        TlsError::Io {
+            action: "writing",
+            path: path.to_path_buf(),
+            source,
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprint_text_round_trips() {
+        let id = Identity::self_signed(&[]).unwrap();
+        let fp = id.fingerprint();
+        let text = fp.to_string();
+        assert!(text.starts_with("sha256:") && text.len() == 7 + 64);
+        assert_eq!(text.parse::<Fingerprint>().unwrap(), fp);
+        let colons: String = text.as_bytes()[7..]
+            .chunks(2)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect::<Vec<_>>()
+            .join(":");
+        assert_eq!(colons.parse::<Fingerprint>().unwrap(), fp);
+        assert!("sha256:abc".parse::<Fingerprint>().is_err());
+    }
+
+    #[test]
+    fn load_or_create_keeps_the_identity() {
+        let dir = tempfile::tempdir().unwrap();
+        let (first, created) = Identity::load_or_create(dir.path()).unwrap();
+        assert!(created);
+        let (second, created) = Identity::load_or_create(dir.path()).unwrap();
+        assert!(!created);
+        assert_eq!(first.fingerprint(), second.fingerprint());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(dir.path().join("gateway.key"))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+
+    #[test]
+    fn known_gateways_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("sub/known");
+        assert_eq!(known_gateway(&file, "a:1").unwrap(), None);
+        let fp = Identity::self_signed(&[]).unwrap().fingerprint();
+        pin_gateway(&file, "a:1", fp).unwrap();
+        assert_eq!(known_gateway(&file, "a:1").unwrap(), Some(fp));
+        assert_eq!(known_gateway(&file, "b:1").unwrap(), None);
+    }
+
+    #[test]
+    fn certs_init_writes_a_usable_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = certs_init(dir.path(), &["robot.local"]).unwrap();
+        let gw =
+            Identity::from_pem_files(&out.gateway_cert, &dir.path().join("gateway.key")).unwrap();
+        assert_eq!(gw.fingerprint(), out.gateway_fingerprint);
+        gw.server_config().unwrap();
+        let Trust::Ca(roots) = Trust::ca_file(&out.ca_cert).unwrap() else {
+            panic!("not a CA")
+        };
+        let verifier = ca_verifier(&roots).unwrap();
+        let name = ServerName::try_from("robot.local").unwrap();
+        verifier
+            .verify_server_cert(&gw.chain[0], &[], &name, &[], UnixTime::now())
+            .expect("gateway cert chains to the CA");
+        let other = ServerName::try_from("elsewhere.example").unwrap();
+        assert!(verifier
+            .verify_server_cert(&gw.chain[0], &[], &other, &[], UnixTime::now())
+            .is_err());
+    }
+}

@@ -1,0 +1,211 @@
+//! Bad input yields a typed error for that caller only; the gateway keeps serving.
+
+use quicswarm::{demo::CounterArgs, proto, CallError, ErrorCode, Json};
+use quicswarm_tests::{spawn_gateway, within};
+
+#[tokio::test]
+async fn unknown_subroutine_and_wrong_kind() {
+    let gw = spawn_gateway(|b| b).await;
+    let client = within("connect", gw.controller().get_client(&gw.addr))
+        .await
+        .unwrap();
+    match within("call", client.call("nope", &())).await {
+        Err(CallError::UnknownSubroutine(m)) => assert!(m.contains("nope"), "{m}"),
+        other => panic!("expected UnknownSubroutine, got {other:?}"),
+    }
+    assert!(matches!(
+        client.stream("nope", &()).await,
+        Err(CallError::UnknownSubroutine(_))
+    ));
+    assert!(matches!(
+        client.send("nope", &(), vec![0u8; 100_000]).await,
+        Err(CallError::UnknownSubroutine(_))
+    ));
+    assert!(matches!(
+        client.call("counter", &()).await,
+        Err(CallError::WrongKind(_))
+    ));
+    assert!(matches!(
+        client.stream("echo", "x").await,
+        Err(CallError::WrongKind(_))
+    ));
+    within("ping", client.ping()).await.unwrap();
+}
+
+#[tokio::test]
+async fn wrong_argument_type_is_bad_args() {
+    let gw = spawn_gateway(|b| b).await;
+    let client = within("connect", gw.controller().get_client(&gw.addr))
+        .await
+        .unwrap();
+    // `echo` takes a string; a large integer does not decode as one.
+    assert!(matches!(
+        client.call("echo", &u64::MAX).await,
+        Err(CallError::BadArgs(_))
+    ));
+    assert!(matches!(
+        client.call("echo", &Json("[1, 2]")).await,
+        Err(CallError::BadArgs(_))
+    ));
+    assert!(matches!(
+        client.call("echo", &Json("{not json")).await,
+        Err(CallError::BadArgs(_))
+    ));
+    assert!(matches!(
+        client.stream("counter", &Json(r#"{"count": -1}"#)).await,
+        Err(CallError::BadArgs(_))
+    ));
+    assert_eq!(
+        &within("echo", client.call("echo", "ok")).await.unwrap()[..],
+        b"ok"
+    );
+}
+
+#[tokio::test]
+async fn failing_and_panicking_subroutines_fail_only_their_caller() {
+    let gw = spawn_gateway(|b| b).await;
+    let controller = gw.controller();
+    let client = within("connect", controller.get_client(&gw.addr))
+        .await
+        .unwrap();
+    let other = within("connect other", controller.get_client(&gw.addr))
+        .await
+        .unwrap();
+    // Keep a stream running on the other client throughout.
+    let mut ongoing = other
+        .stream("ticker", &Json(r#"{"count": 1000, "interval_ms": 5}"#))
+        .await
+        .unwrap();
+    within("tick", ongoing.next()).await.unwrap().unwrap();
+
+    match within("fail", client.call("fail", &())).await {
+        Err(CallError::Failed(m)) => assert!(m.contains("always fails"), "{m}"),
+        other => panic!("expected Failed, got {other:?}"),
+    }
+    match within("panic", client.call("panic", &())).await {
+        Err(e @ CallError::Panicked(_)) => {
+            assert!(e.to_string().contains("on purpose"), "{e}");
+            assert_eq!(e.code(), ErrorCode::SubroutinePanicked);
+        }
+        other => panic!("expected Panicked, got {other:?}"),
+    }
+    // Blocking and streaming variants too.
+    gw.gateway
+        .registry()
+        .batch_blocking("blocking_panic", |_: ()| -> Result<Vec<u8>, String> {
+            panic!("blocking boom")
+        });
+    gw.gateway.registry().stream("stream_fail", |_: (), _| {
+        futures_util::stream::iter(vec![
+            Ok((0i64, vec![1u8])),
+            Err("producer broke".to_string()),
+        ])
+    });
+    assert!(matches!(
+        client.call("blocking_panic", &()).await,
+        Err(CallError::Panicked(_))
+    ));
+    let mut s = client.stream("stream_fail", &()).await.unwrap();
+    assert_eq!(within("first", s.next()).await.unwrap().unwrap().0, 0);
+    match within("failure", s.next()).await {
+        Err(CallError::Failed(m)) => assert!(m.contains("producer broke")),
+        other => panic!("expected Failed, got {other:?}"),
+    }
+    assert_eq!(
+        s.next().await.unwrap(),
+        None,
+        "a failed stream stays finished"
+    );
+
+    within("ping same client", client.ping()).await.unwrap();
+    within("other stream still going", ongoing.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        &other.call("echo", "still here").await.unwrap()[..],
+        b"still here"
+    );
+}
+
+/// Raw QUIC streams on a client's connection: a frame over the limit, garbage, an unknown tag.
+#[tokio::test]
+async fn oversized_and_malformed_frames_reset_with_a_code() {
+    let gw = spawn_gateway(|b| {
+        let mut limits = quicswarm::Limits::default();
+        limits.max_frame_len = 4096;
+        b.limits(limits)
+    })
+    .await;
+    let client = within("connect", gw.controller().get_client(&gw.addr))
+        .await
+        .unwrap();
+    let conn = client.connection().clone();
+
+    // Announce a 1 GiB frame: refused before the body arrives.
+    let (mut send, mut recv) = within("open", conn.open_bi()).await.unwrap();
+    let mut header = Vec::new();
+    proto::codec::put_varint(1 << 30, &mut header);
+    send.write_all(&header).await.unwrap();
+    let reply = within("reply", recv.read_to_end(1 << 16)).await.unwrap();
+    let (response, _) = proto::codec::decode::<proto::Response>(&reply, 1 << 16).unwrap();
+    match response {
+        proto::Response::Error(e) => assert_eq!(e.code, ErrorCode::FrameTooLarge),
+        other => panic!("expected FrameTooLarge, got {other:?}"),
+    }
+    let stopped = within("stop_sending", send.stopped()).await.unwrap();
+    assert_eq!(
+        stopped.map(|c| c.into_inner()),
+        Some(u64::from(ErrorCode::FrameTooLarge.to_u32()))
+    );
+
+    // Unknown request tag.
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    send.write_all(&[1, 200]).await.unwrap();
+    send.finish().unwrap();
+    let reply = within("reply", recv.read_to_end(1 << 16)).await.unwrap();
+    let (response, _) = proto::codec::decode::<proto::Response>(&reply, 1 << 16).unwrap();
+    assert!(matches!(response, proto::Response::Error(e) if e.code == ErrorCode::Protocol));
+
+    // Truncated frame: the stream ends inside it.
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    send.write_all(&[10, 1, 2]).await.unwrap();
+    send.finish().unwrap();
+    let reply = within("reply", recv.read_to_end(1 << 16)).await.unwrap();
+    let (response, _) = proto::codec::decode::<proto::Response>(&reply, 1 << 16).unwrap();
+    assert!(matches!(response, proto::Response::Error(e) if e.code == ErrorCode::Protocol));
+
+    // Args over the gateway's frame limit, through the library: a typed error.
+    let big = "y".repeat(10_000);
+    assert!(matches!(
+        client.call("echo", big.as_str()).await,
+        Err(CallError::TooLarge(_))
+    ));
+
+    // An item over the client's limit is refused by the client.
+    let mut config = quicswarm::ControllerConfig::with_trust(quicswarm::Trust::Fingerprints(vec![
+        gw.fingerprint,
+    ]));
+    config.max_frame_len = 1000;
+    let small = quicswarm::Controller::new(config).unwrap();
+    let c2 = within("connect small", small.get_client(&gw.addr))
+        .await
+        .unwrap();
+    let mut s = c2
+        .stream(
+            "counter",
+            &CounterArgs {
+                count: 2,
+                size: 2000,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        within("big item", s.next()).await,
+        Err(CallError::TooLarge(_))
+    ));
+
+    within("ping", client.ping()).await.unwrap();
+    within("ping small", c2.ping()).await.unwrap();
+}

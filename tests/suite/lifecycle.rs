@@ -1,0 +1,141 @@
+//! Registration while running, close_gateway, graceful shutdown and the blocking facade.
+
+use std::time::Duration;
+
+use quicswarm::{blocking, demo::CounterArgs, CallError, ConnectError, Trust};
+use quicswarm_tests::{spawn_gateway, within};
+
+#[tokio::test]
+async fn subroutines_can_be_registered_while_running() {
+    let gw = spawn_gateway(|b| b).await;
+    let client = within("connect", gw.controller().get_client(&gw.addr))
+        .await
+        .unwrap();
+    assert!(matches!(
+        client.call("late", &()).await,
+        Err(CallError::UnknownSubroutine(_))
+    ));
+    gw.gateway
+        .registry()
+        .batch("late", |_: ()| async { Ok::<_, String>("arrived") });
+    assert_eq!(
+        &within("late call", client.call("late", &())).await.unwrap()[..],
+        b"arrived"
+    );
+    assert!(gw.gateway.registry().remove("late"));
+    assert!(matches!(
+        client.call("late", &()).await,
+        Err(CallError::UnknownSubroutine(_))
+    ));
+}
+
+#[tokio::test]
+async fn close_gateway_is_denied_by_default() {
+    let gw = spawn_gateway(|b| b).await;
+    let client = within("connect", gw.controller().get_client(&gw.addr))
+        .await
+        .unwrap();
+    match within("close_gateway", client.close_gateway()).await {
+        Err(CallError::PermissionDenied(m)) => assert!(m.contains("close_gateway"), "{m}"),
+        other => panic!("expected PermissionDenied, got {other:?}"),
+    }
+    within("still serving", client.ping()).await.unwrap();
+}
+
+#[tokio::test]
+async fn close_gateway_when_allowed_shuts_down() {
+    let gw = spawn_gateway(|b| b.allow_close(true)).await;
+    let controller = gw.controller();
+    let client = within("connect", controller.get_client(&gw.addr))
+        .await
+        .unwrap();
+    within("close_gateway", client.close_gateway())
+        .await
+        .unwrap();
+    within("gateway closed", gw.gateway.closed()).await;
+    let err = within(
+        "connect after close",
+        gw.impatient_controller().get_client(&gw.addr),
+    )
+    .await;
+    assert!(err.is_err(), "a closed gateway must not accept clients");
+}
+
+#[tokio::test]
+async fn graceful_shutdown_lets_in_flight_work_finish() {
+    let gw = spawn_gateway(|b| b).await;
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
+    let started_tx = std::sync::Mutex::new(Some(started_tx));
+    gw.gateway.registry().batch("slow", move |ms: u64| {
+        if let Some(tx) = started_tx.lock().unwrap().take() {
+            let _ = tx.send(());
+        }
+        async move {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            Ok::<_, String>("finished")
+        }
+    });
+    let controller = gw.impatient_controller();
+    let client = within("connect", controller.get_client(&gw.addr))
+        .await
+        .unwrap();
+    let call = tokio::spawn({
+        let client = client.clone();
+        async move { client.call("slow", &300u64).await }
+    });
+    within("slow call started", started_rx).await.unwrap();
+    let addr = gw.addr.clone();
+    within("shutdown", gw.gateway.shutdown(Duration::from_secs(10))).await;
+    assert_eq!(
+        &within("slow call", call).await.unwrap().unwrap()[..],
+        b"finished"
+    );
+    assert!(controller.get_client(&addr).await.is_err());
+}
+
+#[test]
+fn blocking_facade_runs_every_operation() {
+    let gateway = blocking::Gateway::spawn(
+        quicswarm::Gateway::builder()
+            .listen("127.0.0.1:0".parse().unwrap())
+            .identity(quicswarm::Identity::self_signed(&[]).unwrap())
+            .registry(quicswarm::demo::registry())
+            .allow_close(true),
+    )
+    .unwrap();
+    let inner = gateway.as_async().unwrap();
+    let addr = inner.local_addr().to_string();
+    let mut config =
+        quicswarm::ControllerConfig::with_trust(Trust::Fingerprints(vec![inner.fingerprint()]));
+    config.call_timeout = Some(Duration::from_secs(30));
+    config.connect_timeout = Duration::from_secs(1);
+    let controller = blocking::Controller::new(config).unwrap();
+    let client = controller.get_client(&addr).unwrap();
+    assert!(client.ping().unwrap() > Duration::ZERO);
+    assert_eq!(&client.call("echo", "blocking").unwrap()[..], b"blocking");
+    let idents: Vec<i64> = client
+        .stream("counter", &CounterArgs { count: 5, size: 3 })
+        .unwrap()
+        .map(|item| item.unwrap().0)
+        .collect();
+    assert_eq!(idents, vec![0, 1, 2, 3, 4]);
+    let mut ended = false;
+    let outcome = client
+        .stream_with(
+            "counter",
+            &CounterArgs { count: 5, size: 3 },
+            |_, _| true,
+            || ended = true,
+        )
+        .unwrap();
+    assert!(outcome.completed && ended);
+    assert_eq!(client.send("byte_sum", &(), vec![2u8; 10]).unwrap(), 20);
+    client.close_gateway().unwrap();
+    gateway.run(); // returns once closed
+    assert!(matches!(
+        controller.get_client(&addr),
+        Err(ConnectError::Connection { .. }
+            | ConnectError::Timeout { .. }
+            | ConnectError::Refused { .. })
+    ));
+}
