@@ -1,1 +1,491 @@
-fn main() {}
+//! Core benchmark: quicswarm operations against raw quinn streams, in one run, on loopback.
+//!
+//! ```text
+//! cargo bench -p quicswarm-benches --bench core            # full run (~1 min)
+//! cargo bench -p quicswarm-benches --bench core -- --quick # smoke run
+//! cargo bench -p quicswarm-benches --bench core -- --json report.json
+//! ```
+//!
+//! The server side (a quicswarm gateway and a raw quinn echo/bulk server) runs on one thread
+//! with a single-threaded tokio runtime, the client side on another: the same setup as the
+//! reference figures in `QUINN-NOTES.md` ("2 cores"). Both use the same socket buffers and
+//! flow-control windows, so the ratio shows what quicswarm's framing, dispatch and typing cost
+//! over bare QUIC streams. Figures are this machine's; compare ratios, not absolutes.
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use quicswarm::{demo::CounterArgs, Controller, ControllerConfig, Gateway, Identity, Trust};
+use quinn::{crypto::rustls::QuicClientConfig, Endpoint, TransportConfig, VarInt};
+
+struct Sizes {
+    latency_calls: u64,
+    throughput_calls: u64,
+    bulk_bytes: u64,
+    small_items: u64,
+}
+
+const FULL: Sizes = Sizes {
+    latency_calls: 10_000,
+    throughput_calls: 300_000,
+    bulk_bytes: 1 << 30,
+    small_items: 1_000_000,
+};
+const QUICK: Sizes = Sizes {
+    latency_calls: 500,
+    throughput_calls: 10_000,
+    bulk_bytes: 64 << 20,
+    small_items: 50_000,
+};
+const IN_FLIGHT: usize = 64;
+const ITEM_SMALL: usize = 1024;
+const ITEM_BIG: usize = 64 * 1024;
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    // cargo bench passes --bench; ignore flags we do not know.
+    let sizes = if args.iter().any(|a| a == "--quick") {
+        QUICK
+    } else {
+        FULL
+    };
+    let json_path = args
+        .iter()
+        .position(|a| a == "--json")
+        .and_then(|i| args.get(i + 1))
+        .cloned();
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .cloned();
+
+    let identity = Identity::self_signed(&[])?;
+    let fingerprint = identity.fingerprint();
+    let raw_cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()])?;
+
+    // Server thread: the gateway and the raw quinn server.
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let cert_der = raw_cert.cert.der().clone();
+    let key_der = raw_cert.signing_key.serialize_der();
+    let server = std::thread::spawn(move || -> Result<()> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        rt.block_on(async move {
+            let gateway = Gateway::builder()
+                .listen("127.0.0.1:0".parse()?)
+                .identity(identity)
+                .registry(quicswarm::demo::registry())
+                .spawn()
+                .await?;
+            let raw = raw_server(cert_der, key_der)?;
+            addr_tx.send((gateway.local_addr(), raw.local_addr()?))?;
+            tokio::spawn(serve_raw(raw));
+            let _ = stop_rx.await;
+            gateway.shutdown(Duration::from_millis(100)).await;
+            Ok(())
+        })
+    });
+    let (gw_addr, raw_addr) = addr_rx.recv().context("server thread failed to start")?;
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let rows = rt.block_on(async {
+        let controller = Controller::new(ControllerConfig::with_trust(Trust::Fingerprints(vec![
+            fingerprint,
+        ])))?;
+        let client = controller.get_client(&gw_addr.to_string()).await?;
+        let raw = raw_client(raw_addr, raw_cert.cert.der().clone()).await?;
+        run_all(&sizes, only.as_deref(), &client, &raw).await
+    })?;
+    let _ = stop_tx.send(());
+    server
+        .join()
+        .map_err(|_| anyhow::anyhow!("server thread panicked"))??;
+
+    println!();
+    println!(
+        "{:<36} {:>14} {:>14} {:>8}   target",
+        "workload", "quicswarm", "raw quinn", "ratio"
+    );
+    for r in &rows {
+        println!(
+            "{:<36} {:>14} {:>14} {:>8}   {}",
+            r.name,
+            fmt_num(r.ours),
+            r.raw.map(fmt_num).unwrap_or_else(|| "-".into()),
+            r.raw
+                .map(|raw| format!("{:.2}x", r.ours / raw))
+                .unwrap_or_else(|| "-".into()),
+            r.target
+        );
+    }
+    if let Some(path) = json_path {
+        let json: Vec<_> = rows
+            .iter()
+            .map(|r| {
+                serde_json::json!({"workload": r.name, "quicswarm": r.ours, "raw_quinn": r.raw,
+                                        "ratio": r.raw.map(|raw| r.ours / raw), "target": r.target})
+            })
+            .collect();
+        std::fs::write(&path, serde_json::to_string_pretty(&json)?)?;
+        println!("wrote {path}");
+    }
+    Ok(())
+}
+
+fn fmt_num(v: f64) -> String {
+    if v >= 1000.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.1}")
+    }
+}
+
+struct Row {
+    name: &'static str,
+    ours: f64,
+    raw: Option<f64>,
+    target: &'static str,
+}
+
+async fn run_all(
+    sizes: &Sizes,
+    only: Option<&str>,
+    client: &quicswarm::Client,
+    raw: &quinn::Connection,
+) -> Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    let want = |group: &str| only.is_none_or(|o| o == group);
+
+    // Latency: sequential small request/response, a new stream each.
+    if want("latency") {
+        let mut ours = hist();
+        let mut theirs = hist();
+        for _ in 0..sizes.latency_calls / 10 {
+            client.call("echo", "warm").await?;
+            raw_echo(raw, 64).await?;
+        }
+        for i in 0..sizes.latency_calls {
+            // Interleave so both see the same machine noise.
+            if i % 2 == 0 {
+                ours.record(
+                    timed(client.call(
+                        "echo",
+                        "0123456789abcdef0123456789abcdef0123456789abcdef01234567",
+                    ))
+                    .await?,
+                )?;
+                theirs.record(timed(raw_echo(raw, 64)).await?)?;
+            } else {
+                theirs.record(timed(raw_echo(raw, 64)).await?)?;
+                ours.record(
+                    timed(client.call(
+                        "echo",
+                        "0123456789abcdef0123456789abcdef0123456789abcdef01234567",
+                    ))
+                    .await?,
+                )?;
+            }
+        }
+        let us = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+        rows.push(Row {
+            name: "call latency p50 (µs)",
+            ours: us(&ours, 0.5),
+            raw: Some(us(&theirs, 0.5)),
+            target: "<= 1.3x raw",
+        });
+        rows.push(Row {
+            name: "call latency p99 (µs)",
+            ours: us(&ours, 0.99),
+            raw: Some(us(&theirs, 0.99)),
+            target: "-",
+        });
+
+        let mut pings = hist();
+        for _ in 0..sizes.latency_calls {
+            pings.record(client.ping().await?.as_nanos() as u64)?;
+        }
+        rows.push(Row {
+            name: "ping p50 (µs)",
+            ours: us(&pings, 0.5),
+            raw: Some(us(&theirs, 0.5)),
+            target: "-",
+        });
+        rows.push(Row {
+            name: "ping p99 (µs)",
+            ours: us(&pings, 0.99),
+            raw: Some(us(&theirs, 0.99)),
+            target: "-",
+        });
+    }
+
+    // Throughput: 64 calls in flight.
+    if want("calls") {
+        let owned = client.clone();
+        let ours = in_flight(sizes.throughput_calls, move |_| {
+            let c = owned.clone();
+            async move {
+                c.call(
+                    "echo",
+                    "0123456789abcdef0123456789abcdef0123456789abcdef01234567",
+                )
+                .await
+                .map(drop)
+                .map_err(anyhow::Error::from)
+            }
+        })
+        .await?;
+        let owned = raw.clone();
+        let theirs = in_flight(sizes.throughput_calls, move |_| {
+            let c = owned.clone();
+            async move { raw_echo(&c, 64).await.map(drop) }
+        })
+        .await?;
+        rows.push(Row {
+            name: "calls/s, 64 in flight",
+            ours,
+            raw: Some(theirs),
+            target: ">= 150000",
+        });
+    }
+
+    // Bulk: 64 KiB items vs one raw stream of the same bytes.
+    if want("bulk") {
+        let count = sizes.bulk_bytes / ITEM_BIG as u64;
+        let (secs, bytes) = stream_items(client, count, ITEM_BIG).await?;
+        let ours = bytes as f64 / secs / 1e6;
+        let theirs = raw_bulk(raw, b'B', sizes.bulk_bytes).await?;
+        rows.push(Row {
+            name: "stream 64 KiB items (MB/s)",
+            ours,
+            raw: Some(theirs),
+            target: ">= 0.85x raw",
+        });
+    }
+
+    // Small items: 1 KiB each.
+    if want("items") {
+        let (secs, _) = stream_items(client, sizes.small_items, ITEM_SMALL).await?;
+        let ours = sizes.small_items as f64 / secs;
+        let raw_mbs = raw_bulk(raw, b'I', sizes.small_items * ITEM_SMALL as u64).await?;
+        let theirs = raw_mbs * 1e6 / (ITEM_SMALL as f64 + 4.0);
+        rows.push(Row {
+            name: "stream 1 KiB items (items/s)",
+            ours,
+            raw: Some(theirs),
+            target: ">= 200000",
+        });
+    }
+    Ok(rows)
+}
+
+fn hist() -> Histogram<u64> {
+    // 1 ns .. 60 s, 3 significant digits.
+    Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("static bounds are valid")
+}
+
+async fn timed<T, E: Into<anyhow::Error>>(
+    fut: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<u64> {
+    let start = Instant::now();
+    fut.await.map_err(Into::into)?;
+    Ok(start.elapsed().as_nanos() as u64)
+}
+
+/// Runs `total` operations with IN_FLIGHT at a time; returns operations per second.
+async fn in_flight<F, Fut>(total: u64, op: F) -> Result<f64>
+where
+    F: Fn(u64) -> Fut + 'static,
+    Fut: std::future::Future<Output = Result<()>> + 'static,
+{
+    let next = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    let local = tokio::task::LocalSet::new();
+    let op = Arc::new(op);
+    local
+        .run_until(async {
+            for _ in 0..IN_FLIGHT {
+                let next = next.clone();
+                let op = op.clone();
+                let fut = async move {
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= total {
+                            return Ok::<_, anyhow::Error>(());
+                        }
+                        op(i).await?;
+                    }
+                };
+                set.spawn_local(fut);
+            }
+            while let Some(r) = set.join_next().await {
+                r??;
+            }
+            Ok::<_, anyhow::Error>(())
+        })
+        .await?;
+    Ok(total as f64 / start.elapsed().as_secs_f64())
+}
+
+async fn stream_items(client: &quicswarm::Client, count: u64, size: usize) -> Result<(f64, u64)> {
+    let start = Instant::now();
+    let mut items = client
+        .stream("counter", &CounterArgs { count, size })
+        .await?;
+    let mut bytes = 0u64;
+    let mut n = 0u64;
+    while let Some((_, data)) = items.next().await? {
+        bytes += data.len() as u64;
+        n += 1;
+    }
+    anyhow::ensure!(n == count, "got {n} of {count} items");
+    Ok((start.elapsed().as_secs_f64(), bytes))
+}
+
+// ---- raw quinn baseline ----
+
+fn transport() -> Arc<TransportConfig> {
+    // The same windows quicswarm uses.
+    let mut t = TransportConfig::default();
+    t.max_concurrent_bidi_streams(VarInt::from_u32(1024));
+    t.receive_window(VarInt::from_u32(64 * 1024 * 1024));
+    t.stream_receive_window(VarInt::from_u32(8 * 1024 * 1024));
+    t.send_window(64 * 1024 * 1024);
+    Arc::new(t)
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn raw_server(cert: rustls::pki_types::CertificateDer<'static>, key: Vec<u8>) -> Result<Endpoint> {
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(key.into());
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_no_client_auth()
+        .with_single_cert(vec![cert], key)?;
+    tls.alpn_protocols = vec![b"raw".to_vec()];
+    let mut config = quinn::ServerConfig::with_crypto(Arc::new(
+        quinn::crypto::rustls::QuicServerConfig::try_from(tls)?,
+    ));
+    config.transport_config(transport());
+    let socket = quicswarm::udp_socket("127.0.0.1:0".parse()?)?;
+    Ok(Endpoint::new(
+        quinn::EndpointConfig::default(),
+        Some(config),
+        socket,
+        Arc::new(quinn::TokioRuntime),
+    )?)
+}
+
+async fn serve_raw(endpoint: Endpoint) {
+    while let Some(incoming) = endpoint.accept().await {
+        tokio::spawn(async move {
+            let Ok(conn) = incoming.await else { return };
+            while let Ok((send, recv)) = conn.accept_bi().await {
+                tokio::spawn(raw_handle(send, recv));
+            }
+        });
+    }
+}
+
+/// Request: one tag byte and a u64. `E`: echo that many bytes back; `B`: send that many bytes
+/// in 64 KiB writes; `I`: send that many bytes as 1 KiB items, each after a 4-byte length.
+async fn raw_handle(mut send: quinn::SendStream, mut recv: quinn::RecvStream) -> Result<()> {
+    let mut header = [0u8; 9];
+    recv.read_exact(&mut header).await?;
+    let n = u64::from_le_bytes(header[1..].try_into()?);
+    match header[0] {
+        b'E' => {
+            let mut buf = vec![0u8; n as usize];
+            recv.read_exact(&mut buf).await?;
+            send.write_all(&buf).await?;
+        }
+        b'B' => {
+            let chunk = Bytes::from(vec![7u8; ITEM_BIG]);
+            let mut left = n;
+            while left > 0 {
+                let len = left.min(ITEM_BIG as u64) as usize;
+                send.write_chunk(chunk.slice(..len)).await?;
+                left -= len as u64;
+            }
+        }
+        b'I' => {
+            let item = Bytes::from(vec![7u8; ITEM_SMALL]);
+            let len = Bytes::copy_from_slice(&(ITEM_SMALL as u32).to_le_bytes());
+            for _ in 0..n / ITEM_SMALL as u64 {
+                send.write_all_chunks(&mut [len.clone(), item.clone()])
+                    .await?;
+            }
+        }
+        _ => {}
+    }
+    send.finish()?;
+    let _ = send.stopped().await;
+    Ok(())
+}
+
+async fn raw_client(
+    addr: SocketAddr,
+    cert: rustls::pki_types::CertificateDer<'static>,
+) -> Result<quinn::Connection> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert)?;
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![b"raw".to_vec()];
+    let mut config = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(tls)?));
+    config.transport_config(transport());
+    let socket = quicswarm::udp_socket("127.0.0.1:0".parse()?)?;
+    let endpoint = Endpoint::new(
+        quinn::EndpointConfig::default(),
+        None,
+        socket,
+        Arc::new(quinn::TokioRuntime),
+    )?;
+    Ok(endpoint.connect_with(config, addr, "localhost")?.await?)
+}
+
+async fn raw_echo(conn: &quinn::Connection, size: usize) -> Result<()> {
+    let (mut send, mut recv) = conn.open_bi().await?;
+    let mut req = vec![b'E'];
+    req.extend_from_slice(&(size as u64).to_le_bytes());
+    req.resize(9 + size, 1);
+    send.write_all(&req).await?;
+    send.finish()?;
+    let reply = recv.read_to_end(size + 1).await?;
+    anyhow::ensure!(reply.len() == size, "short echo");
+    Ok(())
+}
+
+/// Reads a whole raw stream; returns MB/s.
+async fn raw_bulk(conn: &quinn::Connection, tag: u8, bytes: u64) -> Result<f64> {
+    let start = Instant::now();
+    let (mut send, mut recv) = conn.open_bi().await?;
+    let mut req = vec![tag];
+    req.extend_from_slice(&bytes.to_le_bytes());
+    send.write_all(&req).await?;
+    send.finish()?;
+    let mut got = 0u64;
+    while let Some(chunk) = recv.read_chunk(usize::MAX, true).await? {
+        got += chunk.bytes.len() as u64;
+    }
+    anyhow::ensure!(got >= bytes, "raw stream short: {got} of {bytes}");
+    Ok(got as f64 / start.elapsed().as_secs_f64() / 1e6)
+}

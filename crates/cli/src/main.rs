@@ -1,1 +1,459 @@
-fn main() {}
+//! `quicswarm`: run a gateway, call one, manage certificates, or watch the demo.
+//!
+//! Thin by design: it parses arguments, sets up logging and calls the library.
+
+mod demo;
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use quicswarm::{Client, Controller, ControllerConfig, Fingerprint, Gateway, Json, Trust};
+use serde_json::json;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "quicswarm",
+    version,
+    about = "Remote subroutines over a swarm of QUIC connections"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a gateway until Ctrl-C (graceful) or an allowed close-gateway.
+    Gateway {
+        /// UDP address to listen on.
+        #[arg(long, default_value = quicswarm::DEFAULT_LISTEN)]
+        listen: SocketAddr,
+        /// Handler pool size: how many clients at once.
+        #[arg(long, default_value_t = quicswarm::DEFAULT_POOL_SIZE)]
+        pool: usize,
+        /// Folder with gateway.pem/gateway.key; a self-signed pair is generated there if absent.
+        #[arg(long, default_value = "certs")]
+        cert_dir: PathBuf,
+        /// Register the demo subroutines (echo, counter, ticker, byte_sum, fail, panic).
+        #[arg(long)]
+        demo: bool,
+        /// Let clients shut the gateway down with close-gateway.
+        #[arg(long)]
+        allow_close: bool,
+    },
+    /// Measure round trips.
+    Ping {
+        /// Gateway address, host:port.
+        addr: String,
+        /// Number of pings.
+        #[arg(long, default_value_t = 10)]
+        count: u32,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Call a batch subroutine; its bytes go to stdout.
+    Call {
+        /// Gateway address, host:port.
+        addr: String,
+        /// Subroutine name.
+        name: String,
+        /// Arguments as JSON (decoded by the gateway into the subroutine's type).
+        args: Option<String>,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Subscribe to a stream subroutine and report what arrived.
+    Stream {
+        /// Gateway address, host:port.
+        addr: String,
+        /// Subroutine name.
+        name: String,
+        /// Arguments as JSON.
+        args: Option<String>,
+        /// Abort after this many items.
+        #[arg(long)]
+        max: Option<u64>,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Send a buffer to a sink subroutine.
+    Send {
+        /// Gateway address, host:port.
+        addr: String,
+        /// Subroutine name.
+        name: String,
+        /// Arguments as JSON.
+        args: Option<String>,
+        /// Send this file's contents (streamed).
+        #[arg(long, conflicts_with = "zeros", required_unless_present = "zeros")]
+        file: Option<PathBuf>,
+        /// Send this many zero bytes (streamed).
+        #[arg(long)]
+        zeros: Option<u64>,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Ask a gateway to shut down (it must allow it).
+    CloseGateway {
+        /// Gateway address, host:port.
+        addr: String,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Certificates.
+    Certs {
+        #[command(subcommand)]
+        command: CertsCommand,
+    },
+    /// Gateway and controller in one process on loopback: every operation, with timings.
+    Demo {
+        /// Print the report as one JSON object too.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum CertsCommand {
+    /// Make a private CA plus gateway and client certificates.
+    Init {
+        /// Where to write ca.pem, gateway.pem/.key, client.pem/.key.
+        #[arg(long, default_value = "certs")]
+        dir: PathBuf,
+        /// Extra DNS names or IPs for the gateway certificate (localhost, 127.0.0.1 and ::1
+        /// are always included).
+        #[arg(long = "name")]
+        names: Vec<String>,
+    },
+}
+
+/// Options shared by every client command.
+#[derive(Args, Debug, Clone)]
+struct ClientOpts {
+    /// Trust-on-first-use pins (default: <config dir>/quicswarm/known_gateways).
+    #[arg(long, value_name = "FILE")]
+    known_gateways: Option<PathBuf>,
+    /// Trust gateways whose certificate chains to this CA instead of pinning.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["known_gateways", "fingerprint"])]
+    ca: Option<PathBuf>,
+    /// Accept only a gateway with this certificate fingerprint.
+    #[arg(long, value_name = "SHA256", conflicts_with = "known_gateways")]
+    fingerprint: Option<Fingerprint>,
+    /// Seconds to wait for a connection or an answer.
+    #[arg(long, default_value_t = 30)]
+    timeout: u64,
+    /// Print exactly one JSON object on stdout, as the last line.
+    #[arg(long)]
+    json: bool,
+}
+
+impl ClientOpts {
+    fn controller(&self) -> Result<Controller> {
+        let trust = if let Some(ca) = &self.ca {
+            Trust::ca_file(ca)?
+        } else if let Some(fp) = self.fingerprint {
+            Trust::Fingerprints(vec![fp])
+        } else {
+            Trust::KnownGateways(
+                self.known_gateways
+                    .clone()
+                    .unwrap_or_else(Trust::default_known_gateways),
+            )
+        };
+        let mut config = ControllerConfig::with_trust(trust);
+        config.connect_timeout = Duration::from_secs(self.timeout);
+        config.call_timeout = Some(Duration::from_secs(self.timeout));
+        Ok(Controller::new(config)?)
+    }
+
+    async fn client(&self, addr: &str) -> Result<Client> {
+        let controller = self.controller()?;
+        controller
+            .get_client(addr)
+            .await
+            .with_context(|| format!("connecting to {addr}"))
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    let default_level = match cli.command {
+        Command::Gateway { .. } => "info",
+        // The demo provokes failures on purpose; its report says what happened.
+        Command::Demo { .. } => "error",
+        _ => "warn",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    if let Err(e) = run(cli).await {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Gateway {
+            listen,
+            pool,
+            cert_dir,
+            demo,
+            allow_close,
+        } => gateway(listen, pool, &cert_dir, demo, allow_close).await,
+        Command::Ping {
+            addr,
+            count,
+            client,
+        } => ping(&addr, count, &client).await,
+        Command::Call {
+            addr,
+            name,
+            args,
+            client,
+        } => call(&addr, &name, args, &client).await,
+        Command::Stream {
+            addr,
+            name,
+            args,
+            max,
+            client,
+        } => stream(&addr, &name, args, max, &client).await,
+        Command::Send {
+            addr,
+            name,
+            args,
+            file,
+            zeros,
+            client,
+        } => send(&addr, &name, args, file.as_deref(), zeros, &client).await,
+        Command::CloseGateway { addr, client } => {
+            let c = client.client(&addr).await?;
+            c.close_gateway().await.context("close-gateway")?;
+            emit(&client, json!({"closed": true}), || {
+                println!("gateway {addr} is shutting down")
+            });
+            Ok(())
+        }
+        Command::Certs {
+            command: CertsCommand::Init { dir, names },
+        } => {
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            let made = quicswarm::tls::certs_init(&dir, &names)?;
+            println!("wrote CA {}", made.ca_cert.display());
+            println!(
+                "wrote gateway certificate {} ({})",
+                made.gateway_cert.display(),
+                made.gateway_fingerprint
+            );
+            println!("wrote client certificate {}", made.client_cert.display());
+            println!("run: quicswarm gateway --cert-dir {}", dir.display());
+            println!("then: quicswarm ping ADDR --ca {}", made.ca_cert.display());
+            Ok(())
+        }
+        Command::Demo { json } => demo::run(json).await,
+    }
+}
+
+/// Prints `value` as the single JSON line in `--json` mode, otherwise runs `human`.
+fn emit(opts: &ClientOpts, value: serde_json::Value, human: impl FnOnce()) {
+    if opts.json {
+        println!("{value}");
+    } else {
+        human();
+    }
+}
+
+async fn gateway(
+    listen: SocketAddr,
+    pool: usize,
+    cert_dir: &Path,
+    demo: bool,
+    allow_close: bool,
+) -> Result<()> {
+    let registry = if demo {
+        quicswarm::demo::registry()
+    } else {
+        quicswarm::Registry::new()
+    };
+    let gateway = Gateway::builder()
+        .listen(listen)
+        .pool_size(pool)
+        .cert_dir(cert_dir)
+        .allow_close(allow_close)
+        .registry(registry)
+        .spawn()
+        .await?;
+    eprintln!(
+        "quicswarm gateway on {} (pool {pool})",
+        gateway.local_addr()
+    );
+    eprintln!("certificate fingerprint {}", gateway.fingerprint());
+    let names: Vec<String> = gateway
+        .registry()
+        .list()
+        .into_iter()
+        .map(|s| format!("{} ({:?})", s.name, s.kind))
+        .collect();
+    eprintln!(
+        "subroutines: {}",
+        if names.is_empty() {
+            "none".into()
+        } else {
+            names.join(", ")
+        }
+    );
+    tokio::select! {
+        _ = gateway.closed() => {}
+        _ = tokio::signal::ctrl_c() => {
+            eprintln!("Ctrl-C: shutting down (in-flight operations get 5 s)");
+            gateway.shutdown(Duration::from_secs(5)).await;
+        }
+    }
+    Ok(())
+}
+
+fn args_json(args: Option<String>) -> Json<String> {
+    Json(args.unwrap_or_default())
+}
+
+async fn ping(addr: &str, count: u32, opts: &ClientOpts) -> Result<()> {
+    let client = opts.client(addr).await?;
+    let mut samples = Vec::with_capacity(count as usize);
+    for _ in 0..count.max(1) {
+        samples.push(client.ping().await.context("ping")?);
+    }
+    samples.sort();
+    let pct =
+        |p: f64| samples[((samples.len() - 1) as f64 * p).round() as usize].as_micros() as u64;
+    let (p50, p99) = (pct(0.5), pct(0.99));
+    emit(
+        opts,
+        json!({"count": samples.len(), "p50_us": p50, "p99_us": p99}),
+        || {
+            println!(
+                "{} pings to {addr}: p50 {p50} µs, p99 {p99} µs",
+                samples.len()
+            )
+        },
+    );
+    client.close().await.ok();
+    Ok(())
+}
+
+async fn call(addr: &str, name: &str, args: Option<String>, opts: &ClientOpts) -> Result<()> {
+    let client = opts.client(addr).await?;
+    let reply = client
+        .call(name, &args_json(args))
+        .await
+        .with_context(|| format!("calling {name}"))?;
+    if opts.json {
+        let utf8 = std::str::from_utf8(&reply).ok();
+        println!("{}", json!({"len": reply.len(), "utf8": utf8}));
+    } else {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        out.write_all(&reply)?;
+        if std::io::IsTerminal::is_terminal(&out) && !reply.ends_with(b"\n") {
+            writeln!(out)?;
+        }
+    }
+    client.close().await.ok();
+    Ok(())
+}
+
+async fn stream(
+    addr: &str,
+    name: &str,
+    args: Option<String>,
+    max: Option<u64>,
+    opts: &ClientOpts,
+) -> Result<()> {
+    let client = opts.client(addr).await?;
+    let start = Instant::now();
+    let mut items = client
+        .stream(name, &args_json(args))
+        .await
+        .with_context(|| format!("subscribing to {name}"))?;
+    let (mut count, mut bytes) = (0u64, 0u64);
+    let (mut first, mut last, mut in_order) = (None, None::<i64>, true);
+    while max.is_none_or(|m| count < m) {
+        let Some((ident, data)) = items
+            .next()
+            .await
+            .with_context(|| format!("streaming {name}"))?
+        else {
+            break;
+        };
+        in_order &= last.is_none_or(|l| ident > l);
+        first.get_or_insert(ident);
+        last = Some(ident);
+        count += 1;
+        bytes += data.len() as u64;
+    }
+    drop(items);
+    let secs = start.elapsed().as_secs_f64().max(1e-9);
+    let (ips, mbps) = (count as f64 / secs, bytes as f64 / secs / 1e6);
+    emit(
+        opts,
+        json!({"items": count, "bytes": bytes, "first_ident": first, "last_ident": last,
+               "in_order": in_order, "items_per_s": ips.round(), "mb_per_s": (mbps * 10.0).round() / 10.0}),
+        || {
+            println!("{count} items, {bytes} bytes in {secs:.3} s: {ips:.0} items/s, {mbps:.1} MB/s, in order: {in_order}")
+        },
+    );
+    client.close().await.ok();
+    Ok(())
+}
+
+async fn send(
+    addr: &str,
+    name: &str,
+    args: Option<String>,
+    file: Option<&Path>,
+    zeros: Option<u64>,
+    opts: &ClientOpts,
+) -> Result<()> {
+    let client = opts.client(addr).await?;
+    let args = args_json(args);
+    let start = Instant::now();
+    let (result, len) = match (file, zeros) {
+        (Some(path), _) => {
+            let f = tokio::fs::File::open(path)
+                .await
+                .with_context(|| format!("opening {}", path.display()))?;
+            let len = f.metadata().await?.len();
+            (client.send_reader(name, &args, f, Some(len)).await, len)
+        }
+        (None, Some(n)) => {
+            use tokio::io::AsyncReadExt;
+            (
+                client
+                    .send_reader(name, &args, tokio::io::repeat(0).take(n), Some(n))
+                    .await,
+                n,
+            )
+        }
+        (None, None) => bail!("give --file or --zeros"),
+    };
+    let result = result.with_context(|| format!("sending to {name}"))?;
+    let secs = start.elapsed().as_secs_f64();
+    emit(opts, json!({"result": result}), || {
+        println!(
+            "{name} returned {result} ({len} bytes in {secs:.3} s, {:.1} MB/s)",
+            len as f64 / secs.max(1e-9) / 1e6
+        )
+    });
+    client.close().await.ok();
+    Ok(())
+}

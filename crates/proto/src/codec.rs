@@ -101,9 +101,20 @@ pub fn frame_len(buf: &[u8], max_len: usize) -> Result<Option<(usize, usize)>, D
 /// # Errors
 /// Only if serde refuses the value (postcard cannot fail on these message types).
 pub fn encode<T: Serialize>(msg: &T, out: &mut Vec<u8>) -> Result<(), EncodeError> {
-    let body = postcard::to_stdvec(msg)?;
-    put_varint(body.len() as u64, out);
-    out.extend_from_slice(&body);
+    // Most frames (stream item headers) are tiny: serialise on the stack, no allocation.
+    let mut small = [0u8; 64];
+    match postcard::to_slice(msg, &mut small) {
+        Ok(body) => {
+            put_varint(body.len() as u64, out);
+            out.extend_from_slice(body);
+        }
+        Err(postcard::Error::SerializeBufferFull) => {
+            let body = postcard::to_stdvec(msg)?;
+            put_varint(body.len() as u64, out);
+            out.extend_from_slice(&body);
+        }
+        Err(e) => return Err(e.into()),
+    }
     Ok(())
 }
 
@@ -112,9 +123,26 @@ pub fn encode<T: Serialize>(msg: &T, out: &mut Vec<u8>) -> Result<(), EncodeErro
 /// # Errors
 /// As [`encode`].
 pub fn encode_to_vec<T: Serialize>(msg: &T) -> Result<Vec<u8>, EncodeError> {
-    let mut out = Vec::new();
-    encode(msg, &mut out)?;
-    Ok(out)
+    let (mut buf, start) = encode_frame(msg)?;
+    buf.drain(..start);
+    Ok(buf)
+}
+
+/// The frame for `msg` in one allocation: returns a buffer and the offset where the frame
+/// starts (room for the longest length prefix is reserved in front of the body, and the
+/// prefix written right before it). For I/O layers that slice the buffer without copying.
+///
+/// # Errors
+/// As [`encode`].
+pub fn encode_frame<T: Serialize>(msg: &T) -> Result<(Vec<u8>, usize), EncodeError> {
+    let buf = postcard::to_extend(msg, vec![0u8; MAX_VARINT_LEN])?;
+    let body_len = buf.len() - MAX_VARINT_LEN;
+    let mut prefix = Vec::with_capacity(MAX_VARINT_LEN);
+    put_varint(body_len as u64, &mut prefix);
+    let start = MAX_VARINT_LEN - prefix.len();
+    let mut buf = buf;
+    buf[start..MAX_VARINT_LEN].copy_from_slice(&prefix);
+    Ok((buf, start))
 }
 
 /// Decodes one frame from the start of `buf`, returning the message and the bytes used.

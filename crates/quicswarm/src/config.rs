@@ -43,8 +43,13 @@ impl Default for Limits {
 /// as loss. 4 MB removed the drops here.
 const SOCKET_BUFFER: usize = 4 * 1024 * 1024;
 
-/// Binds a UDP socket with large buffers for a quinn endpoint.
-pub(crate) fn udp_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+/// Binds a UDP socket with 4 MB send and receive buffers (best effort), dual-stack for `[::]`,
+/// ready for a quinn endpoint. The gateway and the controller bind theirs this way; it is
+/// public for tools that build raw quinn endpoints to compare against.
+///
+/// # Errors
+/// If the socket cannot be created or bound.
+pub fn udp_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     if addr.is_ipv6() {

@@ -252,7 +252,8 @@ async fn operation(
         } => match lookup(&shared, &name, SubroutineKind::Stream) {
             Ok(Handler::Stream(f)) => {
                 let producer = f(args, StreamContext { resume_after });
-                run_stream(&mut send, producer, &name).await
+                // Boxed: keeps the common (small) operations' task small to spawn.
+                Box::pin(run_stream(&mut send, producer, &name)).await
             }
             Ok(_) => unreachable_kind(&mut send).await,
             Err(reply) => write_error(&mut send, reply).await,
@@ -308,7 +309,8 @@ async fn operation(
     if result.is_ok() && send.finish().is_ok() {
         // Hold the connection until the reply is acknowledged: if this were the last handle
         // (during shutdown), dropping it would close the connection and lose the reply.
-        let _ = tokio::time::timeout(shared.limits.idle_timeout, send.stopped()).await;
+        // Bounded by the connection: `stopped` fails when it is lost or times out.
+        let _ = send.stopped().await;
     }
 }
 

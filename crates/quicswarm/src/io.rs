@@ -2,14 +2,20 @@
 //! writers that send bulk bytes after their header without copying them.
 
 use bytes::{Bytes, BytesMut};
+use futures_util::FutureExt;
 use quicswarm_proto::codec::{self, DecodeError};
 use quinn::{RecvStream, SendStream, VarInt};
 use serde::{de::DeserializeOwned, Serialize};
 
 use quicswarm_proto::ErrorCode;
 
-/// Most bytes taken from quinn per read: bounds what one read can make us buffer.
+/// Most bytes taken from quinn per read of raw sink data.
 const READ_CHUNK: usize = 256 * 1024;
+/// Chunks taken from quinn per read of a large run (each at most one packet's payload, so
+/// this also bounds what one read can make us buffer).
+const CHUNKS_PER_READ: usize = 32;
+/// Read many chunks at once when this much room has been reserved for a pending run.
+const READ_MANY_ABOVE: usize = 16 * 1024;
 
 /// Why a frame could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +60,21 @@ pub(crate) struct FrameReader {
     buf: BytesMut,
     max_frame: usize,
     eof: bool,
+    /// Reused across reads of large runs.
+    chunks: Option<Box<[Bytes; CHUNKS_PER_READ]>>,
+}
+
+impl Drop for FrameReader {
+    fn drop(&mut self) {
+        // quinn sends STOP_SENDING for a receive stream dropped before its end was seen. The
+        // peer's FIN usually came with the last frame: look for it without waiting, so a
+        // finished exchange costs no extra frame.
+        if !self.eof && self.buf.is_empty() {
+            if let Some(Ok(None)) = self.recv.read_chunk(1, true).now_or_never() {
+                self.eof = true;
+            }
+        }
+    }
 }
 
 impl FrameReader {
@@ -63,24 +84,35 @@ impl FrameReader {
             buf: BytesMut::new(),
             max_frame,
             eof: false,
+            chunks: None,
         }
     }
 
-    /// Pulls one more chunk from quinn into the buffer; `false` at the end of the stream.
+    /// Pulls more data from quinn into the buffer; `false` at the end of the stream.
     async fn fill(&mut self) -> Result<bool, FrameError> {
         if self.eof {
             return Ok(false);
         }
-        match self.recv.read_chunk(READ_CHUNK, true).await? {
-            Some(chunk) => {
+        // quinn hands out one chunk per received STREAM frame (about a packet) and takes the
+        // connection lock per call: big reads take many chunks at once. Small exchanges never
+        // allocate the chunk array.
+        let got = if self.buf.len() + READ_MANY_ABOVE > self.buf.capacity() {
+            self.recv.read_chunk(READ_CHUNK, true).await?.map(|chunk| {
                 self.buf.extend_from_slice(&chunk.bytes);
-                Ok(true)
-            }
-            None => {
-                self.eof = true;
-                Ok(false)
-            }
+            })
+        } else {
+            let chunks = self.chunks.get_or_insert_with(Default::default);
+            self.recv.read_chunks(&mut chunks[..]).await?.map(|n| {
+                for chunk in &mut chunks[..n] {
+                    self.buf.extend_from_slice(chunk);
+                    *chunk = Bytes::new();
+                }
+            })
+        };
+        if got.is_none() {
+            self.eof = true;
         }
+        Ok(got.is_some())
     }
 
     /// The next frame, or `None` if the stream ended cleanly between frames.

@@ -85,7 +85,7 @@ mod subroutine;
 pub mod tls;
 
 pub use client::{Client, ItemStream, Json, StreamOutcome, ToArgs};
-pub use config::Limits;
+pub use config::{udp_socket, Limits};
 pub use controller::{Controller, ControllerConfig};
 pub use error::{CallError, ConnectError, GatewayError};
 pub use gateway::{Gateway, GatewayBuilder, DEFAULT_LISTEN, DEFAULT_POOL_SIZE};
