@@ -171,13 +171,22 @@ impl ClientOpts {
         Ok(Controller::new(config)?)
     }
 
-    async fn client(&self, addr: &str) -> Result<Client> {
+    async fn connect(&self, addr: &str) -> Result<(Controller, Client)> {
         let controller = self.controller()?;
-        controller
+        let client = controller
             .get_client(addr)
             .await
-            .with_context(|| format!("connecting to {addr}"))
+            .with_context(|| format!("connecting to {addr}"))?;
+        Ok((controller, client))
     }
+}
+
+/// Closes the client politely whatever the command returned, so a failed command does not
+/// hold a handler slot until the gateway's idle timeout.
+async fn finish(controller: Controller, client: Client, result: Result<()>) -> Result<()> {
+    let _ = client.close().await;
+    controller.close().await;
+    result
 }
 
 #[tokio::main]
@@ -214,36 +223,54 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Ping {
             addr,
             count,
-            client,
-        } => ping(&addr, count, &client).await,
+            client: opts,
+        } => {
+            let (ctl, c) = opts.connect(&addr).await?;
+            let result = ping(&c, &addr, count, &opts).await;
+            finish(ctl, c, result).await
+        }
         Command::Call {
             addr,
             name,
             args,
-            client,
-        } => call(&addr, &name, args, &client).await,
+            client: opts,
+        } => {
+            let (ctl, c) = opts.connect(&addr).await?;
+            let result = call(&c, &name, args, &opts).await;
+            finish(ctl, c, result).await
+        }
         Command::Stream {
             addr,
             name,
             args,
             max,
-            client,
-        } => stream(&addr, &name, args, max, &client).await,
+            client: opts,
+        } => {
+            let (ctl, c) = opts.connect(&addr).await?;
+            let result = stream(&c, &name, args, max, &opts).await;
+            finish(ctl, c, result).await
+        }
         Command::Send {
             addr,
             name,
             args,
             file,
             zeros,
-            client,
-        } => send(&addr, &name, args, file.as_deref(), zeros, &client).await,
-        Command::CloseGateway { addr, client } => {
-            let c = client.client(&addr).await?;
-            c.close_gateway().await.context("close-gateway")?;
-            emit(&client, json!({"closed": true}), || {
-                println!("gateway {addr} is shutting down")
-            });
-            Ok(())
+            client: opts,
+        } => {
+            let (ctl, c) = opts.connect(&addr).await?;
+            let result = send(&c, &name, args, file.as_deref(), zeros, &opts).await;
+            finish(ctl, c, result).await
+        }
+        Command::CloseGateway { addr, client: opts } => {
+            let (ctl, c) = opts.connect(&addr).await?;
+            let result = c.close_gateway().await.context("close-gateway");
+            if result.is_ok() {
+                emit(&opts, json!({"closed": true}), || {
+                    println!("gateway {addr} is shutting down")
+                });
+            }
+            finish(ctl, c, result).await
         }
         Command::Certs {
             command: CertsCommand::Init { dir, names },
@@ -327,8 +354,7 @@ fn args_json(args: Option<String>) -> Json<String> {
     Json(args.unwrap_or_default())
 }
 
-async fn ping(addr: &str, count: u32, opts: &ClientOpts) -> Result<()> {
-    let client = opts.client(addr).await?;
+async fn ping(client: &Client, addr: &str, count: u32, opts: &ClientOpts) -> Result<()> {
     let mut samples = Vec::with_capacity(count as usize);
     for _ in 0..count.max(1) {
         samples.push(client.ping().await.context("ping")?);
@@ -347,12 +373,10 @@ async fn ping(addr: &str, count: u32, opts: &ClientOpts) -> Result<()> {
             )
         },
     );
-    client.close().await.ok();
     Ok(())
 }
 
-async fn call(addr: &str, name: &str, args: Option<String>, opts: &ClientOpts) -> Result<()> {
-    let client = opts.client(addr).await?;
+async fn call(client: &Client, name: &str, args: Option<String>, opts: &ClientOpts) -> Result<()> {
     let reply = client
         .call(name, &args_json(args))
         .await
@@ -368,18 +392,16 @@ async fn call(addr: &str, name: &str, args: Option<String>, opts: &ClientOpts) -
             writeln!(out)?;
         }
     }
-    client.close().await.ok();
     Ok(())
 }
 
 async fn stream(
-    addr: &str,
+    client: &Client,
     name: &str,
     args: Option<String>,
     max: Option<u64>,
     opts: &ClientOpts,
 ) -> Result<()> {
-    let client = opts.client(addr).await?;
     let start = Instant::now();
     let mut items = client
         .stream(name, &args_json(args))
@@ -412,19 +434,17 @@ async fn stream(
             println!("{count} items, {bytes} bytes in {secs:.3} s: {ips:.0} items/s, {mbps:.1} MB/s, in order: {in_order}")
         },
     );
-    client.close().await.ok();
     Ok(())
 }
 
 async fn send(
-    addr: &str,
+    client: &Client,
     name: &str,
     args: Option<String>,
     file: Option<&Path>,
     zeros: Option<u64>,
     opts: &ClientOpts,
 ) -> Result<()> {
-    let client = opts.client(addr).await?;
     let args = args_json(args);
     let start = Instant::now();
     let (result, len) = match (file, zeros) {
@@ -454,6 +474,5 @@ async fn send(
             len as f64 / secs.max(1e-9) / 1e6
         )
     });
-    client.close().await.ok();
     Ok(())
 }

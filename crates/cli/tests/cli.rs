@@ -1,0 +1,268 @@
+//! The `quicswarm` binary end to end: a gateway process and client commands with `--json`.
+
+use std::{
+    io::{BufRead, BufReader},
+    path::Path,
+    process::{Child, Command, Output, Stdio},
+    sync::mpsc,
+    time::Duration,
+};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_quicswarm");
+
+/// A gateway child process, killed on drop.
+struct GatewayProcess {
+    child: Option<Child>,
+    addr: String,
+    fingerprint: String,
+}
+
+impl GatewayProcess {
+    fn start(cert_dir: &Path, extra: &[&str]) -> Self {
+        let mut child = Command::new(BIN)
+            .args([
+                "gateway",
+                "--listen",
+                "127.0.0.1:0",
+                "--pool",
+                "2",
+                "--demo",
+                "--cert-dir",
+            ])
+            .arg(cert_dir)
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start gateway");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (tx, rx) = mpsc::channel();
+        // Keep draining stderr so the gateway never blocks on a full pipe.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let (mut addr, mut fingerprint) = (None, None);
+        while addr.is_none() || fingerprint.is_none() {
+            let line = rx
+                .recv_timeout(Duration::from_secs(30))
+                .expect("gateway printed its address");
+            if let Some(rest) = line.strip_prefix("quicswarm gateway on ") {
+                addr = rest.split_whitespace().next().map(str::to_string);
+            }
+            if let Some(rest) = line.strip_prefix("certificate fingerprint ") {
+                fingerprint = Some(rest.trim().to_string());
+            }
+        }
+        Self {
+            child: Some(child),
+            addr: addr.unwrap_or_default(),
+            fingerprint: fingerprint.unwrap_or_default(),
+        }
+    }
+
+    /// Waits (bounded) for the process to exit by itself.
+    fn wait_exit(&mut self) -> bool {
+        let Some(mut child) = self.child.take() else {
+            return true;
+        };
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait());
+        });
+        matches!(rx.recv_timeout(Duration::from_secs(20)), Ok(Ok(_)))
+    }
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn client(args: &[&str], known: &Path) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .arg("--known-gateways")
+        .arg(known)
+        .args(["--timeout", "10"])
+        .output()
+        .expect("run client command")
+}
+
+/// Runs a command with `--json` and returns its last stdout line as JSON.
+fn json(args: &[&str], known: &Path) -> Value {
+    let mut all = args.to_vec();
+    all.push("--json");
+    let out = client(&all, known);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let last = stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(last)
+        .unwrap_or_else(|e| panic!("{args:?}: last line {last:?} is not JSON: {e}"))
+}
+
+#[test]
+fn client_commands_against_a_gateway_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let known = dir.path().join("known_gateways");
+    let gw = GatewayProcess::start(&dir.path().join("certs"), &[]);
+    let addr = gw.addr.as_str();
+
+    let ping = json(&["ping", addr, "--count", "5"], &known);
+    assert_eq!(ping["count"], 5);
+    assert!(
+        ping["p50_us"].as_u64().unwrap() > 0 && ping["p99_us"].as_u64() >= ping["p50_us"].as_u64()
+    );
+    // Trust on first use wrote the gateway's fingerprint.
+    let pins = std::fs::read_to_string(&known).unwrap();
+    assert!(
+        pins.contains(addr) && pins.contains(&gw.fingerprint),
+        "{pins}"
+    );
+
+    let call = json(&["call", addr, "echo", r#""hi there""#], &known);
+    assert_eq!(call["len"], 8);
+    assert_eq!(call["utf8"], "hi there");
+    let raw = client(&["call", addr, "echo", r#""raw bytes""#], &known);
+    assert_eq!(raw.stdout, b"raw bytes");
+
+    let s = json(
+        &["stream", addr, "counter", r#"{"count": 100, "size": 10}"#],
+        &known,
+    );
+    assert_eq!(
+        (s["items"].as_u64(), s["bytes"].as_u64()),
+        (Some(100), Some(1000))
+    );
+    assert_eq!(
+        (s["first_ident"].as_i64(), s["last_ident"].as_i64()),
+        (Some(0), Some(99))
+    );
+    assert_eq!(s["in_order"], true);
+    assert!(s["items_per_s"].as_f64().unwrap() > 0.0);
+    let capped = json(
+        &[
+            "stream",
+            addr,
+            "counter",
+            r#"{"count": 100, "size": 10}"#,
+            "--max",
+            "5",
+        ],
+        &known,
+    );
+    assert_eq!(capped["items"], 5);
+
+    assert_eq!(
+        json(&["send", addr, "byte_sum", "--zeros", "1000000"], &known)["result"],
+        0
+    );
+    let file = dir.path().join("ones.bin");
+    std::fs::write(&file, vec![1u8; 123_456]).unwrap();
+    let sent = json(
+        &["send", addr, "byte_sum", "--file", file.to_str().unwrap()],
+        &known,
+    );
+    assert_eq!(sent["result"], 123_456);
+
+    // Errors: non-zero exit, a message on stderr, nothing on stdout.
+    let fail = client(&["call", addr, "fail", "--json"], &known);
+    assert!(!fail.status.success() && fail.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&fail.stderr).contains("always fails"));
+    let denied = client(&["close-gateway", addr], &known);
+    assert!(!denied.status.success());
+    assert!(String::from_utf8_lossy(&denied.stderr).contains("permission denied"));
+    let unknown = client(&["call", addr, "nope"], &known);
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("unknown subroutine"));
+
+    // A wrong pin is refused and names both fingerprints.
+    let wrong = dir.path().join("wrong_known");
+    std::fs::write(&wrong, format!("{addr} sha256:{}\n", "ab".repeat(32))).unwrap();
+    let refused = client(&["ping", addr], &wrong);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success()
+            && stderr.contains(&gw.fingerprint)
+            && stderr.contains(&"ab".repeat(32)),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn certs_init_then_ca_trust_and_close_gateway() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("pki");
+    let made = Command::new(BIN)
+        .args(["certs", "init", "--dir"])
+        .arg(&certs)
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    for f in [
+        "ca.pem",
+        "ca.key",
+        "gateway.pem",
+        "gateway.key",
+        "client.pem",
+        "client.key",
+    ] {
+        assert!(certs.join(f).exists(), "{f} missing");
+    }
+    let mut gw = GatewayProcess::start(&certs, &["--allow-close"]);
+    let ca = certs.join("ca.pem");
+    let out = Command::new(BIN)
+        .args(["ping", &gw.addr, "--json", "--ca"])
+        .arg(&ca)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let closed = Command::new(BIN)
+        .args(["close-gateway", &gw.addr, "--json", "--ca"])
+        .arg(&ca)
+        .output()
+        .unwrap();
+    assert!(
+        closed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&closed.stderr)
+    );
+    assert!(
+        gw.wait_exit(),
+        "the gateway process should exit after close-gateway"
+    );
+}
+
+#[test]
+fn demo_runs() {
+    let out = Command::new(BIN).args(["demo", "--json"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(report["pool_full"], true);
+    assert_eq!(report["aborted_after"], 3);
+    assert!(report["stream_1k_items_per_s"].as_f64().unwrap() > 0.0);
+}
