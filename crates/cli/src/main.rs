@@ -135,7 +135,7 @@ enum CertsCommand {
 /// Options shared by every client command.
 #[derive(Args, Debug, Clone)]
 struct ClientOpts {
-    /// Trust-on-first-use pins (default: <config dir>/quicswarm/known_gateways).
+    /// Trust-on-first-use pins (default: the user config dir + /quicswarm/known_gateways).
     #[arg(long, value_name = "FILE")]
     known_gateways: Option<PathBuf>,
     /// Trust gateways whose certificate chains to this CA instead of pinning.

@@ -93,3 +93,8 @@ pub use quicswarm_proto as proto;
 pub use quicswarm_proto::{ErrorCode, SubroutineInfo, SubroutineKind};
 pub use subroutine::{Aborted, Emitter, Registry, SinkData, SinkError, SinkOutput, StreamContext};
 pub use tls::{Fingerprint, Identity, Trust};
+
+/// The README's Rust examples compile as doctests, so they cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;
