@@ -288,3 +288,61 @@ async fn ping_is_not_blocked_by_a_big_stream() {
     assert_eq!(bytes, ITEMS * 64 * 1024);
     eprintln!("ping during 256 MiB stream: {rtt:?} after {at_ping} of {ITEMS} items");
 }
+
+#[tokio::test]
+async fn negative_ident_ends_a_stream_and_unit_sink_returns_zero() {
+    let gw = spawn_gateway(|b| b).await;
+    gw.gateway
+        .registry()
+        .stream("until_negative", |_: (), _| {
+            futures_util::stream::iter(
+                [0i64, 1, -1, 2]
+                    .into_iter()
+                    .map(|i| Ok::<_, String>((i, vec![i as u8]))),
+            )
+        })
+        .sink("discard", |_: (), data: quicswarm::SinkData| async move {
+            data.collect().await.map(drop).map_err(|e| e.to_string())
+        });
+    let client = within("connect", gw.controller().get_client(&gw.addr))
+        .await
+        .unwrap();
+    let mut s = client.stream("until_negative", &()).await.unwrap();
+    let mut idents = Vec::new();
+    while let Some((ident, _)) = within("item", s.next()).await.unwrap() {
+        idents.push(ident);
+    }
+    assert_eq!(
+        idents,
+        vec![0, 1],
+        "the negative ident ends the stream and is not sent"
+    );
+    assert!(s.is_complete());
+    let value = within("unit sink", client.send("discard", &(), vec![9u8; 5000]))
+        .await
+        .unwrap();
+    assert_eq!(value, 0);
+}
+
+#[tokio::test]
+async fn one_controller_reaches_several_gateways() {
+    let a = spawn_gateway(|b| b).await;
+    let b = spawn_gateway(|b| b).await;
+    let controller = quicswarm_tests::controller(quicswarm::Trust::Fingerprints(vec![
+        a.fingerprint,
+        b.fingerprint,
+    ]));
+    let ca = within("a", controller.get_client(&a.addr)).await.unwrap();
+    let cb = within("b", controller.get_client(&b.addr)).await.unwrap();
+    assert_ne!(ca.gateway(), cb.gateway());
+    assert_eq!(
+        &within("call a", ca.call("echo", "a")).await.unwrap()[..],
+        b"a"
+    );
+    assert_eq!(
+        &within("call b", cb.call("echo", "b")).await.unwrap()[..],
+        b"b"
+    );
+    assert_eq!(a.gateway.handlers(), 1);
+    assert_eq!(b.gateway.handlers(), 1);
+}

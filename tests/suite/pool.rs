@@ -172,3 +172,74 @@ async fn blocking_producer_sees_the_abort() {
         "producer emitted {emitted} items for 4 received"
     );
 }
+
+/// A client whose process vanishes sends no close: the gateway frees its slot after the idle
+/// timeout.
+#[tokio::test]
+async fn vanished_client_frees_its_slot_after_the_idle_timeout() {
+    let gw = spawn_gateway(|b| {
+        let mut limits = quicswarm::Limits::default();
+        limits.idle_timeout = Duration::from_secs(1);
+        b.pool_size(1).limits(limits)
+    })
+    .await;
+    let addr = gw.addr.clone();
+    let fingerprint = gw.fingerprint;
+    // The client lives on its own runtime, shut down without running any close.
+    let (connected_tx, connected_rx) = oneshot::channel();
+    let (vanish_tx, vanish_rx) = std::sync::mpsc::channel::<()>();
+    let thread = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let client = rt.block_on(async {
+            let c = quicswarm_tests::controller(quicswarm::Trust::Fingerprints(vec![fingerprint]));
+            let client = c.get_client(&addr).await.unwrap();
+            client.ping().await.unwrap();
+            (c, client)
+        });
+        let _ = connected_tx.send(());
+        let _ = vanish_rx.recv();
+        // Leak the handles so no close is queued, then stop the runtime: no more packets.
+        std::mem::forget(client);
+        rt.shutdown_background();
+    });
+    within("client connected", connected_rx).await.unwrap();
+    assert_eq!(gw.gateway.handlers(), 1);
+    assert!(matches!(
+        gw.controller().get_client(&gw.addr).await,
+        Err(ConnectError::PoolFull { .. })
+    ));
+    vanish_tx.send(()).unwrap();
+    thread.join().unwrap();
+    gw.wait_handlers_at_most(0).await;
+    let again = within("reconnect", gw.controller().get_client(&gw.addr))
+        .await
+        .unwrap();
+    within("ping", again.ping()).await.unwrap();
+}
+
+/// An idle client keeps its handler even when the gateway's idle timeout is shorter than the
+/// client's keep-alive interval: the gateway pings too.
+#[tokio::test]
+async fn idle_client_outlives_a_short_gateway_idle_timeout() {
+    let gw = spawn_gateway(|b| {
+        let mut limits = quicswarm::Limits::default();
+        limits.idle_timeout = Duration::from_millis(600);
+        b.limits(limits)
+    })
+    .await;
+    let mut config = quicswarm::ControllerConfig::with_trust(quicswarm::Trust::Fingerprints(vec![
+        gw.fingerprint,
+    ]));
+    config.keep_alive = Duration::from_secs(30);
+    let controller = quicswarm::Controller::new(config).unwrap();
+    let client = within("connect", controller.get_client(&gw.addr))
+        .await
+        .unwrap();
+    // Idle for four idle timeouts: the subject of this test, not a synchronisation.
+    tokio::time::sleep(Duration::from_millis(2400)).await;
+    within("ping after idling", client.ping()).await.unwrap();
+    assert_eq!(gw.gateway.handlers(), 1);
+}

@@ -153,7 +153,10 @@ impl GatewayBuilder {
         ));
         server.transport_config(config::transport(
             self.limits.idle_timeout,
-            None,
+            // The gateway pings too, so an idle client keeps its slot whatever keep-alive it
+            // chose; a vanished one still times out (RFC 9000 §10.1: our own pings restart
+            // the idle timer only once per packet received).
+            Some(self.limits.idle_timeout / 3),
             self.limits.max_concurrent_ops,
         ));
         let bind_err = |source| GatewayError::Bind {
