@@ -155,7 +155,7 @@ fn fmt_num(v: f64) -> String {
 }
 
 struct Row {
-    name: &'static str,
+    name: String,
     ours: f64,
     raw: Option<f64>,
     target: &'static str,
@@ -200,36 +200,12 @@ async fn run_all(
                 )?;
             }
         }
-        let us = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
-        rows.push(Row {
-            name: "call latency p50 (µs)",
-            ours: us(&ours, 0.5),
-            raw: Some(us(&theirs, 0.5)),
-            target: "<= 1.3x raw",
-        });
-        rows.push(Row {
-            name: "call latency p99 (µs)",
-            ours: us(&ours, 0.99),
-            raw: Some(us(&theirs, 0.99)),
-            target: "-",
-        });
-
+        rows.extend(percentiles("call latency", &ours, &theirs, "<= 1.3x raw"));
         let mut pings = hist();
         for _ in 0..sizes.latency_calls {
             pings.record(client.ping().await?.as_nanos() as u64)?;
         }
-        rows.push(Row {
-            name: "ping p50 (µs)",
-            ours: us(&pings, 0.5),
-            raw: Some(us(&theirs, 0.5)),
-            target: "-",
-        });
-        rows.push(Row {
-            name: "ping p99 (µs)",
-            ours: us(&pings, 0.99),
-            raw: Some(us(&theirs, 0.99)),
-            target: "-",
-        });
+        rows.extend(percentiles("ping", &pings, &theirs, "-"));
     }
 
     // Throughput: 64 calls in flight.
@@ -255,7 +231,7 @@ async fn run_all(
         })
         .await?;
         rows.push(Row {
-            name: "calls/s, 64 in flight",
+            name: "calls/s, 64 in flight".into(),
             ours,
             raw: Some(theirs),
             target: ">= 150000",
@@ -269,7 +245,7 @@ async fn run_all(
         let ours = bytes as f64 / secs / 1e6;
         let theirs = raw_bulk(raw, b'B', sizes.bulk_bytes).await?;
         rows.push(Row {
-            name: "stream 64 KiB items (MB/s)",
+            name: "stream 64 KiB items (MB/s)".into(),
             ours,
             raw: Some(theirs),
             target: ">= 0.85x raw",
@@ -283,13 +259,29 @@ async fn run_all(
         let raw_mbs = raw_bulk(raw, b'I', sizes.small_items * ITEM_SMALL as u64).await?;
         let theirs = raw_mbs * 1e6 / (ITEM_SMALL as f64 + 4.0);
         rows.push(Row {
-            name: "stream 1 KiB items (items/s)",
+            name: "stream 1 KiB items (items/s)".into(),
             ours,
             raw: Some(theirs),
             target: ">= 200000",
         });
     }
     Ok(rows)
+}
+
+/// p50 and p99 rows, in microseconds, of two latency histograms.
+fn percentiles(
+    what: &str,
+    ours: &Histogram<u64>,
+    raw: &Histogram<u64>,
+    target: &'static str,
+) -> [Row; 2] {
+    let us = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    [0.5, 0.99].map(|q| Row {
+        name: format!("{what} p{} (µs)", (q * 100.0) as u32),
+        ours: us(ours, q),
+        raw: Some(us(raw, q)),
+        target: if q == 0.5 { target } else { "-" },
+    })
 }
 
 fn hist() -> Histogram<u64> {

@@ -398,10 +398,12 @@ impl Client {
         }
     }
 
-    /// Releases this handler's slot on the gateway and closes the connection.
+    /// Releases this handler's slot on the gateway and closes the connection (the seed's
+    /// `close_handler`).
     ///
     /// # Errors
     /// If the gateway could not be told (the slot is then freed by its idle timeout).
+    #[doc(alias = "close_handler")]
     pub async fn close(self) -> Result<(), CallError> {
         let result = self
             .timed(async {

@@ -74,6 +74,15 @@ fn guarded<T>(f: impl FnOnce() -> Result<T, Failure>) -> Result<T, Failure> {
     catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|p| Err(Failure::Panicked(panic_message(p))))
 }
 
+/// Awaits a subroutine's future, turning its error and its panic into failures.
+async fn run_async<R, E: Display>(fut: impl Future<Output = Result<R, E>>) -> Result<R, Failure> {
+    match AssertUnwindSafe(fut).catch_unwind().await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => Err(Failure::Failed(e.to_string())),
+        Err(p) => Err(Failure::Panicked(panic_message(p))),
+    }
+}
+
 /// Awaits `fut` on a blocking thread's result, turning panics into failures.
 async fn run_blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, Failure> + Send + 'static,
@@ -356,12 +365,7 @@ impl Registry {
                 let f = f.clone();
                 Box::pin(async move {
                     let args = decode_args::<A>(&args)?;
-                    let fut = guarded(|| Ok(f(args)))?;
-                    match AssertUnwindSafe(fut).catch_unwind().await {
-                        Ok(Ok(value)) => Ok(value.into()),
-                        Ok(Err(e)) => Err(Failure::Failed(e.to_string())),
-                        Err(p) => Err(Failure::Panicked(panic_message(p))),
-                    }
+                    run_async(guarded(|| Ok(f(args)))?).await.map(Into::into)
                 })
             })),
         )
@@ -473,12 +477,9 @@ impl Registry {
                 let f = f.clone();
                 Box::pin(async move {
                     let args = decode_args::<A>(&args)?;
-                    let fut = guarded(|| Ok(f(args, data)))?;
-                    match AssertUnwindSafe(fut).catch_unwind().await {
-                        Ok(Ok(value)) => Ok(value.into_i64()),
-                        Ok(Err(e)) => Err(Failure::Failed(e.to_string())),
-                        Err(p) => Err(Failure::Panicked(panic_message(p))),
-                    }
+                    run_async(guarded(|| Ok(f(args, data)))?)
+                        .await
+                        .map(SinkOutput::into_i64)
                 })
             })),
         )
