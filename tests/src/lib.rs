@@ -89,3 +89,108 @@ pub fn init_tracing() {
         .with_test_writer()
         .try_init();
 }
+
+/// A tree of test files: nested folders, assorted sizes (an empty one, one big enough to be
+/// sent in ranges), modes and mtimes.
+pub mod tree {
+    use std::{
+        fs,
+        path::{Path, PathBuf},
+    };
+
+    /// `(relative path, size, mode, mtime seconds)` of the standard tree.
+    pub const FILES: &[(&str, usize, u32, i64)] = &[
+        ("a.log", 1000, 0o644, 1_600_000_000),
+        ("empty.txt", 0, 0o600, 1_500_000_000),
+        ("sub/b.log", 20_000, 0o640, 1_650_000_000),
+        ("sub/c.bin", 5_000, 0o755, 1_650_000_100),
+        ("sub/deep/d.log", 77, 0o444, 1_700_000_000),
+        (
+            "sub/deep/big.bin",
+            3 * 1024 * 1024 + 17,
+            0o600,
+            1_700_000_500,
+        ),
+        ("other/e.txt", 300, 0o664, 1_690_000_000),
+    ];
+
+    /// Deterministic content of a test file.
+    pub fn content(path: &str, size: usize) -> Vec<u8> {
+        let seed = path
+            .bytes()
+            .fold(7u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
+        (0..size)
+            .map(|i| (seed.wrapping_add(i as u32).wrapping_mul(2_654_435_761) >> 24) as u8)
+            .collect()
+    }
+
+    /// Writes the standard tree below `root`.
+    pub fn write(root: &Path) {
+        for &(rel, size, mode, mtime) in FILES {
+            write_file(root, rel, &content(rel, size), mode, mtime);
+        }
+    }
+
+    /// Writes one file with mode and mtime.
+    pub fn write_file(root: &Path, rel: &str, data: &[u8], mode: u32, mtime: i64) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let path = root.join(rel);
+        fs::create_dir_all(path.parent().expect("has a parent")).expect("mkdir");
+        fs::write(&path, data).expect("write");
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode)).expect("chmod");
+        filetime::set_file_mtime(
+            &path,
+            filetime::FileTime::from_unix_time(mtime, 123_000_000),
+        )
+        .expect("mtime");
+        path
+    }
+
+    /// Asserts that `got` holds exactly `files` of the standard tree with their content,
+    /// mode and mtime, and nothing else (no temp or part files either).
+    pub fn assert_same(got: &Path, files: &[&str]) {
+        use std::os::unix::fs::PermissionsExt;
+        for &(rel, size, mode, mtime) in FILES.iter().filter(|f| files.contains(&f.0)) {
+            let path = got.join(rel);
+            let data = fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            assert!(data == content(rel, size), "{rel}: content differs");
+            let meta = fs::metadata(&path).expect("metadata");
+            assert_eq!(meta.permissions().mode() & 0o7777, mode, "{rel}: mode");
+            let m = filetime::FileTime::from_last_modification_time(&meta);
+            assert_eq!(
+                (m.unix_seconds(), m.nanoseconds()),
+                (mtime, 123_000_000),
+                "{rel}: mtime"
+            );
+        }
+        let mut present = Vec::new();
+        list_all(got, got, &mut present);
+        present.sort();
+        let mut want: Vec<String> = files.iter().map(|s| s.to_string()).collect();
+        want.sort();
+        assert_eq!(present, want, "files present under {}", got.display());
+    }
+
+    /// Every file below `dir`, relative to `root`.
+    pub fn list_all(root: &Path, dir: &Path, out: &mut Vec<String>) {
+        let Ok(read) = fs::read_dir(dir) else { return };
+        for entry in read.flatten() {
+            let p = entry.path();
+            if p.is_dir() {
+                list_all(root, &p, out);
+            } else {
+                out.push(
+                    p.strip_prefix(root)
+                        .expect("below root")
+                        .to_string_lossy()
+                        .into_owned(),
+                );
+            }
+        }
+    }
+
+    /// Every path of the standard tree.
+    pub fn all() -> Vec<&'static str> {
+        FILES.iter().map(|f| f.0).collect()
+    }
+}

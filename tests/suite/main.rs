@@ -1,6 +1,8 @@
 //! The integration suite: one binary, real gateways on loopback.
 
 mod errors;
+mod files;
+mod hostile;
 mod lifecycle;
 mod ops;
 mod pool;

@@ -25,6 +25,9 @@ use serde::{Deserialize, Serialize};
 /// | 14 | `WrongKind` | the subroutine exists but is of another kind |
 /// | 15 | `HandlerClosed` | the handler was closed on request |
 /// | 16 | `Timeout` | the peer took too long |
+/// | 17 | `NotFound` | no such root, file or folder |
+/// | 18 | `Integrity` | received bytes did not match their BLAKE3 hash |
+/// | 19 | `DiskFull` | the receiver ran out of space |
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(from = "u32", into = "u32")]
 #[repr(u32)]
@@ -64,11 +67,17 @@ pub enum ErrorCode {
     HandlerClosed = 15,
     /// The peer took too long.
     Timeout = 16,
+    /// No such root, file or folder.
+    NotFound = 17,
+    /// Received bytes did not match their BLAKE3 hash.
+    Integrity = 18,
+    /// The receiver ran out of space.
+    DiskFull = 19,
 }
 
 impl ErrorCode {
     /// Every code, in numeric order.
-    pub const ALL: [Self; 17] = [
+    pub const ALL: [Self; 20] = [
         Self::NoError,
         Self::Protocol,
         Self::FrameTooLarge,
@@ -86,6 +95,9 @@ impl ErrorCode {
         Self::WrongKind,
         Self::HandlerClosed,
         Self::Timeout,
+        Self::NotFound,
+        Self::Integrity,
+        Self::DiskFull,
     ];
 
     /// The code as sent on the wire.
@@ -118,6 +130,9 @@ impl ErrorCode {
             Self::WrongKind => "wrong subroutine kind",
             Self::HandlerClosed => "handler closed",
             Self::Timeout => "timed out",
+            Self::NotFound => "not found",
+            Self::Integrity => "integrity check failed",
+            Self::DiskFull => "disk full",
         }
     }
 }

@@ -55,6 +55,8 @@
 mod code;
 pub mod codec;
 mod message;
+pub mod path;
+pub mod transfer;
 
 pub use code::ErrorCode;
 pub use message::{

@@ -2,7 +2,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::ErrorCode;
+use crate::{
+    transfer::{FileEntry, GetItem, Need, PutItem, Selector},
+    ErrorCode,
+};
 
 /// First frame on the control stream, client → gateway.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -140,6 +143,42 @@ pub enum Request {
     CloseHandler,
     /// Ask the gateway to shut down (refused unless the gateway allows it).
     CloseGateway,
+    /// List files of a served root: answered by `Accepted`, then
+    /// [`ListFrame`](crate::transfer::ListFrame)s.
+    List {
+        /// The root's name.
+        root: String,
+        /// Which files.
+        selector: Selector,
+        /// Include each file's BLAKE3 (reads every listed file).
+        hash: bool,
+    },
+    /// Fetch files or ranges: answered by `Accepted`, then
+    /// [`FileFrame`](crate::transfer::FileFrame)s.
+    Get {
+        /// The root's name.
+        root: String,
+        /// What to send, in order.
+        items: Vec<GetItem>,
+    },
+    /// Which of these files does the upload folder still need? Answered by `Needs`.
+    PutCheck {
+        /// Folder below the upload folder.
+        dest: String,
+        /// The files, with hashes.
+        entries: Vec<FileEntry>,
+        /// Range size the uploader will use.
+        range_size: u64,
+    },
+    /// Upload files or ranges; each item's raw bytes follow, in order. Answered by `Stored`.
+    Put {
+        /// Folder below the upload folder.
+        dest: String,
+        /// What follows.
+        items: Vec<PutItem>,
+        /// Range size of ranged items.
+        range_size: u64,
+    },
 }
 
 /// The gateway's first (often only) frame on an operation stream.
@@ -166,6 +205,10 @@ pub enum Response {
     Done,
     /// The request failed.
     Error(ErrorReply),
+    /// Answer to `PutCheck`, one per entry.
+    Needs(Vec<Need>),
+    /// Answer to `Put`: one result per item.
+    Stored(Vec<Option<ErrorReply>>),
 }
 
 /// Frames after [`Response::Accepted`] on a stream subscription.

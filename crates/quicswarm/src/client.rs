@@ -140,7 +140,7 @@ impl Client {
         &self.inner.conn
     }
 
-    async fn timed<T>(
+    pub(crate) async fn timed<T>(
         &self,
         fut: impl Future<Output = Result<T, CallError>>,
     ) -> Result<T, CallError> {
@@ -153,7 +153,10 @@ impl Client {
     }
 
     /// Opens an operation stream and sends its request.
-    async fn open(&self, request: &Request) -> Result<(quinn::SendStream, FrameReader), CallError> {
+    pub(crate) async fn open(
+        &self,
+        request: &Request,
+    ) -> Result<(quinn::SendStream, FrameReader), CallError> {
         let (mut send, recv) = self.inner.conn.open_bi().await?;
         write_frame(&mut send, request).await?;
         Ok((
@@ -162,7 +165,7 @@ impl Client {
         ))
     }
 
-    async fn response(reader: &mut FrameReader) -> Result<Response, CallError> {
+    pub(crate) async fn response(reader: &mut FrameReader) -> Result<Response, CallError> {
         match reader.expect_frame::<Response>().await? {
             Response::Error(reply) => Err(reply.into()),
             other => Ok(other),

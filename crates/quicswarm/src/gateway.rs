@@ -18,6 +18,7 @@ use tracing::{debug, info, warn};
 use crate::{
     config::{self, Limits},
     error::GatewayError,
+    files::serve::FileConfig,
     handler,
     io::varint,
     subroutine::Registry,
@@ -65,6 +66,7 @@ pub struct GatewayBuilder {
     allow_close: bool,
     limits: Limits,
     registry: Registry,
+    files: FileConfig,
 }
 
 impl Default for GatewayBuilder {
@@ -76,6 +78,7 @@ impl Default for GatewayBuilder {
             allow_close: false,
             limits: Limits::default(),
             registry: Registry::new(),
+            files: FileConfig::default(),
         }
     }
 }
@@ -116,6 +119,20 @@ impl GatewayBuilder {
     /// Limits; see [`Limits`] for the defaults.
     pub fn limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
+        self
+    }
+
+    /// Serves the files below `dir` as the read root `name`: controllers may list and
+    /// download them (never anything outside `dir`, never through a symlink).
+    pub fn serve(mut self, name: impl Into<String>, dir: impl Into<PathBuf>) -> Self {
+        self.files.roots.insert(name.into(), dir.into());
+        self
+    }
+
+    /// Accepts uploads into `dir` (and only there). Without it, uploads are refused with
+    /// `PermissionDenied`.
+    pub fn upload_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.files.upload_dir = Some(dir.into());
         self
     }
 
@@ -178,6 +195,7 @@ impl GatewayBuilder {
         let shared = Arc::new(Shared {
             endpoint,
             registry: self.registry,
+            files: self.files,
             pool: Arc::new(Semaphore::new(self.pool_size)),
             pool_size: self.pool_size as u32,
             allow_close: self.allow_close,
@@ -215,6 +233,7 @@ impl GatewayBuilder {
 pub(crate) struct Shared {
     pub(crate) endpoint: quinn::Endpoint,
     pub(crate) registry: Registry,
+    pub(crate) files: FileConfig,
     pub(crate) pool: Arc<Semaphore>,
     pub(crate) pool_size: u32,
     pub(crate) allow_close: bool,

@@ -15,6 +15,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::{
+    files,
     gateway::Shared,
     io::{frame_into, varint, write_frame, write_frame_and_bytes, FrameReader},
     subroutine::{Failure, Handler, SinkData, StreamContext},
@@ -277,6 +278,53 @@ async fn operation(
                 write_error(&mut send, reply).await
             }
         },
+        Request::List {
+            root,
+            selector,
+            hash,
+        } => {
+            Box::pin(files::serve::list(
+                &shared.files,
+                &mut send,
+                root,
+                selector,
+                hash,
+            ))
+            .await
+        }
+        Request::Get { root, items } => {
+            Box::pin(files::serve::get(&shared.files, &mut send, root, items)).await
+        }
+        Request::PutCheck {
+            dest,
+            entries,
+            range_size,
+        } => {
+            Box::pin(files::serve::put_check(
+                &shared.files,
+                &mut send,
+                dest,
+                entries,
+                range_size,
+            ))
+            .await
+        }
+        Request::Put {
+            dest,
+            items,
+            range_size,
+        } => {
+            let mut reader = reader;
+            Box::pin(files::serve::put(
+                &shared.files,
+                &mut send,
+                &mut reader,
+                dest,
+                items,
+                range_size,
+            ))
+            .await
+        }
         Request::CloseHandler => {
             // Free the slot before answering, so a client that reconnects right after its
             // close returns finds it free.

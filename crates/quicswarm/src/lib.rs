@@ -78,6 +78,7 @@ mod config;
 mod controller;
 pub mod demo;
 mod error;
+pub mod files;
 mod gateway;
 mod handler;
 mod io;

@@ -207,7 +207,12 @@ impl Identity {
             .unwrap_or(Fingerprint([0; 32]))
     }
 
-    pub(crate) fn server_config(&self) -> Result<rustls::ServerConfig, TlsError> {
+    /// The rustls server configuration a gateway with this identity uses (TLS 1.3, ALPN
+    /// `quicswarm/1`, early data enabled): for tools and tests that build their own endpoint.
+    ///
+    /// # Errors
+    /// If rustls refuses the certificate or key.
+    pub fn server_config(&self) -> Result<rustls::ServerConfig, TlsError> {
         let mut config = rustls::ServerConfig::builder_with_provider(provider())
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .with_no_client_auth()

@@ -1,0 +1,841 @@
+//! Swarm file transfer: download from a gateway's roots and upload into its upload folder,
+//! spread over several connections.
+//!
+//! # How a job runs
+//! 1. **Plan.** A download lists the remote files with their BLAKE3 hashes; an upload hashes
+//!    the local files and asks the gateway what it lacks. Files already present with the
+//!    right size and hash are skipped; a big file interrupted earlier resumes from the ranges
+//!    that were received and verified.
+//! 2. **Cut.** Small files are grouped into batches (one request, no round trip or
+//!    acknowledgement per file); files over the range size are cut into ranges.
+//! 3. **Swarm.** Every connection runs several workers that take units from one shared queue,
+//!    so no connection idles while work is left. A unit whose connection dies goes back to
+//!    the queue and another connection finishes it.
+//! 4. **Store.** The receiver checks each file (and each range) against the sender's BLAKE3,
+//!    writes it under a temporary name in its final folder, sets mode and mtime, syncs (in
+//!    batches) and renames. A failed or interrupted transfer never leaves a partial file under
+//!    the final name.
+//!
+//! # Example
+//! ```no_run
+//! # async fn demo(controller: quicswarm::Controller) -> Result<(), Box<dyn std::error::Error>> {
+//! use quicswarm::files::{Selector, Swarm, TransferOptions};
+//!
+//! let swarm = Swarm::connect(&controller, "robot.local:1857", 4).await?;
+//! let selector = Selector { glob: Some("**/*.log".into()), ..Selector::all() };
+//! let summary = swarm.download("logs", &selector, "backup/", &TransferOptions::default()).await?;
+//! println!("{} files, {} bytes in {:.2} s", summary.files, summary.bytes, summary.seconds);
+//! # Ok(()) }
+//! ```
+
+mod dest;
+mod error;
+mod ops;
+pub(crate) mod serve;
+pub(crate) mod source;
+
+use std::{
+    collections::VecDeque,
+    future::Future,
+    path::{Path, PathBuf},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex, PoisonError,
+    },
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+pub use error::TransferError;
+pub use ops::Listing;
+use quicswarm_proto::path;
+use quicswarm_proto::transfer::{
+    is_ranged, plan, range_count, ByteRange, GetItem, PutItem, Unit, DEFAULT_BATCH_BYTES,
+    DEFAULT_BATCH_FILES, DEFAULT_RANGE_SIZE,
+};
+pub use quicswarm_proto::transfer::{FileEntry, Mtime, Need, Selector};
+use tokio::sync::Notify;
+
+use self::dest::{Destination, FileLocks, WholeFile};
+use crate::{CallError, Client, ConnectError, Controller};
+
+/// Progress of a running transfer.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub struct Progress {
+    /// Files stored so far.
+    pub files_done: u64,
+    /// Files to store in this run (skipped ones excluded).
+    pub files_total: u64,
+    /// Bytes stored so far.
+    pub bytes_done: u64,
+    /// Bytes to store in this run.
+    pub bytes_total: u64,
+    /// Files skipped because they were already present and verified.
+    pub skipped: u64,
+    /// Time since the transfer started.
+    pub elapsed: Duration,
+}
+
+impl Progress {
+    /// Bytes per second so far.
+    pub fn rate(&self) -> f64 {
+        self.bytes_done as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+/// A progress callback: called after every file or range stored, and once at the end. Keep
+/// it cheap (update a counter or a progress bar); it runs on the transfer's tasks.
+pub type ProgressFn = Arc<dyn Fn(&Progress) + Send + Sync>;
+
+/// Tuning of a transfer; the defaults suit most jobs.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct TransferOptions {
+    /// Files larger than this travel in ranges of this size. Default 4 MiB.
+    pub range_size: u64,
+    /// Most bytes in one batch of small files. Default 2 MiB.
+    pub batch_bytes: u64,
+    /// Most files in one batch. Default 256.
+    pub batch_files: usize,
+    /// Requests in flight per connection. Default 4.
+    pub streams_per_client: usize,
+    /// Called with progress.
+    pub progress: Option<ProgressFn>,
+}
+
+impl Default for TransferOptions {
+    fn default() -> Self {
+        Self {
+            range_size: DEFAULT_RANGE_SIZE,
+            batch_bytes: DEFAULT_BATCH_BYTES,
+            batch_files: DEFAULT_BATCH_FILES,
+            streams_per_client: 4,
+            progress: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for TransferOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TransferOptions")
+            .field("range_size", &self.range_size)
+            .field("batch_bytes", &self.batch_bytes)
+            .field("batch_files", &self.batch_files)
+            .field("streams_per_client", &self.streams_per_client)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a finished transfer did.
+#[derive(Debug, Clone, Default, PartialEq)]
+#[non_exhaustive]
+pub struct TransferSummary {
+    /// Files moved in this run.
+    pub files: u64,
+    /// Bytes moved in this run.
+    pub bytes: u64,
+    /// Files skipped: already present with the right size and hash.
+    pub skipped: u64,
+    /// Wall time.
+    pub seconds: f64,
+    /// Every file now present and verified at the destination (moved or skipped), by path.
+    pub verified: Vec<String>,
+}
+
+impl TransferSummary {
+    /// Files per second moved.
+    pub fn files_per_s(&self) -> f64 {
+        self.files as f64 / self.seconds.max(1e-9)
+    }
+
+    /// Megabytes (10^6) per second moved.
+    pub fn mb_per_s(&self) -> f64 {
+        self.bytes as f64 / 1e6 / self.seconds.max(1e-9)
+    }
+}
+
+/// Several clients of one gateway working on one job.
+#[derive(Debug, Clone)]
+pub struct Swarm {
+    clients: Vec<Client>,
+}
+
+impl Swarm {
+    /// Opens `n` clients (connections) to the gateway at `addr`.
+    ///
+    /// # Errors
+    /// The first connection failure (a full pool among them).
+    pub async fn connect(
+        controller: &Controller,
+        addr: &str,
+        n: usize,
+    ) -> Result<Self, ConnectError> {
+        let mut clients = Vec::with_capacity(n);
+        for _ in 0..n.max(1) {
+            clients.push(controller.get_client(addr).await?);
+        }
+        Ok(Self { clients })
+    }
+
+    /// A swarm of existing clients (of the same gateway).
+    pub fn new(clients: Vec<Client>) -> Self {
+        Self { clients }
+    }
+
+    /// The clients.
+    pub fn clients(&self) -> &[Client] {
+        &self.clients
+    }
+
+    /// Closes every client, freeing their handler slots.
+    pub async fn close(self) {
+        for c in self.clients {
+            let _ = c.close().await;
+        }
+    }
+
+    /// Downloads the files of gateway root `root` picked by `selector` into `dest`, keeping
+    /// their relative layout, mtime and permission bits. Running it again after an
+    /// interruption moves only what is missing.
+    ///
+    /// # Errors
+    /// [`TransferError::UnsafePath`] if the gateway names a file outside `dest` (nothing is
+    /// written then); [`TransferError::Partial`] if some files failed (the others are stored);
+    /// [`TransferError::AllConnectionsLost`]; listing errors.
+    pub async fn download(
+        &self,
+        root: &str,
+        selector: &Selector,
+        dest: impl AsRef<Path>,
+        options: &TransferOptions,
+    ) -> Result<TransferSummary, TransferError> {
+        let start = Instant::now();
+        let listing = self
+            .first_ok(|c| async move { c.list_with(root, selector, true).await })
+            .await?;
+        // A hostile gateway must not steer writes: check every name before writing anything.
+        for e in &listing.entries {
+            path::validate(&e.path).map_err(|err| TransferError::unsafe_path(&e.path, err))?;
+        }
+        let destination =
+            Destination::new(dest.as_ref().to_path_buf(), Arc::new(FileLocks::default()));
+        let entries = Arc::new(listing.entries);
+        let range_size = options.range_size.max(1);
+        let checked = {
+            let (d, e) = (destination.clone(), entries.clone());
+            blocking(move || {
+                Ok(e.iter()
+                    .map(|entry| d.need(entry, range_size))
+                    .collect::<Vec<_>>())
+            })
+            .await?
+        };
+        // A file that cannot be placed (say, a symlink on its way) fails alone.
+        let mut refused = Vec::new();
+        let needs: Vec<Need> = checked
+            .into_iter()
+            .enumerate()
+            .map(|(i, n)| {
+                n.unwrap_or_else(|e| {
+                    refused.push((i, e));
+                    Need::Skip
+                })
+            })
+            .collect();
+        let mut job = Job::new(&entries, &needs, options, start);
+        for (i, e) in refused {
+            job.exclude(i, &entries[i].path, e);
+        }
+        let ctx = Arc::new(DownloadCtx {
+            root: root.to_string(),
+            entries: entries.clone(),
+            dest: destination,
+            range_size,
+        });
+        let units = plan(
+            &job.sizes(&entries),
+            &needs,
+            range_size,
+            options.batch_bytes,
+            options.batch_files,
+        );
+        let job = Arc::new(job);
+        let exec_job = job.clone();
+        run_units(&self.clients, units, options, move |client, unit| {
+            let (ctx, job) = (ctx.clone(), exec_job.clone());
+            async move { download_unit(&client, &ctx, &job, unit).await }
+        })
+        .await?;
+        job.finish(&entries)
+    }
+
+    /// Uploads local files and folders (a folder travels with its name and everything below
+    /// it) into `dest` below the gateway's upload folder, keeping layout, mtime and permission
+    /// bits. Running it again after an interruption moves only what is missing.
+    ///
+    /// # Errors
+    /// [`TransferError::UnsafePath`] for a local name that is not portable (nothing is sent);
+    /// `PermissionDenied` when the gateway accepts no uploads; as
+    /// [`download`](Self::download) otherwise.
+    pub async fn upload(
+        &self,
+        paths: &[PathBuf],
+        dest: &str,
+        options: &TransferOptions,
+    ) -> Result<TransferSummary, TransferError> {
+        let start = Instant::now();
+        if !dest.is_empty() {
+            path::validate(dest).map_err(|e| TransferError::unsafe_path(dest, e))?;
+        }
+        let paths = paths.to_vec();
+        let (files, _skipped) = blocking(move || source::local_files(&paths)).await?;
+        let (entries, locals): (Vec<FileEntry>, Vec<PathBuf>) = files.into_iter().unzip();
+        let range_size = options.range_size.max(1);
+        let needs = self
+            .first_ok(|c| {
+                let entries = &entries;
+                async move { c.put_check(dest, entries, range_size).await }
+            })
+            .await?;
+        let entries = Arc::new(entries);
+        let job = Job::new(&entries, &needs, options, start);
+        let units = plan(
+            &job.sizes(&entries),
+            &needs,
+            range_size,
+            options.batch_bytes,
+            options.batch_files,
+        );
+        let ctx = Arc::new(UploadCtx {
+            dest: dest.to_string(),
+            entries: entries.clone(),
+            locals,
+            range_size,
+        });
+        let job = Arc::new(job);
+        let exec_job = job.clone();
+        run_units(&self.clients, units, options, move |client, unit| {
+            let (ctx, job) = (ctx.clone(), exec_job.clone());
+            async move { upload_unit(&client, &ctx, &job, unit).await }
+        })
+        .await?;
+        job.finish(&entries)
+    }
+
+    /// Runs `op` on the first client for which it does not fail with a lost connection.
+    async fn first_ok<'a, T, F, Fut>(&'a self, op: F) -> Result<T, TransferError>
+    where
+        F: Fn(&'a Client) -> Fut,
+        Fut: Future<Output = Result<T, CallError>>,
+    {
+        let mut last = None;
+        for c in &self.clients {
+            match op(c).await {
+                Ok(v) => return Ok(v),
+                Err(e @ CallError::ConnectionLost(_)) => last = Some(e),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(last.map_or(
+            TransferError::AllConnectionsLost { left: 0 },
+            TransferError::from,
+        ))
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, TransferError> + Send + 'static,
+) -> Result<T, TransferError> {
+    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
+        Err(TransferError::Io {
+            action: "running",
+            path: PathBuf::new(),
+            message: e.to_string(),
+            kind: std::io::ErrorKind::Other,
+        })
+    })
+}
+
+/// Counters and results shared by a job's workers.
+struct Job {
+    files_total: u64,
+    bytes_total: u64,
+    skipped: u64,
+    files_done: AtomicU64,
+    bytes_done: AtomicU64,
+    start: Instant,
+    /// Index of each stored file.
+    stored: Mutex<Vec<usize>>,
+    /// Index of each skipped file.
+    already: Vec<usize>,
+    failed: Mutex<Vec<(String, String)>>,
+    /// Ranges still to store, per ranged file.
+    ranges_left: Mutex<std::collections::HashMap<usize, usize>>,
+    progress: Option<ProgressFn>,
+}
+
+impl Job {
+    fn new(
+        entries: &[FileEntry],
+        needs: &[Need],
+        options: &TransferOptions,
+        start: Instant,
+    ) -> Self {
+        let mut job = Self {
+            files_total: 0,
+            bytes_total: 0,
+            skipped: 0,
+            files_done: AtomicU64::new(0),
+            bytes_done: AtomicU64::new(0),
+            start,
+            stored: Mutex::new(Vec::new()),
+            already: Vec::new(),
+            failed: Mutex::new(Vec::new()),
+            ranges_left: Mutex::new(std::collections::HashMap::new()),
+            progress: options.progress.clone(),
+        };
+        let rs = options.range_size.max(1);
+        let mut ranges_left = std::collections::HashMap::new();
+        for (i, (e, n)) in entries.iter().zip(needs).enumerate() {
+            match n {
+                Need::Skip => {
+                    job.skipped += 1;
+                    job.already.push(i);
+                }
+                Need::Whole => {
+                    job.files_total += 1;
+                    job.bytes_total += e.size;
+                    if is_ranged(e.size, rs) {
+                        ranges_left.insert(i, range_count(e.size, rs) as usize);
+                    }
+                }
+                Need::Ranges(missing) => {
+                    job.files_total += 1;
+                    job.bytes_total += missing
+                        .iter()
+                        .map(|&r| rs.min(e.size.saturating_sub(u64::from(r) * rs)))
+                        .sum::<u64>();
+                    ranges_left.insert(i, missing.len());
+                }
+            }
+        }
+        job.ranges_left = Mutex::new(ranges_left);
+        job
+    }
+
+    /// A range of file `index` was stored; the file counts as stored with its last range.
+    fn range_stored(&self, index: usize, len: u64) {
+        self.bytes_done.fetch_add(len, Ordering::Relaxed);
+        let mut left = self
+            .ranges_left
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(n) = left.get_mut(&index) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                left.remove(&index);
+                drop(left);
+                return self.stored(index, 0);
+            }
+        }
+        drop(left);
+        self.report();
+    }
+
+    /// File `index` (planned as skipped) failed before the transfer began.
+    fn exclude(&mut self, index: usize, path: &str, error: TransferError) {
+        self.already.retain(|&i| i != index);
+        self.skipped = self.skipped.saturating_sub(1);
+        self.fail(path, error);
+    }
+
+    fn sizes(&self, entries: &[FileEntry]) -> Vec<u64> {
+        entries.iter().map(|e| e.size).collect()
+    }
+
+    fn progress(&self) -> Progress {
+        Progress {
+            files_done: self.files_done.load(Ordering::Relaxed),
+            files_total: self.files_total,
+            bytes_done: self.bytes_done.load(Ordering::Relaxed),
+            bytes_total: self.bytes_total,
+            skipped: self.skipped,
+            elapsed: self.start.elapsed(),
+        }
+    }
+
+    fn stored(&self, index: usize, bytes: u64) {
+        self.files_done.fetch_add(1, Ordering::Relaxed);
+        self.bytes_done.fetch_add(bytes, Ordering::Relaxed);
+        self.stored
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(index);
+        self.report();
+    }
+
+    fn report(&self) {
+        if let Some(cb) = &self.progress {
+            cb(&self.progress());
+        }
+    }
+
+    fn fail(&self, path: &str, error: impl std::fmt::Display) {
+        tracing::warn!(path, "transfer failed: {error}");
+        self.failed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((path.to_string(), error.to_string()));
+    }
+
+    fn finish(&self, entries: &[FileEntry]) -> Result<TransferSummary, TransferError> {
+        let p = self.progress();
+        self.report();
+        let failed =
+            std::mem::take(&mut *self.failed.lock().unwrap_or_else(PoisonError::into_inner));
+        if !failed.is_empty() {
+            return Err(TransferError::Partial {
+                total: entries.len(),
+                failed,
+            });
+        }
+        let mut verified: Vec<String> = self
+            .already
+            .iter()
+            .map(|&i| entries[i].path.clone())
+            .collect();
+        verified.extend(
+            self.stored
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .iter()
+                .map(|&i| entries[i].path.clone()),
+        );
+        verified.sort();
+        Ok(TransferSummary {
+            files: p.files_done,
+            bytes: p.bytes_done,
+            skipped: self.skipped,
+            seconds: p.elapsed.as_secs_f64(),
+            verified,
+        })
+    }
+}
+
+/// How one unit ended.
+enum UnitEnd {
+    /// Done (its files' failures, if any, are recorded in the job).
+    Done,
+    /// The connection is gone: give the unit to another connection.
+    Lost,
+}
+
+/// The shared work queue.
+struct Queue {
+    units: VecDeque<Unit>,
+    in_flight: usize,
+}
+
+/// Runs `units` on every client's workers until all are done or every connection is lost.
+async fn run_units<F, Fut>(
+    clients: &[Client],
+    units: Vec<Unit>,
+    options: &TransferOptions,
+    exec: F,
+) -> Result<(), TransferError>
+where
+    F: Fn(Client, Unit) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = UnitEnd> + Send + 'static,
+{
+    let queue = Arc::new((
+        Mutex::new(Queue {
+            units: units.into(),
+            in_flight: 0,
+        }),
+        Notify::new(),
+    ));
+    let mut workers = tokio::task::JoinSet::new();
+    for client in clients {
+        for _ in 0..options.streams_per_client.max(1) {
+            let (queue, exec, client) = (queue.clone(), exec.clone(), client.clone());
+            workers.spawn(async move {
+                loop {
+                    let (lock, notify) = &*queue;
+                    let notified = notify.notified();
+                    let unit = {
+                        let mut q = lock.lock().unwrap_or_else(PoisonError::into_inner);
+                        match q.units.pop_front() {
+                            Some(u) => {
+                                q.in_flight += 1;
+                                Some(u)
+                            }
+                            None if q.in_flight == 0 => return,
+                            None => None,
+                        }
+                    };
+                    let Some(unit) = unit else {
+                        // Others are still working: one of them may hand a unit back.
+                        notified.await;
+                        continue;
+                    };
+                    if client.connection().close_reason().is_some() {
+                        let mut q = lock.lock().unwrap_or_else(PoisonError::into_inner);
+                        q.units.push_front(unit);
+                        q.in_flight -= 1;
+                        drop(q);
+                        notify.notify_waiters();
+                        return;
+                    }
+                    let end = exec(client.clone(), unit.clone()).await;
+                    let lost = matches!(end, UnitEnd::Lost);
+                    {
+                        let mut q = lock.lock().unwrap_or_else(PoisonError::into_inner);
+                        q.in_flight -= 1;
+                        if lost {
+                            q.units.push_front(unit);
+                        }
+                    }
+                    notify.notify_waiters();
+                    if lost {
+                        return;
+                    }
+                }
+            });
+        }
+    }
+    while let Some(result) = workers.join_next().await {
+        if let Err(e) = result {
+            if e.is_panic() {
+                tracing::error!("transfer worker panicked: {e}");
+            }
+        }
+    }
+    let left = queue
+        .0
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .units
+        .len();
+    if left > 0 {
+        return Err(TransferError::AllConnectionsLost { left });
+    }
+    Ok(())
+}
+
+/// Whether an error means the connection is gone (retry elsewhere) rather than a failure of
+/// this unit's files.
+fn is_lost(e: &CallError) -> bool {
+    matches!(e, CallError::ConnectionLost(_) | CallError::ShuttingDown)
+}
+
+struct DownloadCtx {
+    root: String,
+    entries: Arc<Vec<FileEntry>>,
+    dest: Destination,
+    range_size: u64,
+}
+
+async fn download_unit(client: &Client, ctx: &DownloadCtx, job: &Job, unit: Unit) -> UnitEnd {
+    match unit {
+        Unit::Batch(indices) => {
+            let items: Vec<GetItem> = indices
+                .iter()
+                .map(|&i| GetItem {
+                    path: ctx.entries[i].path.clone(),
+                    range: None,
+                })
+                .collect();
+            let received = match client.get_files(&ctx.root, &items).await {
+                Ok(r) => r,
+                Err(e) if is_lost(&e) => return UnitEnd::Lost,
+                Err(e) => {
+                    for &i in &indices {
+                        job.fail(&ctx.entries[i].path, &e);
+                    }
+                    return UnitEnd::Done;
+                }
+            };
+            let mut batch = Vec::new();
+            let mut batch_indices = Vec::new();
+            for (&i, r) in indices.iter().zip(received) {
+                match r {
+                    Ok(r) => {
+                        // The file as it was when read (it may have changed since the listing).
+                        let entry = FileEntry {
+                            path: ctx.entries[i].path.clone(),
+                            size: r.size,
+                            mtime: r.mtime,
+                            mode: r.mode,
+                            hash: Some(r.hash),
+                        };
+                        batch_indices.push(i);
+                        batch.push(WholeFile {
+                            entry,
+                            data: r.data,
+                            hash: r.hash,
+                        });
+                    }
+                    Err(reply) => job.fail(
+                        &ctx.entries[i].path,
+                        format!("{}: {}", reply.code, reply.message),
+                    ),
+                }
+            }
+            let sizes: Vec<u64> = batch.iter().map(|f| f.data.len() as u64).collect();
+            let dest = ctx.dest.clone();
+            let results = match tokio::task::spawn_blocking(move || dest.write_batch(batch)).await {
+                Ok(r) => r,
+                Err(e) => {
+                    for &i in &batch_indices {
+                        job.fail(&ctx.entries[i].path, &e);
+                    }
+                    return UnitEnd::Done;
+                }
+            };
+            for ((i, size), result) in batch_indices.into_iter().zip(sizes).zip(results) {
+                match result {
+                    Ok(()) => job.stored(i, size),
+                    Err(e) => job.fail(&ctx.entries[i].path, e),
+                }
+            }
+            UnitEnd::Done
+        }
+        Unit::Range { file, range } => {
+            let entry = &ctx.entries[file];
+            let items = [GetItem {
+                path: entry.path.clone(),
+                range: Some(range),
+            }];
+            let received = match client.get_files(&ctx.root, &items).await {
+                Ok(mut r) => r.pop(),
+                Err(e) if is_lost(&e) => return UnitEnd::Lost,
+                Err(e) => {
+                    job.fail(&entry.path, &e);
+                    return UnitEnd::Done;
+                }
+            };
+            match received {
+                Some(Ok(r)) if r.size == entry.size => {
+                    let (dest, entry2, rs) = (ctx.dest.clone(), entry.clone(), ctx.range_size);
+                    let stored =
+                        blocking(move || dest.write_range(&entry2, range, rs, &r.data, &r.hash))
+                            .await;
+                    match stored {
+                        Ok(_complete) => job.range_stored(file, range.len),
+                        Err(e) => job.fail(&entry.path, e),
+                    }
+                }
+                Some(Ok(r)) => job.fail(
+                    &entry.path,
+                    format!(
+                        "changed during the transfer ({} → {} bytes)",
+                        entry.size, r.size
+                    ),
+                ),
+                Some(Err(reply)) => {
+                    job.fail(&entry.path, format!("{}: {}", reply.code, reply.message))
+                }
+                None => job.fail(&entry.path, "no answer for the range"),
+            }
+            UnitEnd::Done
+        }
+    }
+}
+
+struct UploadCtx {
+    dest: String,
+    entries: Arc<Vec<FileEntry>>,
+    locals: Vec<PathBuf>,
+    range_size: u64,
+}
+
+/// Reads local bytes for an upload unit: whole files, or one range.
+fn read_local(path: &Path, range: Option<ByteRange>) -> Result<Bytes, TransferError> {
+    use std::io::{Read, Seek};
+    let mut f = std::fs::File::open(path).map_err(TransferError::io("opening", path))?;
+    match range {
+        None => {
+            let mut data = Vec::new();
+            f.read_to_end(&mut data)
+                .map_err(TransferError::io("reading", path))?;
+            Ok(data.into())
+        }
+        Some(r) => {
+            f.seek(std::io::SeekFrom::Start(r.offset))
+                .map_err(TransferError::io("seeking", path))?;
+            let mut data = vec![0u8; r.len as usize];
+            f.read_exact(&mut data)
+                .map_err(TransferError::io("reading", path))?;
+            Ok(data.into())
+        }
+    }
+}
+
+async fn upload_unit(client: &Client, ctx: &UploadCtx, job: &Job, unit: Unit) -> UnitEnd {
+    let (indices, range) = match unit {
+        Unit::Batch(indices) => (indices, None),
+        Unit::Range { file, range } => (vec![file], Some(range)),
+    };
+    let reads: Vec<(usize, PathBuf)> = indices
+        .iter()
+        .map(|&i| (i, ctx.locals[i].clone()))
+        .collect();
+    let read = blocking(move || {
+        Ok(reads
+            .into_iter()
+            .map(|(i, p)| (i, read_local(&p, range)))
+            .collect::<Vec<_>>())
+    })
+    .await;
+    let Ok(read) = read else { return UnitEnd::Done };
+    let mut items = Vec::new();
+    let mut data = Vec::new();
+    let mut sent = Vec::new();
+    for (i, bytes) in read {
+        let entry = &ctx.entries[i];
+        match bytes {
+            Ok(bytes) => {
+                let hash = *blake3::hash(&bytes).as_bytes();
+                let mut entry = entry.clone();
+                if range.is_none() {
+                    // Whole files carry what was read now, should the file have changed.
+                    entry.size = bytes.len() as u64;
+                    entry.hash = Some(hash);
+                }
+                items.push(PutItem { entry, range, hash });
+                sent.push((i, bytes.len() as u64));
+                data.push(bytes);
+            }
+            Err(e) => job.fail(&entry.path, e),
+        }
+    }
+    if items.is_empty() {
+        return UnitEnd::Done;
+    }
+    match client
+        .put_files(&ctx.dest, items, data, ctx.range_size)
+        .await
+    {
+        Ok(results) => {
+            for ((i, len), result) in sent.into_iter().zip(results) {
+                match result {
+                    None if range.is_some() => job.range_stored(i, len),
+                    None => job.stored(i, len),
+                    Some(reply) => job.fail(
+                        &ctx.entries[i].path,
+                        format!("{}: {}", reply.code, reply.message),
+                    ),
+                }
+            }
+            UnitEnd::Done
+        }
+        Err(e) if is_lost(&e) => UnitEnd::Lost,
+        Err(e) => {
+            for (i, _) in sent {
+                job.fail(&ctx.entries[i].path, &e);
+            }
+            UnitEnd::Done
+        }
+    }
+}

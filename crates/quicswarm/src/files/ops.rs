@@ -1,0 +1,205 @@
+//! Client-side file requests: one QUIC stream each.
+
+use bytes::Bytes;
+use quicswarm_proto::{
+    transfer::{FileEntry, FileFrame, GetItem, Hash, ListFrame, Mtime, Need, PutItem, Selector},
+    ErrorCode, ErrorReply, Request, Response,
+};
+
+use super::serve::MAX_PIECE;
+use crate::{io::varint, CallError, Client};
+
+/// The answer to [`Client::list`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Listing {
+    /// Matching regular files, sorted by path.
+    pub entries: Vec<FileEntry>,
+    /// Entries left out: symlinks, special files, names that are not portable.
+    pub skipped: u64,
+}
+
+/// One item received by `get_files`.
+#[derive(Debug)]
+pub(crate) struct Received {
+    pub(crate) data: Bytes,
+    pub(crate) hash: Hash,
+    pub(crate) size: u64,
+    pub(crate) mtime: Mtime,
+    pub(crate) mode: u32,
+}
+
+impl Client {
+    /// Lists the files of the gateway root `root` that `selector` picks, without moving data.
+    ///
+    /// # Errors
+    /// [`CallError::Remote`] with `NotFound` for an unknown root, `BadArgs` for a bad glob or
+    /// regex, `PermissionDenied` for a path outside the root; transport errors.
+    pub async fn list(&self, root: &str, selector: &Selector) -> Result<Listing, CallError> {
+        self.list_with(root, selector, false).await
+    }
+
+    /// Like [`list`](Self::list), with each file's BLAKE3 (the gateway reads every file).
+    ///
+    /// # Errors
+    /// As [`list`](Self::list).
+    pub async fn list_with(
+        &self,
+        root: &str,
+        selector: &Selector,
+        hash: bool,
+    ) -> Result<Listing, CallError> {
+        let request = Request::List {
+            root: root.into(),
+            selector: selector.clone(),
+            hash,
+        };
+        self.timed(async {
+            let (mut send, mut reader) = self.open(&request).await?;
+            let _ = send.finish();
+            expect_accepted(Self::response(&mut reader).await?)?;
+            let mut listing = Listing::default();
+            loop {
+                match reader.expect_frame::<ListFrame>().await? {
+                    ListFrame::Entries(mut entries) => listing.entries.append(&mut entries),
+                    ListFrame::End { skipped } => {
+                        listing.skipped = skipped;
+                        return Ok(listing);
+                    }
+                    ListFrame::Error(reply) => return Err(reply.into()),
+                }
+            }
+        })
+        .await
+    }
+
+    /// Fetches items; one result per item, in order.
+    pub(crate) async fn get_files(
+        &self,
+        root: &str,
+        items: &[GetItem],
+    ) -> Result<Vec<Result<Received, ErrorReply>>, CallError> {
+        let request = Request::Get {
+            root: root.into(),
+            items: items.to_vec(),
+        };
+        self.timed(async {
+            let (mut send, mut reader) = self.open(&request).await?;
+            let _ = send.finish();
+            expect_accepted(Self::response(&mut reader).await?)?;
+            let mut out = Vec::with_capacity(items.len());
+            loop {
+                let next = out.len() as u32;
+                match reader.expect_frame::<FileFrame>().await? {
+                    FileFrame::Data {
+                        index,
+                        len,
+                        size,
+                        mtime,
+                        mode,
+                    } => {
+                        let want = items
+                            .get(index as usize)
+                            .map(|i| i.range.map_or(size, |r| r.len));
+                        if index != next || want != Some(len) || len > MAX_PIECE {
+                            reader.stop(ErrorCode::Protocol);
+                            return Err(CallError::Protocol(format!(
+                                "unexpected data for item {index} ({len} bytes)"
+                            )));
+                        }
+                        let data = reader.read_bytes(len as usize).await?;
+                        let FileFrame::Hash(hash) = reader.expect_frame::<FileFrame>().await?
+                        else {
+                            return Err(CallError::Protocol("data without its hash".into()));
+                        };
+                        out.push(Ok(Received {
+                            data,
+                            hash,
+                            size,
+                            mtime,
+                            mode,
+                        }));
+                    }
+                    FileFrame::Failed { index, error } if index == next => out.push(Err(error)),
+                    FileFrame::End if out.len() == items.len() => return Ok(out),
+                    other => return Err(CallError::Protocol(format!("unexpected {other:?}"))),
+                }
+            }
+        })
+        .await
+    }
+
+    /// Asks the upload folder what it still needs of `entries`.
+    pub(crate) async fn put_check(
+        &self,
+        dest: &str,
+        entries: &[FileEntry],
+        range_size: u64,
+    ) -> Result<Vec<Need>, CallError> {
+        let request = Request::PutCheck {
+            dest: dest.into(),
+            entries: entries.to_vec(),
+            range_size,
+        };
+        self.timed(async {
+            let (mut send, mut reader) = self.open(&request).await?;
+            let _ = send.finish();
+            match Self::response(&mut reader).await? {
+                Response::Needs(needs) if needs.len() == entries.len() => Ok(needs),
+                other => Err(CallError::Protocol(format!(
+                    "expected Needs, got {other:?}"
+                ))),
+            }
+        })
+        .await
+    }
+
+    /// Uploads items with their bytes; one result per item.
+    pub(crate) async fn put_files(
+        &self,
+        dest: &str,
+        items: Vec<PutItem>,
+        data: Vec<Bytes>,
+        range_size: u64,
+    ) -> Result<Vec<Option<ErrorReply>>, CallError> {
+        let count = items.len();
+        let request = Request::Put {
+            dest: dest.into(),
+            items,
+            range_size,
+        };
+        self.timed(async {
+            let (mut send, mut reader) = self.open(&request).await?;
+            let (written, reply) = tokio::join!(
+                async {
+                    let mut data = data;
+                    send.write_all_chunks(&mut data).await?;
+                    let _ = send.finish();
+                    Ok::<_, CallError>(())
+                },
+                Self::response(&mut reader)
+            );
+            match reply {
+                Ok(Response::Stored(results)) if results.len() == count => {
+                    written.map(|()| results)
+                }
+                Ok(other) => Err(CallError::Protocol(format!(
+                    "expected Stored, got {other:?}"
+                ))),
+                Err(e) => {
+                    let _ = send.reset(varint(ErrorCode::Cancelled));
+                    Err(e)
+                }
+            }
+        })
+        .await
+    }
+}
+
+fn expect_accepted(response: Response) -> Result<(), CallError> {
+    match response {
+        Response::Accepted => Ok(()),
+        other => Err(CallError::Protocol(format!(
+            "expected Accepted, got {other:?}"
+        ))),
+    }
+}
