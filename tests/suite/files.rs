@@ -557,3 +557,75 @@ async fn concurrent_uploads_to_one_name_never_mix() {
         );
     }
 }
+
+/// Mounts a 1 MiB tmpfs (root only; skipped with a message otherwise).
+struct TinyDisk {
+    dir: tempfile::TempDir,
+}
+
+impl TinyDisk {
+    fn mount() -> Option<Self> {
+        let dir = tempfile::tempdir().ok()?;
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            eprintln!("skipped: mounting a tmpfs needs root");
+            return None;
+        }
+        Some(Self { dir })
+    }
+}
+
+impl Drop for TinyDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+#[tokio::test]
+async fn disk_full_is_a_typed_error_and_leaves_no_partial_file() {
+    let Some(disk) = TinyDisk::mount() else {
+        return;
+    };
+    let s = served().await;
+    let swarm = swarm(&s.gw, 2).await;
+    match within(
+        "download",
+        swarm.download("data", &Selector::all(), disk.dir.path(), &options()),
+    )
+    .await
+    {
+        Err(TransferError::Partial { failed, .. }) => {
+            let big = failed
+                .iter()
+                .find(|(p, _)| p == "sub/deep/big.bin")
+                .expect("the big file fails");
+            assert!(
+                matches!(big.1, TransferError::DiskFull { .. }),
+                "{failed:?}"
+            );
+        }
+        other => panic!("expected a disk-full failure, got {other:?}"),
+    }
+    let mut present = Vec::new();
+    tree::list_all(disk.dir.path(), disk.dir.path(), &mut present);
+    assert!(
+        !present.iter().any(|p| p.contains("big.bin")),
+        "no partial big file: {present:?}"
+    );
+    // What fitted is complete.
+    for &(rel, size, ..) in tree::FILES
+        .iter()
+        .filter(|f| present.iter().any(|p| p == f.0))
+    {
+        assert_eq!(
+            std::fs::read(disk.dir.path().join(rel)).unwrap(),
+            tree::content(rel, size)
+        );
+    }
+}

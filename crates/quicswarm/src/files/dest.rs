@@ -220,6 +220,32 @@ impl Destination {
         Ok((temp, target))
     }
 
+    /// Out of space while receiving ranges: keep no partial file around.
+    fn failed_range(&self, target: &Path, whole: &Hash, error: TransferError) -> TransferError {
+        if matches!(error, TransferError::DiskFull { .. }) {
+            self.discard_partial(target, whole);
+        }
+        error
+    }
+
+    /// Removes the part and state files of a ranged transfer of `target`.
+    pub(crate) fn discard_partial(&self, target: &Path, whole: &Hash) {
+        let (part, state) = part_paths(target, whole);
+        let _ = fs::remove_file(part);
+        let _ = fs::remove_file(state);
+    }
+
+    /// Removes what a failed ranged download of `entry` left, if its failure was a full disk.
+    pub(crate) fn discard_if_disk_full(&self, entry: &FileEntry, error: &TransferError) {
+        if let (TransferError::DiskFull { .. }, Some(hash)) = (error, entry.hash) {
+            if let Ok(target) = self.target(&entry.path) {
+                let lock = self.locks.get(&part_paths(&target, &hash).0);
+                let _guard = lock.lock().unwrap_or_else(PoisonError::into_inner);
+                self.discard_partial(&target, &hash);
+            }
+        }
+    }
+
     /// Stores one verified range of a big file; when it was the last one missing, checks the
     /// whole file's hash and moves it to its final name. Returns whether the file is complete.
     pub(crate) fn write_range(
@@ -302,8 +328,10 @@ impl Destination {
         }
         write_at(&file, data, range.offset).map_err(TransferError::io("writing", &part))?;
         // Durable before the state says so: a crash never marks unwritten bytes as verified.
-        file.sync_data()
-            .map_err(TransferError::io("syncing", &part))?;
+        let written = write_at(&file, data, range.offset).and_then(|()| file.sync_data());
+        if let Err(e) = written {
+            return Err(self.failed_range(&target, &whole, TransferError::io("writing", &part)(e)));
+        }
         state.done[range.index as usize] = true;
         if state.done.iter().all(|d| *d) {
             drop(file);
@@ -331,7 +359,7 @@ impl Destination {
             }
             return Ok(true);
         }
-        write_state(&state_path, &state)?;
+        write_state(&state_path, &state).map_err(|e| self.failed_range(&target, &whole, e))?;
         Ok(false)
     }
 }

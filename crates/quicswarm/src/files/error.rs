@@ -71,7 +71,7 @@ pub enum TransferError {
         /// Files in the job.
         total: usize,
         /// `(path, error)` for each failed file.
-        failed: Vec<(String, String)>,
+        failed: Vec<(String, Self)>,
     },
 }
 

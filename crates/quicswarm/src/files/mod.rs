@@ -247,6 +247,7 @@ impl Swarm {
         for (i, e) in refused {
             job.exclude(i, &entries[i].path, e);
         }
+        let ctx_dest = destination.clone();
         let ctx = Arc::new(DownloadCtx {
             root: root.to_string(),
             entries: entries.clone(),
@@ -267,6 +268,30 @@ impl Swarm {
             async move { download_unit(&client, &ctx, &job, unit).await }
         })
         .await?;
+        // Ranges of a file that hit a full disk may have recreated its part file after it
+        // was removed: clean up once every worker is done.
+        let failed: Vec<(usize, TransferError)> = {
+            let failed = job.failed.lock().unwrap_or_else(PoisonError::into_inner);
+            failed
+                .iter()
+                .filter_map(|(p, e)| {
+                    entries
+                        .iter()
+                        .position(|x| &x.path == p)
+                        .map(|i| (i, e.clone()))
+                })
+                .collect()
+        };
+        if !failed.is_empty() {
+            let (d, e) = (ctx_dest, entries.clone());
+            let _ = blocking(move || {
+                for (i, err) in failed {
+                    d.discard_if_disk_full(&e[i], &err);
+                }
+                Ok(())
+            })
+            .await;
+        }
         job.finish(&entries)
     }
 
@@ -344,17 +369,22 @@ impl Swarm {
     }
 }
 
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, TransferError> + Send + 'static,
 ) -> Result<T, TransferError> {
-    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
-        Err(TransferError::Io {
-            action: "running",
-            path: PathBuf::new(),
-            message: e.to_string(),
-            kind: std::io::ErrorKind::Other,
-        })
-    })
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(join_error(&e)))
+}
+
+/// A blocking file task that panicked or was cancelled.
+fn join_error(e: &tokio::task::JoinError) -> TransferError {
+    TransferError::Io {
+        action: "running",
+        path: PathBuf::new(),
+        message: e.to_string(),
+        kind: std::io::ErrorKind::Other,
+    }
 }
 
 /// Counters and results shared by a job's workers.
@@ -369,7 +399,7 @@ struct Job {
     stored: Mutex<Vec<usize>>,
     /// Index of each skipped file.
     already: Vec<usize>,
-    failed: Mutex<Vec<(String, String)>>,
+    failed: Mutex<Vec<(String, TransferError)>>,
     /// Ranges still to store, per ranged file.
     ranges_left: Mutex<std::collections::HashMap<usize, usize>>,
     progress: Option<ProgressFn>,
@@ -481,12 +511,13 @@ impl Job {
         }
     }
 
-    fn fail(&self, path: &str, error: impl std::fmt::Display) {
+    fn fail(&self, path: &str, error: impl Into<TransferError>) {
+        let error = error.into();
         tracing::warn!(path, "transfer failed: {error}");
         self.failed
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .push((path.to_string(), error.to_string()));
+            .push((path.to_string(), error));
     }
 
     fn finish(&self, entries: &[FileEntry]) -> Result<TransferSummary, TransferError> {
@@ -651,7 +682,7 @@ async fn download_unit(client: &Client, ctx: &DownloadCtx, job: &Job, unit: Unit
                 Err(e) if is_lost(&e) => return UnitEnd::Lost,
                 Err(e) => {
                     for &i in &indices {
-                        job.fail(&ctx.entries[i].path, &e);
+                        job.fail(&ctx.entries[i].path, e.clone());
                     }
                     return UnitEnd::Done;
                 }
@@ -676,10 +707,7 @@ async fn download_unit(client: &Client, ctx: &DownloadCtx, job: &Job, unit: Unit
                             hash: r.hash,
                         });
                     }
-                    Err(reply) => job.fail(
-                        &ctx.entries[i].path,
-                        format!("{}: {}", reply.code, reply.message),
-                    ),
+                    Err(reply) => job.fail(&ctx.entries[i].path, CallError::from(reply)),
                 }
             }
             let sizes: Vec<u64> = batch.iter().map(|f| f.data.len() as u64).collect();
@@ -688,7 +716,7 @@ async fn download_unit(client: &Client, ctx: &DownloadCtx, job: &Job, unit: Unit
                 Ok(r) => r,
                 Err(e) => {
                     for &i in &batch_indices {
-                        job.fail(&ctx.entries[i].path, &e);
+                        job.fail(&ctx.entries[i].path, join_error(&e));
                     }
                     return UnitEnd::Done;
                 }
@@ -711,7 +739,7 @@ async fn download_unit(client: &Client, ctx: &DownloadCtx, job: &Job, unit: Unit
                 Ok(mut r) => r.pop(),
                 Err(e) if is_lost(&e) => return UnitEnd::Lost,
                 Err(e) => {
-                    job.fail(&entry.path, &e);
+                    job.fail(&entry.path, e.clone());
                     return UnitEnd::Done;
                 }
             };
@@ -728,15 +756,19 @@ async fn download_unit(client: &Client, ctx: &DownloadCtx, job: &Job, unit: Unit
                 }
                 Some(Ok(r)) => job.fail(
                     &entry.path,
-                    format!(
-                        "changed during the transfer ({} → {} bytes)",
-                        entry.size, r.size
-                    ),
+                    TransferError::Integrity {
+                        path: entry.path.clone(),
+                        detail: format!(
+                            "changed during the transfer ({} → {} bytes)",
+                            entry.size, r.size
+                        ),
+                    },
                 ),
-                Some(Err(reply)) => {
-                    job.fail(&entry.path, format!("{}: {}", reply.code, reply.message))
-                }
-                None => job.fail(&entry.path, "no answer for the range"),
+                Some(Err(reply)) => job.fail(&entry.path, CallError::from(reply)),
+                None => job.fail(
+                    &entry.path,
+                    CallError::Protocol("no answer for the range".into()),
+                ),
             }
             UnitEnd::Done
         }
@@ -822,10 +854,7 @@ async fn upload_unit(client: &Client, ctx: &UploadCtx, job: &Job, unit: Unit) ->
                 match result {
                     None if range.is_some() => job.range_stored(i, len),
                     None => job.stored(i, len),
-                    Some(reply) => job.fail(
-                        &ctx.entries[i].path,
-                        format!("{}: {}", reply.code, reply.message),
-                    ),
+                    Some(reply) => job.fail(&ctx.entries[i].path, CallError::from(reply)),
                 }
             }
             UnitEnd::Done
@@ -833,7 +862,7 @@ async fn upload_unit(client: &Client, ctx: &UploadCtx, job: &Job, unit: Unit) ->
         Err(e) if is_lost(&e) => UnitEnd::Lost,
         Err(e) => {
             for (i, _) in sent {
-                job.fail(&ctx.entries[i].path, &e);
+                job.fail(&ctx.entries[i].path, e.clone());
             }
             UnitEnd::Done
         }

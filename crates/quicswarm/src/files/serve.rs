@@ -11,8 +11,9 @@ use quicswarm_proto::{
 use quinn::SendStream;
 
 use super::{
+    blocking,
     dest::{Destination, FileLocks, WholeFile},
-    source, TransferError,
+    source,
 };
 use crate::io::{frame, frame_into, write_frame, FrameReader};
 
@@ -76,19 +77,6 @@ impl FileConfig {
         }
         Ok(Destination::new(root, self.locks.clone()))
     }
-}
-
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, TransferError> + Send + 'static,
-) -> Result<T, TransferError> {
-    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
-        Err(TransferError::Io {
-            action: "running",
-            path: PathBuf::new(),
-            message: e.to_string(),
-            kind: std::io::ErrorKind::Other,
-        })
-    })
 }
 
 pub(crate) async fn list(
