@@ -3,6 +3,7 @@
 //! Thin by design: it parses arguments, sets up logging and calls the library.
 
 mod demo;
+mod files;
 
 use std::{
     net::SocketAddr,
@@ -29,23 +30,13 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run a gateway until Ctrl-C (graceful) or an allowed close-gateway.
-    Gateway {
-        /// UDP address to listen on.
-        #[arg(long, default_value = quicswarm::DEFAULT_LISTEN)]
-        listen: SocketAddr,
-        /// Handler pool size: how many clients at once.
-        #[arg(long, default_value_t = quicswarm::DEFAULT_POOL_SIZE)]
-        pool: usize,
-        /// Folder with gateway.pem/gateway.key; a self-signed pair is generated there if absent.
-        #[arg(long, default_value = "certs")]
-        cert_dir: PathBuf,
-        /// Register the demo subroutines (echo, counter, ticker, byte_sum, fail, panic).
-        #[arg(long)]
-        demo: bool,
-        /// Let clients shut the gateway down with close-gateway.
-        #[arg(long)]
-        allow_close: bool,
-    },
+    Gateway(GatewayArgs),
+    /// List files of a gateway root.
+    Ls(files::LsArgs),
+    /// Download files from a gateway root over a swarm of connections.
+    Get(files::GetArgs),
+    /// Upload files and folders into the gateway's upload folder over a swarm.
+    Put(files::PutArgs),
     /// Measure round trips.
     Ping {
         /// Gateway address, host:port.
@@ -118,6 +109,41 @@ enum Command {
     },
 }
 
+/// Arguments of `quicswarm gateway`.
+#[derive(Args, Debug)]
+struct GatewayArgs {
+    /// UDP address to listen on.
+    #[arg(long, default_value = quicswarm::DEFAULT_LISTEN)]
+    listen: SocketAddr,
+    /// Handler pool size: how many clients at once.
+    #[arg(long, default_value_t = quicswarm::DEFAULT_POOL_SIZE)]
+    pool: usize,
+    /// Folder with gateway.pem/gateway.key; a self-signed pair is generated there if absent.
+    #[arg(long, default_value = "certs")]
+    cert_dir: PathBuf,
+    /// Register the demo subroutines (echo, counter, ticker, byte_sum, fail, panic).
+    #[arg(long)]
+    demo: bool,
+    /// Let clients shut the gateway down with close-gateway.
+    #[arg(long)]
+    allow_close: bool,
+    /// Serve a folder as a named read root: NAME=DIR (repeatable).
+    #[arg(long, value_name = "NAME=DIR", value_parser = parse_root)]
+    serve: Vec<(String, PathBuf)>,
+    /// Accept uploads into this folder (uploads are refused without it).
+    #[arg(long, value_name = "DIR")]
+    upload_dir: Option<PathBuf>,
+}
+
+fn parse_root(text: &str) -> Result<(String, PathBuf), String> {
+    match text.split_once('=') {
+        Some((name, dir)) if !name.is_empty() && !dir.is_empty() => {
+            Ok((name.to_string(), dir.into()))
+        }
+        _ => Err(format!("expected NAME=DIR, got {text:?}")),
+    }
+}
+
 #[derive(Subcommand, Debug)]
 enum CertsCommand {
     /// Make a private CA plus gateway and client certificates.
@@ -134,7 +160,7 @@ enum CertsCommand {
 
 /// Options shared by every client command.
 #[derive(Args, Debug, Clone)]
-struct ClientOpts {
+pub(crate) struct ClientOpts {
     /// Trust-on-first-use pins (default: the user config dir + /quicswarm/known_gateways).
     #[arg(long, value_name = "FILE")]
     known_gateways: Option<PathBuf>,
@@ -149,11 +175,11 @@ struct ClientOpts {
     timeout: u64,
     /// Print exactly one JSON object on stdout, as the last line.
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
 }
 
 impl ClientOpts {
-    fn controller(&self) -> Result<Controller> {
+    pub(crate) fn controller(&self) -> Result<Controller> {
         let trust = if let Some(ca) = &self.ca {
             Trust::ca_file(ca)?
         } else if let Some(fp) = self.fingerprint {
@@ -213,13 +239,10 @@ async fn main() {
 
 async fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Gateway {
-            listen,
-            pool,
-            cert_dir,
-            demo,
-            allow_close,
-        } => gateway(listen, pool, &cert_dir, demo, allow_close).await,
+        Command::Gateway(args) => gateway(args).await,
+        Command::Ls(args) => files::ls(args).await,
+        Command::Get(args) => files::get(args).await,
+        Command::Put(args) => files::put(args).await,
         Command::Ping {
             addr,
             count,
@@ -293,7 +316,7 @@ async fn run(cli: Cli) -> Result<()> {
 }
 
 /// Prints `value` as the single JSON line in `--json` mode, otherwise runs `human`.
-fn emit(opts: &ClientOpts, value: serde_json::Value, human: impl FnOnce()) {
+pub(crate) fn emit(opts: &ClientOpts, value: serde_json::Value, human: impl FnOnce()) {
     if opts.json {
         println!("{value}");
     } else {
@@ -301,30 +324,42 @@ fn emit(opts: &ClientOpts, value: serde_json::Value, human: impl FnOnce()) {
     }
 }
 
-async fn gateway(
-    listen: SocketAddr,
-    pool: usize,
-    cert_dir: &Path,
-    demo: bool,
-    allow_close: bool,
-) -> Result<()> {
-    let registry = if demo {
+async fn gateway(args: GatewayArgs) -> Result<()> {
+    let registry = if args.demo {
         quicswarm::demo::registry()
     } else {
         quicswarm::Registry::new()
     };
-    let gateway = Gateway::builder()
-        .listen(listen)
-        .pool_size(pool)
-        .cert_dir(cert_dir)
-        .allow_close(allow_close)
-        .registry(registry)
-        .spawn()
-        .await?;
+    let mut builder = Gateway::builder()
+        .listen(args.listen)
+        .pool_size(args.pool)
+        .cert_dir(&args.cert_dir)
+        .allow_close(args.allow_close)
+        .registry(registry);
+    for (name, dir) in &args.serve {
+        anyhow::ensure!(
+            dir.is_dir(),
+            "--serve {name}={}: not a folder",
+            dir.display()
+        );
+        builder = builder.serve(name.clone(), dir.clone());
+    }
+    if let Some(dir) = &args.upload_dir {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        builder = builder.upload_dir(dir.clone());
+    }
+    let gateway = builder.spawn().await?;
     eprintln!(
-        "quicswarm gateway on {} (pool {pool})",
-        gateway.local_addr()
+        "quicswarm gateway on {} (pool {})",
+        gateway.local_addr(),
+        args.pool
     );
+    for (name, dir) in &args.serve {
+        eprintln!("serving root {name} = {}", dir.display());
+    }
+    if let Some(dir) = &args.upload_dir {
+        eprintln!("accepting uploads into {}", dir.display());
+    }
     eprintln!("certificate fingerprint {}", gateway.fingerprint());
     let names: Vec<String> = gateway
         .registry()

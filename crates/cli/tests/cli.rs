@@ -253,6 +253,71 @@ fn certs_init_then_ca_trust_and_close_gateway() {
 }
 
 #[test]
+fn files_ls_get_put() {
+    let dir = tempfile::tempdir().unwrap();
+    let known = dir.path().join("known_gateways");
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(src.join("sub")).unwrap();
+    std::fs::write(src.join("a.log"), b"alpha").unwrap();
+    std::fs::write(src.join("sub/b.log"), vec![7u8; 300_000]).unwrap();
+    std::fs::write(src.join("c.txt"), b"gamma").unwrap();
+    let serve = format!("data={}", src.display());
+    let upload = dir.path().join("uploads");
+    let upload_flag = upload.display().to_string();
+    let gw = GatewayProcess::start(
+        &dir.path().join("certs"),
+        &["--serve", &serve, "--upload-dir", &upload_flag],
+    );
+    let addr = gw.addr.as_str();
+
+    let ls = json(&["ls", addr, "data", "--glob", "**/*.log"], &known);
+    let paths: Vec<&str> = ls["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(paths, vec!["a.log", "sub/b.log"]);
+    assert_eq!(ls["entries"][1]["size"], 300_000);
+
+    let dest = dir.path().join("dest");
+    let dest_s = dest.display().to_string();
+    let got = json(&["get", addr, "data", &dest_s, "--swarm", "2"], &known);
+    assert_eq!(
+        (
+            got["files"].as_u64(),
+            got["bytes"].as_u64(),
+            got["skipped"].as_u64()
+        ),
+        (Some(3), Some(300_010), Some(0))
+    );
+    assert!(got["mb_per_s"].as_f64().is_some() && got["files_per_s"].as_f64().is_some());
+    assert_eq!(
+        std::fs::read(dest.join("sub/b.log")).unwrap(),
+        vec![7u8; 300_000]
+    );
+    let again = json(&["get", addr, "data", &dest_s, "a.log"], &known);
+    assert_eq!(
+        (again["files"].as_u64(), again["skipped"].as_u64()),
+        (Some(0), Some(1))
+    );
+
+    let put = json(
+        &["put", addr, "robot1", src.to_str().unwrap(), "--swarm", "2"],
+        &known,
+    );
+    assert_eq!(put["files"], 3);
+    assert_eq!(
+        std::fs::read(upload.join("robot1/src/a.log")).unwrap(),
+        b"alpha"
+    );
+
+    let refused = client(&["put", addr, "../escape", src.to_str().unwrap()], &known);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("refused path"));
+}
+
+#[test]
 fn demo_runs() {
     let out = Command::new(BIN).args(["demo", "--json"]).output().unwrap();
     assert!(

@@ -162,10 +162,11 @@ pub struct Swarm {
 }
 
 impl Swarm {
-    /// Opens `n` clients (connections) to the gateway at `addr`.
+    /// Opens up to `n` clients (connections) to the gateway at `addr`. When the gateway's
+    /// handler pool fills up first, the swarm goes on with the clients it got (at least one).
     ///
     /// # Errors
-    /// The first connection failure (a full pool among them).
+    /// The first client's connection failure (a full pool among them).
     pub async fn connect(
         controller: &Controller,
         addr: &str,
@@ -173,7 +174,19 @@ impl Swarm {
     ) -> Result<Self, ConnectError> {
         let mut clients = Vec::with_capacity(n);
         for _ in 0..n.max(1) {
-            clients.push(controller.get_client(addr).await?);
+            match controller.get_client(addr).await {
+                Ok(c) => clients.push(c),
+                Err(ConnectError::PoolFull { size, .. }) if !clients.is_empty() => {
+                    tracing::warn!(
+                        got = clients.len(),
+                        wanted = n,
+                        pool = size,
+                        "handler pool full: smaller swarm"
+                    );
+                    break;
+                }
+                Err(e) => return Err(e),
+            }
         }
         Ok(Self { clients })
     }
