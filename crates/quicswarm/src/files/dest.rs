@@ -6,14 +6,19 @@
 //! sees a half-written file under the final name. Small files are synced in batches (one
 //! `syncfs` per batch on Linux). A big file arrives in ranges into a `.qs-part` file beside a
 //! `.qs-state` file that records the ranges received and verified, so an interrupted
-//! transfer resumes where it stopped.
+//! transfer resumes where it stopped. Ranges are not synced one by one: the assembled file is
+//! checked against the sender's whole-file hash (and synced) before it is renamed, so a range
+//! lost in a power cut costs a new transfer of that file, never a corrupt file.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     fs::{self, File, OpenOptions},
-    io::{Read, Write},
+    io::Write,
     path::{Path, PathBuf},
-    sync::{Arc, Mutex, PoisonError},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Condvar, Mutex, OnceLock, PoisonError,
+    },
 };
 
 use bytes::Bytes;
@@ -30,6 +35,9 @@ use super::TransferError;
 pub(crate) struct Destination {
     root: PathBuf,
     locks: Arc<FileLocks>,
+    /// Folders already checked (no symlink on the way) or created: each is checked once.
+    dirs: Arc<Mutex<HashSet<PathBuf>>>,
+    committer: Arc<Committer>,
 }
 
 /// Serialises work on one part file across concurrent requests (ranges of the same file may
@@ -68,20 +76,51 @@ struct PartState {
 impl Destination {
     /// `root` is created if missing.
     pub(crate) fn new(root: PathBuf, locks: Arc<FileLocks>) -> Self {
-        Self { root, locks }
+        Self {
+            root,
+            locks,
+            dirs: Arc::default(),
+            committer: Arc::default(),
+        }
     }
 
     /// The final path of `rel`, after checking it is portable and that no existing folder
-    /// on the way is a symlink or a file; missing folders are created.
+    /// on the way is a symlink or a file; missing folders are created. The file itself is not
+    /// inspected: a rename replaces a symlink rather than following it.
     pub(crate) fn target(&self, rel: &str) -> Result<PathBuf, TransferError> {
         let parts = path::validate(rel).map_err(|e| TransferError::unsafe_path(rel, e))?;
-        let mut dir = self.root.clone();
-        fs::create_dir_all(&dir).map_err(TransferError::io("creating", &dir))?;
         let (name, folders) = parts
             .split_last()
             .ok_or_else(|| TransferError::unsafe_path(rel, path::PathError::Empty))?;
+        let mut dir = self.root.clone();
         for folder in folders {
             dir.push(folder);
+        }
+        if !self
+            .dirs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(&dir)
+        {
+            self.check_dirs(rel, folders)?;
+        }
+        Ok(dir.join(name))
+    }
+
+    /// Checks (and creates) the root and each folder of `folders` below it, remembering each.
+    fn check_dirs(&self, rel: &str, folders: &[&str]) -> Result<(), TransferError> {
+        let mut dir = self.root.clone();
+        fs::create_dir_all(&dir).map_err(TransferError::io("creating", &dir))?;
+        for folder in folders {
+            dir.push(folder);
+            if self
+                .dirs
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .contains(&dir)
+            {
+                continue;
+            }
             match fs::symlink_metadata(&dir) {
                 Ok(meta) if meta.is_dir() => {}
                 Ok(_) => {
@@ -91,36 +130,57 @@ impl Destination {
                     })
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    fs::create_dir(&dir)
-                        .or_else(|e| {
-                            // Another writer made it meanwhile.
-                            if e.kind() == std::io::ErrorKind::AlreadyExists {
-                                Ok(())
-                            } else {
-                                Err(e)
+                    match fs::create_dir(&dir) {
+                        Ok(()) => {}
+                        // Another writer made it meanwhile: check what it is.
+                        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                            let meta = fs::symlink_metadata(&dir)
+                                .map_err(TransferError::io("inspecting", &dir))?;
+                            if !meta.is_dir() {
+                                return Err(TransferError::Refused {
+                                    path: rel.to_string(),
+                                    reason: format!(
+                                        "{} is a symlink or not a folder",
+                                        dir.display()
+                                    ),
+                                });
                             }
-                        })
-                        .map_err(TransferError::io("creating", &dir))?;
+                        }
+                        Err(e) => return Err(TransferError::io("creating", &dir)(e)),
+                    }
                 }
                 Err(e) => return Err(TransferError::io("inspecting", &dir)(e)),
             }
+            self.dirs
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(dir.clone());
         }
-        let target = dir.join(name);
-        if let Ok(meta) = fs::symlink_metadata(&target) {
-            if !meta.is_file() {
-                return Err(TransferError::Refused {
-                    path: rel.to_string(),
-                    reason: format!("{} exists and is not a regular file", target.display()),
-                });
-            }
+        Ok(())
+    }
+
+    /// The final path of `rel`, refusing an existing entry there that is not a regular file.
+    fn existing_target(&self, rel: &str) -> Result<(PathBuf, Option<fs::Metadata>), TransferError> {
+        let target = self.target(rel)?;
+        match fs::symlink_metadata(&target) {
+            Ok(meta) if meta.is_file() => Ok((target, Some(meta))),
+            Ok(_) => Err(TransferError::Refused {
+                path: rel.to_string(),
+                reason: format!("{} exists and is not a regular file", target.display()),
+            }),
+            Err(_) => Ok((target, None)),
         }
-        Ok(target)
+    }
+
+    /// Whether a regular file of `entry`'s size is already at its place.
+    pub(crate) fn has_same_size(&self, entry: &FileEntry) -> bool {
+        matches!(self.existing_target(&entry.path), Ok((_, Some(meta))) if meta.len() == entry.size)
     }
 
     /// What is still needed of `entry` (which must carry its hash).
     pub(crate) fn need(&self, entry: &FileEntry, range_size: u64) -> Result<Need, TransferError> {
-        let target = self.target(entry.path.as_str())?;
-        if let (Ok(meta), Some(hash)) = (fs::metadata(&target), entry.hash) {
+        let (target, existing) = self.existing_target(entry.path.as_str())?;
+        if let (Some(meta), Some(hash)) = (existing, entry.hash) {
             if meta.len() == entry.size && hash_file(&target)? == hash {
                 return Ok(Need::Skip);
             }
@@ -154,40 +214,11 @@ impl Destination {
         Ok(Need::Ranges(missing))
     }
 
-    /// Stores whole files: temp files, verify, metadata, one sync for the batch, renames.
-    /// Returns one result per file, in order.
+    /// Stores whole files: temp files, verify, metadata, then a group commit (one sync for
+    /// every batch waiting, renames). Returns one result per file, in order.
     pub(crate) fn write_batch(&self, files: Vec<WholeFile>) -> Vec<Result<(), TransferError>> {
-        let mut staged: Vec<Result<(TempFile, PathBuf), TransferError>> =
-            files.iter().map(|f| self.stage(f)).collect();
-        if staged.iter().any(Result::is_ok) {
-            // One sync for every file of the batch (not one per tiny file).
-            if let Err(e) = sync_all_staged(&staged) {
-                for s in staged.iter_mut() {
-                    if s.is_ok() {
-                        *s = Err(e.clone());
-                    }
-                }
-            }
-        }
-        let mut dirs = Vec::new();
-        let results: Vec<_> = staged
-            .into_iter()
-            .map(|s| {
-                let (temp, target) = s?;
-                let dir = target.parent().map(Path::to_path_buf);
-                temp.commit(&target)?;
-                if let Some(dir) = dir {
-                    if !dirs.contains(&dir) {
-                        dirs.push(dir);
-                    }
-                }
-                Ok(())
-            })
-            .collect();
-        for dir in dirs {
-            sync_dir(&dir);
-        }
-        results
+        let staged: Vec<_> = files.iter().map(|f| self.stage(f)).collect();
+        self.committer.commit(staged)
     }
 
     fn stage(&self, file: &WholeFile) -> Result<(TempFile, PathBuf), TransferError> {
@@ -211,12 +242,10 @@ impl Destination {
                 detail: "content differs from the announced size or hash".into(),
             });
         }
-        let temp = TempFile::create(&target)?;
-        let mut f = temp.file()?;
+        let (temp, mut f) = TempFile::create(&target)?;
         f.write_all(&file.data)
             .map_err(TransferError::io("writing", temp.path()))?;
-        drop(f);
-        set_metadata(temp.path(), &file.entry)?;
+        set_metadata(&f, temp.path(), &file.entry)?;
         Ok((temp, target))
     }
 
@@ -327,9 +356,9 @@ impl Destination {
                 .map_err(TransferError::io("sizing", &part))?;
         }
         write_at(&file, data, range.offset).map_err(TransferError::io("writing", &part))?;
-        // Durable before the state says so: a crash never marks unwritten bytes as verified.
-        let written = write_at(&file, data, range.offset).and_then(|()| file.sync_data());
-        if let Err(e) = written {
+        // Not synced per range: the whole file is checked against the sender's hash before it
+        // gets its name, so a range lost in a power cut is caught (and fetched again) then.
+        if let Err(e) = write_at(&file, data, range.offset) {
             return Err(self.failed_range(&target, &whole, TransferError::io("writing", &part)(e)));
         }
         state.done[range.index as usize] = true;
@@ -348,10 +377,12 @@ impl Destination {
                     ),
                 });
             }
-            set_metadata(&part, entry)?;
-            File::open(&part)
-                .and_then(|f| f.sync_all())
-                .map_err(TransferError::io("syncing", &part))?;
+            let f = OpenOptions::new()
+                .write(true)
+                .open(&part)
+                .map_err(TransferError::io("opening", &part))?;
+            set_metadata(&f, &part, entry)?;
+            f.sync_all().map_err(TransferError::io("syncing", &part))?;
             fs::rename(&part, &target).map_err(TransferError::io("renaming", &part))?;
             let _ = fs::remove_file(&state_path);
             if let Some(dir) = target.parent() {
@@ -391,10 +422,8 @@ fn write_state(path: &Path, state: &PartState) -> Result<(), TransferError> {
         message: e.to_string(),
         kind: std::io::ErrorKind::InvalidData,
     })?;
-    let temp = TempFile::create(path)?;
-    let mut f = temp.file()?;
+    let (temp, mut f) = TempFile::create(path)?;
     f.write_all(&bytes)
-        .and_then(|()| f.sync_data())
         .map_err(TransferError::io("writing", temp.path()))?;
     drop(f);
     temp.commit(path)
@@ -407,33 +436,29 @@ struct TempFile {
 }
 
 impl TempFile {
-    fn create(target: &Path) -> Result<Self, TransferError> {
+    /// A new empty temporary file beside `target`, open for writing.
+    fn create(target: &Path) -> Result<(Self, File), TransferError> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        static PID: OnceLock<u32> = OnceLock::new();
         let dir = target.parent().unwrap_or(Path::new("."));
         let name = target
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         // Unique per writer: concurrent writers of one name never share a temp file.
-        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let path = dir.join(format!(".{name}.{}-{n}.qs-tmp", std::process::id()));
-        OpenOptions::new()
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let pid = *PID.get_or_init(std::process::id);
+        let path = dir.join(format!(".{name}.{pid}-{n}.qs-tmp"));
+        let file = OpenOptions::new()
             .write(true)
             .create_new(true)
             .open(&path)
             .map_err(TransferError::io("creating", &path))?;
-        Ok(Self { path: Some(path) })
+        Ok((Self { path: Some(path) }, file))
     }
 
     fn path(&self) -> &Path {
         self.path.as_deref().unwrap_or(Path::new(""))
-    }
-
-    fn file(&self) -> Result<File, TransferError> {
-        OpenOptions::new()
-            .write(true)
-            .open(self.path())
-            .map_err(TransferError::io("opening", self.path()))
     }
 
     fn commit(mut self, target: &Path) -> Result<(), TransferError> {
@@ -453,42 +478,120 @@ impl Drop for TempFile {
     }
 }
 
-fn sync_all_staged(
-    staged: &[Result<(TempFile, PathBuf), TransferError>],
-) -> Result<(), TransferError> {
-    let paths: Vec<&Path> = staged
-        .iter()
-        .filter_map(|s| s.as_ref().ok())
-        .map(|(t, _)| t.path())
-        .collect();
-    sync_files(&paths)
+type Staged = Result<(TempFile, PathBuf), TransferError>;
+
+/// Group commit of staged files: whoever arrives while no commit runs becomes the leader and
+/// commits every batch waiting (one sync for all of them, then the renames); the others wait
+/// for their results. Concurrent batches thus share their syncs instead of queueing on them.
+#[derive(Debug, Default)]
+struct Committer {
+    state: Mutex<CommitState>,
+    done: Condvar,
 }
 
-/// Makes the data of `paths` durable: one `syncfs` on Linux (they share a folder and so a
-/// filesystem in practice; every distinct filesystem gets its own call), `fsync` each
-/// elsewhere.
-fn sync_files(paths: &[&Path]) -> Result<(), TransferError> {
+#[derive(Debug, Default)]
+struct CommitState {
+    waiting: Vec<(u64, Vec<Staged>)>,
+    busy: bool,
+    next_ticket: u64,
+    results: HashMap<u64, Vec<Result<(), TransferError>>>,
+}
+
+impl Committer {
+    fn commit(&self, staged: Vec<Staged>) -> Vec<Result<(), TransferError>> {
+        let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let ticket = st.next_ticket;
+        st.next_ticket += 1;
+        st.waiting.push((ticket, staged));
+        loop {
+            if let Some(results) = st.results.remove(&ticket) {
+                return results;
+            }
+            if st.busy {
+                st = self.done.wait(st).unwrap_or_else(PoisonError::into_inner);
+                continue;
+            }
+            st.busy = true;
+            let group = std::mem::take(&mut st.waiting);
+            drop(st);
+            let done = commit_group(group);
+            st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+            st.results.extend(done);
+            st.busy = false;
+            self.done.notify_all();
+        }
+    }
+}
+
+/// Syncs every staged file (one `syncfs` per filesystem on Linux), renames them, then syncs
+/// their folders.
+fn commit_group(group: Vec<(u64, Vec<Staged>)>) -> Vec<(u64, Vec<Result<(), TransferError>>)> {
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    for (_, staged) in &group {
+        for (_, target) in staged.iter().flatten() {
+            if let Some(dir) = target.parent() {
+                if !dirs.iter().any(|d| d == dir) {
+                    dirs.push(dir.to_path_buf());
+                }
+            }
+        }
+    }
+    let synced = sync_data_in(&dirs);
+    let results = group
+        .into_iter()
+        .map(|(ticket, staged)| {
+            let results = staged
+                .into_iter()
+                .map(|s| {
+                    let (temp, target) = s?;
+                    // Never rename unsynced data into place.
+                    synced.clone()?;
+                    temp.commit(&target)
+                })
+                .collect();
+            (ticket, results)
+        })
+        .collect();
+    for dir in &dirs {
+        sync_dir(dir);
+    }
+    results
+}
+
+/// Makes the data of files written in `dirs` durable: one `syncfs` per filesystem on Linux,
+/// an `fsync` of every file elsewhere.
+fn sync_data_in(dirs: &[PathBuf]) -> Result<(), TransferError> {
     #[cfg(target_os = "linux")]
     {
         use std::os::unix::fs::MetadataExt;
         let mut devices = Vec::new();
-        for path in paths {
-            let meta = fs::metadata(path).map_err(TransferError::io("inspecting", *path))?;
-            if !devices.contains(&meta.dev()) {
-                devices.push(meta.dev());
-                let f = File::open(path).map_err(TransferError::io("opening", *path))?;
-                rustix::fs::syncfs(&f)
-                    .map_err(|e| TransferError::io("syncing", *path)(e.into()))?;
+        for dir in dirs {
+            let f = File::open(dir).map_err(TransferError::io("opening", dir))?;
+            let dev = f
+                .metadata()
+                .map_err(TransferError::io("inspecting", dir))?
+                .dev();
+            if !devices.contains(&dev) {
+                devices.push(dev);
+                rustix::fs::syncfs(&f).map_err(|e| TransferError::io("syncing", dir)(e.into()))?;
             }
         }
         Ok(())
     }
     #[cfg(not(target_os = "linux"))]
     {
-        for path in paths {
-            File::open(path)
-                .and_then(|f| f.sync_all())
-                .map_err(TransferError::io("syncing", *path))?;
+        for dir in dirs {
+            for entry in fs::read_dir(dir)
+                .map_err(TransferError::io("listing", dir))?
+                .flatten()
+            {
+                let p = entry.path();
+                if p.extension().is_some_and(|x| x == "qs-tmp") {
+                    File::open(&p)
+                        .and_then(|f| f.sync_all())
+                        .map_err(TransferError::io("syncing", &p))?;
+                }
+            }
         }
         Ok(())
     }
@@ -501,15 +604,17 @@ fn sync_dir(dir: &Path) {
     }
 }
 
-fn set_metadata(path: &Path, entry: &FileEntry) -> Result<(), TransferError> {
+/// Mode and mtime, through the open handle (no path lookups).
+fn set_metadata(file: &File, path: &Path, entry: &FileEntry) -> Result<(), TransferError> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        fs::set_permissions(path, fs::Permissions::from_mode(entry.mode & 0o7777))
+        file.set_permissions(fs::Permissions::from_mode(entry.mode & 0o7777))
             .map_err(TransferError::io("setting mode of", path))?;
     }
     let mtime = filetime::FileTime::from_unix_time(entry.mtime.secs, entry.mtime.nanos);
-    filetime::set_file_mtime(path, mtime).map_err(TransferError::io("setting mtime of", path))
+    filetime::set_file_handle_times(file, None, Some(mtime))
+        .map_err(TransferError::io("setting mtime of", path))
 }
 
 #[cfg(unix)]
@@ -524,20 +629,18 @@ fn write_at(mut file: &File, data: &[u8], offset: u64) -> std::io::Result<()> {
     file.write_all(data)
 }
 
-/// BLAKE3 of a file's content.
+/// BLAKE3 of a file's content: memory-mapped, and hashed on every core for big files.
 pub(crate) fn hash_file(path: &Path) -> Result<Hash, TransferError> {
-    let mut f = File::open(path).map_err(TransferError::io("opening", path))?;
     let mut hasher = blake3::Hasher::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f
-            .read(&mut buf)
-            .map_err(TransferError::io("reading", path))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
+    let size = fs::metadata(path)
+        .map_err(TransferError::io("inspecting", path))?
+        .len();
+    if size >= 1 << 20 {
+        hasher.update_mmap_rayon(path)
+    } else {
+        hasher.update_mmap(path)
     }
+    .map_err(TransferError::io("reading", path))?;
     Ok(*hasher.finalize().as_bytes())
 }
 

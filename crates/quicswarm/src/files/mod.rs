@@ -224,8 +224,8 @@ impl Swarm {
         options: &TransferOptions,
     ) -> Result<TransferSummary, TransferError> {
         let start = Instant::now();
-        let listing = self
-            .first_ok(|c| async move { c.list_with(root, selector, true).await })
+        let mut listing = self
+            .first_ok(|c| async move { c.list_with(root, selector, false).await })
             .await?;
         // A hostile gateway must not steer writes: check every name before writing anything.
         for e in &listing.entries {
@@ -233,8 +233,10 @@ impl Swarm {
         }
         let destination =
             Destination::new(dest.as_ref().to_path_buf(), Arc::new(FileLocks::default()));
-        let entries = Arc::new(listing.entries);
         let range_size = options.range_size.max(1);
+        self.fetch_hashes(root, &destination, &mut listing.entries, range_size)
+            .await?;
+        let entries = Arc::new(listing.entries);
         let checked = {
             let (d, e) = (destination.clone(), entries.clone());
             blocking(move || {
@@ -359,6 +361,54 @@ impl Swarm {
         })
         .await?;
         job.finish(&entries)
+    }
+
+    /// Asks the gateway for the hashes a download needs: of files already present here with
+    /// the same size (skipped if the hash matches too) and of files big enough to travel in
+    /// ranges (checked whole at the end). A fresh download of small files needs none, which
+    /// spares the gateway reading every file twice.
+    async fn fetch_hashes(
+        &self,
+        root: &str,
+        dest: &Destination,
+        entries: &mut [FileEntry],
+        range_size: u64,
+    ) -> Result<(), TransferError> {
+        let wanted: Vec<String> = {
+            let (d, e) = (dest.clone(), entries.to_vec());
+            blocking(move || {
+                Ok(e.into_iter()
+                    .filter(|x| is_ranged(x.size, range_size) || d.has_same_size(x))
+                    .map(|x| x.path)
+                    .collect())
+            })
+            .await?
+        };
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let selector = Selector {
+            paths: wanted,
+            ..Selector::all()
+        };
+        let hashed = self
+            .first_ok(|c| {
+                let selector = &selector;
+                async move { c.list_with(root, selector, true).await }
+            })
+            .await?;
+        let by_path: std::collections::HashMap<&str, &FileEntry> = hashed
+            .entries
+            .iter()
+            .map(|e| (e.path.as_str(), e))
+            .collect();
+        for e in entries.iter_mut() {
+            if let Some(h) = by_path.get(e.path.as_str()) {
+                // Take the newer facts too, should the file have changed in between.
+                *e = (*h).clone();
+            }
+        }
+        Ok(())
     }
 
     /// Runs `op` on the first client for which it does not fail with a lost connection.
@@ -797,7 +847,7 @@ struct UploadCtx {
 
 /// Reads local bytes for an upload unit: whole files, or one range.
 fn read_local(path: &Path, range: Option<ByteRange>) -> Result<Bytes, TransferError> {
-    use std::io::{Read, Seek};
+    use std::io::Read;
     let mut f = std::fs::File::open(path).map_err(TransferError::io("opening", path))?;
     match range {
         None => {
@@ -806,14 +856,9 @@ fn read_local(path: &Path, range: Option<ByteRange>) -> Result<Bytes, TransferEr
                 .map_err(TransferError::io("reading", path))?;
             Ok(data.into())
         }
-        Some(r) => {
-            f.seek(std::io::SeekFrom::Start(r.offset))
-                .map_err(TransferError::io("seeking", path))?;
-            let mut data = vec![0u8; r.len as usize];
-            f.read_exact(&mut data)
-                .map_err(TransferError::io("reading", path))?;
-            Ok(data.into())
-        }
+        Some(r) => source::read_exact_at(&f, r.offset, r.len)
+            .map(Bytes::from)
+            .map_err(TransferError::io("reading", path)),
     }
 }
 

@@ -134,9 +134,10 @@ pub(crate) async fn get(
         let group: Vec<GetItem> = items.by_ref().take(READ_GROUP).collect();
         let dir = dir.clone();
         let reads = tokio::task::spawn_blocking(move || {
+            let root = source::Root::new(dir);
             group
                 .iter()
-                .map(|item| source::read(&dir, &item.path, item.range, MAX_PIECE))
+                .map(|item| source::read(&root, &item.path, item.range, MAX_PIECE))
                 .collect::<Vec<_>>()
         })
         .await

@@ -35,6 +35,60 @@ pub(crate) fn resolve(root: &Path, rel: &str) -> Result<PathBuf, TransferError> 
     Ok(full)
 }
 
+/// A served root, opened once for a run of reads.
+#[derive(Debug)]
+pub(crate) struct Root {
+    path: PathBuf,
+    #[cfg(target_os = "linux")]
+    dir: Option<File>,
+}
+
+impl Root {
+    pub(crate) fn new(path: PathBuf) -> Self {
+        #[cfg(target_os = "linux")]
+        let dir = File::open(&path).ok();
+        Self {
+            #[cfg(target_os = "linux")]
+            dir,
+            path,
+        }
+    }
+
+    /// Opens `rel` for reading, never leaving the root and never through a symlink.
+    fn open(&self, rel: &str) -> Result<(File, PathBuf), TransferError> {
+        path::validate(rel).map_err(|e| TransferError::unsafe_path(rel, e))?;
+        let full = self.path.join(rel);
+        #[cfg(target_os = "linux")]
+        if let Some(dir) = &self.dir {
+            use rustix::fs::{Mode, OFlags, ResolveFlags};
+            // One race-free call: the kernel refuses any symlink and any escape from the root.
+            let how =
+                ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
+            match rustix::fs::openat2(
+                dir,
+                rel,
+                OFlags::RDONLY | OFlags::CLOEXEC,
+                Mode::empty(),
+                how,
+            ) {
+                Ok(fd) => return Ok((File::from(fd), full)),
+                Err(rustix::io::Errno::LOOP | rustix::io::Errno::XDEV) => {
+                    return Err(TransferError::Refused {
+                        path: rel.to_string(),
+                        reason: "symlinks are not followed".into(),
+                    })
+                }
+                // Kernels before 5.6 have no openat2: walk the path instead.
+                Err(rustix::io::Errno::NOSYS) => {}
+                Err(e) => return Err(TransferError::io("opening", &full)(e.into())),
+            }
+        }
+        let full = resolve(&self.path, rel)?;
+        let file = File::open(&full).map_err(TransferError::io("opening", &full))?;
+        Ok((file, full))
+    }
+}
+
 /// Metadata of a regular file as an entry (without hash).
 pub(crate) fn entry_of(rel: String, meta: &fs::Metadata) -> FileEntry {
     let mtime = meta
@@ -221,13 +275,12 @@ pub(crate) struct Read {
 
 /// Reads `rel` below `root`, whole (at most `max_whole` bytes) or one range.
 pub(crate) fn read(
-    root: &Path,
+    root: &Root,
     rel: &str,
     range: Option<ByteRange>,
     max_whole: u64,
 ) -> Result<Read, TransferError> {
-    let full = resolve(root, rel)?;
-    let file = File::open(&full).map_err(TransferError::io("opening", &full))?;
+    let (file, full) = root.open(rel)?;
     let meta = file
         .metadata()
         .map_err(TransferError::io("inspecting", &full))?;
@@ -260,8 +313,7 @@ pub(crate) fn read(
         }
         Some(r) => (r.offset, r.len),
     };
-    let mut data = vec![0u8; len as usize];
-    read_at(&file, &mut data, offset).map_err(TransferError::io("reading", &full))?;
+    let data = read_exact_at(&file, offset, len).map_err(TransferError::io("reading", &full))?;
     let hash = *blake3::hash(&data).as_bytes();
     Ok(Read {
         entry,
@@ -270,16 +322,19 @@ pub(crate) fn read(
     })
 }
 
-#[cfg(unix)]
-fn read_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
-    std::os::unix::fs::FileExt::read_exact_at(file, buf, offset)
-}
-
-#[cfg(not(unix))]
-fn read_at(mut file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
-    use std::io::{Read as _, Seek};
-    file.seek(std::io::SeekFrom::Start(offset))?;
-    file.read_exact(buf)
+/// `len` bytes at `offset`, into a fresh buffer that is not zeroed first.
+pub(crate) fn read_exact_at(mut file: &File, offset: u64, len: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::{Read as _, Seek, SeekFrom};
+    file.seek(SeekFrom::Start(offset))?;
+    let mut data = Vec::with_capacity(len as usize);
+    file.take(len).read_to_end(&mut data)?;
+    if data.len() as u64 != len {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "file shrank while reading",
+        ));
+    }
+    Ok(data)
 }
 
 /// Local files for an upload: each path is a file (sent by its name) or a folder (sent with

@@ -1,0 +1,459 @@
+//! File transfer benchmark: quicswarm swarms of 1, 2 and 4 connections against rsync over ssh,
+//! on loopback, in one run, each result checked by comparing content.
+//!
+//! ```text
+//! cargo bench -p quicswarm-benches --bench files               # W1, W2, W3
+//! cargo bench -p quicswarm-benches --bench files -- --quick    # smaller data, a smoke run
+//! cargo bench -p quicswarm-benches --bench files -- --only W1 --json files.json
+//! cargo bench -p quicswarm-benches --bench files -- --fresh-fs   # on a new loop-mounted ext4
+//! ```
+//!
+//! Workloads (fixed seed): **W1** 10,000 files of 4 KiB; **W2** one 1 GiB file; **W3** 2,000
+//! log-like files (median ~15 KB, largest ~2 MB). rsync runs as `rsync -a` over `ssh` to an
+//! `sshd` started here on a loopback port with throwaway keys (rsync and openssh-server are
+//! installed with apt-get when missing and running as root; the rsync rows are left out
+//! otherwise). Not part of CI. Needs about 6 GB of free disk for W2's copies. Before each
+//! measured run the bench calls `sync` (untimed) so no run pays for another's writeback.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, ensure, Context, Result};
+use quicswarm::{
+    files::{Selector, Swarm, TransferOptions},
+    Controller, ControllerConfig, Gateway, Identity, Trust,
+};
+use rand::{rngs::StdRng, Rng, SeedableRng};
+use rand_distr::{Distribution, LogNormal};
+
+struct Workload {
+    name: &'static str,
+    what: &'static str,
+}
+
+const WORKLOADS: [Workload; 3] = [
+    Workload {
+        name: "W1",
+        what: "10,000 x 4 KiB",
+    },
+    Workload {
+        name: "W2",
+        what: "1 x 1 GiB",
+    },
+    Workload {
+        name: "W3",
+        what: "2,000 log-like",
+    },
+];
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .cloned();
+    let json_path = args
+        .iter()
+        .position(|a| a == "--json")
+        .and_then(|i| args.get(i + 1))
+        .cloned();
+    let base = tempfile::tempdir()?;
+    let fresh = if args.iter().any(|a| a == "--fresh-fs") {
+        FreshFs::mount(base.path())
+    } else {
+        Err(anyhow::anyhow!("not asked for"))
+    };
+    let fresh = fresh
+        .map_err(|e| {
+            eprintln!(
+                "no fresh filesystem ({e:#}); using {}",
+                base.path().display()
+            )
+        })
+        .ok();
+    let work_dir = fresh
+        .as_ref()
+        .map_or_else(|| base.path().to_path_buf(), |f| f.mnt.clone());
+    let work = work_dir.as_path();
+    let rsync = Sshd::start(work)
+        .map_err(|e| eprintln!("rsync rows left out: {e:#}"))
+        .ok();
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let mut rows = Vec::new();
+    for w in WORKLOADS
+        .iter()
+        .filter(|w| only.as_deref().is_none_or(|o| o == w.name))
+    {
+        let src = work.join(w.name);
+        let started = Instant::now();
+        let (files, bytes) = generate(w.name, &src, quick)?;
+        eprintln!(
+            "{}: generated {files} files, {bytes} bytes in {:.1} s",
+            w.name,
+            started.elapsed().as_secs_f64()
+        );
+        for swarm in [1, 2, 4] {
+            let dest = work.join(format!("dest-{}-{swarm}", w.name));
+            settle();
+            let secs = rt.block_on(quicswarm_download(&src, &dest, swarm))?;
+            verify(&src, &dest)?;
+            rows.push(Row::new(
+                w,
+                format!("quicswarm, swarm {swarm}"),
+                files,
+                bytes,
+                secs,
+            ));
+        }
+        if let Some(sshd) = &rsync {
+            let dest = work.join(format!("dest-{}-rsync", w.name));
+            settle();
+            let secs = sshd.rsync(&src, &dest)?;
+            verify(&src, &dest)?;
+            rows.push(Row::new(w, "rsync over ssh".into(), files, bytes, secs));
+        }
+    }
+    // Nothing is deleted before the end: on ext4, creating files right after deleting
+    // thousands is much slower (the inode allocator skips recently deleted inodes), which
+    // would penalise whichever run came next. `--fresh-fs` runs on a new loop-mounted ext4
+    // image instead (no deletions at all; slower writes through the loop device).
+    drop(rsync);
+    drop(fresh);
+
+    println!();
+    println!(
+        "{:<4} {:<16} {:<20} {:>8} {:>12} {:>10} {:>9} {:>9}",
+        "", "workload", "tool", "seconds", "files/s", "MB/s", "vs rsync", ""
+    );
+    for r in &rows {
+        let base = rows
+            .iter()
+            .find(|b| b.workload == r.workload && b.tool.starts_with("rsync"));
+        let ratio = base.map_or("-".to_string(), |b| format!("{:.2}x", b.secs / r.secs));
+        println!(
+            "{:<4} {:<16} {:<20} {:>8.2} {:>12.0} {:>10.1} {:>9}",
+            r.workload,
+            r.what,
+            r.tool,
+            r.secs,
+            r.files as f64 / r.secs,
+            r.bytes as f64 / 1e6 / r.secs,
+            ratio
+        );
+    }
+    println!("targets: W1 >= 10,000 files/s and >= 3x rsync; W2 >= 600 MB/s and >= 1.8x rsync; W3 >= 2x rsync");
+    if let Some(path) = json_path {
+        let json: Vec<_> = rows
+            .iter()
+            .map(|r| {
+                serde_json::json!({"workload": r.workload, "tool": r.tool, "seconds": r.secs, "files": r.files,
+                                   "bytes": r.bytes, "files_per_s": r.files as f64 / r.secs,
+                                   "mb_per_s": r.bytes as f64 / 1e6 / r.secs})
+            })
+            .collect();
+        std::fs::write(&path, serde_json::to_string_pretty(&json)?)?;
+    }
+    Ok(())
+}
+
+struct Row {
+    workload: &'static str,
+    what: &'static str,
+    tool: String,
+    files: u64,
+    bytes: u64,
+    secs: f64,
+}
+
+impl Row {
+    fn new(w: &Workload, tool: String, files: u64, bytes: u64, secs: f64) -> Self {
+        Self {
+            workload: w.name,
+            what: w.what,
+            tool,
+            files,
+            bytes,
+            secs,
+        }
+    }
+}
+
+/// Writes dirty pages back before a measured run (untimed), so no run pays for the previous
+/// one's writeback: quicswarm syncs what it stores, rsync does not.
+fn settle() {
+    let _ = Command::new("sync").status();
+}
+
+/// Writes a workload's files below `dir`; returns (files, bytes).
+fn generate(name: &str, dir: &Path, quick: bool) -> Result<(u64, u64)> {
+    let mut rng = StdRng::seed_from_u64(0x5eed_0000 + u64::from(name.as_bytes()[1]));
+    let mut files = 0u64;
+    let mut bytes = 0u64;
+    let mut write = |rel: String, data: &[u8]| -> Result<()> {
+        let path = dir.join(rel);
+        std::fs::create_dir_all(path.parent().context("parent")?)?;
+        std::fs::write(path, data)?;
+        files += 1;
+        bytes += data.len() as u64;
+        Ok(())
+    };
+    match name {
+        "W1" => {
+            let n = if quick { 1_000 } else { 10_000 };
+            for i in 0..n {
+                let mut data = vec![0u8; 4096];
+                rng.fill(&mut data[..]);
+                write(format!("d{:03}/f{i:05}.bin", i % 100), &data)?;
+            }
+        }
+        "W2" => {
+            let size = if quick { 128 << 20 } else { 1 << 30 };
+            let mut data = vec![0u8; size];
+            rng.fill(&mut data[..]);
+            write("big.bin".into(), &data)?;
+        }
+        _ => {
+            let n = if quick { 200 } else { 2_000 };
+            // Median e^mu = 15 KB; sigma 1 gives a long tail, capped at 2 MB.
+            let sizes = LogNormal::new(15_000f64.ln(), 1.0)?;
+            let words = [
+                "INFO", "WARN", "DEBUG", "lidar", "imu", "odom", "frame", "dropped", "latency",
+                "ms", "ok",
+            ];
+            for i in 0..n {
+                let target = if i == 0 {
+                    2_000_000
+                } else {
+                    (sizes.sample(&mut rng) as usize).clamp(200, 2_000_000)
+                };
+                let mut text = String::with_capacity(target + 100);
+                let mut t = 1_700_000_000.0 + f64::from(i);
+                while text.len() < target {
+                    t += rng.gen_range(0.0..0.05);
+                    let w1 = words[rng.gen_range(0..words.len())];
+                    let w2 = words[rng.gen_range(0..words.len())];
+                    text.push_str(&format!(
+                        "{t:.3} [node_{}] {w1} {w2} value={}\n",
+                        i % 17,
+                        rng.gen_range(0..100_000)
+                    ));
+                }
+                write(
+                    format!("logs/day{}/node{:04}.log", i % 7, i),
+                    text.as_bytes(),
+                )?;
+            }
+        }
+    }
+    Ok((files, bytes))
+}
+
+/// Downloads `src` (served as a root) into `dest` with a swarm of `n`; returns seconds.
+async fn quicswarm_download(src: &Path, dest: &Path, n: usize) -> Result<f64> {
+    let identity = Identity::self_signed(&[])?;
+    let fp = identity.fingerprint();
+    let gateway = Gateway::builder()
+        .listen("127.0.0.1:0".parse()?)
+        .identity(identity)
+        .serve("data", src)
+        .pool_size(8)
+        .spawn()
+        .await?;
+    let controller = Controller::new(ControllerConfig::with_trust(Trust::Fingerprints(vec![fp])))?;
+    let swarm = Swarm::connect(&controller, &gateway.local_addr().to_string(), n).await?;
+    let summary = swarm
+        .download("data", &Selector::all(), dest, &TransferOptions::default())
+        .await?;
+    swarm.close().await;
+    gateway.shutdown(Duration::from_secs(1)).await;
+    Ok(summary.seconds)
+}
+
+/// Every file of `src` is in `dest` with the same content, and nothing else.
+fn verify(src: &Path, dest: &Path) -> Result<()> {
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    walk(src, src, &mut a)?;
+    walk(dest, dest, &mut b)?;
+    a.sort();
+    b.sort();
+    ensure!(a == b, "file lists differ: {} vs {}", a.len(), b.len());
+    for rel in &a {
+        let (x, y) = (
+            std::fs::read(src.join(rel))?,
+            std::fs::read(dest.join(rel))?,
+        );
+        ensure!(x == y, "{} differs", rel.display());
+    }
+    Ok(())
+}
+
+fn walk(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            walk(root, &path, out)?;
+        } else {
+            out.push(path.strip_prefix(root)?.to_path_buf());
+        }
+    }
+    Ok(())
+}
+
+/// A fresh ext4 filesystem on a loop-mounted sparse image (needs root), unmounted on drop.
+struct FreshFs {
+    mnt: PathBuf,
+}
+
+impl FreshFs {
+    fn mount(base: &Path) -> Result<Self> {
+        let img = base.join("bench.img");
+        let mnt = base.join("mnt");
+        std::fs::create_dir_all(&mnt)?;
+        let run = |cmd: &mut Command| -> Result<()> {
+            let out = cmd.output()?;
+            ensure!(
+                out.status.success(),
+                "{cmd:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            Ok(())
+        };
+        run(Command::new("truncate").args(["-s", "12G"]).arg(&img))?;
+        run(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&img))?;
+        run(Command::new("mount")
+            .args(["-o", "loop"])
+            .arg(&img)
+            .arg(&mnt))?;
+        Ok(Self { mnt })
+    }
+}
+
+impl Drop for FreshFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.mnt).status();
+    }
+}
+
+/// A throwaway sshd on a loopback port, for rsync.
+struct Sshd {
+    child: Child,
+    port: u16,
+    key: PathBuf,
+}
+
+impl Sshd {
+    fn start(work: &Path) -> Result<Self> {
+        let sshd = PathBuf::from("/usr/sbin/sshd");
+        if which("rsync").is_none() || !sshd.exists() {
+            let root = Command::new("id")
+                .arg("-u")
+                .output()
+                .map(|o| o.stdout == b"0\n")
+                .unwrap_or(false);
+            ensure!(root, "rsync or sshd missing and not root to install them");
+            let ok = Command::new("apt-get")
+                .args([
+                    "install",
+                    "-y",
+                    "-qq",
+                    "rsync",
+                    "openssh-server",
+                    "openssh-client",
+                ])
+                .status()?
+                .success();
+            ensure!(ok, "apt-get install rsync openssh-server failed");
+        }
+        let dir = work.join("sshd");
+        std::fs::create_dir_all(&dir)?;
+        let host_key = dir.join("host_key");
+        let key = dir.join("client_key");
+        for k in [&host_key, &key] {
+            let ok = Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+                .arg(k)
+                .status()?
+                .success();
+            ensure!(ok, "ssh-keygen failed");
+        }
+        let auth = dir.join("authorized_keys");
+        std::fs::copy(key.with_extension("pub"), &auth)?;
+        std::fs::create_dir_all("/run/sshd").ok();
+        let port = free_port()?;
+        let config = dir.join("sshd_config");
+        std::fs::write(
+            &config,
+            format!(
+                "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nAuthorizedKeysFile {}\nPasswordAuthentication no\n\
+                 PermitRootLogin yes\nStrictModes no\nUsePAM no\nPidFile {}/sshd.pid\n",
+                host_key.display(),
+                auth.display(),
+                dir.display()
+            ),
+        )?;
+        let child = Command::new(&sshd)
+            .arg("-D")
+            .arg("-e")
+            .arg("-f")
+            .arg(&config)
+            .stderr(Stdio::null())
+            .spawn()?;
+        let me = Self { child, port, key };
+        // Wait (bounded) until sshd answers.
+        for _ in 0..50 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Ok(me);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        bail!("sshd did not start on port {port}")
+    }
+
+    fn rsync(&self, src: &Path, dest: &Path) -> Result<f64> {
+        let ssh = format!(
+            "ssh -p {} -i {} -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR",
+            self.port,
+            self.key.display()
+        );
+        let start = Instant::now();
+        let status = Command::new("rsync")
+            .arg("-a")
+            .arg("-e")
+            .arg(ssh)
+            .arg(format!("root@127.0.0.1:{}/", src.display()))
+            .arg(format!("{}/", dest.display()))
+            .status()?;
+        ensure!(status.success(), "rsync failed");
+        Ok(start.elapsed().as_secs_f64())
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+fn which(cmd: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| Path::new(d).join(cmd))
+        .find(|p| p.exists())
+}
