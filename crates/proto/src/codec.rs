@@ -292,6 +292,64 @@ mod tests {
     }
 
     #[test]
+    fn file_message_bytes() {
+        use crate::transfer::*;
+        let entry = FileEntry {
+            path: "a".into(),
+            size: 2,
+            mtime: Mtime { secs: 1, nanos: 3 },
+            mode: 0o644,
+            hash: None,
+        };
+        roundtrip(
+            Request::List {
+                root: "r".into(),
+                selector: Selector::all(),
+                hash: true,
+            },
+            &[9, 6, 1, b'r', 0, 0, 0, 0, 1, 1],
+        );
+        roundtrip(
+            Request::Get {
+                root: "r".into(),
+                items: vec![GetItem {
+                    path: "a".into(),
+                    range: Some(ByteRange {
+                        index: 1,
+                        offset: 4,
+                        len: 4,
+                    }),
+                }],
+            },
+            &[10, 7, 1, b'r', 1, 1, b'a', 1, 1, 4, 4],
+        );
+        roundtrip(
+            Response::Needs(vec![Need::Skip, Need::Whole, Need::Ranges(vec![2])]),
+            &[7, 6, 3, 0, 1, 2, 1, 2],
+        );
+        roundtrip(Response::Stored(vec![None]), &[3, 7, 1, 0]);
+        roundtrip(
+            ListFrame::Entries(vec![entry]),
+            &[10, 0, 1, 1, b'a', 2, 2, 3, 0xa4, 0x03, 0],
+        );
+        roundtrip(ListFrame::End { skipped: 5 }, &[2, 1, 5]);
+        roundtrip(
+            FileFrame::Data {
+                index: 0,
+                len: 2,
+                size: 2,
+                mtime: Mtime { secs: 1, nanos: 3 },
+                mode: 0o644,
+            },
+            &[8, 0, 0, 2, 2, 2, 3, 0xa4, 0x03],
+        );
+        roundtrip(FileFrame::End, &[1, 3]);
+        let mut hash_frame = vec![33, 1];
+        hash_frame.extend([7u8; 32]);
+        roundtrip(FileFrame::Hash([7; 32]), &hash_frame);
+    }
+
+    #[test]
     fn too_large_is_refused_before_the_body_arrives() {
         let mut buf = Vec::new();
         put_varint(1 << 30, &mut buf);

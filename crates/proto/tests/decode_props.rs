@@ -77,3 +77,29 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    /// The path validator never panics, and what it accepts cannot escape: no absolute form,
+    /// no `..`, no empty component, no backslash or NUL.
+    #[test]
+    fn path_validator_accepts_only_confined_paths(path in "\\PC{0,40}") {
+        if let Ok(parts) = quicswarm_proto::path::validate(&path) {
+            prop_assert!(!path.starts_with('/'));
+            prop_assert!(!path.contains('\\') && !path.contains('\0'));
+            for p in parts {
+                prop_assert!(!p.is_empty() && p != "." && p != "..");
+                prop_assert!(!p.contains(':'));
+            }
+        }
+    }
+
+    #[test]
+    fn path_validator_on_separator_heavy_input(parts in proptest::collection::vec(prop_oneof![
+        Just("..".to_string()), Just(".".to_string()), Just(String::new()), "[a-z]{1,5}",
+        Just("C:".to_string()), Just("\\\\".to_string())], 1..6)) {
+        let path = parts.join("/");
+        let ok = quicswarm_proto::path::validate(&path).is_ok();
+        let clean = parts.iter().all(|p| !p.is_empty() && p != "." && p != ".." && p.chars().all(|c| c.is_ascii_lowercase()));
+        prop_assert_eq!(ok, clean, "{:?}", path);
+    }
+}
