@@ -213,17 +213,7 @@ pub(crate) fn list(
             walk = walk.max_depth(1);
         }
         for item in walk {
-            let item = item.map_err(|e| TransferError::Io {
-                action: "walking",
-                path: e
-                    .path()
-                    .map(Path::to_path_buf)
-                    .unwrap_or_else(|| base.clone()),
-                message: e.to_string(),
-                kind: e
-                    .io_error()
-                    .map_or(std::io::ErrorKind::Other, std::io::Error::kind),
-            })?;
+            let item = item.map_err(|e| walk_error(&e, &base))?;
             let ft = item.file_type();
             if ft.is_dir() {
                 continue;
@@ -239,12 +229,7 @@ pub(crate) fn list(
             if !matcher.matches(&rel) {
                 continue;
             }
-            let meta = item.metadata().map_err(|e| TransferError::Io {
-                action: "inspecting",
-                path: item.path().to_path_buf(),
-                message: e.to_string(),
-                kind: std::io::ErrorKind::Other,
-            })?;
+            let meta = item.metadata().map_err(|e| walk_error(&e, item.path()))?;
             entries.push(entry_of(rel, &meta));
         }
     }
@@ -256,6 +241,18 @@ pub(crate) fn list(
         }
     }
     Ok((entries, skipped))
+}
+
+/// A walkdir failure as a transfer error, naming the path it concerns.
+fn walk_error(e: &walkdir::Error, fallback: &Path) -> TransferError {
+    TransferError::Io {
+        action: "walking",
+        path: e.path().unwrap_or(fallback).to_path_buf(),
+        message: e.to_string(),
+        kind: e
+            .io_error()
+            .map_or(std::io::ErrorKind::Other, std::io::Error::kind),
+    }
 }
 
 /// `path` below `root` as a `/`-separated string; `None` if not UTF-8.
@@ -366,12 +363,7 @@ pub(crate) fn local_files(
         }
         let parent = p.parent().unwrap_or(Path::new(""));
         for item in walkdir::WalkDir::new(p).follow_links(false).min_depth(1) {
-            let item = item.map_err(|e| TransferError::Io {
-                action: "walking",
-                path: p.clone(),
-                message: e.to_string(),
-                kind: std::io::ErrorKind::Other,
-            })?;
+            let item = item.map_err(|e| walk_error(&e, p))?;
             if item.file_type().is_dir() {
                 continue;
             }
@@ -384,12 +376,7 @@ pub(crate) fn local_files(
                 reason: "not UTF-8".into(),
             })?;
             path::validate(&rel).map_err(|e| TransferError::unsafe_path(&rel, e))?;
-            let meta = item.metadata().map_err(|e| TransferError::Io {
-                action: "inspecting",
-                path: item.path().to_path_buf(),
-                message: e.to_string(),
-                kind: std::io::ErrorKind::Other,
-            })?;
+            let meta = item.metadata().map_err(|e| walk_error(&e, item.path()))?;
             out.push((entry_of(rel, &meta), item.path().to_path_buf()));
         }
     }
