@@ -346,3 +346,83 @@ async fn one_controller_reaches_several_gateways() {
     assert_eq!(a.gateway.handlers(), 1);
     assert_eq!(b.gateway.handlers(), 1);
 }
+
+#[tokio::test]
+async fn statistics_follow_the_traffic() {
+    let gw = spawn_gateway(|b| b).await;
+    let client = within("connect", gw.controller().get_client(&gw.addr))
+        .await
+        .unwrap();
+    let before = client.stats();
+    assert!(before.cwnd > 0 && before.mtu >= 1200, "{before:?}");
+    within("send", client.send("byte_sum", &(), vec![1u8; 2_000_000]))
+        .await
+        .unwrap();
+    let mut s = client
+        .stream(
+            "counter",
+            &CounterArgs {
+                count: 100,
+                size: 10_000,
+            },
+        )
+        .await
+        .unwrap();
+    while within("item", s.next()).await.unwrap().is_some() {}
+    let after = client.stats();
+    assert!(
+        after.bytes_sent >= before.bytes_sent + 2_000_000,
+        "{before:?} -> {after:?}"
+    );
+    assert!(
+        after.bytes_received >= before.bytes_received + 1_000_000,
+        "{before:?} -> {after:?}"
+    );
+    assert!(after.sent_packets > before.sent_packets);
+    assert!(after.rtt > Duration::ZERO && after.rtt < Duration::from_secs(1));
+    assert_eq!(after.reconnects, 0);
+}
+
+/// Every preset and congestion controller carries real traffic.
+#[tokio::test]
+async fn presets_and_congestion_controllers_work() {
+    use quicswarm::{Congestion, LinkPreset, TransportTuning};
+    for (preset, congestion) in [
+        (LinkPreset::Lan, Congestion::Cubic),
+        (LinkPreset::Wifi, Congestion::NewReno),
+        (LinkPreset::Cellular, Congestion::BbrExperimental),
+    ] {
+        let mut tuning = TransportTuning::preset(preset);
+        tuning.congestion = congestion;
+        let t = tuning.clone();
+        let gw = spawn_gateway(move |b| b.transport(t)).await;
+        let mut config =
+            quicswarm::ControllerConfig::with_trust(quicswarm::Trust::Fingerprints(vec![
+                gw.fingerprint,
+            ]));
+        config.transport = tuning;
+        let controller = quicswarm::Controller::new(config).unwrap();
+        let client = within("connect", controller.get_client(&gw.addr))
+            .await
+            .unwrap();
+        let mut s = client
+            .stream(
+                "counter",
+                &CounterArgs {
+                    count: 200,
+                    size: 50_000,
+                },
+            )
+            .await
+            .unwrap();
+        let mut n = 0;
+        while within("item", s.next()).await.unwrap().is_some() {
+            n += 1;
+        }
+        assert_eq!(n, 200, "{preset:?} {congestion:?}");
+    }
+    assert!(
+        TransportTuning::preset(LinkPreset::Wifi).keep_alive
+            < TransportTuning::preset(LinkPreset::Lan).keep_alive
+    );
+}

@@ -178,9 +178,9 @@ async fn blocking_producer_sees_the_abort() {
 #[tokio::test]
 async fn vanished_client_frees_its_slot_after_the_idle_timeout() {
     let gw = spawn_gateway(|b| {
-        let mut limits = quicswarm::Limits::default();
-        limits.idle_timeout = Duration::from_secs(1);
-        b.pool_size(1).limits(limits)
+        let mut transport = quicswarm::TransportTuning::default();
+        transport.idle_timeout = Duration::from_secs(1);
+        b.pool_size(1).transport(transport)
     })
     .await;
     let addr = gw.addr.clone();
@@ -225,15 +225,15 @@ async fn vanished_client_frees_its_slot_after_the_idle_timeout() {
 #[tokio::test]
 async fn idle_client_outlives_a_short_gateway_idle_timeout() {
     let gw = spawn_gateway(|b| {
-        let mut limits = quicswarm::Limits::default();
-        limits.idle_timeout = Duration::from_millis(600);
-        b.limits(limits)
+        let mut transport = quicswarm::TransportTuning::default();
+        transport.idle_timeout = Duration::from_millis(600);
+        b.transport(transport)
     })
     .await;
     let mut config = quicswarm::ControllerConfig::with_trust(quicswarm::Trust::Fingerprints(vec![
         gw.fingerprint,
     ]));
-    config.keep_alive = Duration::from_secs(30);
+    config.transport.keep_alive = Duration::from_secs(30);
     let controller = quicswarm::Controller::new(config).unwrap();
     let client = within("connect", controller.get_client(&gw.addr))
         .await

@@ -135,6 +135,29 @@ impl Client {
         &self.inner.welcome.subroutines
     }
 
+    /// Connection statistics now.
+    ///
+    /// ```no_run
+    /// # fn show(client: &quicswarm::Client) {
+    /// let s = client.stats();
+    /// println!("rtt {:?}, lost {} packets, cwnd {} B", s.rtt, s.lost_packets, s.cwnd);
+    /// # }
+    /// ```
+    pub fn stats(&self) -> ClientStats {
+        let s = self.inner.conn.stats();
+        ClientStats {
+            rtt: self.inner.conn.rtt(),
+            lost_packets: s.path.lost_packets,
+            sent_packets: s.path.sent_packets,
+            congestion_events: s.path.congestion_events,
+            cwnd: s.path.cwnd,
+            mtu: s.path.current_mtu,
+            bytes_sent: s.udp_tx.bytes,
+            bytes_received: s.udp_rx.bytes,
+            reconnects: 0,
+        }
+    }
+
     /// The underlying QUIC connection: statistics, RTT, or raw streams for tools and tests.
     pub fn connection(&self) -> &quinn::Connection {
         &self.inner.conn
@@ -440,6 +463,30 @@ impl Client {
         })
         .await
     }
+}
+
+/// Per-client statistics; see [`Client::stats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ClientStats {
+    /// Smoothed round-trip time.
+    pub rtt: Duration,
+    /// Packets declared lost.
+    pub lost_packets: u64,
+    /// Packets sent.
+    pub sent_packets: u64,
+    /// Times the congestion controller reacted to loss.
+    pub congestion_events: u64,
+    /// Congestion window, bytes.
+    pub cwnd: u64,
+    /// Current path MTU, bytes.
+    pub mtu: u16,
+    /// UDP bytes sent, all packets included.
+    pub bytes_sent: u64,
+    /// UDP bytes received.
+    pub bytes_received: u64,
+    /// Reconnections of this client (always 0 until automatic reconnect lands).
+    pub reconnects: u64,
 }
 
 /// How [`Client::stream_with`] ended.

@@ -11,7 +11,7 @@ use tracing::{debug, info};
 
 use crate::{
     client::{Client, ClientInner},
-    config,
+    config::{self, TransportTuning},
     error::ConnectError,
     io::{varint, write_frame, FrameReader},
     tls::{self, Fingerprint, PinRecord, PinVerifier, Trust},
@@ -33,10 +33,9 @@ pub struct ControllerConfig {
     /// Time allowed for a ping, call or send to be answered; `None` waits forever.
     /// Default 60 s. Stream subscriptions are not bounded by it.
     pub call_timeout: Option<Duration>,
-    /// Silence after which a connection is considered dead. Default 10 s.
-    pub idle_timeout: Duration,
-    /// Keep-alive interval, so an idle client keeps its handler slot. Default 2 s.
-    pub keep_alive: Duration,
+    /// QUIC transport settings: timeouts, keep-alive, loss detection, congestion control.
+    /// Default: the `Lan` preset ([`TransportTuning::preset`]).
+    pub transport: TransportTuning,
     /// Largest frame, stream item or batch result accepted from a gateway. Default 16 MiB
     /// (batch results may be up to 64 times that).
     pub max_frame_len: usize,
@@ -50,8 +49,7 @@ impl Default for ControllerConfig {
             name: "quicswarm".into(),
             connect_timeout: Duration::from_secs(10),
             call_timeout: Some(Duration::from_secs(60)),
-            idle_timeout: Duration::from_secs(10),
-            keep_alive: Duration::from_secs(2),
+            transport: TransportTuning::default(),
             max_frame_len: quicswarm_proto::DEFAULT_MAX_FRAME_LEN,
         }
     }
@@ -173,12 +171,12 @@ impl Controller {
         let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
             .map_err(|e| tls::TlsError::from(rustls::Error::General(e.to_string())))?;
         let mut client_config = quinn::ClientConfig::new(Arc::new(quic));
-        client_config.transport_config(config::transport(
-            self.config.idle_timeout,
-            Some(self.config.keep_alive),
-            // The gateway opens no streams towards us.
-            0,
-        ));
+        // The gateway opens no streams towards us.
+        client_config.transport_config(
+            self.config
+                .transport
+                .quinn(self.config.transport.keep_alive, 0),
+        );
         let connecting = self
             .endpoint
             .connect_with(client_config, remote, server_name)

@@ -16,7 +16,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{debug, info, warn};
 
 use crate::{
-    config::{self, Limits},
+    config::{self, Limits, TransportTuning},
     error::GatewayError,
     files::serve::FileConfig,
     handler,
@@ -65,6 +65,7 @@ pub struct GatewayBuilder {
     identity: IdentitySource,
     allow_close: bool,
     limits: Limits,
+    transport: TransportTuning,
     registry: Registry,
     files: FileConfig,
 }
@@ -77,6 +78,7 @@ impl Default for GatewayBuilder {
             identity: IdentitySource::CertDir(PathBuf::from("certs")),
             allow_close: false,
             limits: Limits::default(),
+            transport: TransportTuning::default(),
             registry: Registry::new(),
             files: FileConfig::default(),
         }
@@ -119,6 +121,13 @@ impl GatewayBuilder {
     /// Limits; see [`Limits`] for the defaults.
     pub fn limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
+        self
+    }
+
+    /// QUIC transport settings (timeouts, loss detection, congestion control, windows); see
+    /// [`TransportTuning::preset`]. Default: the `Lan` preset.
+    pub fn transport(mut self, transport: TransportTuning) -> Self {
+        self.transport = transport;
         self
     }
 
@@ -168,14 +177,17 @@ impl GatewayBuilder {
             quinn::crypto::rustls::QuicServerConfig::try_from(identity.server_config()?)
                 .map_err(|e| GatewayError::Tls(rustls::Error::General(e.to_string()).into()))?,
         ));
-        server.transport_config(config::transport(
-            self.limits.idle_timeout,
-            // The gateway pings too, so an idle client keeps its slot whatever keep-alive it
-            // chose; a vanished one still times out (RFC 9000 §10.1: our own pings restart
-            // the idle timer only once per packet received).
-            Some(self.limits.idle_timeout / 3),
-            self.limits.max_concurrent_ops,
-        ));
+        // The gateway pings too, so an idle client keeps its slot whatever keep-alive it
+        // chose; a vanished one still times out (RFC 9000 §10.1: our own pings restart the
+        // idle timer only once per packet received).
+        let keep_alive = self
+            .transport
+            .keep_alive
+            .min(self.transport.idle_timeout / 3);
+        server.transport_config(
+            self.transport
+                .quinn(keep_alive, self.limits.max_concurrent_ops),
+        );
         let bind_err = |source| GatewayError::Bind {
             addr: self.listen,
             source,

@@ -85,8 +85,8 @@ mod io;
 mod subroutine;
 pub mod tls;
 
-pub use client::{Client, ItemStream, Json, StreamOutcome, ToArgs};
-pub use config::{udp_socket, Limits};
+pub use client::{Client, ClientStats, ItemStream, Json, StreamOutcome, ToArgs};
+pub use config::{udp_socket, Congestion, Limits, LinkPreset, TransportTuning};
 pub use controller::{Controller, ControllerConfig};
 pub use error::{CallError, ConnectError, GatewayError};
 pub use gateway::{Gateway, GatewayBuilder, DEFAULT_LISTEN, DEFAULT_POOL_SIZE};
