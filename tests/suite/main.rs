@@ -1,5 +1,6 @@
 //! The integration suite: one binary, real gateways on loopback.
 
+mod delivery;
 mod errors;
 mod files;
 mod hostile;

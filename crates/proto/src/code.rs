@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 /// | 17 | `NotFound` | no such root, file or folder |
 /// | 18 | `Integrity` | received bytes did not match their BLAKE3 hash |
 /// | 19 | `DiskFull` | the receiver ran out of space |
+/// | 20 | `Superseded` | a newer item replaced this one before it was delivered |
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(from = "u32", into = "u32")]
 #[repr(u32)]
@@ -73,11 +74,13 @@ pub enum ErrorCode {
     Integrity = 18,
     /// The receiver ran out of space.
     DiskFull = 19,
+    /// A newer item replaced this one before it was delivered (`Latest` delivery).
+    Superseded = 20,
 }
 
 impl ErrorCode {
     /// Every code, in numeric order.
-    pub const ALL: [Self; 20] = [
+    pub const ALL: [Self; 21] = [
         Self::NoError,
         Self::Protocol,
         Self::FrameTooLarge,
@@ -98,6 +101,7 @@ impl ErrorCode {
         Self::NotFound,
         Self::Integrity,
         Self::DiskFull,
+        Self::Superseded,
     ];
 
     /// The code as sent on the wire.
@@ -133,6 +137,7 @@ impl ErrorCode {
             Self::NotFound => "not found",
             Self::Integrity => "integrity check failed",
             Self::DiskFull => "disk full",
+            Self::Superseded => "superseded by a newer item",
         }
     }
 }

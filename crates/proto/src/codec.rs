@@ -253,8 +253,12 @@ mod tests {
                 name: "c".into(),
                 args: Args::json("1"),
                 resume_after: Some(-1),
+                options: StreamOptions {
+                    priority: -1,
+                    delivery: Delivery::Latest { id: 7 },
+                },
             },
-            &[8, 2, 1, b'c', 1, 1, b'1', 1, 1],
+            &[11, 2, 1, b'c', 1, 1, b'1', 1, 1, 1, 1, 7],
         );
         roundtrip(
             Request::Send {

@@ -54,14 +54,15 @@
 
 mod code;
 pub mod codec;
+pub mod datagram;
 mod message;
 pub mod path;
 pub mod transfer;
 
 pub use code::ErrorCode;
 pub use message::{
-    Args, ArgsEncoding, ErrorReply, Hello, HelloReply, Request, Response, StreamFrame,
-    SubroutineInfo, SubroutineKind, Welcome,
+    Args, ArgsEncoding, Delivery, ErrorReply, Hello, HelloReply, LatestHeader, Request, Response,
+    StreamFrame, StreamOptions, SubroutineInfo, SubroutineKind, Welcome,
 };
 
 /// The ALPN protocol identifier. The version lives here so a mismatched peer fails the handshake.

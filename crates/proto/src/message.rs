@@ -128,6 +128,8 @@ pub enum Request {
         args: Args,
         /// The last ident the client already holds, when resuming a subscription.
         resume_after: Option<i64>,
+        /// Priority and delivery mode.
+        options: StreamOptions,
     },
     /// Feed a buffer to a sink subroutine: the raw bytes follow this frame until the
     /// client finishes its side of the stream.
@@ -211,6 +213,49 @@ pub enum Response {
     Stored(Vec<Option<ErrorReply>>),
 }
 
+/// How a subscription's items travel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum Delivery {
+    /// Every item, in order, on the request's stream.
+    #[default]
+    Reliable,
+    /// Each item on its own unidirectional stream opened by the gateway, starting with a
+    /// [`LatestHeader`]; an item not yet delivered when a newer one is ready is reset
+    /// (superseded). `id` routes the streams to the subscription.
+    Latest {
+        /// Subscription id, chosen by the client, unique on its connection.
+        id: u32,
+    },
+    /// Each item in one QUIC datagram ([`crate::datagram`]): unreliable, unordered, limited
+    /// to the path's datagram size.
+    Datagram {
+        /// Subscription id, chosen by the client, unique on its connection.
+        id: u32,
+    },
+}
+
+/// Options of a stream subscription.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct StreamOptions {
+    /// QUIC send priority of the items (higher first).
+    pub priority: i32,
+    /// How items travel.
+    pub delivery: Delivery,
+}
+
+/// First frame of a [`Delivery::Latest`] item's unidirectional stream; `len` raw bytes follow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LatestHeader {
+    /// The subscription.
+    pub id: u32,
+    /// The item's ident.
+    pub ident: i64,
+    /// When the gateway sent it, microseconds since the Unix epoch (gateway clock).
+    pub sent_us: u64,
+    /// Bytes that follow.
+    pub len: u64,
+}
+
 /// Frames after [`Response::Accepted`] on a stream subscription.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum StreamFrame {
@@ -225,6 +270,11 @@ pub enum StreamFrame {
     End,
     /// The producer failed.
     Error(ErrorReply),
+    /// `Latest` delivery: this many more items were superseded (reset in flight).
+    Superseded {
+        /// Items superseded since the last such frame.
+        count: u64,
+    },
 }
 
 /// A typed failure.

@@ -22,6 +22,7 @@ fn any_request() -> impl Strategy<Value = Request> {
         (".{0,16}", any_args()).prop_map(|(name, args)| Request::Call { name, args }),
         (".{0,16}", any_args(), any::<Option<i64>>()).prop_map(|(name, args, resume_after)| {
             Request::Stream {
+                options: Default::default(),
                 name,
                 args,
                 resume_after,

@@ -113,6 +113,30 @@ impl Client {
         })
     }
 
+    /// See [`crate::Client::subscribe`]; the items come as an iterator.
+    ///
+    /// # Errors
+    /// As the async version.
+    pub fn subscribe(
+        &self,
+        name: &str,
+        args: &(impl ToArgs + ?Sized),
+        options: &crate::SubscribeOptions,
+    ) -> Result<ItemIter, CallError> {
+        let stream = self
+            .rt
+            .block_on(self.inner.subscribe(name, args, options))?;
+        Ok(ItemIter {
+            rt: self.rt.clone(),
+            stream: Some(stream),
+        })
+    }
+
+    /// See [`crate::Client::stats`].
+    pub fn stats(&self) -> crate::ClientStats {
+        self.inner.stats()
+    }
+
     /// See [`crate::Client::stream_with`].
     ///
     /// # Errors

@@ -12,7 +12,9 @@ use std::{
 
 use bytes::Bytes;
 use futures_util::Stream;
-use quicswarm_proto::{Args, ErrorCode, Request, Response, StreamFrame, SubroutineInfo, Welcome};
+use quicswarm_proto::{
+    self as proto, Args, ErrorCode, Request, Response, StreamFrame, SubroutineInfo, Welcome,
+};
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
@@ -20,6 +22,7 @@ use crate::{
     controller::ControllerConfig,
     error::CallError,
     io::{varint, write_frame, FrameReader},
+    subscribe::{Delivery, RoutedState, Router, SubscribeOptions},
 };
 
 /// Subroutine arguments: any `Serialize` value travels as postcard; wrap text in [`Json`] to
@@ -52,6 +55,7 @@ impl<S: AsRef<str>> ToArgs for Json<S> {
 
 pub(crate) struct ClientInner {
     conn: quinn::Connection,
+    router: Arc<Router>,
     welcome: Welcome,
     remote: SocketAddr,
     config: Arc<ControllerConfig>,
@@ -67,6 +71,7 @@ impl ClientInner {
     ) -> Self {
         Self {
             conn,
+            router: Arc::default(),
             welcome,
             remote,
             config,
@@ -276,11 +281,83 @@ impl Client {
         args: &(impl ToArgs + ?Sized),
         resume_after: Option<i64>,
     ) -> Result<ItemStream, CallError> {
+        self.subscribe_from(name, args, resume_after, &SubscribeOptions::default())
+            .await
+    }
+
+    /// Subscribes with a delivery mode and a priority: `Reliable` (every item, in order),
+    /// `Latest` (fresh items first; late ones are superseded) or `Datagram` (small items in
+    /// unreliable datagrams).
+    ///
+    /// ```no_run
+    /// # async fn cam(client: quicswarm::Client) -> Result<(), quicswarm::CallError> {
+    /// use quicswarm::{Delivery, SubscribeOptions};
+    /// use std::time::Duration;
+    ///
+    /// let mut options = SubscribeOptions::delivery(Delivery::Latest);
+    /// options.max_age = Some(Duration::from_millis(200));
+    /// let mut frames = client.subscribe("camera", &(), &options).await?;
+    /// while let Some((ident, jpeg)) = frames.next().await? {
+    ///     // show the frame
+    /// }
+    /// println!("{} frames superseded", frames.superseded());
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`stream`](Self::stream).
+    pub async fn subscribe(
+        &self,
+        name: &str,
+        args: &(impl ToArgs + ?Sized),
+        options: &SubscribeOptions,
+    ) -> Result<ItemStream, CallError> {
+        self.subscribe_from(name, args, None, options).await
+    }
+
+    /// [`subscribe`](Self::subscribe), telling the producer the last ident already held.
+    ///
+    /// # Errors
+    /// As [`stream`](Self::stream).
+    pub async fn subscribe_from(
+        &self,
+        name: &str,
+        args: &(impl ToArgs + ?Sized),
+        resume_after: Option<i64>,
+        options: &SubscribeOptions,
+    ) -> Result<ItemStream, CallError> {
         let args = args.to_args()?;
+        let max_item = self.inner.config.max_frame_len;
+        let routed = match options.delivery {
+            Delivery::Reliable => None,
+            delivery => {
+                let (id, rx) = self.inner.router.register(&self.inner.conn, max_item);
+                Some(RoutedState {
+                    id,
+                    rx,
+                    router: self.inner.router.clone(),
+                    latest: delivery == Delivery::Latest,
+                    max_age: options.max_age,
+                    last: None,
+                    superseded: 0,
+                    stale: 0,
+                    end_seen: None,
+                })
+            }
+        };
+        let delivery = match (options.delivery, &routed) {
+            (Delivery::Latest, Some(r)) => proto::Delivery::Latest { id: r.id },
+            (Delivery::Datagram, Some(r)) => proto::Delivery::Datagram { id: r.id },
+            _ => proto::Delivery::Reliable,
+        };
         let request = Request::Stream {
             name: name.into(),
             args,
             resume_after,
+            options: proto::StreamOptions {
+                priority: options.priority,
+                delivery,
+            },
         };
         self.timed(async {
             let (mut send, mut reader) = self.open(&request).await?;
@@ -288,8 +365,9 @@ impl Client {
             match Self::response(&mut reader).await? {
                 Response::Accepted => Ok(ItemStream {
                     reader,
-                    max_item: self.inner.config.max_frame_len,
+                    max_item,
                     state: StreamState::Open,
+                    routed,
                     _client: self.inner.clone(),
                 }),
                 other => Err(CallError::Protocol(format!(
@@ -518,6 +596,8 @@ pub struct ItemStream {
     reader: FrameReader,
     max_item: usize,
     state: StreamState,
+    /// Set for `Latest` and `Datagram` deliveries.
+    routed: Option<RoutedState>,
     _client: Arc<ClientInner>,
 }
 
@@ -549,6 +629,46 @@ impl ItemStream {
     }
 
     async fn read_item(&mut self) -> Result<Option<(i64, Bytes)>, CallError> {
+        if let Some(routed) = &mut self.routed {
+            if let Some(deadline) = routed.end_seen {
+                // The end overtook items still on their way (they travel apart from it): hand
+                // out what arrives until the deadline.
+                while let Ok(Some(item)) = tokio::time::timeout_at(deadline, routed.rx.recv()).await
+                {
+                    if let Some(item) = routed.accept(item) {
+                        return Ok(Some(item));
+                    }
+                }
+                return Ok(None);
+            }
+            loop {
+                // Items arrive beside the subscription's stream, which carries only its end.
+                tokio::select! {
+                    item = routed.rx.recv() => match item {
+                        Some(item) => {
+                            if let Some(item) = routed.accept(item) {
+                                return Ok(Some(item));
+                            }
+                        }
+                        None => return Err(CallError::Protocol("item router stopped".into())),
+                    },
+                    frame = self.reader.read_frame::<StreamFrame>() => match frame? {
+                        Some(StreamFrame::End) => {
+                            // Stragglers sent before the end get two round trips to arrive.
+                            let grace = (self._client.conn.rtt() * 2).clamp(Duration::from_millis(10), Duration::from_millis(250));
+                            routed.end_seen = Some(tokio::time::Instant::now() + grace);
+                            return Box::pin(self.read_item()).await;
+                        }
+                        Some(StreamFrame::Error(reply)) => return Err(reply.into()),
+                        Some(StreamFrame::Superseded { count }) => routed.superseded += count,
+                        Some(StreamFrame::Item { .. }) => {
+                            return Err(CallError::Protocol("inline item on a routed subscription".into()))
+                        }
+                        None => return Err(CallError::Protocol("stream ended without End".into())),
+                    },
+                }
+            }
+        }
         match self.reader.read_frame::<StreamFrame>().await? {
             Some(StreamFrame::Item { ident, len }) => {
                 if len > self.max_item as u64 {
@@ -563,8 +683,22 @@ impl ItemStream {
             }
             Some(StreamFrame::End) => Ok(None),
             Some(StreamFrame::Error(reply)) => Err(reply.into()),
+            Some(StreamFrame::Superseded { .. }) => Err(CallError::Protocol(
+                "superseded items on a reliable stream".into(),
+            )),
             None => Err(CallError::Protocol("stream ended without End".into())),
         }
+    }
+
+    /// Items superseded so far (`Latest` delivery): cancelled in flight by a newer item, or
+    /// arriving after a newer one.
+    pub fn superseded(&self) -> u64 {
+        self.routed.as_ref().map_or(0, |r| r.superseded)
+    }
+
+    /// Items dropped so far for being older than `max_age`.
+    pub fn stale(&self) -> u64 {
+        self.routed.as_ref().map_or(0, |r| r.stale)
     }
 
     /// Whether the producer ended naturally (as opposed to still running, failed or aborted).

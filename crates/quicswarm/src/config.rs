@@ -174,8 +174,13 @@ impl TransportTuning {
     }
 
     /// The quinn transport config: `keep_alive` overrides the tuning's own (the gateway's
-    /// rule), `max_ops` bounds the bidirectional streams the peer may open.
-    pub(crate) fn quinn(&self, keep_alive: Duration, max_ops: u32) -> Arc<TransportConfig> {
+    /// rule), `max_bidi` and `max_uni` bound the streams the peer may open.
+    pub(crate) fn quinn(
+        &self,
+        keep_alive: Duration,
+        max_bidi: u32,
+        max_uni: u32,
+    ) -> Arc<TransportConfig> {
         let mut t = TransportConfig::default();
         // A bad idle value (over 2^62 ms) falls back to quinn's default.
         if let Ok(idle) = IdleTimeout::try_from(self.idle_timeout) {
@@ -185,8 +190,8 @@ impl TransportTuning {
         t.initial_rtt(self.initial_rtt);
         t.packet_threshold(self.packet_threshold.max(3));
         t.time_threshold(self.time_threshold.max(1.0));
-        t.max_concurrent_bidi_streams(VarInt::from_u32(max_ops));
-        t.max_concurrent_uni_streams(VarInt::from_u32(0));
+        t.max_concurrent_bidi_streams(VarInt::from_u32(max_bidi));
+        t.max_concurrent_uni_streams(VarInt::from_u32(max_uni));
         t.receive_window(VarInt::from_u32(self.receive_window));
         t.stream_receive_window(VarInt::from_u32(self.stream_receive_window));
         t.send_window(self.send_window);

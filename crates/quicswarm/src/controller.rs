@@ -171,12 +171,10 @@ impl Controller {
         let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
             .map_err(|e| tls::TlsError::from(rustls::Error::General(e.to_string())))?;
         let mut client_config = quinn::ClientConfig::new(Arc::new(quic));
-        // The gateway opens no streams towards us.
-        client_config.transport_config(
-            self.config
-                .transport
-                .quinn(self.config.transport.keep_alive, 0),
-        );
+        // The gateway opens no bidirectional streams towards us; unidirectional ones carry
+        // `Latest` items, one each.
+        let transport = &self.config.transport;
+        client_config.transport_config(transport.quinn(transport.keep_alive, 0, 1024));
         let connecting = self
             .endpoint
             .connect_with(client_config, remote, server_name)

@@ -184,10 +184,11 @@ impl GatewayBuilder {
             .transport
             .keep_alive
             .min(self.transport.idle_timeout / 3);
-        server.transport_config(
-            self.transport
-                .quinn(keep_alive, self.limits.max_concurrent_ops),
-        );
+        server.transport_config(self.transport.quinn(
+            keep_alive,
+            self.limits.max_concurrent_ops,
+            0,
+        ));
         let bind_err = |source| GatewayError::Bind {
             addr: self.listen,
             source,

@@ -6,8 +6,8 @@ use std::sync::{atomic::Ordering, Arc, Mutex, PoisonError};
 use bytes::Bytes;
 use futures_util::{FutureExt, StreamExt};
 use quicswarm_proto::{
-    ErrorCode, ErrorReply, Hello, HelloReply, Request, Response, StreamFrame, SubroutineKind,
-    Welcome, PROTOCOL_VERSION,
+    datagram, Delivery, ErrorCode, ErrorReply, Hello, HelloReply, LatestHeader, Request, Response,
+    StreamFrame, SubroutineKind, Welcome, PROTOCOL_VERSION,
 };
 use quinn::{Connection, SendStream};
 use tokio::sync::OwnedSemaphorePermit;
@@ -250,11 +250,23 @@ async fn operation(
             name,
             args,
             resume_after,
+            options,
         } => match lookup(&shared, &name, SubroutineKind::Stream) {
             Ok(Handler::Stream(f)) => {
                 let producer = f(args, StreamContext { resume_after });
+                let _ = send.set_priority(options.priority);
                 // Boxed: keeps the common (small) operations' task small to spawn.
-                Box::pin(run_stream(&mut send, producer, &name)).await
+                match options.delivery {
+                    Delivery::Reliable => Box::pin(run_stream(&mut send, producer, &name)).await,
+                    Delivery::Latest { id } => {
+                        let conn = &pair.conn;
+                        let p = options.priority;
+                        Box::pin(run_latest(conn, &mut send, producer, &name, id, p)).await
+                    }
+                    Delivery::Datagram { id } => {
+                        Box::pin(run_datagram(&pair.conn, &mut send, producer, &name, id)).await
+                    }
+                }
             }
             Ok(_) => unreachable_kind(&mut send).await,
             Err(reply) => write_error(&mut send, reply).await,
@@ -484,4 +496,132 @@ async fn run_stream(
         frame_into(&frame, &mut batch);
         return send.write_chunk(Bytes::from(batch)).await.map_err(drop);
     }
+}
+
+/// Microseconds since the Unix epoch, for item timestamps.
+fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// The next item, or `None` when the client stopped the subscription.
+async fn next_or_abort(
+    producer: &mut crate::subroutine::ItemStream,
+    send: &mut SendStream,
+) -> Option<Option<Result<(i64, Bytes), Failure>>> {
+    tokio::select! {
+        next = producer.next() => Some(next),
+        _ = send.stopped() => None,
+    }
+}
+
+/// `Latest` delivery: each item on its own unidirectional stream; one not yet delivered when
+/// a newer item is ready is reset with `Superseded`, so a slow link carries fresh items
+/// instead of a backlog.
+async fn run_latest(
+    conn: &Connection,
+    send: &mut SendStream,
+    producer: Result<crate::subroutine::ItemStream, Failure>,
+    name: &str,
+    id: u32,
+    priority: i32,
+) -> Result<(), ()> {
+    let mut producer = match producer {
+        Ok(p) => p,
+        Err(failure) => return write_error(send, log_failure(name, failure)).await,
+    };
+    write_frame(send, &Response::Accepted).await.map_err(drop)?;
+    let mut previous: Option<SendStream> = None;
+    let end = loop {
+        let Some(next) = next_or_abort(&mut producer, send).await else {
+            if let Some(mut p) = previous {
+                let _ = p.reset(varint(ErrorCode::Cancelled));
+            }
+            return Err(());
+        };
+        match next {
+            Some(Ok((ident, data))) if ident >= 0 => {
+                if let Some(mut p) = previous.take() {
+                    // Not acknowledged yet: the newer item replaces it, and the client is told.
+                    if p.stopped().now_or_never().is_none()
+                        && p.reset(varint(ErrorCode::Superseded)).is_ok()
+                    {
+                        let frame = StreamFrame::Superseded { count: 1 };
+                        write_frame(send, &frame).await.map_err(drop)?;
+                    }
+                }
+                let mut uni = conn.open_uni().await.map_err(drop)?;
+                let _ = uni.set_priority(priority);
+                let header = LatestHeader {
+                    id,
+                    ident,
+                    sent_us: now_us(),
+                    len: data.len() as u64,
+                };
+                // A client that stopped this one item is not an error: the next one follows.
+                if uni
+                    .write_all_chunks(&mut [crate::io::frame(&header), data])
+                    .await
+                    .is_ok()
+                {
+                    let _ = uni.finish();
+                    previous = Some(uni);
+                }
+            }
+            Some(Ok(_)) | None => break StreamFrame::End,
+            Some(Err(failure)) => break StreamFrame::Error(log_failure(name, failure)),
+        }
+    };
+    drop(producer);
+    // Let the last item arrive before saying the subscription ended (bounded).
+    if let Some(p) = previous {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), p.stopped()).await;
+    }
+    write_frame(send, &end).await.map_err(drop)
+}
+
+/// `Datagram` delivery: each item in one QUIC datagram; an item too large for the path is a
+/// typed error that ends the subscription.
+async fn run_datagram(
+    conn: &Connection,
+    send: &mut SendStream,
+    producer: Result<crate::subroutine::ItemStream, Failure>,
+    name: &str,
+    id: u32,
+) -> Result<(), ()> {
+    let mut producer = match producer {
+        Ok(p) => p,
+        Err(failure) => return write_error(send, log_failure(name, failure)).await,
+    };
+    write_frame(send, &Response::Accepted).await.map_err(drop)?;
+    let end = loop {
+        let Some(next) = next_or_abort(&mut producer, send).await else {
+            return Err(());
+        };
+        match next {
+            Some(Ok((ident, data))) if ident >= 0 => {
+                let mut datagram = datagram::header(id, ident, now_us());
+                let max = conn.max_datagram_size().unwrap_or(0);
+                if datagram.len() + data.len() > max {
+                    break StreamFrame::Error(ErrorReply::new(
+                        ErrorCode::FrameTooLarge,
+                        format!("item {ident} of {} bytes does not fit a datagram ({max} bytes with header)", data.len()),
+                    ));
+                }
+                datagram.extend_from_slice(&data);
+                // A full send buffer drops the oldest datagram: latest value wins.
+                if let Err(e) = conn.send_datagram(datagram.into()) {
+                    break StreamFrame::Error(ErrorReply::new(
+                        ErrorCode::Internal,
+                        format!("datagram: {e}"),
+                    ));
+                }
+            }
+            Some(Ok(_)) | None => break StreamFrame::End,
+            Some(Err(failure)) => break StreamFrame::Error(log_failure(name, failure)),
+        }
+    };
+    drop(producer);
+    write_frame(send, &end).await.map_err(drop)
 }

@@ -83,6 +83,7 @@ mod gateway;
 mod handler;
 mod io;
 mod subroutine;
+mod subscribe;
 pub mod tls;
 
 pub use client::{Client, ClientStats, ItemStream, Json, StreamOutcome, ToArgs};
@@ -93,6 +94,7 @@ pub use gateway::{Gateway, GatewayBuilder, DEFAULT_LISTEN, DEFAULT_POOL_SIZE};
 pub use quicswarm_proto as proto;
 pub use quicswarm_proto::{ErrorCode, SubroutineInfo, SubroutineKind};
 pub use subroutine::{Aborted, Emitter, Registry, SinkData, SinkError, SinkOutput, StreamContext};
+pub use subscribe::{Delivery, SubscribeOptions};
 pub use tls::{Fingerprint, Identity, Trust};
 
 /// The README's Rust examples compile as doctests, so they cannot drift from the API.

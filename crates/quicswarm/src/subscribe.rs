@@ -1,0 +1,216 @@
+//! Non-reliable deliveries of stream items (`Latest`, `Datagram`): the client side.
+//!
+//! Their items do not travel on the subscription's own stream: `Latest` items come on
+//! unidirectional streams the gateway opens, `Datagram` items in QUIC datagrams. One router
+//! task per connection reads both and hands each item to its subscription by id.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        atomic::{AtomicBool, AtomicU32, Ordering},
+        Arc, Mutex, PoisonError,
+    },
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use bytes::Bytes;
+use quicswarm_proto::{datagram, ErrorCode, LatestHeader};
+use tokio::sync::mpsc;
+
+use crate::io::FrameReader;
+
+/// How a subscription's items travel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Delivery {
+    /// Every item, in order, on one QUIC stream (the default).
+    #[default]
+    Reliable,
+    /// Each item on its own QUIC stream; an item not yet delivered when a newer one is ready
+    /// is cancelled (superseded). Older items arriving after newer ones are dropped. For
+    /// camera frames.
+    Latest,
+    /// Each item in one QUIC datagram: unreliable, unordered, at most the path's datagram size
+    /// (about 1,200 bytes; larger items end the subscription with `TooLarge`). For small,
+    /// high-rate sensor readings.
+    Datagram,
+}
+
+/// Options of a subscription; see [`Client::subscribe`](crate::Client::subscribe).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct SubscribeOptions {
+    /// QUIC send priority of the items on the gateway (higher first): commands above
+    /// telemetry above camera above files.
+    pub priority: i32,
+    /// How items travel.
+    pub delivery: Delivery,
+    /// Drop items older than this on arrival (`Latest` and `Datagram` only; measured against
+    /// the gateway's send timestamp, so both clocks must agree).
+    pub max_age: Option<Duration>,
+}
+
+impl SubscribeOptions {
+    /// Options with this delivery and defaults otherwise.
+    pub fn delivery(delivery: Delivery) -> Self {
+        Self {
+            delivery,
+            ..Self::default()
+        }
+    }
+}
+
+/// One routed item.
+#[derive(Debug)]
+pub(crate) struct Routed {
+    ident: i64,
+    data: Bytes,
+    /// Gateway send time, microseconds since the Unix epoch.
+    sent_us: u64,
+}
+
+/// Routes items of non-reliable subscriptions on one connection.
+#[derive(Debug, Default)]
+pub(crate) struct Router {
+    subs: Mutex<HashMap<u32, mpsc::Sender<Routed>>>,
+    next_id: AtomicU32,
+    running: AtomicBool,
+}
+
+/// Items buffered per subscription before new ones are dropped.
+const QUEUE: usize = 256;
+
+impl Router {
+    /// Registers a subscription and starts the router task if needed.
+    pub(crate) fn register(
+        self: &Arc<Self>,
+        conn: &quinn::Connection,
+        max_frame: usize,
+    ) -> (u32, mpsc::Receiver<Routed>) {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(QUEUE);
+        self.subs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id, tx);
+        if !self.running.swap(true, Ordering::SeqCst) {
+            tokio::spawn(route(conn.clone(), self.clone(), max_frame));
+        }
+        (id, rx)
+    }
+
+    pub(crate) fn unregister(&self, id: u32) {
+        self.subs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&id);
+    }
+
+    fn deliver(&self, id: u32, item: Routed) {
+        let tx = self
+            .subs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&id)
+            .cloned();
+        // Unknown id (ended subscription) or a consumer far behind: the item is dropped.
+        if let Some(tx) = tx {
+            let _ = tx.try_send(item);
+        }
+    }
+}
+
+/// Reads unidirectional streams and datagrams until the connection ends.
+async fn route(conn: quinn::Connection, router: Arc<Router>, max_frame: usize) {
+    loop {
+        tokio::select! {
+            uni = conn.accept_uni() => match uni {
+                Ok(recv) => {
+                    tokio::spawn(read_latest(FrameReader::new(recv, max_frame), router.clone(), max_frame));
+                }
+                Err(_) => break,
+            },
+            dg = conn.read_datagram() => match dg {
+                Ok(bytes) => {
+                    if let Ok(item) = datagram::decode(&bytes) {
+                        let data = bytes.slice_ref(item.payload);
+                        router.deliver(item.id, Routed { ident: item.ident, data, sent_us: item.sent_us });
+                    }
+                }
+                Err(_) => break,
+            },
+        }
+    }
+    router.running.store(false, Ordering::SeqCst);
+}
+
+async fn read_latest(mut reader: FrameReader, router: Arc<Router>, max_frame: usize) {
+    let Ok(header) = reader.expect_frame::<LatestHeader>().await else {
+        return;
+    };
+    if header.len > max_frame as u64 {
+        reader.stop(ErrorCode::FrameTooLarge);
+        return;
+    }
+    // A reset (superseded) item is counted by the gateway, which reports every reset.
+    if let Ok(data) = reader.read_bytes(header.len as usize).await {
+        let item = Routed {
+            ident: header.ident,
+            data,
+            sent_us: header.sent_us,
+        };
+        router.deliver(header.id, item);
+    }
+}
+
+/// Per-subscription state of a routed delivery.
+#[derive(Debug)]
+pub(crate) struct RoutedState {
+    pub(crate) id: u32,
+    pub(crate) rx: mpsc::Receiver<Routed>,
+    pub(crate) router: Arc<Router>,
+    pub(crate) latest: bool,
+    pub(crate) max_age: Option<Duration>,
+    pub(crate) last: Option<i64>,
+    pub(crate) superseded: u64,
+    pub(crate) stale: u64,
+    /// The subscription's stream carried its end: items still arriving are handed out until
+    /// this deadline.
+    pub(crate) end_seen: Option<tokio::time::Instant>,
+}
+
+impl RoutedState {
+    /// Applies ordering and age rules: `Some` for an item to hand out.
+    pub(crate) fn accept(&mut self, routed: Routed) -> Option<(i64, Bytes)> {
+        let Routed {
+            ident,
+            data,
+            sent_us,
+        } = routed;
+        {
+            {
+                if self.latest && self.last.is_some_and(|l| ident <= l) {
+                    self.superseded += 1;
+                    return None;
+                }
+                if let Some(max) = self.max_age {
+                    let now = SystemTime::now()
+                        .duration_since(UNIX_EPOCH)
+                        .map_or(0, |d| d.as_micros() as u64);
+                    if now.saturating_sub(sent_us) > max.as_micros() as u64 {
+                        self.stale += 1;
+                        return None;
+                    }
+                }
+                self.last = Some(self.last.map_or(ident, |l| l.max(ident)));
+                Some((ident, data))
+            }
+        }
+    }
+}
+
+impl Drop for RoutedState {
+    fn drop(&mut self) {
+        self.router.unregister(self.id);
+    }
+}
