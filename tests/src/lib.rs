@@ -1,6 +1,8 @@
 //! Helpers for the integration suite: gateways on `127.0.0.1:0` with throwaway certificates,
 //! controllers pinned to them, and timeouts that turn a hang into a clear failure.
 
+pub mod link;
+
 use std::{future::Future, time::Duration};
 
 use quicswarm::{

@@ -133,3 +133,159 @@ async fn max_age_drops_stale_items() {
         assert!(items.stale() > 0, "{delivery:?}");
     }
 }
+
+/// A camera-like producer: `count` frames of `size` bytes, one every `every_ms`.
+fn register_camera(gw: &quicswarm_tests::TestGateway) {
+    gw.gateway.registry().stream(
+        "camera",
+        |(count, size, every_ms): (i64, usize, u64), _ctx| {
+            futures_util::stream::unfold(0i64, move |i| async move {
+                if i >= count {
+                    return None;
+                }
+                if i > 0 {
+                    tokio::time::sleep(Duration::from_millis(every_ms)).await;
+                }
+                Some((Ok::<_, String>((i, vec![i as u8; size])), i + 1))
+            })
+        },
+    );
+}
+
+#[tokio::test]
+async fn latest_delivery_supersedes_frames_on_a_slow_link() {
+    let link = quicswarm_tests::link::Link::new(7);
+    // 2 MB/s out of the gateway; the camera offers 40 KB x 200 fps = 8 MB/s.
+    link.set_rate(Some(2_000_000), 512 * 1024);
+    let wrapper = link.wrapper();
+    let gw = spawn_gateway(move |b| b.socket_wrapper(wrapper)).await;
+    register_camera(&gw);
+    let client = within("connect", gw.controller().get_client(&gw.addr))
+        .await
+        .unwrap();
+    let options = SubscribeOptions::delivery(Delivery::Latest);
+    let mut frames = within(
+        "subscribe",
+        client.subscribe("camera", &(100i64, 40_000usize, 5u64), &options),
+    )
+    .await
+    .unwrap();
+    let (mut last, mut received) = (-1, 0u64);
+    while let Some((ident, data)) = within("frame", frames.next()).await.unwrap() {
+        assert!(ident > last);
+        assert!(
+            data.iter().all(|&b| b == ident as u8),
+            "frame {ident} intact"
+        );
+        last = ident;
+        received += 1;
+    }
+    assert_eq!(last, 99, "the newest frame arrives");
+    assert!(
+        frames.superseded() > 0,
+        "a 2 MB/s link cannot carry 8 MB/s: frames must be superseded"
+    );
+    assert!(received >= 10, "fresh frames still get through: {received}");
+    assert_eq!(
+        received + frames.superseded(),
+        100,
+        "each frame delivered or superseded"
+    );
+}
+
+/// Strict priorities on a slow link: a high-priority item overtakes a buffered low-priority
+/// bulk stream; a lower-priority one waits for it.
+#[tokio::test]
+async fn priorities_order_streams_on_a_slow_link() {
+    use std::sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    };
+    let link = quicswarm_tests::link::Link::new(3);
+    link.set_rate(Some(1_500_000), 8 << 20);
+    let wrapper = link.wrapper();
+    let gw = spawn_gateway(move |b| b.socket_wrapper(wrapper)).await;
+    let client = within("connect", gw.controller().get_client(&gw.addr))
+        .await
+        .unwrap();
+    const BULK: u64 = 24;
+    for (priority, overtakes) in [(10, true), (-10, false)] {
+        let bulk = client
+            .stream(
+                "counter",
+                &CounterArgs {
+                    count: BULK,
+                    size: 64 * 1024,
+                },
+            )
+            .await
+            .unwrap();
+        let done = Arc::new(AtomicU64::new(0));
+        let d = done.clone();
+        let reader = tokio::spawn(async move {
+            let mut bulk = bulk;
+            while bulk.next().await.unwrap().is_some() {
+                d.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+        // Wait until the bulk stream is flowing, so its data sits queued at the gateway.
+        while done.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let mut options = SubscribeOptions::default();
+        options.priority = priority;
+        let mut small = client
+            .subscribe("counter", &CounterArgs { count: 1, size: 16 }, &options)
+            .await
+            .unwrap();
+        within("small item", small.next()).await.unwrap().unwrap();
+        let at = done.load(Ordering::SeqCst);
+        if overtakes {
+            assert!(
+                at < BULK / 2,
+                "priority {priority}: waited for {at} of {BULK} bulk items"
+            );
+        } else {
+            assert!(
+                at >= BULK - 2,
+                "priority {priority}: arrived after only {at} of {BULK} bulk items"
+            );
+        }
+        within("bulk end", reader).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn datagrams_on_a_lossy_link_lose_some_and_fail_none() {
+    let link = quicswarm_tests::link::Link::new(11);
+    link.set_loss(0.2);
+    let gw = spawn_gateway(|b| b).await;
+    let mut config = quicswarm::ControllerConfig::with_trust(quicswarm::Trust::Fingerprints(vec![
+        gw.fingerprint,
+    ]));
+    config.socket_wrapper = Some(link.wrapper());
+    let controller = quicswarm::Controller::new(config).unwrap();
+    let client = within("connect", controller.get_client(&gw.addr))
+        .await
+        .unwrap();
+    let options = SubscribeOptions::delivery(Delivery::Datagram);
+    let mut items = client
+        .subscribe(
+            "ticker",
+            &quicswarm::Json(r#"{"count": 300, "interval_ms": 1}"#),
+            &options,
+        )
+        .await
+        .unwrap();
+    let mut n = 0;
+    while within("item", items.next()).await.unwrap().is_some() {
+        n += 1;
+    }
+    let (_, dropped) = link.counters();
+    assert!(dropped > 0, "the link dropped datagrams");
+    assert!(
+        n < 300 && n > 150,
+        "{n} of 300 arrived through a 20% loss link"
+    );
+}

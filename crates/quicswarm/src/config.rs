@@ -210,3 +210,38 @@ impl TransportTuning {
         Arc::new(t)
     }
 }
+
+/// Wraps an endpoint's UDP socket: for link emulation in tests and tools (drop, delay or
+/// rate-limit datagrams). Given the real socket, returns the one the endpoint uses.
+#[derive(Clone)]
+pub struct SocketWrapper(pub Arc<WrapFn>);
+
+/// The function inside a [`SocketWrapper`].
+pub type WrapFn =
+    dyn Fn(Arc<dyn quinn::AsyncUdpSocket>) -> Arc<dyn quinn::AsyncUdpSocket> + Send + Sync;
+
+impl std::fmt::Debug for SocketWrapper {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SocketWrapper(..)")
+    }
+}
+
+/// A quinn endpoint on `socket`, wrapped if asked.
+pub(crate) fn endpoint(
+    socket: std::net::UdpSocket,
+    server: Option<quinn::ServerConfig>,
+    wrapper: Option<&SocketWrapper>,
+) -> std::io::Result<quinn::Endpoint> {
+    use quinn::Runtime;
+    let runtime = Arc::new(quinn::TokioRuntime);
+    let mut udp = runtime.wrap_udp_socket(socket)?;
+    if let Some(wrap) = wrapper {
+        udp = (wrap.0)(udp);
+    }
+    quinn::Endpoint::new_with_abstract_socket(
+        quinn::EndpointConfig::default(),
+        server,
+        udp,
+        runtime,
+    )
+}

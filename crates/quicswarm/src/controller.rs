@@ -11,7 +11,7 @@ use tracing::{debug, info};
 
 use crate::{
     client::{Client, ClientInner},
-    config::{self, TransportTuning},
+    config::{self, SocketWrapper, TransportTuning},
     error::ConnectError,
     io::{varint, write_frame, FrameReader},
     tls::{self, Fingerprint, PinRecord, PinVerifier, Trust},
@@ -39,6 +39,8 @@ pub struct ControllerConfig {
     /// Largest frame, stream item or batch result accepted from a gateway. Default 16 MiB
     /// (batch results may be up to 64 times that).
     pub max_frame_len: usize,
+    /// Wraps the controller's UDP socket (link emulation in tests and tools). Default none.
+    pub socket_wrapper: Option<SocketWrapper>,
 }
 
 impl Default for ControllerConfig {
@@ -51,6 +53,7 @@ impl Default for ControllerConfig {
             call_timeout: Some(Duration::from_secs(60)),
             transport: TransportTuning::default(),
             max_frame_len: quicswarm_proto::DEFAULT_MAX_FRAME_LEN,
+            socket_wrapper: None,
         }
     }
 }
@@ -103,12 +106,7 @@ impl Controller {
             None => config::udp_socket(SocketAddr::from(([0u16; 8], 0)))
                 .or_else(|_| config::udp_socket(SocketAddr::from(([0u8; 4], 0))))?,
         };
-        let endpoint = quinn::Endpoint::new(
-            quinn::EndpointConfig::default(),
-            None,
-            socket,
-            Arc::new(quinn::TokioRuntime),
-        )?;
+        let endpoint = config::endpoint(socket, None, config.socket_wrapper.as_ref())?;
         Ok(Self {
             endpoint,
             config: Arc::new(config),

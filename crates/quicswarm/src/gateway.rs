@@ -16,7 +16,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{debug, info, warn};
 
 use crate::{
-    config::{self, Limits, TransportTuning},
+    config::{self, Limits, SocketWrapper, TransportTuning},
     error::GatewayError,
     files::serve::FileConfig,
     handler,
@@ -68,6 +68,7 @@ pub struct GatewayBuilder {
     transport: TransportTuning,
     registry: Registry,
     files: FileConfig,
+    socket_wrapper: Option<SocketWrapper>,
 }
 
 impl Default for GatewayBuilder {
@@ -81,6 +82,7 @@ impl Default for GatewayBuilder {
             transport: TransportTuning::default(),
             registry: Registry::new(),
             files: FileConfig::default(),
+            socket_wrapper: None,
         }
     }
 }
@@ -128,6 +130,12 @@ impl GatewayBuilder {
     /// [`TransportTuning::preset`]. Default: the `Lan` preset.
     pub fn transport(mut self, transport: TransportTuning) -> Self {
         self.transport = transport;
+        self
+    }
+
+    /// Wraps the gateway's UDP socket (link emulation in tests and tools).
+    pub fn socket_wrapper(mut self, wrapper: SocketWrapper) -> Self {
+        self.socket_wrapper = Some(wrapper);
         self
     }
 
@@ -194,13 +202,8 @@ impl GatewayBuilder {
             source,
         };
         let socket = config::udp_socket(self.listen).map_err(bind_err)?;
-        let endpoint = quinn::Endpoint::new(
-            quinn::EndpointConfig::default(),
-            Some(server),
-            socket,
-            Arc::new(quinn::TokioRuntime),
-        )
-        .map_err(bind_err)?;
+        let endpoint = config::endpoint(socket, Some(server), self.socket_wrapper.as_ref())
+            .map_err(bind_err)?;
         let local_addr = endpoint.local_addr().map_err(bind_err)?;
         info!(%local_addr, %fingerprint, pool = self.pool_size, "gateway listening");
 

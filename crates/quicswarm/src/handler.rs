@@ -516,9 +516,14 @@ async fn next_or_abort(
     }
 }
 
-/// `Latest` delivery: each item on its own unidirectional stream; one not yet delivered when
-/// a newer item is ready is reset with `Superseded`, so a slow link carries fresh items
-/// instead of a backlog.
+/// `Latest` delivery: each item on its own unidirectional stream, one in flight at a time.
+/// While one is in flight, only the newest item waits; an older waiting item is superseded
+/// (never sent) and the client is told. A slow link thus carries fresh items at its own pace
+/// instead of a growing backlog.
+///
+/// Cancelling the item *in flight* whenever a newer one is ready would starve a link slower
+/// than the item rate: measured with 40 KB frames at 200 fps over 2 MB/s, one frame in a
+/// hundred got through. Letting it finish delivers the link's capacity in fresh items.
 async fn run_latest(
     conn: &Connection,
     send: &mut SendStream,
@@ -532,53 +537,78 @@ async fn run_latest(
         Err(failure) => return write_error(send, log_failure(name, failure)).await,
     };
     write_frame(send, &Response::Accepted).await.map_err(drop)?;
-    let mut previous: Option<SendStream> = None;
-    let end = loop {
-        let Some(next) = next_or_abort(&mut producer, send).await else {
-            if let Some(mut p) = previous {
-                let _ = p.reset(varint(ErrorCode::Cancelled));
+    let mut in_flight: Option<SendStream> = None;
+    let mut waiting: Option<(i64, Bytes)> = None;
+    let mut end: Option<StreamFrame> = None;
+    loop {
+        if in_flight.is_none() {
+            if let Some((ident, data)) = waiting.take() {
+                in_flight = send_latest(conn, id, ident, data, priority).await?;
             }
-            return Err(());
-        };
-        match next {
-            Some(Ok((ident, data))) if ident >= 0 => {
-                if let Some(mut p) = previous.take() {
-                    // Not acknowledged yet: the newer item replaces it, and the client is told.
-                    if p.stopped().now_or_never().is_none()
-                        && p.reset(varint(ErrorCode::Superseded)).is_ok()
-                    {
-                        let frame = StreamFrame::Superseded { count: 1 };
-                        write_frame(send, &frame).await.map_err(drop)?;
+        }
+        if end.is_some() && waiting.is_none() {
+            break;
+        }
+        // Both futures own what they need, so `send` stays free for the frames below.
+        let delivered = in_flight.as_ref().map(|s| s.stopped());
+        let aborted = send.stopped();
+        tokio::select! {
+            next = producer.next(), if end.is_none() => match next {
+                Some(Ok((ident, data))) if ident >= 0 => {
+                    if waiting.replace((ident, data)).is_some() {
+                        write_frame(send, &StreamFrame::Superseded { count: 1 }).await.map_err(drop)?;
                     }
                 }
-                let mut uni = conn.open_uni().await.map_err(drop)?;
-                let _ = uni.set_priority(priority);
-                let header = LatestHeader {
-                    id,
-                    ident,
-                    sent_us: now_us(),
-                    len: data.len() as u64,
-                };
-                // A client that stopped this one item is not an error: the next one follows.
-                if uni
-                    .write_all_chunks(&mut [crate::io::frame(&header), data])
-                    .await
-                    .is_ok()
-                {
-                    let _ = uni.finish();
-                    previous = Some(uni);
-                }
+                Some(Ok(_)) | None => end = Some(StreamFrame::End),
+                Some(Err(failure)) => end = Some(StreamFrame::Error(log_failure(name, failure))),
+            },
+            _ = async { match delivered { Some(f) => { let _ = f.await; } None => std::future::pending().await } } => {
+                in_flight = None;
             }
-            Some(Ok(_)) | None => break StreamFrame::End,
-            Some(Err(failure)) => break StreamFrame::Error(log_failure(name, failure)),
+            _ = aborted => {
+                if let Some(mut s) = in_flight {
+                    let _ = s.reset(varint(ErrorCode::Cancelled));
+                }
+                return Err(());
+            }
         }
-    };
+    }
     drop(producer);
     // Let the last item arrive before saying the subscription ended (bounded).
-    if let Some(p) = previous {
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), p.stopped()).await;
+    if let Some(s) = in_flight {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), s.stopped()).await;
     }
-    write_frame(send, &end).await.map_err(drop)
+    write_frame(send, &end.unwrap_or(StreamFrame::End))
+        .await
+        .map_err(drop)
+}
+
+/// Opens the unidirectional stream of one `Latest` item; `None` if the client stopped it
+/// (the next item follows anyway).
+async fn send_latest(
+    conn: &Connection,
+    id: u32,
+    ident: i64,
+    data: Bytes,
+    priority: i32,
+) -> Result<Option<SendStream>, ()> {
+    let mut uni = conn.open_uni().await.map_err(drop)?;
+    let _ = uni.set_priority(priority);
+    let header = LatestHeader {
+        id,
+        ident,
+        sent_us: now_us(),
+        len: data.len() as u64,
+    };
+    if uni
+        .write_all_chunks(&mut [crate::io::frame(&header), data])
+        .await
+        .is_err()
+    {
+        return Ok(None);
+    }
+    let _ = uni.finish();
+    Ok(Some(uni))
 }
 
 /// `Datagram` delivery: each item in one QUIC datagram; an item too large for the path is a

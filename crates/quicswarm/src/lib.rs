@@ -87,7 +87,9 @@ mod subscribe;
 pub mod tls;
 
 pub use client::{Client, ClientStats, ItemStream, Json, StreamOutcome, ToArgs};
-pub use config::{udp_socket, Congestion, Limits, LinkPreset, TransportTuning};
+pub use config::{
+    udp_socket, Congestion, Limits, LinkPreset, SocketWrapper, TransportTuning, WrapFn,
+};
 pub use controller::{Controller, ControllerConfig};
 pub use error::{CallError, ConnectError, GatewayError};
 pub use gateway::{Gateway, GatewayBuilder, DEFAULT_LISTEN, DEFAULT_POOL_SIZE};
