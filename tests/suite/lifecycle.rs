@@ -139,3 +139,36 @@ fn blocking_facade_runs_every_operation() {
             | ConnectError::Refused { .. })
     ));
 }
+
+/// A client whose local address changes keeps its connection (QUIC migration).
+#[tokio::test]
+async fn a_rebound_client_keeps_its_connection() {
+    let gw = spawn_gateway(|b| b.pool_size(1)).await;
+    let controller = gw.controller();
+    let client = within("connect", controller.get_client(&gw.addr))
+        .await
+        .unwrap();
+    let mut ticks = client
+        .stream(
+            "ticker",
+            &quicswarm::Json(r#"{"count": 40, "interval_ms": 5}"#),
+        )
+        .await
+        .unwrap();
+    within("tick", ticks.next()).await.unwrap().unwrap();
+    let before = controller.local_addr().unwrap();
+    controller.rebind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let after = controller.local_addr().unwrap();
+    assert_ne!(before.port(), after.port(), "a new socket");
+    within("ping after rebind", client.ping()).await.unwrap();
+    let mut n = 1;
+    while within("tick", ticks.next()).await.unwrap().is_some() {
+        n += 1;
+    }
+    assert_eq!(n, 40, "the subscription survived the move");
+    assert_eq!(gw.gateway.handlers(), 1, "still the same handler");
+    assert_eq!(
+        client.connection().remote_address(),
+        gw.gateway.local_addr()
+    );
+}

@@ -320,6 +320,22 @@ impl Controller {
         }
     }
 
+    /// Moves every connection of this controller to a new local UDP socket bound to `addr`
+    /// (port 0 for any): what happens when a robot's address changes as it roams. The
+    /// connections carry on (QUIC connection migration); gateways accept it by default.
+    ///
+    /// # Errors
+    /// If the new socket cannot be bound.
+    pub fn rebind(&self, addr: SocketAddr) -> std::io::Result<()> {
+        use quinn::Runtime;
+        let socket = config::udp_socket(addr)?;
+        let mut udp = quinn::TokioRuntime.wrap_udp_socket(socket)?;
+        if let Some(wrap) = &self.config.socket_wrapper {
+            udp = (wrap.0)(udp);
+        }
+        self.endpoint.rebind_abstract(udp)
+    }
+
     /// Closes every connection at once and waits (bounded) for the socket to go idle.
     pub async fn close(&self) {
         self.endpoint
