@@ -27,6 +27,8 @@ struct State {
     down: bool,
     /// Outgoing bytes per second; `None` for unlimited.
     rate: Option<u64>,
+    /// One-way delay added to outgoing datagrams.
+    delay: Duration,
     /// Outgoing bytes that may wait in the queue; beyond, tail drop (like a router).
     queue_limit: usize,
     queued: usize,
@@ -57,6 +59,7 @@ impl Link {
                 loss: 0.0,
                 down: false,
                 rate: None,
+                delay: Duration::ZERO,
                 queue_limit: 256 * 1024,
                 queued: 0,
                 rng: StdRng::seed_from_u64(seed),
@@ -83,6 +86,11 @@ impl Link {
         s.queue_limit = queue;
     }
 
+    /// Delays every outgoing datagram by `delay`.
+    pub fn set_delay(&self, delay: Duration) {
+        self.state.lock().expect("link lock").delay = delay;
+    }
+
     /// `(datagrams sent, datagrams dropped)` so far.
     pub fn counters(&self) -> (u64, u64) {
         let s = self.state.lock().expect("link lock");
@@ -106,6 +114,7 @@ impl Link {
 }
 
 struct Packet {
+    at: tokio::time::Instant,
     data: Vec<u8>,
     destination: SocketAddr,
     src_ip: Option<IpAddr>,
@@ -119,16 +128,18 @@ async fn pace(
 ) {
     let mut next = tokio::time::Instant::now();
     while let Some(p) = rx.recv().await {
-        let rate = {
+        let (rate, delay) = {
             let mut s = state.lock().expect("link lock");
             s.queued = s.queued.saturating_sub(p.data.len());
-            s.rate
+            (s.rate, s.delay)
         };
+        let mut at = p.at + delay;
         if let Some(rate) = rate {
             next = next.max(tokio::time::Instant::now())
                 + Duration::from_secs_f64(p.data.len() as f64 / rate as f64);
-            tokio::time::sleep_until(next).await;
+            at = at.max(next);
         }
+        tokio::time::sleep_until(at).await;
         let t = Transmit {
             destination: p.destination,
             ecn: None,
@@ -163,7 +174,7 @@ impl AsyncUdpSocket for Impaired {
             s.dropped += 1;
             return Ok(());
         }
-        if s.rate.is_some() {
+        if s.rate.is_some() || !s.delay.is_zero() {
             if s.queued + transmit.contents.len() > s.queue_limit {
                 s.dropped += 1;
                 return Ok(());
@@ -171,6 +182,7 @@ impl AsyncUdpSocket for Impaired {
             s.queued += transmit.contents.len();
             s.sent += 1;
             let packet = Packet {
+                at: tokio::time::Instant::now(),
                 data: transmit.contents.to_vec(),
                 destination: transmit.destination,
                 src_ip: transmit.src_ip,

@@ -1,6 +1,7 @@
 //! The integration suite: one binary, real gateways on loopback.
 
 mod delivery;
+mod early;
 mod errors;
 mod files;
 mod hostile;

@@ -5,7 +5,7 @@ use std::{
     net::SocketAddr,
     sync::{
         atomic::{AtomicU64, Ordering},
-        Arc,
+        Arc, OnceLock,
     },
     time::{Duration, Instant},
 };
@@ -16,7 +16,10 @@ use quicswarm_proto::{
     self as proto, Args, ErrorCode, Request, Response, StreamFrame, SubroutineInfo, Welcome,
 };
 use serde::Serialize;
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::{
+    io::{AsyncRead, AsyncReadExt},
+    sync::watch,
+};
 
 use crate::{
     controller::ControllerConfig,
@@ -56,7 +59,11 @@ impl<S: AsRef<str>> ToArgs for Json<S> {
 pub(crate) struct ClientInner {
     conn: quinn::Connection,
     router: Arc<Router>,
-    welcome: Welcome,
+    /// Set when the gateway's `Welcome` arrived (at once for a full handshake; a little after
+    /// the first requests with 0-RTT).
+    welcome: Arc<OnceLock<Welcome>>,
+    /// For a 0-RTT connection: `Some(accepted)` once the handshake completed.
+    early: Option<watch::Receiver<Option<bool>>>,
     remote: SocketAddr,
     config: Arc<ControllerConfig>,
     nonce: AtomicU64,
@@ -65,7 +72,8 @@ pub(crate) struct ClientInner {
 impl ClientInner {
     pub(crate) fn new(
         conn: quinn::Connection,
-        welcome: Welcome,
+        welcome: Arc<OnceLock<Welcome>>,
+        early: Option<watch::Receiver<Option<bool>>>,
         remote: SocketAddr,
         config: Arc<ControllerConfig>,
     ) -> Self {
@@ -73,10 +81,32 @@ impl ClientInner {
             conn,
             router: Arc::default(),
             welcome,
+            early,
             remote,
             config,
             nonce: AtomicU64::new(0),
         }
+    }
+}
+
+impl ClientInner {
+    /// Waits until the handshake is complete: requests sent after it never travel as early
+    /// data. Immediate for connections made without 0-RTT.
+    pub(crate) async fn confirmed(&self) {
+        if let Some(rx) = &self.early {
+            let mut rx = rx.clone();
+            let _ = rx.wait_for(Option::is_some).await;
+        }
+    }
+
+    /// Whether a call of `name` may be answered from early data: unknown until the
+    /// gateway's `Welcome` arrives (then try, and re-send on `TooEarly`).
+    fn may_run_early(&self, name: &str) -> bool {
+        self.welcome.get().is_none_or(|w| {
+            w.subroutines
+                .iter()
+                .any(|s| s.name == name && s.replay_safe)
+        })
     }
 }
 
@@ -108,7 +138,7 @@ impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
             .field("gateway", &self.inner.remote)
-            .field("handler_id", &self.inner.welcome.handler_id)
+            .field("handler_id", &self.handler_id())
             .finish()
     }
 }
@@ -127,17 +157,20 @@ impl Client {
 
     /// The gateway-assigned handler id.
     pub fn handler_id(&self) -> u64 {
-        self.inner.welcome.handler_id
+        self.inner.welcome.get().map_or(0, |w| w.handler_id)
     }
 
     /// The gateway's handler pool: `(in use when we joined, size)`.
     pub fn pool(&self) -> (u32, u32) {
-        (self.inner.welcome.pool_used, self.inner.welcome.pool_size)
+        self.inner
+            .welcome
+            .get()
+            .map_or((0, 0), |w| (w.pool_used, w.pool_size))
     }
 
     /// The subroutines the gateway had registered when this client connected.
     pub fn subroutines(&self) -> &[SubroutineInfo] {
-        &self.inner.welcome.subroutines
+        self.inner.welcome.get().map_or(&[], |w| &w.subroutines)
     }
 
     /// Connection statistics now.
@@ -180,6 +213,27 @@ impl Client {
         }
     }
 
+    /// Waits for the handshake (see [`ClientInner::confirmed`]).
+    pub(crate) async fn inner_confirmed(&self) {
+        self.inner.confirmed().await;
+    }
+
+    /// Runs a request that may travel as 0-RTT early data; when the gateway refuses it there
+    /// (`TooEarly`) or rejects early data altogether, re-sends it once after the handshake.
+    pub(crate) async fn early<T, F, Fut>(&self, mut op: F) -> Result<T, CallError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, CallError>>,
+    {
+        match op().await {
+            Err(CallError::TooEarly) => {
+                self.inner.confirmed().await;
+                op().await
+            }
+            other => other,
+        }
+    }
+
     /// Opens an operation stream and sends its request.
     pub(crate) async fn open(
         &self,
@@ -205,7 +259,7 @@ impl Client {
     /// # Errors
     /// [`CallError::ConnectionLost`], [`CallError::Timeout`].
     pub async fn ping(&self) -> Result<Duration, CallError> {
-        self.timed(async {
+        self.timed(self.early(|| async {
             let nonce = self.inner.nonce.fetch_add(1, Ordering::Relaxed);
             let start = Instant::now();
             let (mut send, mut reader) = self.open(&Request::Ping { nonce }).await?;
@@ -216,7 +270,7 @@ impl Client {
                     "expected Pong({nonce}), got {other:?}"
                 ))),
             }
-        })
+        }))
         .await
     }
 
@@ -231,11 +285,14 @@ impl Client {
         args: &(impl ToArgs + ?Sized),
     ) -> Result<Bytes, CallError> {
         let args = args.to_args()?;
-        self.timed(async {
+        if !self.inner.may_run_early(name) {
+            self.inner.confirmed().await;
+        }
+        self.timed(self.early(|| async {
             let (mut send, mut reader) = self
                 .open(&Request::Call {
                     name: name.into(),
-                    args,
+                    args: args.clone(),
                 })
                 .await?;
             let _ = send.finish();
@@ -254,7 +311,7 @@ impl Client {
                     "expected Value, got {other:?}"
                 ))),
             }
-        })
+        }))
         .await
     }
 
@@ -359,23 +416,28 @@ impl Client {
                 delivery,
             },
         };
-        self.timed(async {
-            let (mut send, mut reader) = self.open(&request).await?;
-            let _ = send.finish();
-            match Self::response(&mut reader).await? {
-                Response::Accepted => Ok(ItemStream {
-                    reader,
-                    max_item,
-                    state: StreamState::Open,
-                    routed,
-                    _client: self.inner.clone(),
-                }),
-                other => Err(CallError::Protocol(format!(
-                    "expected Accepted, got {other:?}"
-                ))),
-            }
+        if !self.inner.may_run_early(name) {
+            self.inner.confirmed().await;
+        }
+        let reader = self
+            .timed(self.early(|| async {
+                let (mut send, mut reader) = self.open(&request).await?;
+                let _ = send.finish();
+                match Self::response(&mut reader).await? {
+                    Response::Accepted => Ok(reader),
+                    other => Err(CallError::Protocol(format!(
+                        "expected Accepted, got {other:?}"
+                    ))),
+                }
+            }))
+            .await?;
+        Ok(ItemStream {
+            reader,
+            max_item,
+            state: StreamState::Open,
+            routed,
+            _client: self.inner.clone(),
         })
-        .await
     }
 
     /// Subscribes and feeds every item to `on_item`; returning `false` from it aborts the
@@ -426,6 +488,8 @@ impl Client {
             args,
             len: Some(data.len() as u64),
         };
+        // Never replay-safe: do not spend a round trip on a refusal.
+        self.inner.confirmed().await;
         self.timed(async {
             let (mut send, mut reader) = self.open(&request).await?;
             let (written, reply) = tokio::join!(
@@ -461,6 +525,7 @@ impl Client {
             args,
             len,
         };
+        self.inner.confirmed().await;
         self.timed(async {
             let (mut send, mut frames) = self.open(&request).await?;
             let (written, reply) = tokio::join!(
@@ -509,6 +574,7 @@ impl Client {
     /// If the gateway could not be told (the slot is then freed by its idle timeout).
     #[doc(alias = "close_handler")]
     pub async fn close(self) -> Result<(), CallError> {
+        self.inner.confirmed().await;
         let result = self
             .timed(async {
                 let (mut send, mut reader) = self.open(&Request::CloseHandler).await?;
@@ -531,6 +597,7 @@ impl Client {
     /// # Errors
     /// [`CallError::PermissionDenied`], or transport errors.
     pub async fn close_gateway(&self) -> Result<(), CallError> {
+        self.inner.confirmed().await;
         self.timed(async {
             let (mut send, mut reader) = self.open(&Request::CloseGateway).await?;
             let _ = send.finish();

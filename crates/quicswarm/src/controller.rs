@@ -2,9 +2,11 @@
 
 use std::{
     net::SocketAddr,
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, OnceLock},
     time::Duration,
 };
+
+use tokio::sync::watch;
 
 use quicswarm_proto::{ErrorCode, Hello, HelloReply, PROTOCOL_VERSION};
 use tracing::{debug, info};
@@ -85,7 +87,7 @@ impl ControllerConfig {
 /// client.close().await?;
 /// # Ok(()) }
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Controller {
     endpoint: quinn::Endpoint,
     config: Arc<ControllerConfig>,
@@ -93,7 +95,25 @@ pub struct Controller {
     resumption: rustls::client::Resumption,
     /// Serialises trust-on-first-use writes to the known-gateways file.
     pin_lock: Arc<Mutex<()>>,
+    /// TLS configs by gateway and pin (see `tls_for`).
+    tls_cache: Arc<Mutex<TlsCache>>,
 }
+
+impl std::fmt::Debug for Controller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Controller")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+type TlsCache = std::collections::HashMap<
+    (String, Option<Vec<Fingerprint>>),
+    (
+        Arc<quinn::crypto::rustls::QuicClientConfig>,
+        Arc<Mutex<PinRecord>>,
+    ),
+>;
 
 impl Controller {
     /// A controller with its own UDP socket.
@@ -112,6 +132,7 @@ impl Controller {
             config: Arc::new(config),
             resumption: rustls::client::Resumption::in_memory_sessions(256),
             pin_lock: Arc::new(Mutex::new(())),
+            tls_cache: Arc::default(),
         })
     }
 
@@ -133,9 +154,31 @@ impl Controller {
     /// [`ConnectError::FingerprintMismatch`] when a pinned gateway shows another certificate;
     /// others for resolution, handshake and timeout failures.
     pub async fn get_client(&self, addr: &str) -> Result<Client, ConnectError> {
+        self.get_client_with(addr, false).await
+    }
+
+    /// Like [`get_client`](Self::get_client), but without a round trip when this controller
+    /// holds a TLS session ticket for the gateway (it connected before): the connection
+    /// resumes with 0-RTT and the client is returned at once, before the gateway has answered.
+    /// Requests made right away travel as early data. The gateway runs the replay-safe ones
+    /// from it (ping, file listings and downloads, subroutines registered replay-safe) and
+    /// refuses the others with `TooEarly`; the client then re-sends them after the handshake,
+    /// automatically. If the gateway rejects 0-RTT (it restarted, say), everything is re-sent.
+    /// Without a ticket it is the same as `get_client`.
+    ///
+    /// A full pool is then seen as a closed connection by the first requests (the gateway's
+    /// refusal comes after them), not as [`ConnectError::PoolFull`].
+    ///
+    /// # Errors
+    /// As [`get_client`](Self::get_client).
+    pub async fn get_client_0rtt(&self, addr: &str) -> Result<Client, ConnectError> {
+        self.get_client_with(addr, true).await
+    }
+
+    async fn get_client_with(&self, addr: &str, early: bool) -> Result<Client, ConnectError> {
         let (remote, server_name) = resolve(addr).await?;
         let timeout = self.config.connect_timeout;
-        match tokio::time::timeout(timeout, self.connect(addr, remote, &server_name)).await {
+        match tokio::time::timeout(timeout, self.connect(addr, remote, &server_name, early)).await {
             Ok(result) => result,
             Err(_) => Err(ConnectError::Timeout {
                 gateway: remote,
@@ -149,37 +192,39 @@ impl Controller {
         label: &str,
         remote: SocketAddr,
         server_name: &str,
+        early: bool,
     ) -> Result<Client, ConnectError> {
-        let record = Arc::new(Mutex::new(PinRecord::default()));
-        let (verifier, pinned): (Arc<dyn rustls::client::danger::ServerCertVerifier>, _) =
-            match &self.config.trust {
-                Trust::Ca(roots) => (tls::ca_verifier(roots).map_err(tls::TlsError::from)?, None),
-                Trust::Fingerprints(allowed) => {
-                    (self.pin_verifier(Some(allowed.clone()), &record), None)
-                }
-                Trust::KnownGateways(file) => {
-                    let expected = tls::known_gateway(file, label)?;
-                    (
-                        self.pin_verifier(expected.map(|fp| vec![fp]), &record),
-                        Some((file.clone(), expected)),
-                    )
-                }
-            };
-        let tls = tls::client_config(verifier, &self.resumption).map_err(tls::TlsError::from)?;
-        let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
-            .map_err(|e| tls::TlsError::from(rustls::Error::General(e.to_string())))?;
-        let mut client_config = quinn::ClientConfig::new(Arc::new(quic));
+        let (allowed, pinned) = match &self.config.trust {
+            Trust::Ca(_) => (None, None),
+            Trust::Fingerprints(allowed) => (Some(allowed.clone()), None),
+            Trust::KnownGateways(file) => {
+                let expected = tls::known_gateway(file, label)?;
+                (expected.map(|fp| vec![fp]), Some((file.clone(), expected)))
+            }
+        };
+        let (quic, record) = self.tls_for(label, allowed)?;
+        let mut client_config = quinn::ClientConfig::new(quic);
         // The gateway opens no bidirectional streams towards us; unidirectional ones carry
         // `Latest` items, one each.
         let transport = &self.config.transport;
         client_config.transport_config(transport.quinn(transport.keep_alive, 0, 1024));
-        let connecting = self
+        let mut connecting = self
             .endpoint
             .connect_with(client_config, remote, server_name)
             .map_err(|source| ConnectError::Connect {
                 gateway: remote,
                 source,
             })?;
+        if early {
+            match connecting.into_0rtt() {
+                Ok((conn, accepted)) => return self.hello_early(conn, accepted, remote).await,
+                // No ticket for this gateway: a full handshake.
+                Err(full) => {
+                    debug!(gateway = %remote, "no session ticket: full handshake");
+                    connecting = full;
+                }
+            }
+        }
         let conn = match connecting.await {
             Ok(conn) => conn,
             Err(source) => {
@@ -211,6 +256,41 @@ impl Controller {
             }
         }
         self.hello(conn, remote).await
+    }
+
+    /// The TLS config for a gateway, made once per gateway and pin: rustls resumes a session
+    /// (and so allows 0-RTT) only with the very verifier that verified it.
+    fn tls_for(
+        &self,
+        label: &str,
+        allowed: Option<Vec<Fingerprint>>,
+    ) -> Result<
+        (
+            Arc<quinn::crypto::rustls::QuicClientConfig>,
+            Arc<Mutex<PinRecord>>,
+        ),
+        ConnectError,
+    > {
+        let key = (label.to_string(), allowed.clone());
+        let mut cache = self
+            .tls_cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(hit) = cache.get(&key) {
+            return Ok(hit.clone());
+        }
+        let record = Arc::new(Mutex::new(PinRecord::default()));
+        let verifier: Arc<dyn rustls::client::danger::ServerCertVerifier> = match &self.config.trust
+        {
+            Trust::Ca(roots) => tls::ca_verifier(roots).map_err(tls::TlsError::from)?,
+            _ => self.pin_verifier(allowed, &record),
+        };
+        let tls = tls::client_config(verifier, &self.resumption).map_err(tls::TlsError::from)?;
+        let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
+            .map_err(|e| tls::TlsError::from(rustls::Error::General(e.to_string())))?;
+        let entry = (Arc::new(quic), record);
+        cache.insert(key, entry.clone());
+        Ok(entry)
     }
 
     fn pin_verifier(
@@ -292,9 +372,12 @@ impl Controller {
         match reply {
             HelloReply::Welcome(welcome) => {
                 debug!(gateway = %remote, handler = welcome.handler_id, used = welcome.pool_used, "handler granted");
+                let known = Arc::new(OnceLock::new());
+                let _ = known.set(welcome);
                 Ok(Client::new(ClientInner::new(
                     conn,
-                    welcome,
+                    known,
+                    None,
                     remote,
                     self.config.clone(),
                 )))
@@ -334,6 +417,62 @@ impl Controller {
             udp = (wrap.0)(udp);
         }
         self.endpoint.rebind_abstract(udp)
+    }
+
+    /// Sends `Hello` as early data and returns the client at once; the `Welcome` is read in
+    /// the background. If the gateway rejects early data, `Hello` is sent again first, before
+    /// any request waiting for the handshake.
+    async fn hello_early(
+        &self,
+        conn: quinn::Connection,
+        accepted: quinn::ZeroRttAccepted,
+        remote: SocketAddr,
+    ) -> Result<Client, ConnectError> {
+        let lost = |source| ConnectError::Connection {
+            gateway: remote,
+            source,
+        };
+        let hello = Hello {
+            version: PROTOCOL_VERSION,
+            name: self.config.name.clone(),
+        };
+        let (mut send, recv) = conn.open_bi().await.map_err(lost)?;
+        let _ = write_frame(&mut send, &hello).await;
+        let _ = send.finish();
+        let (tx, rx) = watch::channel(None);
+        let welcome = Arc::new(OnceLock::new());
+        let (c, w, max) = (conn.clone(), welcome.clone(), self.config.max_frame_len);
+        tokio::spawn(async move {
+            let accepted = accepted.await;
+            let mut reader = FrameReader::new(recv, max);
+            if !accepted {
+                // Everything sent early was dropped, the Hello too.
+                let Ok((mut send, recv)) = c.open_bi().await else {
+                    return;
+                };
+                let _ = write_frame(&mut send, &hello).await;
+                let _ = send.finish();
+                reader = FrameReader::new(recv, max);
+            }
+            let _ = tx.send(Some(accepted));
+            debug!(gateway = %remote, accepted, "0-RTT handshake complete");
+            match reader.expect_frame::<HelloReply>().await {
+                Ok(HelloReply::Welcome(welcome)) => {
+                    let _ = w.set(welcome);
+                }
+                Ok(HelloReply::Refused { code, .. }) => {
+                    c.close(varint(code), code.reason().as_bytes())
+                }
+                Err(e) => debug!(gateway = %remote, "no welcome: {e}"),
+            }
+        });
+        Ok(Client::new(ClientInner::new(
+            conn,
+            welcome,
+            Some(rx),
+            remote,
+            self.config.clone(),
+        )))
     }
 
     /// Closes every connection at once and waits (bounded) for the socket to go idle.

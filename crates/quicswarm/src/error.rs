@@ -117,6 +117,11 @@ pub enum CallError {
     /// The gateway is shutting down.
     #[error("gateway shutting down")]
     ShuttingDown,
+    /// Sent as 0-RTT early data and refused there (not replay-safe, or early data rejected).
+    /// Requests are re-sent after the handshake automatically; this is seen only if that
+    /// failed too.
+    #[error("refused in 0-RTT early data")]
+    TooEarly,
     /// The operation was cancelled by the other side.
     #[error("cancelled: {0}")]
     Cancelled(String),
@@ -154,6 +159,7 @@ impl CallError {
             Self::PermissionDenied(_) => ErrorCode::PermissionDenied,
             Self::TooLarge(_) => ErrorCode::FrameTooLarge,
             Self::ShuttingDown => ErrorCode::ShuttingDown,
+            Self::TooEarly => ErrorCode::TooEarly,
             Self::Cancelled(_) => ErrorCode::Cancelled,
             Self::Timeout(_) => ErrorCode::Timeout,
             Self::ConnectionLost(_) | Self::Io(_) => ErrorCode::Internal,
@@ -183,6 +189,7 @@ impl From<ErrorReply> for CallError {
             ErrorCode::PermissionDenied => Self::PermissionDenied(m),
             ErrorCode::FrameTooLarge => Self::TooLarge(m),
             ErrorCode::ShuttingDown => Self::ShuttingDown,
+            ErrorCode::TooEarly => Self::TooEarly,
             ErrorCode::Cancelled => Self::Cancelled(m),
             ErrorCode::Protocol => Self::Protocol(m),
             code => Self::Remote { code, message: m },
@@ -214,6 +221,7 @@ impl From<quinn::WriteError> for CallError {
                 Self::from_code(code.into_inner(), "the gateway stopped reading")
             }
             quinn::WriteError::ConnectionLost(c) => c.into(),
+            quinn::WriteError::ZeroRttRejected => Self::TooEarly,
             other => Self::Protocol(other.to_string()),
         }
     }
@@ -226,6 +234,7 @@ impl From<quinn::ReadError> for CallError {
                 Self::from_code(code.into_inner(), "the gateway reset the stream")
             }
             quinn::ReadError::ConnectionLost(c) => c.into(),
+            quinn::ReadError::ZeroRttRejected => Self::TooEarly,
             other => Self::Protocol(other.to_string()),
         }
     }

@@ -221,6 +221,8 @@ impl GatewayBuilder {
             shutting_down: AtomicBool::new(false),
             tracker: TaskTracker::new(),
             next_handler_id: AtomicU64::new(1),
+            early_served: AtomicU64::new(0),
+            too_early: AtomicU64::new(0),
             handlers: handlers_tx,
         });
         let accept = tokio::spawn(accept_loop(shared.clone()));
@@ -262,6 +264,10 @@ pub(crate) struct Shared {
     /// Every connection and operation task.
     pub(crate) tracker: TaskTracker,
     pub(crate) next_handler_id: AtomicU64,
+    /// Requests run from 0-RTT early data.
+    pub(crate) early_served: AtomicU64,
+    /// Requests refused in early data as not replay-safe.
+    pub(crate) too_early: AtomicU64,
     /// Handlers alive now.
     pub(crate) handlers: watch::Sender<usize>,
 }
@@ -316,6 +322,19 @@ async fn accept_loop(shared: Arc<Shared>) {
     }
 }
 
+/// Counters of a gateway; see [`Gateway::stats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct GatewayStats {
+    /// Handler/client pairs alive now.
+    pub handlers: usize,
+    /// Requests run from 0-RTT early data (replay-safe ones).
+    pub early_served: u64,
+    /// Requests refused in early data as not replay-safe (`TooEarly`; clients re-send them
+    /// after the handshake).
+    pub too_early: u64,
+}
+
 /// A running gateway.
 ///
 /// # Drop behavior
@@ -365,6 +384,15 @@ impl Gateway {
     /// to be freed).
     pub fn watch_handlers(&self) -> watch::Receiver<usize> {
         self.shared.handlers.subscribe()
+    }
+
+    /// Counters of the gateway's work so far.
+    pub fn stats(&self) -> GatewayStats {
+        GatewayStats {
+            handlers: self.handlers(),
+            early_served: self.shared.early_served.load(Ordering::Relaxed),
+            too_early: self.shared.too_early.load(Ordering::Relaxed),
+        }
     }
 
     /// Resolves once the gateway has closed (after `shutdown` or an allowed `close_gateway`).

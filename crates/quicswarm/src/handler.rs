@@ -55,12 +55,24 @@ impl Pair {
 
 pub(crate) async fn serve_connection(shared: Arc<Shared>, incoming: quinn::Incoming) {
     let remote = incoming.remote_address();
-    let conn = match incoming.await {
-        Ok(conn) => conn,
+    let connecting = match incoming.accept() {
+        Ok(connecting) => connecting,
         Err(e) => {
-            debug!(%remote, "handshake failed: {e}");
+            debug!(%remote, "refused: {e}");
             return;
         }
+    };
+    // Accept 0-RTT: requests may arrive as early data, and each operation checks whether its
+    // request is replay-safe before running it (see `operation`).
+    let conn = match connecting.into_0rtt() {
+        Ok((conn, _accepted)) => conn,
+        Err(connecting) => match connecting.await {
+            Ok(conn) => conn,
+            Err(e) => {
+                debug!(%remote, "handshake failed: {e}");
+                return;
+            }
+        },
     };
     let Some(pair) = hello(&shared, conn).await else {
         return;
@@ -233,6 +245,23 @@ async fn operation(
                 return;
             }
         };
+    if reader.is_0rtt() {
+        if replay_safe(&shared, &request) {
+            shared.early_served.fetch_add(1, Ordering::Relaxed);
+        } else {
+            // Early data can be replayed by an attacker: only idempotent requests run from it.
+            shared.too_early.fetch_add(1, Ordering::Relaxed);
+            debug!("request refused in 0-RTT: not replay-safe");
+            reader.stop(ErrorCode::TooEarly);
+            let reply = ErrorReply::new(
+                ErrorCode::TooEarly,
+                "not replay-safe: re-send after the handshake",
+            );
+            let _ = write_frame(&mut send, &Response::Error(reply)).await;
+            let _ = send.finish();
+            return;
+        }
+    }
     let result = match request {
         Request::Ping { nonce } => write_frame(&mut send, &Response::Pong { nonce })
             .await
@@ -371,6 +400,18 @@ async fn operation(
         // (during shutdown), dropping it would close the connection and lose the reply.
         // Bounded by the connection: `stopped` fails when it is lost or times out.
         let _ = send.stopped().await;
+    }
+}
+
+/// Whether `request` may run from 0-RTT early data, which an attacker can replay: reads
+/// (`Ping`, `List`, `Get`) and subroutines registered as replay-safe.
+fn replay_safe(shared: &Shared, request: &Request) -> bool {
+    match request {
+        Request::Ping { .. } | Request::List { .. } | Request::Get { .. } => true,
+        Request::Call { name, .. } | Request::Stream { name, .. } => {
+            shared.registry.get(name).is_some_and(|e| e.replay_safe)
+        }
+        _ => false,
     }
 }
 

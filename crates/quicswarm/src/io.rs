@@ -171,6 +171,11 @@ impl FrameReader {
         }
     }
 
+    /// Whether the stream arrived as 0-RTT early data.
+    pub(crate) fn is_0rtt(&self) -> bool {
+        self.recv.is_0rtt()
+    }
+
     /// Tells the peer to stop sending (`STOP_SENDING` with `code`).
     pub(crate) fn stop(&mut self, code: ErrorCode) {
         // Already finished or reset: nothing to stop.

@@ -92,7 +92,7 @@ pub use config::{
 };
 pub use controller::{Controller, ControllerConfig};
 pub use error::{CallError, ConnectError, GatewayError};
-pub use gateway::{Gateway, GatewayBuilder, DEFAULT_LISTEN, DEFAULT_POOL_SIZE};
+pub use gateway::{Gateway, GatewayBuilder, GatewayStats, DEFAULT_LISTEN, DEFAULT_POOL_SIZE};
 pub use quicswarm_proto as proto;
 pub use quicswarm_proto::{ErrorCode, SubroutineInfo, SubroutineKind};
 pub use subroutine::{Aborted, Emitter, Registry, SinkData, SinkError, SinkOutput, StreamContext};

@@ -325,6 +325,22 @@ impl Registry {
             .cloned()
     }
 
+    /// Marks a registered subroutine as replay-safe: calling it twice with the same arguments
+    /// does no harm (reads, idempotent queries). Only replay-safe subroutines run from 0-RTT
+    /// early data, which an attacker could replay; others are refused with `TooEarly` there
+    /// and re-sent by the client after the handshake. Off by default. Returns `false` if no
+    /// subroutine has that name.
+    pub fn set_replay_safe(&self, name: &str, replay_safe: bool) -> bool {
+        let mut entries = self.entries.write().unwrap_or_else(PoisonError::into_inner);
+        match entries.get_mut(name) {
+            Some(entry) => {
+                entry.replay_safe = replay_safe;
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Removes a subroutine; requests already running finish.
     pub fn remove(&self, name: &str) -> bool {
         self.entries

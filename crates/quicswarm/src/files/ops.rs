@@ -53,7 +53,7 @@ impl Client {
             selector: selector.clone(),
             hash,
         };
-        self.timed(async {
+        self.timed(self.early(|| async {
             let (mut send, mut reader) = self.open(&request).await?;
             let _ = send.finish();
             expect_accepted(Self::response(&mut reader).await?)?;
@@ -68,7 +68,7 @@ impl Client {
                     ListFrame::Error(reply) => return Err(reply.into()),
                 }
             }
-        })
+        }))
         .await
     }
 
@@ -82,7 +82,7 @@ impl Client {
             root: root.into(),
             items: items.to_vec(),
         };
-        self.timed(async {
+        self.timed(self.early(|| async {
             let (mut send, mut reader) = self.open(&request).await?;
             let _ = send.finish();
             expect_accepted(Self::response(&mut reader).await?)?;
@@ -124,7 +124,7 @@ impl Client {
                     other => return Err(CallError::Protocol(format!("unexpected {other:?}"))),
                 }
             }
-        })
+        }))
         .await
     }
 
@@ -140,6 +140,7 @@ impl Client {
             entries: entries.to_vec(),
             range_size,
         };
+        self.inner_confirmed().await;
         self.timed(async {
             let (mut send, mut reader) = self.open(&request).await?;
             let _ = send.finish();
@@ -167,6 +168,7 @@ impl Client {
             items,
             range_size,
         };
+        self.inner_confirmed().await;
         self.timed(async {
             let (mut send, mut reader) = self.open(&request).await?;
             let (written, reply) = tokio::join!(
