@@ -9,3 +9,4 @@ mod lifecycle;
 mod ops;
 mod pool;
 mod security;
+mod session;

@@ -213,9 +213,14 @@ impl Client {
         }
     }
 
-    /// Waits for the handshake (see [`ClientInner::confirmed`]).
+    /// Waits for the handshake (see [`ClientInner::confirmed`]); returns at once unless the
+    /// connection was made with 0-RTT and the handshake is still under way. A connection lost
+    /// meanwhile also ends the wait.
     pub(crate) async fn inner_confirmed(&self) {
-        self.inner.confirmed().await;
+        tokio::select! {
+            () = self.inner.confirmed() => {}
+            _ = self.inner.conn.closed() => {}
+        }
     }
 
     /// Runs a request that may travel as 0-RTT early data; when the gateway refuses it there

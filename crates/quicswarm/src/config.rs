@@ -135,7 +135,7 @@ impl TransportTuning {
     /// | preset | idle timeout | keep-alive | initial RTT | packet / time threshold |
     /// |---|---|---|---|---|
     /// | `Lan` | 10 s | 2 s | 333 ms (quinn's default) | 3 / 9/8 RTT |
-    /// | `Wifi` | 3 s | 300 ms | 50 ms | 5 / 1.5 RTT |
+    /// | `Wifi` | 1 s | 250 ms | 50 ms | 5 / 1.5 RTT |
     /// | `Cellular` | 20 s | 2 s | 200 ms | 5 / 1.5 RTT |
     pub fn preset(preset: LinkPreset) -> Self {
         let lan = Self {
@@ -155,8 +155,9 @@ impl TransportTuning {
         match preset {
             LinkPreset::Lan => lan,
             LinkPreset::Wifi => Self {
-                idle_timeout: Duration::from_secs(3),
-                keep_alive: Duration::from_millis(300),
+                // A dead link is noticed within about a second; a `Session` then reconnects.
+                idle_timeout: Duration::from_secs(1),
+                keep_alive: Duration::from_millis(250),
                 initial_rtt: Duration::from_millis(50),
                 packet_threshold: 5,
                 time_threshold: 1.5,

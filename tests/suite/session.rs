@@ -1,0 +1,151 @@
+//! Staying connected: a `Session` notices an outage, reconnects, reports its state and resumes
+//! subscriptions after the last ident; an interrupted call is not repeated.
+
+use std::{
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use quicswarm::{
+    CallError, ControllerConfig, LinkState, ReconnectPolicy, Session, SubscribeOptions,
+    TransportTuning, Trust,
+};
+use quicswarm_tests::{link::Link, spawn_gateway, within, TestGateway};
+
+fn tuning() -> TransportTuning {
+    let mut t = TransportTuning::default();
+    t.idle_timeout = Duration::from_millis(600);
+    t.keep_alive = Duration::from_millis(100);
+    t.initial_rtt = Duration::from_millis(20);
+    t
+}
+
+fn policy() -> ReconnectPolicy {
+    let mut p = ReconnectPolicy::default();
+    p.initial_backoff = Duration::from_millis(20);
+    p.max_backoff = Duration::from_millis(200);
+    p
+}
+
+async fn setup() -> (TestGateway, Link, Session) {
+    let gw = spawn_gateway(|b| b.transport(tuning())).await;
+    // A slow sequence that can resume: idents from `resume_after + 1`.
+    gw.gateway
+        .registry()
+        .stream("seq", |count: i64, ctx: quicswarm::StreamContext| {
+            let start = ctx.resume_after.map_or(0, |l| l + 1);
+            futures_util::stream::unfold(start, move |i| async move {
+                if i >= count {
+                    return None;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                Some((Ok::<_, String>((i, i.to_le_bytes().to_vec())), i + 1))
+            })
+        });
+    let link = Link::new(9);
+    let mut config = ControllerConfig::with_trust(Trust::Fingerprints(vec![gw.fingerprint]));
+    config.transport = tuning();
+    config.socket_wrapper = Some(link.wrapper());
+    config.connect_timeout = Duration::from_secs(2);
+    let controller = quicswarm::Controller::new(config).unwrap();
+    let session = within("session", Session::connect(&controller, &gw.addr, policy()))
+        .await
+        .unwrap();
+    (gw, link, session)
+}
+
+#[tokio::test]
+async fn a_session_reconnects_and_resumes_after_an_outage() {
+    let (_gw, link, session) = setup().await;
+    let mut states = session.watch_state();
+    let seen = Arc::new(std::sync::Mutex::new(vec![*states.borrow()]));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        while states.changed().await.is_ok() {
+            log.lock().unwrap().push(*states.borrow());
+        }
+    });
+    let mut seq = within(
+        "subscribe",
+        session.subscribe("seq", &80i64, &SubscribeOptions::default()),
+    )
+    .await
+    .unwrap();
+    let mut idents = Vec::new();
+    for _ in 0..10 {
+        idents.push(within("item", seq.next()).await.unwrap().unwrap().0);
+    }
+    link.set_down(true);
+    let mut watch = session.watch_state();
+    within(
+        "outage noticed",
+        watch.wait_for(|s| matches!(s, LinkState::Reconnecting { .. })),
+    )
+    .await
+    .unwrap();
+    link.set_down(false);
+    while let Some((ident, data)) = within("item", seq.next()).await.unwrap() {
+        assert_eq!(data, ident.to_le_bytes().to_vec());
+        idents.push(ident);
+    }
+    assert_eq!(
+        idents,
+        (0..80).collect::<Vec<i64>>(),
+        "no gap, no duplicate across the outage"
+    );
+    assert!(seq.resumed() >= 1);
+    assert!(session.reconnects() >= 1);
+    assert_eq!(session.state(), LinkState::Connected);
+    let states = seen.lock().unwrap().clone();
+    assert_eq!(states.first(), Some(&LinkState::Connected));
+    assert!(
+        states
+            .iter()
+            .any(|s| matches!(s, LinkState::Reconnecting { .. })),
+        "{states:?}"
+    );
+    assert_eq!(states.last(), Some(&LinkState::Connected), "{states:?}");
+}
+
+#[tokio::test]
+async fn a_call_cut_by_an_outage_fails_and_is_not_repeated() {
+    let (gw, link, session) = setup().await;
+    let runs = Arc::new(AtomicU64::new(0));
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
+    let started_tx = std::sync::Mutex::new(Some(started_tx));
+    let r = runs.clone();
+    gw.gateway.registry().batch("drive", move |_: ()| {
+        r.fetch_add(1, Ordering::SeqCst);
+        if let Some(tx) = started_tx.lock().unwrap().take() {
+            let _ = tx.send(());
+        }
+        async {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            Ok::<_, String>("driven")
+        }
+    });
+    let call = tokio::spawn({
+        let client = session.client();
+        async move { client.call("drive", &()).await }
+    });
+    within("drive started", started_rx).await.unwrap();
+    link.set_down(true);
+    match within("call", call).await.unwrap() {
+        Err(CallError::ConnectionLost(_)) => {}
+        other => panic!("expected ConnectionLost, got {other:?}"),
+    }
+    link.set_down(false);
+    within("reconnected", session.connected()).await.unwrap();
+    assert_eq!(
+        &within("echo", session.call("echo", "after")).await.unwrap()[..],
+        b"after"
+    );
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        1,
+        "the interrupted command ran once and was not re-sent"
+    );
+}
