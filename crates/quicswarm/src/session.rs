@@ -211,6 +211,7 @@ impl Session {
             last: None,
             stream,
             resumed: 0,
+            superseded_before: 0,
         })
     }
 
@@ -293,6 +294,8 @@ pub struct ResumingStream {
     last: Option<i64>,
     stream: ItemStream,
     resumed: u64,
+    /// Superseded items counted by streams replaced at a resume.
+    superseded_before: u64,
 }
 
 impl std::fmt::Debug for ResumingStream {
@@ -326,6 +329,11 @@ impl ResumingStream {
         }
     }
 
+    /// Items superseded so far (`Latest` delivery), across resumes.
+    pub fn superseded(&self) -> u64 {
+        self.superseded_before + self.stream.superseded()
+    }
+
     /// How many times the subscription was resumed after a reconnect.
     pub fn resumed(&self) -> u64 {
         self.resumed
@@ -352,6 +360,7 @@ impl ResumingStream {
                     .await
                 {
                     Ok(stream) => {
+                        self.superseded_before += self.stream.superseded();
                         self.stream = stream;
                         self.resumed += 1;
                         return Ok(());
