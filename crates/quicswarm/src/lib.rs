@@ -26,9 +26,18 @@
 //! ([`Trust`]). A changed certificate is a hard [`ConnectError::FingerprintMismatch`].
 //! `close_gateway` is refused unless the gateway allows it.
 //!
+//! # Lossy links
+//! [`TransportTuning`] presets tune timeouts and loss detection for LAN, Wi-Fi or cellular;
+//! a [`Session`] reconnects by itself (0-RTT) and resumes subscriptions after the last item
+//! received; [`Client::subscribe`] picks a [`Delivery`] (reliable, latest-value on per-item
+//! streams, or datagrams) and a priority; [`Controller::get_client_0rtt`] runs replay-safe
+//! requests from early data.
+//!
 //! # Layout
 //! - [`gateway`](Gateway) and its per-connection handlers; [`Registry`] of subroutines.
-//! - [`Controller`] and [`Client`]; [`blocking`] for programs without async.
+//! - [`Controller`] and [`Client`]; [`Session`] for links that drop; [`blocking`] for
+//!   programs without async.
+//! - [`files`]: swarm file transfer (list, download, upload).
 //! - [`tls`]: identities, fingerprints, trust, `certs init`.
 //! - The wire protocol lives in the sans-IO crate [`quicswarm_proto`].
 //!
