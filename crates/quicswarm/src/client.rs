@@ -635,7 +635,8 @@ pub struct ClientStats {
     pub bytes_sent: u64,
     /// UDP bytes received.
     pub bytes_received: u64,
-    /// Reconnections of this client (always 0 until automatic reconnect lands).
+    /// Reconnections: always 0 for a `Client`, which is one connection; a
+    /// [`Session`](crate::Session) counts its reconnections in `Session::reconnects`.
     pub reconnects: u64,
 }
 

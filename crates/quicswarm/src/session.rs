@@ -321,9 +321,10 @@ impl ResumingStream {
                     return Ok(Some((ident, data)));
                 }
                 Ok(None) => return Ok(None),
-                Err(CallError::ConnectionLost(_) | CallError::TooEarly) => {
-                    self.resubscribe().await?
-                }
+                // The link dropped or the gateway went down (it may come back): resume.
+                Err(
+                    CallError::ConnectionLost(_) | CallError::TooEarly | CallError::ShuttingDown,
+                ) => self.resubscribe().await?,
                 Err(e) => return Err(e),
             }
         }
@@ -365,7 +366,11 @@ impl ResumingStream {
                         self.resumed += 1;
                         return Ok(());
                     }
-                    Err(CallError::ConnectionLost(_) | CallError::TooEarly) => {}
+                    Err(
+                        CallError::ConnectionLost(_)
+                        | CallError::TooEarly
+                        | CallError::ShuttingDown,
+                    ) => {}
                     Err(e) => return Err(e),
                 }
             }
