@@ -123,3 +123,139 @@ async fn cert_dir_generates_once_and_keeps_the_key() {
     assert!(!second.gateway.generated_identity());
     assert_eq!(second.gateway.fingerprint(), fp);
 }
+
+fn client_identity(dir: &std::path::Path, name: &str) -> Identity {
+    Identity::from_pem_files(
+        &dir.join(format!("{name}.pem")),
+        &dir.join(format!("{name}.key")),
+    )
+    .unwrap()
+}
+
+fn mtls_controller(ca: &std::path::Path, identity: Option<Identity>) -> quicswarm::Controller {
+    let mut config = quicswarm::ControllerConfig::with_trust(Trust::ca_file(ca).unwrap());
+    config.identity = identity;
+    config.connect_timeout = std::time::Duration::from_secs(5);
+    quicswarm::Controller::new(config).unwrap()
+}
+
+#[tokio::test]
+async fn mutual_tls_refuses_clients_without_a_certificate_from_the_ca() {
+    let pki = tempfile::tempdir().unwrap();
+    let made = certs_init(pki.path(), &[]).unwrap();
+    let client_ca = tls::load_certs(&made.ca_cert).unwrap();
+    let pki_dir = pki.path().to_path_buf();
+    let gw = spawn_gateway(move |b| b.cert_dir(pki_dir).client_ca(client_ca)).await;
+    let ca = made.ca_cert.clone();
+    let dir = ca.parent().unwrap().to_path_buf();
+
+    let ok = within(
+        "with a certificate",
+        mtls_controller(&ca, Some(client_identity(&dir, "client"))).get_client(&gw.addr),
+    )
+    .await
+    .unwrap();
+    within("ping", ok.ping()).await.unwrap();
+
+    let none = within(
+        "without a certificate",
+        mtls_controller(&ca, None).get_client(&gw.addr),
+    )
+    .await;
+    assert!(
+        matches!(none, Err(ConnectError::Connection { .. })),
+        "{none:?}"
+    );
+
+    let other = tempfile::tempdir().unwrap();
+    certs_init(other.path(), &[]).unwrap();
+    let stranger = within(
+        "a certificate from another CA",
+        mtls_controller(&ca, Some(client_identity(other.path(), "client"))).get_client(&gw.addr),
+    )
+    .await;
+    assert!(
+        matches!(stranger, Err(ConnectError::Connection { .. })),
+        "{stranger:?}"
+    );
+    within("ping still", ok.ping()).await.unwrap();
+}
+
+#[tokio::test]
+async fn permissions_follow_the_client_certificate_name() {
+    use quicswarm::{files::Selector, Allow, CallError, Permissions};
+    let pki = tempfile::tempdir().unwrap();
+    let made = certs_init(pki.path(), &[]).unwrap();
+    tls::certs_client(pki.path(), "viewer").unwrap();
+    let dir = pki.path().to_path_buf();
+    let data = tempfile::tempdir().unwrap();
+    std::fs::write(data.path().join("a.log"), b"log").unwrap();
+    let mut viewer = Permissions::none();
+    viewer.subroutines = Allow::only(["echo"]);
+    let (client_ca, d, cd) = (
+        tls::load_certs(&made.ca_cert).unwrap(),
+        data.path().to_path_buf(),
+        dir.clone(),
+    );
+    let gw = spawn_gateway(move |b| {
+        b.cert_dir(cd)
+            .client_ca(client_ca)
+            .serve("logs", d)
+            .permissions("viewer", viewer)
+    })
+    .await;
+
+    let v = within(
+        "viewer",
+        mtls_controller(&made.ca_cert, Some(client_identity(&dir, "viewer"))).get_client(&gw.addr),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        &within("echo", v.call("echo", "hi")).await.unwrap()[..],
+        b"hi"
+    );
+    match within(
+        "counter",
+        v.stream(
+            "counter",
+            &quicswarm::demo::CounterArgs { count: 1, size: 1 },
+        ),
+    )
+    .await
+    {
+        Err(CallError::PermissionDenied(m)) => {
+            assert!(m.contains("viewer") && m.contains("counter"), "{m}")
+        }
+        other => panic!("expected PermissionDenied, got {other:?}"),
+    }
+    assert!(matches!(
+        v.send("byte_sum", &(), vec![1u8; 10]).await,
+        Err(CallError::PermissionDenied(_))
+    ));
+    match within("list", v.list("logs", &Selector::all())).await {
+        Err(CallError::PermissionDenied(m)) => assert!(m.contains("logs"), "{m}"),
+        other => panic!("expected PermissionDenied, got {other:?}"),
+    }
+    within("ping", v.ping()).await.unwrap();
+
+    // Another identity gets the defaults: everything but close_gateway.
+    let c = within(
+        "client",
+        mtls_controller(&made.ca_cert, Some(client_identity(&dir, "client"))).get_client(&gw.addr),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        within("list", c.list("logs", &Selector::all()))
+            .await
+            .unwrap()
+            .entries
+            .len(),
+        1
+    );
+    assert!(matches!(
+        c.close_gateway().await,
+        Err(CallError::PermissionDenied(_))
+    ));
+}

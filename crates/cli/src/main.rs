@@ -133,6 +133,9 @@ struct GatewayArgs {
     /// Accept uploads into this folder (uploads are refused without it).
     #[arg(long, value_name = "DIR")]
     upload_dir: Option<PathBuf>,
+    /// Require mutual TLS: clients need a certificate issued by this CA (PEM).
+    #[arg(long, value_name = "FILE")]
+    client_ca: Option<PathBuf>,
 }
 
 fn parse_root(text: &str) -> Result<(String, PathBuf), String> {
@@ -156,6 +159,14 @@ enum CertsCommand {
         #[arg(long = "name")]
         names: Vec<String>,
     },
+    /// Issue another client certificate from the CA made by `certs init`.
+    Client {
+        /// The client's name: its identity for the gateway's permissions.
+        name: String,
+        /// The folder holding ca.pem and ca.key; NAME.pem and NAME.key are written there.
+        #[arg(long, default_value = "certs")]
+        dir: PathBuf,
+    },
 }
 
 /// Options shared by every client command.
@@ -170,6 +181,12 @@ pub(crate) struct ClientOpts {
     /// Accept only a gateway with this certificate fingerprint.
     #[arg(long, value_name = "SHA256", conflicts_with = "known_gateways")]
     fingerprint: Option<Fingerprint>,
+    /// Client certificate (PEM) for gateways that require mutual TLS; with --key.
+    #[arg(long, value_name = "FILE", requires = "key")]
+    cert: Option<PathBuf>,
+    /// Private key (PEM) of --cert.
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    key: Option<PathBuf>,
     /// Seconds to wait for a connection or an answer.
     #[arg(long, default_value_t = 30)]
     timeout: u64,
@@ -194,6 +211,9 @@ impl ClientOpts {
         let mut config = ControllerConfig::with_trust(trust);
         config.connect_timeout = Duration::from_secs(self.timeout);
         config.call_timeout = Some(Duration::from_secs(self.timeout));
+        if let (Some(cert), Some(key)) = (&self.cert, &self.key) {
+            config.identity = Some(quicswarm::Identity::from_pem_files(cert, key)?);
+        }
         Ok(Controller::new(config)?)
     }
 
@@ -311,6 +331,23 @@ async fn run(cli: Cli) -> Result<()> {
             println!("then: quicswarm ping ADDR --ca {}", made.ca_cert.display());
             Ok(())
         }
+        Command::Certs {
+            command: CertsCommand::Client { name, dir },
+        } => {
+            let (cert, key) = quicswarm::tls::certs_client(&dir, &name)?;
+            println!(
+                "wrote client certificate {} and key {}",
+                cert.display(),
+                key.display()
+            );
+            println!(
+                "use: quicswarm ping ADDR --ca {} --cert {} --key {}",
+                dir.join("ca.pem").display(),
+                cert.display(),
+                key.display()
+            );
+            Ok(())
+        }
         Command::Demo { json } => demo::run(json).await,
     }
 }
@@ -347,6 +384,9 @@ async fn gateway(args: GatewayArgs) -> Result<()> {
     if let Some(dir) = &args.upload_dir {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         builder = builder.upload_dir(dir.clone());
+    }
+    if let Some(ca) = &args.client_ca {
+        builder = builder.client_ca(quicswarm::tls::load_certs(ca)?);
     }
     let gateway = builder.spawn().await?;
     eprintln!(

@@ -331,3 +331,45 @@ fn demo_runs() {
     assert_eq!(report["aborted_after"], 3);
     assert!(report["stream_1k_items_per_s"].as_f64().unwrap() > 0.0);
 }
+
+#[test]
+fn mutual_tls_with_issued_client_certificates() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = dir.path().join("pki");
+    let run = |args: &[&str]| Command::new(BIN).args(args).output().unwrap();
+    let pki_s = pki.to_str().unwrap();
+    assert!(run(&["certs", "init", "--dir", pki_s]).status.success());
+    let issued = run(&["certs", "client", "robot7", "--dir", pki_s]);
+    assert!(
+        issued.status.success(),
+        "{}",
+        String::from_utf8_lossy(&issued.stderr)
+    );
+    assert!(pki.join("robot7.pem").exists() && pki.join("robot7.key").exists());
+    let ca = pki.join("ca.pem");
+    let gw = GatewayProcess::start(&pki, &["--client-ca", ca.to_str().unwrap()]);
+    let ca_s = ca.to_str().unwrap();
+    let cert = pki.join("robot7.pem");
+    let key = pki.join("robot7.key");
+    let with = run(&[
+        "ping",
+        &gw.addr,
+        "--ca",
+        ca_s,
+        "--cert",
+        cert.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(
+        with.status.success(),
+        "{}",
+        String::from_utf8_lossy(&with.stderr)
+    );
+    let without = run(&["ping", &gw.addr, "--ca", ca_s, "--timeout", "5"]);
+    assert!(
+        !without.status.success(),
+        "a client without a certificate is refused"
+    );
+}

@@ -16,7 +16,7 @@ use crate::{
     config::{self, SocketWrapper, TransportTuning},
     error::ConnectError,
     io::{varint, write_frame, FrameReader},
-    tls::{self, Fingerprint, PinRecord, PinVerifier, Trust},
+    tls::{self, Fingerprint, Identity, PinRecord, PinVerifier, Trust},
 };
 
 /// Controller settings, each with a documented default.
@@ -43,6 +43,8 @@ pub struct ControllerConfig {
     pub max_frame_len: usize,
     /// Wraps the controller's UDP socket (link emulation in tests and tools). Default none.
     pub socket_wrapper: Option<SocketWrapper>,
+    /// Client certificate and key, for gateways that require mutual TLS. Default none.
+    pub identity: Option<Identity>,
 }
 
 impl Default for ControllerConfig {
@@ -56,6 +58,7 @@ impl Default for ControllerConfig {
             transport: TransportTuning::default(),
             max_frame_len: quicswarm_proto::DEFAULT_MAX_FRAME_LEN,
             socket_wrapper: None,
+            identity: None,
         }
     }
 }
@@ -285,7 +288,8 @@ impl Controller {
             Trust::Ca(roots) => tls::ca_verifier(roots).map_err(tls::TlsError::from)?,
             _ => self.pin_verifier(allowed, &record),
         };
-        let tls = tls::client_config(verifier, &self.resumption).map_err(tls::TlsError::from)?;
+        let tls = tls::client_config(verifier, &self.resumption, self.config.identity.as_ref())
+            .map_err(tls::TlsError::from)?;
         let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
             .map_err(|e| tls::TlsError::from(rustls::Error::General(e.to_string())))?;
         let entry = (Arc::new(quic), record);

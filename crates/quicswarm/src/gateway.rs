@@ -10,7 +10,10 @@ use std::{
     time::Duration,
 };
 
+use std::collections::HashMap;
+
 use quicswarm_proto::ErrorCode;
+use rustls::pki_types::CertificateDer;
 use tokio::sync::{watch, Semaphore};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{debug, info, warn};
@@ -21,6 +24,7 @@ use crate::{
     files::serve::FileConfig,
     handler,
     io::varint,
+    permissions::Permissions,
     subroutine::Registry,
     tls::{Fingerprint, Identity},
 };
@@ -63,12 +67,14 @@ pub struct GatewayBuilder {
     listen: SocketAddr,
     pool_size: usize,
     identity: IdentitySource,
-    allow_close: bool,
     limits: Limits,
     transport: TransportTuning,
     registry: Registry,
     files: FileConfig,
     socket_wrapper: Option<SocketWrapper>,
+    client_ca: Option<Vec<CertificateDer<'static>>>,
+    permissions: HashMap<String, Permissions>,
+    default_permissions: Permissions,
 }
 
 impl Default for GatewayBuilder {
@@ -77,12 +83,14 @@ impl Default for GatewayBuilder {
             listen: SocketAddr::from(([0, 0, 0, 0], 1857)),
             pool_size: DEFAULT_POOL_SIZE,
             identity: IdentitySource::CertDir(PathBuf::from("certs")),
-            allow_close: false,
             limits: Limits::default(),
             transport: TransportTuning::default(),
             registry: Registry::new(),
             files: FileConfig::default(),
             socket_wrapper: None,
+            client_ca: None,
+            permissions: HashMap::new(),
+            default_permissions: Permissions::default(),
         }
     }
 }
@@ -115,8 +123,23 @@ impl GatewayBuilder {
 
     /// Whether controllers may shut the gateway down with `close_gateway`. Default `false`:
     /// such requests get [`CallError::PermissionDenied`](crate::CallError::PermissionDenied).
+    /// (Shorthand for `close_gateway` in the default permissions.)
     pub fn allow_close(mut self, allow: bool) -> Self {
-        self.allow_close = allow;
+        self.default_permissions.close_gateway = allow;
+        self
+    }
+
+    /// Permissions of the client whose certificate is named `identity` (mutual TLS, see
+    /// [`client_ca`](Self::client_ca)).
+    pub fn permissions(mut self, identity: impl Into<String>, permissions: Permissions) -> Self {
+        self.permissions.insert(identity.into(), permissions);
+        self
+    }
+
+    /// Permissions of anonymous clients and of identities without their own. Default:
+    /// [`Permissions::all`] (everything but `close_gateway`).
+    pub fn default_permissions(mut self, permissions: Permissions) -> Self {
+        self.default_permissions = permissions;
         self
     }
 
@@ -130,6 +153,14 @@ impl GatewayBuilder {
     /// [`TransportTuning::preset`]. Default: the `Lan` preset.
     pub fn transport(mut self, transport: TransportTuning) -> Self {
         self.transport = transport;
+        self
+    }
+
+    /// Requires mutual TLS: clients must present a certificate issued by one of these CAs, or
+    /// the handshake fails. The certificate's common name is the client's identity (see
+    /// [`tls::certificate_name`](crate::tls::certificate_name)).
+    pub fn client_ca(mut self, roots: Vec<CertificateDer<'static>>) -> Self {
+        self.client_ca = Some(roots);
         self
     }
 
@@ -182,8 +213,10 @@ impl GatewayBuilder {
         };
         let fingerprint = identity.fingerprint();
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(
-            quinn::crypto::rustls::QuicServerConfig::try_from(identity.server_config()?)
-                .map_err(|e| GatewayError::Tls(rustls::Error::General(e.to_string()).into()))?,
+            quinn::crypto::rustls::QuicServerConfig::try_from(
+                identity.server_config_with_client_ca(self.client_ca.as_deref())?,
+            )
+            .map_err(|e| GatewayError::Tls(rustls::Error::General(e.to_string()).into()))?,
         ));
         // The gateway pings too, so an idle client keeps its slot whatever keep-alive it
         // chose; a vanished one still times out (RFC 9000 §10.1: our own pings restart the
@@ -212,9 +245,10 @@ impl GatewayBuilder {
             endpoint,
             registry: self.registry,
             files: self.files,
+            permissions: self.permissions,
+            default_permissions: self.default_permissions,
             pool: Arc::new(Semaphore::new(self.pool_size)),
             pool_size: self.pool_size as u32,
-            allow_close: self.allow_close,
             limits: self.limits,
             stop_accepting: CancellationToken::new(),
             closed: CancellationToken::new(),
@@ -252,9 +286,10 @@ pub(crate) struct Shared {
     pub(crate) endpoint: quinn::Endpoint,
     pub(crate) registry: Registry,
     pub(crate) files: FileConfig,
+    pub(crate) permissions: HashMap<String, Permissions>,
+    pub(crate) default_permissions: Permissions,
     pub(crate) pool: Arc<Semaphore>,
     pub(crate) pool_size: u32,
-    pub(crate) allow_close: bool,
     pub(crate) limits: Limits,
     /// Cancelled when shutdown starts: no new connections or operations.
     pub(crate) stop_accepting: CancellationToken,
@@ -273,6 +308,13 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// The permissions of a client.
+    pub(crate) fn permissions_of(&self, identity: Option<&str>) -> &Permissions {
+        identity
+            .and_then(|id| self.permissions.get(id))
+            .unwrap_or(&self.default_permissions)
+    }
+
     /// Stops accepting, lets in-flight work finish within `grace`, then closes the endpoint.
     /// Idempotent: a second caller waits for the first to finish.
     pub(crate) async fn shutdown(self: &Arc<Self>, grace: Duration) {

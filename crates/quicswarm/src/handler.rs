@@ -37,6 +37,8 @@ struct Pair {
     closing: CancellationToken,
     /// This pair's operation tasks.
     ops: TaskTracker,
+    /// The client certificate's name (mutual TLS), `None` for an anonymous client.
+    identity: Option<String>,
 }
 
 impl Pair {
@@ -77,7 +79,8 @@ pub(crate) async fn serve_connection(shared: Arc<Shared>, incoming: quinn::Incom
     let Some(pair) = hello(&shared, conn).await else {
         return;
     };
-    let span = info_span!("handler", id = pair.id, %remote);
+    let client = pair.identity.as_deref().unwrap_or("anonymous");
+    let span = info_span!("handler", id = pair.id, %remote, client);
     async {
         info!("handler started");
         loop {
@@ -113,6 +116,15 @@ pub(crate) async fn serve_connection(shared: Arc<Shared>, incoming: quinn::Incom
     }
     .instrument(span)
     .await;
+}
+
+/// The name in the client's certificate, if it presented one.
+fn peer_name(conn: &Connection) -> Option<String> {
+    let certs = conn
+        .peer_identity()?
+        .downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+        .ok()?;
+    certs.first().and_then(crate::tls::certificate_name)
 }
 
 /// Reads `Hello`, takes a pool slot and answers. `None` when the pair was refused.
@@ -199,6 +211,7 @@ async fn send_hello_reply(
         permit: Mutex::new(Some(permit)),
         closing: CancellationToken::new(),
         ops: TaskTracker::new(),
+        identity: peer_name(conn),
     });
     let welcome = HelloReply::Welcome(Welcome {
         handler_id: pair.id,
@@ -261,6 +274,14 @@ async fn operation(
             let _ = send.finish();
             return;
         }
+    }
+    if let Err(reply) = permitted(&shared, pair.identity.as_deref(), &request) {
+        warn!("denied: {}", reply.message);
+        // Do not make the client upload what nobody will read.
+        reader.stop(ErrorCode::PermissionDenied);
+        let _ = write_frame(&mut send, &Response::Error(reply)).await;
+        let _ = send.finish();
+        return;
     }
     let result = match request {
         Request::Ping { nonce } => write_frame(&mut send, &Response::Pong { nonce })
@@ -374,25 +395,14 @@ async fn operation(
             write_frame(&mut send, &Response::Done).await.map_err(drop)
         }
         Request::CloseGateway => {
-            if shared.allow_close {
-                info!("close_gateway requested");
-                // Not tracked by the gateway: shutdown waits for the tracked tasks. This
-                // operation is still tracked by its pair, so its `Done` is delivered before
-                // the connection is closed.
-                let s = shared.clone();
-                tokio::spawn(async move { s.shutdown(s.limits.shutdown_grace).await });
-                write_frame(&mut send, &Response::Done).await.map_err(drop)
-            } else {
-                warn!("close_gateway refused");
-                write_error(
-                    &mut send,
-                    ErrorReply::new(
-                        ErrorCode::PermissionDenied,
-                        "this gateway does not allow close_gateway",
-                    ),
-                )
-                .await
-            }
+            // Allowed: `permitted` checked it.
+            info!("close_gateway requested");
+            // Not tracked by the gateway: shutdown waits for the tracked tasks. This
+            // operation is still tracked by its pair, so its `Done` is delivered before the
+            // connection is closed.
+            let s = shared.clone();
+            tokio::spawn(async move { s.shutdown(s.limits.shutdown_grace).await });
+            write_frame(&mut send, &Response::Done).await.map_err(drop)
         }
     };
     if result.is_ok() && send.finish().is_ok() {
@@ -400,6 +410,40 @@ async fn operation(
         // (during shutdown), dropping it would close the connection and lose the reply.
         // Bounded by the connection: `stopped` fails when it is lost or times out.
         let _ = send.stopped().await;
+    }
+}
+
+/// Checks `request` against the client's permissions. Done for every request, 0-RTT ones
+/// included, so an identity downgraded since its session ticket was issued gets no more than
+/// it has now.
+fn permitted(shared: &Shared, identity: Option<&str>, request: &Request) -> Result<(), ErrorReply> {
+    let p = shared.permissions_of(identity);
+    let who = identity.map_or_else(
+        || "an anonymous client".to_string(),
+        |id| format!("client {id:?}"),
+    );
+    let denied = |what: String| {
+        Err(ErrorReply::new(
+            ErrorCode::PermissionDenied,
+            format!("{who} may not {what}"),
+        ))
+    };
+    match request {
+        Request::Call { name, .. } | Request::Stream { name, .. } | Request::Send { name, .. }
+            if !p.subroutines.allows(name) =>
+        {
+            denied(format!("call subroutine {name:?}"))
+        }
+        Request::List { root, .. } | Request::Get { root, .. } if !p.roots.allows(root) => {
+            denied(format!("read root {root:?}"))
+        }
+        Request::PutCheck { .. } | Request::Put { .. } if !p.upload => {
+            denied("upload files".into())
+        }
+        Request::CloseGateway if !p.close_gateway => {
+            denied("close this gateway (close_gateway)".into())
+        }
+        _ => Ok(()),
     }
 }
 

@@ -91,6 +91,7 @@ pub mod files;
 mod gateway;
 mod handler;
 mod io;
+mod permissions;
 mod session;
 mod subroutine;
 mod subscribe;
@@ -103,6 +104,7 @@ pub use config::{
 pub use controller::{Controller, ControllerConfig};
 pub use error::{CallError, ConnectError, GatewayError};
 pub use gateway::{Gateway, GatewayBuilder, GatewayStats, DEFAULT_LISTEN, DEFAULT_POOL_SIZE};
+pub use permissions::{Allow, Permissions};
 pub use quicswarm_proto as proto;
 pub use quicswarm_proto::{ErrorCode, SubroutineInfo, SubroutineKind};
 pub use session::{LinkState, ReconnectPolicy, ResumingStream, Session};

@@ -213,10 +213,37 @@ impl Identity {
     /// # Errors
     /// If rustls refuses the certificate or key.
     pub fn server_config(&self) -> Result<rustls::ServerConfig, TlsError> {
-        let mut config = rustls::ServerConfig::builder_with_provider(provider())
-            .with_protocol_versions(&[&rustls::version::TLS13])?
-            .with_no_client_auth()
-            .with_single_cert(self.chain.clone(), self.key.clone_key())?;
+        self.server_config_with_client_ca(None)
+    }
+
+    /// Like [`server_config`](Self::server_config), requiring clients to present a
+    /// certificate issued by one of `client_ca` (mutual TLS) when given.
+    ///
+    /// # Errors
+    /// If rustls refuses the certificate, the key or the CA.
+    pub fn server_config_with_client_ca(
+        &self,
+        client_ca: Option<&[CertificateDer<'static>]>,
+    ) -> Result<rustls::ServerConfig, TlsError> {
+        let builder = rustls::ServerConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])?;
+        let builder = match client_ca {
+            None => builder.with_no_client_auth(),
+            Some(roots) => {
+                let mut store = rustls::RootCertStore::empty();
+                for root in roots {
+                    store.add(root.clone())?;
+                }
+                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                    Arc::new(store),
+                    provider(),
+                )
+                .build()
+                .map_err(|e| rustls::Error::General(e.to_string()))?;
+                builder.with_client_cert_verifier(verifier)
+            }
+        };
+        let mut config = builder.with_single_cert(self.chain.clone(), self.key.clone_key())?;
         config.alpn_protocols = vec![quicswarm_proto::ALPN.to_vec()];
         // QUIC requires either 0 or u32::MAX; 0-RTT is gated per request by the gateway.
         config.max_early_data_size = u32::MAX;
@@ -265,20 +292,7 @@ impl Trust {
     /// # Errors
     /// If the file cannot be read or holds no certificate.
     pub fn ca_file(path: &Path) -> Result<Self, TlsError> {
-        let pem = fs::read(path).map_err(io_err("reading", path))?;
-        let certs = CertificateDer::pem_slice_iter(&pem)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| TlsError::Pem {
-                path: path.to_path_buf(),
-                what: e.to_string(),
-            })?;
-        if certs.is_empty() {
-            return Err(TlsError::Pem {
-                path: path.to_path_buf(),
-                what: "no certificate".into(),
-            });
-        }
-        Ok(Self::Ca(certs))
+        load_certs(path).map(Self::Ca)
     }
 
     /// The default `known_gateways` file: `<config dir>/quicswarm/known_gateways`.
@@ -288,6 +302,27 @@ impl Trust {
             .join("quicswarm")
             .join("known_gateways")
     }
+}
+
+/// The certificates of a PEM file (at least one).
+///
+/// # Errors
+/// If the file cannot be read or holds no certificate.
+pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let pem = fs::read(path).map_err(io_err("reading", path))?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TlsError::Pem {
+            path: path.to_path_buf(),
+            what: e.to_string(),
+        })?;
+    if certs.is_empty() {
+        return Err(TlsError::Pem {
+            path: path.to_path_buf(),
+            what: "no certificate".into(),
+        });
+    }
+    Ok(certs)
 }
 
 /// The fingerprint pinned for `gateway` in a `known_gateways` file, if any.
@@ -400,16 +435,21 @@ impl ServerCertVerifier for PinVerifier {
     }
 }
 
-/// A client config for one gateway with the given verifier.
+/// A client config for one gateway with the given verifier, presenting `identity` to gateways
+/// that ask for a client certificate.
 pub(crate) fn client_config(
     verifier: Arc<dyn ServerCertVerifier>,
     resumption: &rustls::client::Resumption,
+    identity: Option<&Identity>,
 ) -> Result<rustls::ClientConfig, rustls::Error> {
-    let mut config = rustls::ClientConfig::builder_with_provider(provider())
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()
-        .with_custom_certificate_verifier(verifier)
-        .with_no_client_auth();
+        .with_custom_certificate_verifier(verifier);
+    let mut config = match identity {
+        Some(id) => builder.with_client_auth_cert(id.chain.clone(), id.key.clone_key())?,
+        None => builder.with_no_client_auth(),
+    };
     config.alpn_protocols = vec![quicswarm_proto::ALPN.to_vec()];
     config.enable_early_data = true;
     config.resumption = resumption.clone();
@@ -428,6 +468,61 @@ pub(crate) fn ca_verifier(
         .build()
         .map(|v| v as Arc<dyn ServerCertVerifier>)
         .map_err(|e| rustls::Error::General(e.to_string()))
+}
+
+/// The name a certificate gives its holder: its subject's common name, else its first DNS
+/// name. This is the identity permissions are granted to.
+pub fn certificate_name(cert: &CertificateDer<'_>) -> Option<String> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    if let Some(cn) = parsed
+        .subject()
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+    {
+        return Some(cn.to_string());
+    }
+    let san = parsed.subject_alternative_name().ok()??;
+    san.value.general_names.iter().find_map(|n| match n {
+        x509_parser::extensions::GeneralName::DNSName(d) => Some((*d).to_string()),
+        _ => None,
+    })
+}
+
+/// Issues a client certificate named `name` from the private CA in `dir` (`ca.pem`, `ca.key`,
+/// as written by [`certs_init`]): writes `NAME.pem` and `NAME.key` (mode 0600) there and
+/// returns their paths.
+///
+/// # Errors
+/// If the CA files are missing or unreadable, `name` is not a portable file name, or a file
+/// cannot be written.
+pub fn certs_client(dir: &Path, name: &str) -> Result<(PathBuf, PathBuf), TlsError> {
+    if quicswarm_proto::path::validate(name).map(|p| p.len()) != Ok(1) {
+        return Err(TlsError::Pem {
+            path: dir.join(name),
+            what: "not a portable file name".into(),
+        });
+    }
+    let ca_pem =
+        fs::read_to_string(dir.join("ca.pem")).map_err(io_err("reading", &dir.join("ca.pem")))?;
+    let ca_key_pem =
+        fs::read_to_string(dir.join("ca.key")).map_err(io_err("reading", &dir.join("ca.key")))?;
+    let ca_key = rcgen::KeyPair::from_pem(&ca_key_pem)?;
+    let issuer = rcgen::Issuer::from_ca_cert_pem(&ca_pem, ca_key)?;
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let key = rcgen::KeyPair::generate()?;
+    let cert = params.signed_by(&key, &issuer)?;
+    let (cert_path, key_path) = (
+        dir.join(format!("{name}.pem")),
+        dir.join(format!("{name}.key")),
+    );
+    write_private(&key_path, key.serialize_pem().as_bytes())?;
+    write_atomic(&cert_path, cert.pem().as_bytes())?;
+    Ok((cert_path, key_path))
 }
 
 /// What [`certs_init`] wrote.
