@@ -426,3 +426,26 @@ async fn presets_and_congestion_controllers_work() {
             < TransportTuning::preset(LinkPreset::Lan).keep_alive
     );
 }
+
+/// A sink that returns without reading its buffer still answers: the unread rest is dropped.
+#[tokio::test]
+async fn a_sink_may_ignore_its_buffer() {
+    let gw = spawn_gateway(|b| b).await;
+    gw.gateway
+        .registry()
+        .sink("ignore", |_: (), _data: quicswarm::SinkData| async {
+            Ok::<_, String>(7i64)
+        });
+    let client = within("connect", gw.controller().get_client(&gw.addr))
+        .await
+        .unwrap();
+    for size in [0usize, 10, 5_000_000] {
+        assert_eq!(
+            within("send", client.send("ignore", &(), vec![1u8; size]))
+                .await
+                .unwrap(),
+            7,
+            "{size} bytes"
+        );
+    }
+}

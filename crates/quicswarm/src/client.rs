@@ -558,13 +558,21 @@ impl Client {
     }
 
     /// The gateway's answer wins over our write error: when it refuses early (unknown sink,
-    /// too large) it stops our upload, and the refusal says why.
+    /// too large) it stops our upload, and the refusal says why; when the sink returned
+    /// without reading everything, its answer stands.
     fn sink_reply(
         written: Result<(), CallError>,
         reply: Result<Response, CallError>,
     ) -> Result<i64, CallError> {
         match reply {
-            Ok(Response::Count { value }) => written.map(|()| value),
+            // The sink answered: it ran. If it returned before reading the whole buffer, the
+            // gateway stopped our upload, which is no error of ours.
+            Ok(Response::Count { value }) => {
+                if let Err(e) = written {
+                    tracing::debug!("sink answered before reading everything: {e}");
+                }
+                Ok(value)
+            }
             Ok(other) => Err(CallError::Protocol(format!(
                 "expected Count, got {other:?}"
             ))),
