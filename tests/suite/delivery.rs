@@ -289,3 +289,36 @@ async fn datagrams_on_a_lossy_link_lose_some_and_fail_none() {
         "{n} of 300 arrived through a 20% loss link"
     );
 }
+
+/// With a max age, an item stuck in flight behind a slow link is cancelled for a newer one.
+#[tokio::test]
+async fn latest_cancels_an_item_in_flight_past_its_max_age() {
+    let link = quicswarm_tests::link::Link::new(5);
+    // 400 KB/s: a 40 KB frame needs 100 ms; frames come every 20 ms.
+    link.set_rate(Some(400_000), 1 << 20);
+    let wrapper = link.wrapper();
+    let gw = spawn_gateway(move |b| b.socket_wrapper(wrapper)).await;
+    register_camera(&gw);
+    let client = within("connect", gw.controller().get_client(&gw.addr))
+        .await
+        .unwrap();
+    let mut options = SubscribeOptions::delivery(Delivery::Latest);
+    options.max_age = Some(Duration::from_millis(50));
+    let mut frames = client
+        .subscribe("camera", &(30i64, 40_000usize, 20u64), &options)
+        .await
+        .unwrap();
+    let mut received = 0u64;
+    while within("frame", frames.next()).await.unwrap().is_some() {
+        received += 1;
+    }
+    assert!(
+        frames.superseded() > 0,
+        "frames in flight past 50 ms were cancelled"
+    );
+    assert_eq!(
+        received + frames.stale() + frames.superseded(),
+        30,
+        "every frame accounted for"
+    );
+}

@@ -256,9 +256,10 @@ mod tests {
                 options: StreamOptions {
                     priority: -1,
                     delivery: Delivery::Latest { id: 7 },
+                    max_age_ms: Some(100),
                 },
             },
-            &[11, 2, 1, b'c', 1, 1, b'1', 1, 1, 1, 1, 7],
+            &[13, 2, 1, b'c', 1, 1, b'1', 1, 1, 1, 1, 7, 1, 100],
         );
         roundtrip(
             Request::Send {

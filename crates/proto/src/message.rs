@@ -241,6 +241,9 @@ pub struct StreamOptions {
     pub priority: i32,
     /// How items travel.
     pub delivery: Delivery,
+    /// `Latest` delivery: an item in flight for longer than this is cancelled (superseded)
+    /// as soon as a newer one is ready.
+    pub max_age_ms: Option<u32>,
 }
 
 /// First frame of a [`Delivery::Latest`] item's unidirectional stream; `len` raw bytes follow.
@@ -270,10 +273,11 @@ pub enum StreamFrame {
     End,
     /// The producer failed.
     Error(ErrorReply),
-    /// `Latest` delivery: this many more items were superseded (reset in flight).
+    /// `Latest` delivery: the item `ident` was superseded (never sent, or cancelled in
+    /// flight; a cancelled one may still have arrived whole).
     Superseded {
-        /// Items superseded since the last such frame.
-        count: u64,
+        /// The superseded item.
+        ident: i64,
     },
 }
 

@@ -403,6 +403,8 @@ impl Client {
                     last: None,
                     superseded: 0,
                     stale: 0,
+                    delivered: Default::default(),
+                    counted: Default::default(),
                     end_seen: None,
                 })
             }
@@ -419,6 +421,9 @@ impl Client {
             options: proto::StreamOptions {
                 priority: options.priority,
                 delivery,
+                max_age_ms: options
+                    .max_age
+                    .map(|a| a.as_millis().min(u128::from(u32::MAX)) as u32),
             },
         };
         if !self.inner.may_run_early(name) {
@@ -741,7 +746,7 @@ impl ItemStream {
                             return Box::pin(self.read_item()).await;
                         }
                         Some(StreamFrame::Error(reply)) => return Err(reply.into()),
-                        Some(StreamFrame::Superseded { count }) => routed.superseded += count,
+                        Some(StreamFrame::Superseded { ident }) => routed.gateway_superseded(ident),
                         Some(StreamFrame::Item { .. }) => {
                             return Err(CallError::Protocol("inline item on a routed subscription".into()))
                         }

@@ -45,8 +45,10 @@ pub struct SubscribeOptions {
     pub priority: i32,
     /// How items travel.
     pub delivery: Delivery,
-    /// Drop items older than this on arrival (`Latest` and `Datagram` only; measured against
-    /// the gateway's send timestamp, so both clocks must agree).
+    /// Items older than this are not worth having (`Latest` and `Datagram` only). On arrival
+    /// they are dropped (measured against the gateway's send timestamp, so both clocks must
+    /// agree); with `Latest`, the gateway also cancels an item that has been in flight longer
+    /// than this as soon as a newer one is ready.
     pub max_age: Option<Duration>,
 }
 
@@ -174,12 +176,26 @@ pub(crate) struct RoutedState {
     pub(crate) last: Option<i64>,
     pub(crate) superseded: u64,
     pub(crate) stale: u64,
+    /// Recent items that arrived whole (`Latest`), and recent items counted as superseded.
+    pub(crate) delivered: std::collections::HashSet<i64>,
+    pub(crate) counted: std::collections::HashSet<i64>,
     /// The subscription's stream carried its end: items still arriving are handed out until
     /// this deadline.
     pub(crate) end_seen: Option<tokio::time::Instant>,
 }
 
+/// Idents remembered below the newest one, for exact superseded counts.
+const WINDOW: i64 = 4096;
+
 impl RoutedState {
+    /// The gateway reports `ident` superseded. An item cancelled in flight may still have
+    /// arrived whole: then it was delivered, and it is not counted.
+    pub(crate) fn gateway_superseded(&mut self, ident: i64) {
+        if !self.delivered.contains(&ident) && self.counted.insert(ident) {
+            self.superseded += 1;
+        }
+    }
+
     /// Applies ordering and age rules: `Some` for an item to hand out.
     pub(crate) fn accept(&mut self, routed: Routed) -> Option<(i64, Bytes)> {
         let Routed {
@@ -187,25 +203,37 @@ impl RoutedState {
             data,
             sent_us,
         } = routed;
-        {
-            {
-                if self.latest && self.last.is_some_and(|l| ident <= l) {
-                    self.superseded += 1;
-                    return None;
-                }
-                if let Some(max) = self.max_age {
-                    let now = SystemTime::now()
-                        .duration_since(UNIX_EPOCH)
-                        .map_or(0, |d| d.as_micros() as u64);
-                    if now.saturating_sub(sent_us) > max.as_micros() as u64 {
-                        self.stale += 1;
-                        return None;
-                    }
-                }
-                self.last = Some(self.last.map_or(ident, |l| l.max(ident)));
-                Some((ident, data))
+        if self.latest && self.last.is_some_and(|l| ident <= l) {
+            // Overtaken by a newer item: superseded, counted once whoever noticed first.
+            if self.counted.insert(ident) {
+                self.superseded += 1;
+            }
+            return None;
+        }
+        if self.counted.remove(&ident) {
+            // Reported superseded, yet it arrived whole before the cancel took effect.
+            self.superseded -= 1;
+        }
+        if self.latest {
+            // Arrived whole: a later report of it as superseded is not counted.
+            self.delivered.insert(ident);
+        }
+        if let Some(max) = self.max_age {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_micros() as u64);
+            if now.saturating_sub(sent_us) > max.as_micros() as u64 {
+                self.stale += 1;
+                return None;
             }
         }
+        self.last = Some(self.last.map_or(ident, |l| l.max(ident)));
+        if self.latest {
+            let floor = self.last.unwrap_or(0).saturating_sub(WINDOW);
+            self.delivered.retain(|&i| i > floor);
+            self.counted.retain(|&i| i > floor);
+        }
+        Some((ident, data))
     }
 }
 
