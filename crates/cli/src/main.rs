@@ -112,15 +112,19 @@ enum Command {
 /// Arguments of `quicswarm gateway`.
 #[derive(Args, Debug)]
 struct GatewayArgs {
-    /// UDP address to listen on.
-    #[arg(long, default_value = quicswarm::DEFAULT_LISTEN)]
-    listen: SocketAddr,
-    /// Handler pool size: how many clients at once.
-    #[arg(long, default_value_t = quicswarm::DEFAULT_POOL_SIZE)]
-    pool: usize,
-    /// Folder with gateway.pem/gateway.key; a self-signed pair is generated there if absent.
-    #[arg(long, default_value = "certs")]
-    cert_dir: PathBuf,
+    /// Configuration file (TOML; see the `quicswarm::gateway_config` docs). Flags override it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// UDP address to listen on [default: 0.0.0.0:1857].
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Handler pool size: how many clients at once [default: 5].
+    #[arg(long)]
+    pool: Option<usize>,
+    /// Folder with gateway.pem/gateway.key; a self-signed pair is generated there if absent
+    /// [default: certs].
+    #[arg(long)]
+    cert_dir: Option<PathBuf>,
     /// Register the demo subroutines (echo, counter, ticker, byte_sum, fail, panic).
     #[arg(long)]
     demo: bool,
@@ -367,12 +371,26 @@ async fn gateway(args: GatewayArgs) -> Result<()> {
     } else {
         quicswarm::Registry::new()
     };
-    let mut builder = Gateway::builder()
-        .listen(args.listen)
-        .pool_size(args.pool)
-        .cert_dir(&args.cert_dir)
-        .allow_close(args.allow_close)
-        .registry(registry);
+    let mut builder = Gateway::builder().registry(registry);
+    let mut pool = quicswarm::DEFAULT_POOL_SIZE;
+    if let Some(path) = &args.config {
+        let config = quicswarm::gateway_config::GatewayConfig::load(path)?;
+        pool = config.pool.unwrap_or(pool);
+        builder = config.apply(builder)?;
+    }
+    if let Some(listen) = args.listen {
+        builder = builder.listen(listen);
+    }
+    if let Some(n) = args.pool {
+        pool = n;
+        builder = builder.pool_size(n);
+    }
+    if let Some(dir) = &args.cert_dir {
+        builder = builder.cert_dir(dir);
+    }
+    if args.allow_close {
+        builder = builder.allow_close(true);
+    }
     for (name, dir) in &args.serve {
         anyhow::ensure!(
             dir.is_dir(),
@@ -390,9 +408,8 @@ async fn gateway(args: GatewayArgs) -> Result<()> {
     }
     let gateway = builder.spawn().await?;
     eprintln!(
-        "quicswarm gateway on {} (pool {})",
-        gateway.local_addr(),
-        args.pool
+        "quicswarm gateway on {} (pool {pool})",
+        gateway.local_addr()
     );
     for (name, dir) in &args.serve {
         eprintln!("serving root {name} = {}", dir.display());

@@ -373,3 +373,39 @@ fn mutual_tls_with_issued_client_certificates() {
         "a client without a certificate is refused"
     );
 }
+
+#[test]
+fn gateway_configuration_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let known = dir.path().join("known_gateways");
+    std::fs::create_dir_all(dir.path().join("logs")).unwrap();
+    std::fs::write(dir.path().join("logs/a.log"), b"x").unwrap();
+    let config = dir.path().join("gateway.toml");
+    std::fs::write(
+        &config,
+        "preset = \"wifi\"\n[serve]\nlogs = \"logs\"\n[permissions.default]\nsubroutines = [\"echo\"]\nroots = \"all\"\n",
+    )
+    .unwrap();
+    let gw = GatewayProcess::start(
+        &dir.path().join("certs"),
+        &["--config", config.to_str().unwrap()],
+    );
+    let addr = gw.addr.as_str();
+    assert_eq!(
+        json(&["call", addr, "echo", r#""ok""#], &known)["utf8"],
+        "ok"
+    );
+    let denied = client(&["call", addr, "fail"], &known);
+    assert!(String::from_utf8_lossy(&denied.stderr).contains("may not call subroutine"));
+    // The root is relative to the configuration file.
+    let ls = json(&["ls", addr, "logs"], &known);
+    assert_eq!(ls["entries"][0]["path"], "a.log");
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "listen = 5\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["gateway", "--config", bad.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("bad.toml"));
+}

@@ -89,6 +89,7 @@ pub mod demo;
 mod error;
 pub mod files;
 mod gateway;
+pub mod gateway_config;
 mod handler;
 mod io;
 mod permissions;
