@@ -209,3 +209,44 @@ async fn oversized_and_malformed_frames_reset_with_a_code() {
     within("ping", client.ping()).await.unwrap();
     within("ping small", c2.ping()).await.unwrap();
 }
+
+/// A subroutine that hangs is cancelled at the client's deadline; the gateway goes on.
+#[tokio::test]
+async fn a_hanging_subroutine_is_cancelled_at_the_deadline() {
+    let gw = spawn_gateway(|b| b).await;
+    let (dropped_tx, dropped_rx) = tokio::sync::oneshot::channel::<()>();
+    let dropped_tx = std::sync::Mutex::new(Some(dropped_tx));
+    gw.gateway.registry().batch("hang", move |_: ()| {
+        struct OnDrop(Option<tokio::sync::oneshot::Sender<()>>);
+        impl Drop for OnDrop {
+            fn drop(&mut self) {
+                if let Some(tx) = self.0.take() {
+                    let _ = tx.send(());
+                }
+            }
+        }
+        let guard = OnDrop(dropped_tx.lock().unwrap().take());
+        async move {
+            let _guard = guard;
+            std::future::pending::<()>().await;
+            Ok::<Vec<u8>, String>(Vec::new())
+        }
+    });
+    let mut config = quicswarm::ControllerConfig::with_trust(quicswarm::Trust::Fingerprints(vec![
+        gw.fingerprint,
+    ]));
+    config.call_timeout = Some(std::time::Duration::from_millis(300));
+    let controller = quicswarm::Controller::new(config).unwrap();
+    let client = within("connect", controller.get_client(&gw.addr))
+        .await
+        .unwrap();
+    match within("hang", client.call("hang", &())).await {
+        Err(CallError::Timeout(_)) => {}
+        Err(CallError::Remote { code, .. }) => assert_eq!(code, ErrorCode::Timeout),
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    within("the gateway cancelled the subroutine", dropped_rx)
+        .await
+        .unwrap();
+    within("ping", client.ping()).await.unwrap();
+}

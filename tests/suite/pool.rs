@@ -243,3 +243,34 @@ async fn idle_client_outlives_a_short_gateway_idle_timeout() {
     within("ping after idling", client.ping()).await.unwrap();
     assert_eq!(gw.gateway.handlers(), 1);
 }
+
+#[tokio::test]
+async fn one_address_cannot_take_every_connection() {
+    let gw = spawn_gateway(|b| {
+        let mut limits = quicswarm::Limits::default();
+        limits.max_connections_per_ip = 2;
+        b.pool_size(10).limits(limits)
+    })
+    .await;
+    let controller = gw.controller();
+    let a = within("a", controller.get_client(&gw.addr)).await.unwrap();
+    let _b = within("b", controller.get_client(&gw.addr)).await.unwrap();
+    match within("c", gw.impatient_controller().get_client(&gw.addr)).await {
+        Err(ConnectError::Connection { source, .. }) => {
+            assert!(
+                source.to_string().to_lowercase().contains("refused"),
+                "{source}"
+            )
+        }
+        other => panic!("expected a refused connection, got {other:?}"),
+    }
+    within("close a", a.close()).await.unwrap();
+    let mut live = gw.gateway.watch_connections();
+    within("a's connection gone", live.wait_for(|&n| n <= 1))
+        .await
+        .unwrap();
+    let again = within("after a left", controller.get_client(&gw.addr))
+        .await
+        .unwrap();
+    within("ping", again.ping()).await.unwrap();
+}

@@ -245,8 +245,9 @@ mod tests {
             Request::Call {
                 name: "ab".into(),
                 args: Args::postcard(vec![9]),
+                deadline_ms: Some(5),
             },
-            &[7, 1, 2, b'a', b'b', 0, 1, 9],
+            &[9, 1, 2, b'a', b'b', 0, 1, 9, 1, 5],
         );
         roundtrip(
             Request::Stream {
@@ -266,8 +267,9 @@ mod tests {
                 name: "s".into(),
                 args: Args::postcard(vec![]),
                 len: None,
+                deadline_ms: None,
             },
-            &[6, 3, 1, b's', 0, 0, 0],
+            &[7, 3, 1, b's', 0, 0, 0, 0],
         );
         roundtrip(Request::CloseHandler, &[1, 4]);
         roundtrip(Request::CloseGateway, &[1, 5]);

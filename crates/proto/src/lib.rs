@@ -44,7 +44,7 @@
 //! ```
 //! use quicswarm_proto::{codec, Request, Args};
 //!
-//! let req = Request::Call { name: "echo".into(), args: Args::postcard(vec![1, 2, 3]) };
+//! let req = Request::Call { name: "echo".into(), args: Args::postcard(vec![1, 2, 3]), deadline_ms: None };
 //! let frame = codec::encode_to_vec(&req).unwrap();
 //! let (back, used) = codec::decode::<Request>(&frame, 1024).unwrap();
 //! assert_eq!(back, req);

@@ -119,6 +119,9 @@ pub enum Request {
         name: String,
         /// Its arguments.
         args: Args,
+        /// The client gives up after this many milliseconds: the gateway cancels the
+        /// subroutine then.
+        deadline_ms: Option<u32>,
     },
     /// Subscribe to a stream subroutine.
     Stream {
@@ -140,6 +143,8 @@ pub enum Request {
         args: Args,
         /// The buffer's length when known in advance (checked by the gateway).
         len: Option<u64>,
+        /// As for `Call`.
+        deadline_ms: Option<u32>,
     },
     /// Release this handler's pool slot; the connection closes after [`Response::Done`].
     CloseHandler,

@@ -19,7 +19,13 @@ fn any_args() -> impl Strategy<Value = Args> {
 fn any_request() -> impl Strategy<Value = Request> {
     prop_oneof![
         any::<u64>().prop_map(|nonce| Request::Ping { nonce }),
-        (".{0,16}", any_args()).prop_map(|(name, args)| Request::Call { name, args }),
+        (".{0,16}", any_args(), any::<Option<u32>>()).prop_map(|(name, args, deadline_ms)| {
+            Request::Call {
+                name,
+                args,
+                deadline_ms,
+            }
+        }),
         (".{0,16}", any_args(), any::<Option<i64>>()).prop_map(|(name, args, resume_after)| {
             Request::Stream {
                 options: Default::default(),
@@ -29,6 +35,7 @@ fn any_request() -> impl Strategy<Value = Request> {
             }
         }),
         (".{0,16}", any_args(), any::<Option<u64>>()).prop_map(|(name, args, len)| Request::Send {
+            deadline_ms: None,
             name,
             args,
             len

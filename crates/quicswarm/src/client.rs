@@ -223,6 +223,14 @@ impl Client {
         }
     }
 
+    /// The call timeout, told to the gateway so that it cancels the subroutine when we give up.
+    fn deadline_ms(&self) -> Option<u32> {
+        self.inner
+            .config
+            .call_timeout
+            .map(|t| t.as_millis().min(u128::from(u32::MAX)) as u32)
+    }
+
     /// Runs a request that may travel as 0-RTT early data; when the gateway refuses it there
     /// (`TooEarly`) or rejects early data altogether, re-sends it once after the handshake.
     pub(crate) async fn early<T, F, Fut>(&self, mut op: F) -> Result<T, CallError>
@@ -298,6 +306,7 @@ impl Client {
                 .open(&Request::Call {
                     name: name.into(),
                     args: args.clone(),
+                    deadline_ms: self.deadline_ms(),
                 })
                 .await?;
             let _ = send.finish();
@@ -497,6 +506,7 @@ impl Client {
             name: name.into(),
             args,
             len: Some(data.len() as u64),
+            deadline_ms: self.deadline_ms(),
         };
         // Never replay-safe: do not spend a round trip on a refusal.
         self.inner.confirmed().await;
@@ -534,6 +544,7 @@ impl Client {
             name: name.into(),
             args,
             len,
+            deadline_ms: self.deadline_ms(),
         };
         self.inner.confirmed().await;
         self.timed(async {

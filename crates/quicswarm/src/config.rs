@@ -18,6 +18,9 @@ pub struct Limits {
     pub max_sink_len: u64,
     /// Concurrent operations (QUIC streams) per client. Default 1024.
     pub max_concurrent_ops: u32,
+    /// Connections (including handshakes in progress) from one IP address; more are refused
+    /// at once. Default 64.
+    pub max_connections_per_ip: usize,
     /// Time a new connection has to send its `Hello`, and a new operation its request. Default 10 s.
     pub request_header_timeout: Duration,
     /// How long in-flight operations may run on after a shutdown starts. Default 5 s.
@@ -30,6 +33,7 @@ impl Default for Limits {
             max_frame_len: quicswarm_proto::DEFAULT_MAX_FRAME_LEN,
             max_sink_len: 1 << 30,
             max_concurrent_ops: 1024,
+            max_connections_per_ip: 64,
             request_header_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(5),
         }

@@ -255,6 +255,8 @@ impl GatewayBuilder {
             shutting_down: AtomicBool::new(false),
             tracker: TaskTracker::new(),
             next_handler_id: AtomicU64::new(1),
+            per_ip: std::sync::Mutex::default(),
+            connections: watch::channel(0).0,
             early_served: AtomicU64::new(0),
             too_early: AtomicU64::new(0),
             handlers: handlers_tx,
@@ -299,6 +301,10 @@ pub(crate) struct Shared {
     /// Every connection and operation task.
     pub(crate) tracker: TaskTracker,
     pub(crate) next_handler_id: AtomicU64,
+    /// Connections (handshaking or established) per source address.
+    per_ip: std::sync::Mutex<HashMap<std::net::IpAddr, usize>>,
+    /// Connections alive now (handshaking or established, with or without a handler).
+    connections: watch::Sender<usize>,
     /// Requests run from 0-RTT early data.
     pub(crate) early_served: AtomicU64,
     /// Requests refused in early data as not replay-safe.
@@ -357,10 +363,64 @@ async fn accept_loop(shared: Arc<Shared>) {
             incoming = shared.endpoint.accept() => incoming,
         };
         let Some(incoming) = incoming else { break };
+        let ip = incoming.remote_address().ip();
+        let Some(slot) = IpSlot::take(&shared, ip) else {
+            // One address may not take every connection the gateway can hold.
+            warn!(%ip, "too many connections from one address: refused");
+            incoming.refuse();
+            continue;
+        };
         debug!(remote = %incoming.remote_address(), "incoming connection");
-        shared
-            .tracker
-            .spawn(handler::serve_connection(shared.clone(), incoming));
+        shared.tracker.spawn(async move {
+            handler::serve_connection(slot.shared.clone(), incoming).await;
+            drop(slot);
+        });
+    }
+}
+
+/// One connection counted against its source address; released on drop.
+struct IpSlot {
+    shared: Arc<Shared>,
+    ip: std::net::IpAddr,
+}
+
+impl IpSlot {
+    fn take(shared: &Arc<Shared>, ip: std::net::IpAddr) -> Option<Self> {
+        let mut map = shared
+            .per_ip
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = map.entry(ip).or_insert(0);
+        if *n >= shared.limits.max_connections_per_ip {
+            return None;
+        }
+        *n += 1;
+        drop(map);
+        shared.connections.send_modify(|c| *c += 1);
+        Some(Self {
+            shared: shared.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut map = self
+            .shared
+            .per_ip
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
+        drop(map);
+        self.shared
+            .connections
+            .send_modify(|c| *c = c.saturating_sub(1));
     }
 }
 
@@ -435,6 +495,12 @@ impl Gateway {
             early_served: self.shared.early_served.load(Ordering::Relaxed),
             too_early: self.shared.too_early.load(Ordering::Relaxed),
         }
+    }
+
+    /// Watches the number of live connections (a connection outlives its handler slot
+    /// until the client has closed it).
+    pub fn watch_connections(&self) -> watch::Receiver<usize> {
+        self.shared.connections.subscribe()
     }
 
     /// Resolves once the gateway has closed (after `shutdown` or an allowed `close_gateway`).

@@ -287,10 +287,14 @@ async fn operation(
         Request::Ping { nonce } => write_frame(&mut send, &Response::Pong { nonce })
             .await
             .map_err(drop),
-        Request::Call { name, args } => match lookup(&shared, &name, SubroutineKind::Batch) {
+        Request::Call {
+            name,
+            args,
+            deadline_ms,
+        } => match lookup(&shared, &name, SubroutineKind::Batch) {
             Ok(Handler::Batch(f)) => {
                 let span = info_span!("call", %name);
-                let outcome = f(args).instrument(span).await;
+                let outcome = within_deadline(deadline_ms, f(args).instrument(span)).await;
                 reply_value(&mut send, outcome, &name).await
             }
             Ok(_) => unreachable_kind(&mut send).await,
@@ -324,11 +328,16 @@ async fn operation(
             Ok(_) => unreachable_kind(&mut send).await,
             Err(reply) => write_error(&mut send, reply).await,
         },
-        Request::Send { name, args, len } => match lookup(&shared, &name, SubroutineKind::Sink) {
+        Request::Send {
+            name,
+            args,
+            len,
+            deadline_ms,
+        } => match lookup(&shared, &name, SubroutineKind::Sink) {
             Ok(Handler::Sink(f)) => {
                 let data = SinkData::new(reader, len, shared.limits.max_sink_len);
                 let span = info_span!("send", %name);
-                let outcome = f(args, data).instrument(span).await;
+                let outcome = within_deadline(deadline_ms, f(args, data).instrument(span)).await;
                 let reply = match outcome {
                     Ok(value) => Response::Count { value },
                     Err(failure) => Response::Error(log_failure(&name, failure)),
@@ -459,6 +468,23 @@ fn replay_safe(shared: &Shared, request: &Request) -> bool {
             shared.registry.get(name).is_some_and(|e| e.replay_safe)
         }
         _ => false,
+    }
+}
+
+/// Runs a subroutine until the client's deadline: past it the subroutine's future is dropped
+/// (cancelled; a blocking one finishes on its thread but its answer is dropped).
+async fn within_deadline<T>(
+    deadline_ms: Option<u32>,
+    run: impl std::future::Future<Output = Result<T, Failure>>,
+) -> Result<T, Failure> {
+    match deadline_ms {
+        None => run.await,
+        Some(ms) => {
+            let limit = std::time::Duration::from_millis(u64::from(ms));
+            tokio::time::timeout(limit, run)
+                .await
+                .unwrap_or(Err(Failure::Timeout(limit)))
+        }
     }
 }
 

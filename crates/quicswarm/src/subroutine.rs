@@ -29,6 +29,7 @@ pub(crate) enum Failure {
     Panicked(String),
     TooLarge(String),
     Cancelled,
+    Timeout(std::time::Duration),
 }
 
 impl From<Failure> for ErrorReply {
@@ -39,6 +40,10 @@ impl From<Failure> for ErrorReply {
             Failure::Panicked(m) => Self::new(ErrorCode::SubroutinePanicked, m),
             Failure::TooLarge(m) => Self::new(ErrorCode::FrameTooLarge, m),
             Failure::Cancelled => Self::new(ErrorCode::Cancelled, "the client stopped sending"),
+            Failure::Timeout(d) => Self::new(
+                ErrorCode::Timeout,
+                format!("cancelled at the client's deadline of {d:?}"),
+            ),
         }
     }
 }
