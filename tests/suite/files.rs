@@ -629,3 +629,38 @@ async fn disk_full_is_a_typed_error_and_leaves_no_partial_file() {
         );
     }
 }
+
+/// An uploader that vanishes mid-upload leaves no file under its final name, and the gateway
+/// serves on.
+#[tokio::test]
+async fn an_uploader_vanishing_mid_upload_leaves_no_partial_file() {
+    let s = served().await;
+    let dirs = tempfile::tempdir().unwrap();
+    let big = tree::write_file(
+        dirs.path(),
+        "big.bin",
+        &tree::content("big.bin", 4 << 20),
+        0o600,
+        1_700_000_000,
+    );
+    let swarm = swarm(&s.gw, 1).await;
+    let conn = swarm.clients()[0].connection().clone();
+    let mut o = options();
+    o.range_size = 256 * 1024;
+    o.streams_per_client = 1;
+    o.progress = Some(Arc::new(move |p: &quicswarm::files::Progress| {
+        if p.bytes_done > 0 {
+            conn.close(0u32.into(), b"vanished");
+        }
+    }));
+    let result = within("upload", swarm.upload(std::slice::from_ref(&big), "", &o)).await;
+    assert!(result.is_err(), "the upload cannot complete: {result:?}");
+    assert!(
+        !s.upload.join("big.bin").exists(),
+        "no partial file under the final name"
+    );
+    let other = within("another client", s.gw.controller().get_client(&s.gw.addr))
+        .await
+        .unwrap();
+    within("ping", other.ping()).await.unwrap();
+}
