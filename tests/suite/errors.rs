@@ -250,3 +250,69 @@ async fn a_hanging_subroutine_is_cancelled_at_the_deadline() {
         .unwrap();
     within("ping", client.ping()).await.unwrap();
 }
+
+/// A client that opens every stream it may and never reads, and one that stops reading in the
+/// middle of a big transfer, only slow themselves down: another client is served as usual.
+#[tokio::test]
+async fn clients_that_stop_reading_only_hurt_themselves() {
+    let gw = spawn_gateway(|b| {
+        let mut limits = quicswarm::Limits::default();
+        // Four streams of unread data (8 MB stream windows) stay within the 64 MB connection
+        // window, so the greedy client's own responses still fit.
+        limits.max_concurrent_ops = 4;
+        b.limits(limits)
+    })
+    .await;
+    let controller = gw.controller();
+    let greedy = within("greedy", controller.get_client(&gw.addr))
+        .await
+        .unwrap();
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        // Each asks for 64 MiB and never reads past the first item.
+        let mut s = within(
+            "subscribe",
+            greedy.stream(
+                "counter",
+                &CounterArgs {
+                    count: 1024,
+                    size: 64 * 1024,
+                },
+            ),
+        )
+        .await
+        .unwrap();
+        within("first item", s.next()).await.unwrap().unwrap();
+        held.push(s);
+    }
+    // The greedy client is at its stream limit: its next operation waits...
+    let blocked = tokio::time::timeout(std::time::Duration::from_millis(200), greedy.ping()).await;
+    assert!(
+        blocked.is_err(),
+        "a ninth stream must wait for the gateway to allow it"
+    );
+    // ...while everyone else is served.
+    let polite = within("polite", controller.get_client(&gw.addr))
+        .await
+        .unwrap();
+    for _ in 0..20 {
+        within("ping", polite.ping()).await.unwrap();
+    }
+    let mut s = polite
+        .stream(
+            "counter",
+            &CounterArgs {
+                count: 200,
+                size: 64 * 1024,
+            },
+        )
+        .await
+        .unwrap();
+    let mut n = 0;
+    while within("item", s.next()).await.unwrap().is_some() {
+        n += 1;
+    }
+    assert_eq!(n, 200);
+    drop(held);
+    within("greedy recovers", greedy.ping()).await.unwrap();
+}
