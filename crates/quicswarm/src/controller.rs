@@ -201,7 +201,8 @@ impl Controller {
             Trust::Ca(_) => (None, None),
             Trust::Fingerprints(allowed) => (Some(allowed.clone()), None),
             Trust::KnownGateways(file) => {
-                let expected = tls::known_gateway(file, label)?;
+                let (f, l) = (file.clone(), label.to_string());
+                let expected = blocking(move || tls::known_gateway(&f, &l)).await?;
                 (expected.map(|fp| vec![fp]), Some((file.clone(), expected)))
             }
         };
@@ -255,7 +256,7 @@ impl Controller {
         if let Some((file, None)) = pinned {
             let seen = record.lock().ok().and_then(|r| r.seen);
             if let Some(fp) = seen {
-                self.pin_first_use(&file, label, fp, &conn)?;
+                self.pin_first_use(file, label, fp, &conn).await?;
             }
         }
         self.hello(conn, remote).await
@@ -311,18 +312,28 @@ impl Controller {
 
     /// Records a gateway seen for the first time. If another task pinned it meanwhile, the
     /// pin must match.
-    fn pin_first_use(
+    async fn pin_first_use(
         &self,
-        file: &std::path::Path,
+        file: std::path::PathBuf,
         label: &str,
         fp: Fingerprint,
         conn: &quinn::Connection,
     ) -> Result<(), ConnectError> {
-        let _guard = self
-            .pin_lock
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        match tls::known_gateway(file, label)? {
+        let (lock, l) = (self.pin_lock.clone(), label.to_string());
+        // File reads, writes and an fsync: off the runtime's workers.
+        let pinned = blocking(move || {
+            let _guard = lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            match tls::known_gateway(&file, &l)? {
+                Some(expected) => Ok(Some(expected)),
+                None => {
+                    info!(gateway = %l, %fp, file = %file.display(), "pinned new gateway (trust on first use)");
+                    tls::pin_gateway(&file, &l, fp)?;
+                    Ok(None)
+                }
+            }
+        })
+        .await?;
+        match pinned {
             Some(expected) if expected != fp => {
                 conn.close(varint(ErrorCode::NoError), b"untrusted");
                 Err(ConnectError::FingerprintMismatch {
@@ -331,12 +342,7 @@ impl Controller {
                     actual: fp,
                 })
             }
-            Some(_) => Ok(()),
-            None => {
-                info!(gateway = label, %fp, file = %file.display(), "pinned new gateway (trust on first use)");
-                tls::pin_gateway(file, label, fp)?;
-                Ok(())
-            }
+            _ => Ok(()),
         }
     }
 
@@ -485,6 +491,16 @@ impl Controller {
             .close(varint(ErrorCode::NoError), b"controller closed");
         let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
     }
+}
+
+/// Runs file work for the trust store on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, tls::TlsError> + Send + 'static,
+) -> Result<T, ConnectError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ConnectError::Io(std::io::Error::other(e)))?
+        .map_err(ConnectError::from)
 }
 
 /// A connection the gateway closed during hello: map its code to a typed refusal.
