@@ -260,43 +260,25 @@ impl Swarm {
             .collect();
         let mut job = Job::new(&entries, &needs, options, start);
         for (i, e) in refused {
-            job.exclude(i, &entries[i].path, e);
+            job.exclude(i, e);
         }
         let ctx_dest = destination.clone();
-        let ctx = Arc::new(DownloadCtx {
+        let ctx = DownloadCtx {
             root: root.to_string(),
             entries: entries.clone(),
             dest: destination,
             range_size,
-        });
-        let units = plan(
-            &job.sizes(&entries),
-            &needs,
-            range_size,
-            options.batch_bytes,
-            options.batch_files,
-        );
-        let job = Arc::new(job);
-        let exec_job = job.clone();
-        run_units(&self.clients, units, options, move |client, unit| {
-            let (ctx, job) = (ctx.clone(), exec_job.clone());
-            async move { download_unit(&client, &ctx, &job, unit).await }
-        })
-        .await?;
+        };
+        let job = self
+            .execute(job, &needs, options, ctx, download_unit)
+            .await?;
         // Ranges of a file that hit a full disk may have recreated its part file after it
         // was removed: clean up once every worker is done.
-        let failed: Vec<(usize, TransferError)> = {
-            let failed = job.failed.lock().unwrap_or_else(PoisonError::into_inner);
-            failed
-                .iter()
-                .filter_map(|(p, e)| {
-                    entries
-                        .iter()
-                        .position(|x| &x.path == p)
-                        .map(|i| (i, e.clone()))
-                })
-                .collect()
-        };
+        let failed: Vec<(usize, TransferError)> = job
+            .failed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         if !failed.is_empty() {
             let (d, e) = (ctx_dest, entries.clone());
             let _ = blocking(move || {
@@ -307,7 +289,7 @@ impl Swarm {
             })
             .await;
         }
-        job.finish(&entries)
+        job.finish()
     }
 
     /// Uploads local files and folders (a folder travels with its name and everything below
@@ -340,27 +322,45 @@ impl Swarm {
             .await?;
         let entries = Arc::new(entries);
         let job = Job::new(&entries, &needs, options, start);
-        let units = plan(
-            &job.sizes(&entries),
-            &needs,
-            range_size,
-            options.batch_bytes,
-            options.batch_files,
-        );
-        let ctx = Arc::new(UploadCtx {
+        let ctx = UploadCtx {
             dest: dest.to_string(),
             entries: entries.clone(),
             locals,
             range_size,
-        });
-        let job = Arc::new(job);
-        let exec_job = job.clone();
+        };
+        let job = self.execute(job, &needs, options, ctx, upload_unit).await?;
+        job.finish()
+    }
+
+    /// Cuts a job into units and runs them on every client with `exec`.
+    async fn execute<C, F, Fut>(
+        &self,
+        job: Job,
+        needs: &[Need],
+        options: &TransferOptions,
+        ctx: C,
+        exec: F,
+    ) -> Result<Arc<Job>, TransferError>
+    where
+        C: Send + Sync + 'static,
+        F: Fn(Client, Arc<C>, Arc<Job>, Unit) -> Fut + Copy + Send + Sync + 'static,
+        Fut: Future<Output = UnitEnd> + Send + 'static,
+    {
+        let rs = options.range_size.max(1);
+        let units = plan(
+            &job.sizes(),
+            needs,
+            rs,
+            options.batch_bytes,
+            options.batch_files,
+        );
+        let (job, ctx) = (Arc::new(job), Arc::new(ctx));
+        let for_units = job.clone();
         run_units(&self.clients, units, options, move |client, unit| {
-            let (ctx, job) = (ctx.clone(), exec_job.clone());
-            async move { upload_unit(&client, &ctx, &job, unit).await }
+            exec(client, ctx.clone(), for_units.clone(), unit)
         })
         .await?;
-        job.finish(&entries)
+        Ok(job)
     }
 
     /// Asks the gateway for the hashes a download needs: of files already present here with
@@ -452,6 +452,8 @@ fn join_error(e: &tokio::task::JoinError) -> TransferError {
 
 /// Counters and results shared by a job's workers.
 struct Job {
+    /// The job's files, by index.
+    entries: Arc<Vec<FileEntry>>,
     files_total: u64,
     bytes_total: u64,
     skipped: u64,
@@ -462,7 +464,8 @@ struct Job {
     stored: Mutex<Vec<usize>>,
     /// Index of each skipped file.
     already: Vec<usize>,
-    failed: Mutex<Vec<(String, TransferError)>>,
+    /// Index and error of each failed file.
+    failed: Mutex<Vec<(usize, TransferError)>>,
     /// Ranges still to store, per ranged file.
     ranges_left: Mutex<std::collections::HashMap<usize, usize>>,
     progress: Option<ProgressFn>,
@@ -470,12 +473,13 @@ struct Job {
 
 impl Job {
     fn new(
-        entries: &[FileEntry],
+        entries: &Arc<Vec<FileEntry>>,
         needs: &[Need],
         options: &TransferOptions,
         start: Instant,
     ) -> Self {
         let mut job = Self {
+            entries: entries.clone(),
             files_total: 0,
             bytes_total: 0,
             skipped: 0,
@@ -537,14 +541,14 @@ impl Job {
     }
 
     /// File `index` (planned as skipped) failed before the transfer began.
-    fn exclude(&mut self, index: usize, path: &str, error: TransferError) {
+    fn exclude(&mut self, index: usize, error: TransferError) {
         self.already.retain(|&i| i != index);
         self.skipped = self.skipped.saturating_sub(1);
-        self.fail(path, error);
+        self.fail(index, error);
     }
 
-    fn sizes(&self, entries: &[FileEntry]) -> Vec<u64> {
-        entries.iter().map(|e| e.size).collect()
+    fn sizes(&self) -> Vec<u64> {
+        self.entries.iter().map(|e| e.size).collect()
     }
 
     fn progress(&self) -> Progress {
@@ -574,16 +578,17 @@ impl Job {
         }
     }
 
-    fn fail(&self, path: &str, error: impl Into<TransferError>) {
+    fn fail(&self, index: usize, error: impl Into<TransferError>) {
         let error = error.into();
-        tracing::warn!(path, "transfer failed: {error}");
+        tracing::warn!(path = self.entries[index].path, "transfer failed: {error}");
         self.failed
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .push((path.to_string(), error));
+            .push((index, error));
     }
 
-    fn finish(&self, entries: &[FileEntry]) -> Result<TransferSummary, TransferError> {
+    fn finish(&self) -> Result<TransferSummary, TransferError> {
+        let entries = &self.entries;
         let p = self.progress();
         self.report();
         let failed =
@@ -591,7 +596,10 @@ impl Job {
         if !failed.is_empty() {
             return Err(TransferError::Partial {
                 total: entries.len(),
-                failed,
+                failed: failed
+                    .into_iter()
+                    .map(|(i, e)| (entries[i].path.clone(), e))
+                    .collect(),
             });
         }
         let mut verified: Vec<String> = self
@@ -730,7 +738,12 @@ struct DownloadCtx {
     range_size: u64,
 }
 
-async fn download_unit(client: &Client, ctx: &DownloadCtx, job: &Job, unit: Unit) -> UnitEnd {
+async fn download_unit(
+    client: Client,
+    ctx: Arc<DownloadCtx>,
+    job: Arc<Job>,
+    unit: Unit,
+) -> UnitEnd {
     match unit {
         Unit::Batch(indices) => {
             let items: Vec<GetItem> = indices
@@ -745,7 +758,7 @@ async fn download_unit(client: &Client, ctx: &DownloadCtx, job: &Job, unit: Unit
                 Err(e) if is_lost(&e) => return UnitEnd::Lost,
                 Err(e) => {
                     for &i in &indices {
-                        job.fail(&ctx.entries[i].path, e.clone());
+                        job.fail(i, e.clone());
                     }
                     return UnitEnd::Done;
                 }
@@ -770,7 +783,7 @@ async fn download_unit(client: &Client, ctx: &DownloadCtx, job: &Job, unit: Unit
                             hash: r.hash,
                         });
                     }
-                    Err(reply) => job.fail(&ctx.entries[i].path, CallError::from(reply)),
+                    Err(reply) => job.fail(i, CallError::from(reply)),
                 }
             }
             let sizes: Vec<u64> = batch.iter().map(|f| f.data.len() as u64).collect();
@@ -779,7 +792,7 @@ async fn download_unit(client: &Client, ctx: &DownloadCtx, job: &Job, unit: Unit
                 Ok(r) => r,
                 Err(e) => {
                     for &i in &batch_indices {
-                        job.fail(&ctx.entries[i].path, join_error(&e));
+                        job.fail(i, join_error(&e));
                     }
                     return UnitEnd::Done;
                 }
@@ -787,7 +800,7 @@ async fn download_unit(client: &Client, ctx: &DownloadCtx, job: &Job, unit: Unit
             for ((i, size), result) in batch_indices.into_iter().zip(sizes).zip(results) {
                 match result {
                     Ok(()) => job.stored(i, size),
-                    Err(e) => job.fail(&ctx.entries[i].path, e),
+                    Err(e) => job.fail(i, e),
                 }
             }
             UnitEnd::Done
@@ -802,7 +815,7 @@ async fn download_unit(client: &Client, ctx: &DownloadCtx, job: &Job, unit: Unit
                 Ok(mut r) => r.pop(),
                 Err(e) if is_lost(&e) => return UnitEnd::Lost,
                 Err(e) => {
-                    job.fail(&entry.path, e.clone());
+                    job.fail(file, e.clone());
                     return UnitEnd::Done;
                 }
             };
@@ -814,11 +827,11 @@ async fn download_unit(client: &Client, ctx: &DownloadCtx, job: &Job, unit: Unit
                             .await;
                     match stored {
                         Ok(_complete) => job.range_stored(file, range.len),
-                        Err(e) => job.fail(&entry.path, e),
+                        Err(e) => job.fail(file, e),
                     }
                 }
                 Some(Ok(r)) => job.fail(
-                    &entry.path,
+                    file,
                     TransferError::Integrity {
                         path: entry.path.clone(),
                         detail: format!(
@@ -827,11 +840,8 @@ async fn download_unit(client: &Client, ctx: &DownloadCtx, job: &Job, unit: Unit
                         ),
                     },
                 ),
-                Some(Err(reply)) => job.fail(&entry.path, CallError::from(reply)),
-                None => job.fail(
-                    &entry.path,
-                    CallError::Protocol("no answer for the range".into()),
-                ),
+                Some(Err(reply)) => job.fail(file, CallError::from(reply)),
+                None => job.fail(file, CallError::Protocol("no answer for the range".into())),
             }
             UnitEnd::Done
         }
@@ -862,7 +872,7 @@ fn read_local(path: &Path, range: Option<ByteRange>) -> Result<Bytes, TransferEr
     }
 }
 
-async fn upload_unit(client: &Client, ctx: &UploadCtx, job: &Job, unit: Unit) -> UnitEnd {
+async fn upload_unit(client: Client, ctx: Arc<UploadCtx>, job: Arc<Job>, unit: Unit) -> UnitEnd {
     let (indices, range) = match unit {
         Unit::Batch(indices) => (indices, None),
         Unit::Range { file, range } => (vec![file], Some(range)),
@@ -897,7 +907,7 @@ async fn upload_unit(client: &Client, ctx: &UploadCtx, job: &Job, unit: Unit) ->
                 sent.push((i, bytes.len() as u64));
                 data.push(bytes);
             }
-            Err(e) => job.fail(&entry.path, e),
+            Err(e) => job.fail(i, e),
         }
     }
     if items.is_empty() {
@@ -912,7 +922,7 @@ async fn upload_unit(client: &Client, ctx: &UploadCtx, job: &Job, unit: Unit) ->
                 match result {
                     None if range.is_some() => job.range_stored(i, len),
                     None => job.stored(i, len),
-                    Some(reply) => job.fail(&ctx.entries[i].path, CallError::from(reply)),
+                    Some(reply) => job.fail(i, CallError::from(reply)),
                 }
             }
             UnitEnd::Done
@@ -920,7 +930,7 @@ async fn upload_unit(client: &Client, ctx: &UploadCtx, job: &Job, unit: Unit) ->
         Err(e) if is_lost(&e) => UnitEnd::Lost,
         Err(e) => {
             for (i, _) in sent {
-                job.fail(&ctx.entries[i].path, e.clone());
+                job.fail(i, e.clone());
             }
             UnitEnd::Done
         }
