@@ -37,6 +37,14 @@ impl TestGateway {
         controller(Trust::Fingerprints(vec![self.fingerprint]))
     }
 
+    /// A client of this gateway from a fresh pinned controller (failing the test if it
+    /// cannot connect in time).
+    pub async fn client(&self) -> quicswarm::Client {
+        within("connect", self.controller().get_client(&self.addr))
+            .await
+            .expect("the test gateway accepts a client")
+    }
+
     /// A pinned controller that gives up connecting after one second: for tests that expect
     /// a connection to fail.
     pub fn impatient_controller(&self) -> Controller {

@@ -8,9 +8,7 @@ use quicswarm_tests::{spawn_gateway, within};
 #[tokio::test]
 async fn datagram_delivery_carries_small_items() {
     let gw = spawn_gateway(|b| b).await;
-    let client = within("connect", gw.controller().get_client(&gw.addr))
-        .await
-        .unwrap();
+    let client = gw.client().await;
     let options = SubscribeOptions::delivery(Delivery::Datagram);
     let mut items = within(
         "subscribe",
@@ -42,9 +40,7 @@ async fn datagram_delivery_carries_small_items() {
 #[tokio::test]
 async fn an_item_too_large_for_a_datagram_is_a_typed_error() {
     let gw = spawn_gateway(|b| b).await;
-    let client = within("connect", gw.controller().get_client(&gw.addr))
-        .await
-        .unwrap();
+    let client = gw.client().await;
     let options = SubscribeOptions::delivery(Delivery::Datagram);
     let mut items = client
         .subscribe(
@@ -67,9 +63,7 @@ async fn an_item_too_large_for_a_datagram_is_a_typed_error() {
 #[tokio::test]
 async fn latest_delivery_hands_out_fresh_items_in_order() {
     let gw = spawn_gateway(|b| b).await;
-    let client = within("connect", gw.controller().get_client(&gw.addr))
-        .await
-        .unwrap();
+    let client = gw.client().await;
     let mut options = SubscribeOptions::delivery(Delivery::Latest);
     options.priority = 5;
     let mut frames = within(
@@ -108,9 +102,7 @@ async fn latest_delivery_hands_out_fresh_items_in_order() {
 #[tokio::test]
 async fn max_age_drops_stale_items() {
     let gw = spawn_gateway(|b| b).await;
-    let client = within("connect", gw.controller().get_client(&gw.addr))
-        .await
-        .unwrap();
+    let client = gw.client().await;
     for delivery in [Delivery::Latest, Delivery::Datagram] {
         let mut options = SubscribeOptions::delivery(delivery);
         options.max_age = Some(Duration::ZERO);
@@ -160,9 +152,7 @@ async fn latest_delivery_supersedes_frames_on_a_slow_link() {
     let wrapper = link.wrapper();
     let gw = spawn_gateway(move |b| b.socket_wrapper(wrapper)).await;
     register_camera(&gw);
-    let client = within("connect", gw.controller().get_client(&gw.addr))
-        .await
-        .unwrap();
+    let client = gw.client().await;
     let options = SubscribeOptions::delivery(Delivery::Latest);
     let mut frames = within(
         "subscribe",
@@ -205,9 +195,7 @@ async fn priorities_order_streams_on_a_slow_link() {
     link.set_rate(Some(1_500_000), 8 << 20);
     let wrapper = link.wrapper();
     let gw = spawn_gateway(move |b| b.socket_wrapper(wrapper)).await;
-    let client = within("connect", gw.controller().get_client(&gw.addr))
-        .await
-        .unwrap();
+    let client = gw.client().await;
     const BULK: u64 = 24;
     for (priority, overtakes) in [(10, true), (-10, false)] {
         let bulk = client
@@ -299,9 +287,7 @@ async fn latest_cancels_an_item_in_flight_past_its_max_age() {
     let wrapper = link.wrapper();
     let gw = spawn_gateway(move |b| b.socket_wrapper(wrapper)).await;
     register_camera(&gw);
-    let client = within("connect", gw.controller().get_client(&gw.addr))
-        .await
-        .unwrap();
+    let client = gw.client().await;
     let mut options = SubscribeOptions::delivery(Delivery::Latest);
     options.max_age = Some(Duration::from_millis(50));
     let mut frames = client

@@ -6,9 +6,7 @@ use quicswarm_tests::{spawn_gateway, within};
 #[tokio::test]
 async fn unknown_subroutine_and_wrong_kind() {
     let gw = spawn_gateway(|b| b).await;
-    let client = within("connect", gw.controller().get_client(&gw.addr))
-        .await
-        .unwrap();
+    let client = gw.client().await;
     match within("call", client.call("nope", &())).await {
         Err(CallError::UnknownSubroutine(m)) => assert!(m.contains("nope"), "{m}"),
         other => panic!("expected UnknownSubroutine, got {other:?}"),
@@ -35,9 +33,7 @@ async fn unknown_subroutine_and_wrong_kind() {
 #[tokio::test]
 async fn wrong_argument_type_is_bad_args() {
     let gw = spawn_gateway(|b| b).await;
-    let client = within("connect", gw.controller().get_client(&gw.addr))
-        .await
-        .unwrap();
+    let client = gw.client().await;
     // `echo` takes a string; a large integer does not decode as one.
     assert!(matches!(
         client.call("echo", &u64::MAX).await,
@@ -137,9 +133,7 @@ async fn oversized_and_malformed_frames_reset_with_a_code() {
         b.limits(limits)
     })
     .await;
-    let client = within("connect", gw.controller().get_client(&gw.addr))
-        .await
-        .unwrap();
+    let client = gw.client().await;
     let conn = client.connection().clone();
 
     // Announce a 1 GiB frame: refused before the body arrives.

@@ -126,9 +126,7 @@ async fn upload_round_trip_of_a_folder() {
 #[tokio::test]
 async fn selection_by_glob_regex_paths_and_depth() {
     let s = served().await;
-    let client = within("connect", s.gw.controller().get_client(&s.gw.addr))
-        .await
-        .unwrap();
+    let client = s.gw.client().await;
     let names =
         |l: quicswarm::files::Listing| l.entries.into_iter().map(|e| e.path).collect::<Vec<_>>();
 
@@ -230,9 +228,7 @@ async fn gateway_refuses_paths_outside_its_roots() {
     std::fs::write(&outside, b"secret").unwrap();
     std::os::unix::fs::symlink(&outside, s.source.join("link.txt")).unwrap();
     std::os::unix::fs::symlink(s._dirs.path(), s.source.join("linkdir")).unwrap();
-    let client = within("connect", s.gw.controller().get_client(&s.gw.addr))
-        .await
-        .unwrap();
+    let client = s.gw.client().await;
 
     let listing = client.list("data", &Selector::all()).await.unwrap();
     assert!(

@@ -8,9 +8,7 @@ use quicswarm_tests::{spawn_gateway, within};
 #[tokio::test]
 async fn subroutines_can_be_registered_while_running() {
     let gw = spawn_gateway(|b| b).await;
-    let client = within("connect", gw.controller().get_client(&gw.addr))
-        .await
-        .unwrap();
+    let client = gw.client().await;
     assert!(matches!(
         client.call("late", &()).await,
         Err(CallError::UnknownSubroutine(_))
@@ -32,9 +30,7 @@ async fn subroutines_can_be_registered_while_running() {
 #[tokio::test]
 async fn close_gateway_is_denied_by_default() {
     let gw = spawn_gateway(|b| b).await;
-    let client = within("connect", gw.controller().get_client(&gw.addr))
-        .await
-        .unwrap();
+    let client = gw.client().await;
     match within("close_gateway", client.close_gateway()).await {
         Err(CallError::PermissionDenied(m)) => assert!(m.contains("close_gateway"), "{m}"),
         other => panic!("expected PermissionDenied, got {other:?}"),

@@ -12,9 +12,7 @@ use quicswarm_tests::{spawn_gateway, within};
 #[tokio::test]
 async fn ping_measures_a_round_trip() {
     let gw = spawn_gateway(|b| b).await;
-    let client = within("connect", gw.controller().get_client(&gw.addr))
-        .await
-        .unwrap();
+    let client = gw.client().await;
     let rtt = within("ping", client.ping()).await.unwrap();
     assert!(
         rtt > Duration::ZERO && rtt < Duration::from_secs(5),
@@ -35,9 +33,7 @@ async fn ping_measures_a_round_trip() {
 #[tokio::test]
 async fn call_with_postcard_and_json_args() {
     let gw = spawn_gateway(|b| b).await;
-    let client = within("connect", gw.controller().get_client(&gw.addr))
-        .await
-        .unwrap();
+    let client = gw.client().await;
     let reply = within("call", client.call("echo", "hello gateway"))
         .await
         .unwrap();
@@ -57,9 +53,7 @@ async fn call_with_postcard_and_json_args() {
 #[tokio::test]
 async fn stream_delivers_every_item_in_order() {
     let gw = spawn_gateway(|b| b).await;
-    let client = within("connect", gw.controller().get_client(&gw.addr))
-        .await
-        .unwrap();
+    let client = gw.client().await;
     let args = CounterArgs {
         count: 2_000,
         size: 300,
@@ -91,9 +85,7 @@ async fn stream_delivers_every_item_in_order() {
 #[tokio::test]
 async fn stream_resumes_after_an_ident() {
     let gw = spawn_gateway(|b| b).await;
-    let client = within("connect", gw.controller().get_client(&gw.addr))
-        .await
-        .unwrap();
+    let client = gw.client().await;
     let args = CounterArgs { count: 10, size: 1 };
     let mut stream = client.stream_from("counter", &args, Some(6)).await.unwrap();
     let mut idents = Vec::new();
@@ -106,9 +98,7 @@ async fn stream_resumes_after_an_ident() {
 #[tokio::test]
 async fn stream_callbacks_end_and_abort() {
     let gw = spawn_gateway(|b| b).await;
-    let client = within("connect", gw.controller().get_client(&gw.addr))
-        .await
-        .unwrap();
+    let client = gw.client().await;
     let args = CounterArgs { count: 50, size: 4 };
     let mut ended = false;
     let mut seen = 0;
@@ -156,9 +146,7 @@ async fn stream_callbacks_end_and_abort() {
 #[tokio::test]
 async fn send_sums_a_buffer_and_a_file() {
     let gw = spawn_gateway(|b| b).await;
-    let client = within("connect", gw.controller().get_client(&gw.addr))
-        .await
-        .unwrap();
+    let client = gw.client().await;
     let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 256) as u8).collect();
     let want: i64 = data.iter().map(|&b| i64::from(b)).sum();
     assert_eq!(
@@ -251,9 +239,7 @@ async fn many_concurrent_operations_on_one_client_and_across_clients() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ping_is_not_blocked_by_a_big_stream() {
     let gw = spawn_gateway(|b| b).await;
-    let client = within("connect", gw.controller().get_client(&gw.addr))
-        .await
-        .unwrap();
+    let client = gw.client().await;
     const ITEMS: u64 = 4096;
     let args = CounterArgs {
         count: ITEMS,
@@ -304,9 +290,7 @@ async fn negative_ident_ends_a_stream_and_unit_sink_returns_zero() {
         .sink("discard", |_: (), data: quicswarm::SinkData| async move {
             data.collect().await.map(drop).map_err(|e| e.to_string())
         });
-    let client = within("connect", gw.controller().get_client(&gw.addr))
-        .await
-        .unwrap();
+    let client = gw.client().await;
     let mut s = client.stream("until_negative", &()).await.unwrap();
     let mut idents = Vec::new();
     while let Some((ident, _)) = within("item", s.next()).await.unwrap() {
@@ -350,9 +334,7 @@ async fn one_controller_reaches_several_gateways() {
 #[tokio::test]
 async fn statistics_follow_the_traffic() {
     let gw = spawn_gateway(|b| b).await;
-    let client = within("connect", gw.controller().get_client(&gw.addr))
-        .await
-        .unwrap();
+    let client = gw.client().await;
     let before = client.stats();
     assert!(before.cwnd > 0 && before.mtu >= 1200, "{before:?}");
     within("send", client.send("byte_sum", &(), vec![1u8; 2_000_000]))
@@ -436,9 +418,7 @@ async fn a_sink_may_ignore_its_buffer() {
         .sink("ignore", |_: (), _data: quicswarm::SinkData| async {
             Ok::<_, String>(7i64)
         });
-    let client = within("connect", gw.controller().get_client(&gw.addr))
-        .await
-        .unwrap();
+    let client = gw.client().await;
     for size in [0usize, 10, 5_000_000] {
         assert_eq!(
             within("send", client.send("ignore", &(), vec![1u8; size]))

@@ -104,9 +104,7 @@ async fn abort_stops_the_producer_within_one_item() {
     let produced = Arc::new(AtomicU64::new(0));
     let (dropped_tx, dropped_rx) = oneshot::channel();
     tracked_ticker(gw.gateway.registry(), produced.clone(), dropped_tx);
-    let client = within("connect", gw.controller().get_client(&gw.addr))
-        .await
-        .unwrap();
+    let client = gw.client().await;
     let mut stream = within("subscribe", client.stream("tracked", &20u64))
         .await
         .unwrap();
@@ -150,9 +148,7 @@ async fn blocking_producer_sees_the_abort() {
             let _ = done_tx.lock().unwrap().send(i as u64);
             result
         });
-    let client = within("connect", gw.controller().get_client(&gw.addr))
-        .await
-        .unwrap();
+    let client = gw.client().await;
     let mut stream = within("subscribe", client.stream("blocking_ticker", &20u64))
         .await
         .unwrap();
