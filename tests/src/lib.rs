@@ -6,7 +6,8 @@ pub mod link;
 use std::{future::Future, time::Duration};
 
 use quicswarm::{
-    Controller, ControllerConfig, Fingerprint, Gateway, GatewayBuilder, Identity, Trust,
+    Controller, ControllerConfig, Fingerprint, Gateway, GatewayBuilder, Identity, TransportKind,
+    Trust,
 };
 
 /// Upper bound for any single wait in the suite.
@@ -25,8 +26,10 @@ pub async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
 pub struct TestGateway {
     /// The running gateway.
     pub gateway: Gateway,
-    /// Its address as `ip:port`.
+    /// The address to dial: `ip:port` for QUIC, `tcp://ip:port` for TLS-over-TCP.
     pub addr: String,
+    /// The transport the test's clients use.
+    pub transport: TransportKind,
     /// Its certificate's fingerprint.
     pub fingerprint: Fingerprint,
 }
@@ -43,6 +46,12 @@ impl TestGateway {
         within("connect", self.controller().get_client(&self.addr))
             .await
             .expect("the test gateway accepts a client")
+    }
+
+    /// The address without its `tcp://` scheme: the name gateways are pinned under in a
+    /// `known_gateways` file (one pin whatever the transport).
+    pub fn label(&self) -> &str {
+        self.addr.strip_prefix("tcp://").unwrap_or(&self.addr)
     }
 
     /// A pinned controller that gives up connecting after one second: for tests that expect
@@ -67,18 +76,32 @@ impl TestGateway {
 pub async fn spawn_gateway(
     configure: impl FnOnce(GatewayBuilder) -> GatewayBuilder,
 ) -> TestGateway {
+    spawn_gateway_on(TransportKind::Quic, configure).await
+}
+
+/// [`spawn_gateway`] whose clients use `transport`: over TCP the gateway also listens for
+/// TLS-over-TCP and [`TestGateway::addr`] is its `tcp://` address.
+pub async fn spawn_gateway_on(
+    transport: TransportKind,
+    configure: impl FnOnce(GatewayBuilder) -> GatewayBuilder,
+) -> TestGateway {
     init_tracing();
     let identity = Identity::self_signed(&[]).expect("self-signed identity");
     let fingerprint = identity.fingerprint();
     let builder = Gateway::builder()
         .listen("127.0.0.1:0".parse().expect("literal address"))
         .identity(identity)
-        .registry(quicswarm::demo::registry());
+        .registry(quicswarm::demo::registry())
+        .tcp(transport == TransportKind::Tcp);
     let gateway = configure(builder).spawn().await.expect("gateway starts");
-    let addr = gateway.local_addr().to_string();
+    let addr = match gateway.tcp_addr() {
+        Some(tcp) if transport == TransportKind::Tcp => format!("tcp://{tcp}"),
+        _ => gateway.local_addr().to_string(),
+    };
     TestGateway {
         gateway,
         addr,
+        transport,
         fingerprint,
     }
 }

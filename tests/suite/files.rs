@@ -9,11 +9,12 @@ use std::{
     },
 };
 
+use crate::harness::spawn_gateway;
 use quicswarm::{
     files::{Selector, Swarm, TransferError, TransferOptions},
     CallError, ErrorCode,
 };
-use quicswarm_tests::{spawn_gateway, tree, within, TestGateway};
+use quicswarm_tests::{tree, within, TestGateway};
 
 /// Small ranges so the 3 MiB file travels in many pieces.
 fn options() -> TransferOptions {
@@ -508,7 +509,7 @@ async fn a_lost_connection_leaves_the_job_to_the_others() {
     o.streams_per_client = 1;
     o.progress = Some(Arc::new(move |p: &quicswarm::files::Progress| {
         if p.bytes_done > 0 && !k.swap(true, Ordering::SeqCst) {
-            victim.close(0u32.into(), b"killed by the test");
+            victim.close(0, b"killed by the test");
         }
     }));
     let dest = tempfile::tempdir().unwrap();
@@ -646,7 +647,7 @@ async fn an_uploader_vanishing_mid_upload_leaves_no_partial_file() {
     o.streams_per_client = 1;
     o.progress = Some(Arc::new(move |p: &quicswarm::files::Progress| {
         if p.bytes_done > 0 {
-            conn.close(0u32.into(), b"vanished");
+            conn.close(0, b"vanished");
         }
     }));
     let result = within("upload", swarm.upload(std::slice::from_ref(&big), "", &o)).await;

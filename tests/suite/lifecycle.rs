@@ -2,8 +2,9 @@
 
 use std::time::Duration;
 
+use crate::harness::spawn_gateway;
 use quicswarm::{blocking, demo::CounterArgs, CallError, ConnectError, Trust};
-use quicswarm_tests::{spawn_gateway, within};
+use quicswarm_tests::within;
 
 #[tokio::test]
 async fn subroutines_can_be_registered_while_running() {

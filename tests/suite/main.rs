@@ -1,4 +1,5 @@
-//! The integration suite: one binary, real gateways on loopback.
+//! The integration suite: one binary, real gateways on loopback, clients over QUIC.
+//! `suite/tcp.rs` runs the core modules again with clients over TLS-over-TCP.
 
 mod delivery;
 mod early;
@@ -8,5 +9,15 @@ mod hostile;
 mod lifecycle;
 mod ops;
 mod pool;
+mod raw;
 mod security;
 mod session;
+mod transport;
+
+/// What the shared modules use to start gateways: here, for QUIC clients.
+mod harness {
+    pub(crate) use quicswarm_tests::spawn_gateway;
+
+    /// The transport of this binary's clients.
+    pub(crate) const TRANSPORT: quicswarm::TransportKind = quicswarm::TransportKind::Quic;
+}

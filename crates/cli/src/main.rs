@@ -140,6 +140,10 @@ struct GatewayArgs {
     /// Require mutual TLS: clients need a certificate issued by this CA (PEM).
     #[arg(long, value_name = "FILE")]
     client_ca: Option<PathBuf>,
+    /// Also accept TLS-over-TCP on the same port (clients dial tcp://HOST:PORT), for
+    /// networks that block UDP.
+    #[arg(long)]
+    tcp: bool,
 }
 
 fn parse_root(text: &str) -> Result<(String, PathBuf), String> {
@@ -406,11 +410,17 @@ async fn gateway(args: GatewayArgs) -> Result<()> {
     if let Some(ca) = &args.client_ca {
         builder = builder.client_ca(quicswarm::tls::load_certs(ca)?);
     }
+    if args.tcp {
+        builder = builder.tcp(true);
+    }
     let gateway = builder.spawn().await?;
     eprintln!(
         "quicswarm gateway on {} (pool {pool})",
         gateway.local_addr()
     );
+    if let Some(tcp) = gateway.tcp_addr() {
+        eprintln!("TLS over TCP on tcp://{tcp}");
+    }
     for (name, dir) in &args.serve {
         eprintln!("serving root {name} = {}", dir.display());
     }

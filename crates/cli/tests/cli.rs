@@ -409,3 +409,25 @@ fn gateway_configuration_file() {
         .unwrap();
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("bad.toml"));
 }
+
+#[test]
+fn tls_over_tcp_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let known = dir.path().join("known_gateways");
+    let gw = GatewayProcess::start(&dir.path().join("certs"), &["--tcp"]);
+    let tcp = format!("tcp://{}", gw.addr);
+
+    let ping = json(&["ping", &tcp, "--count", "3"], &known);
+    assert_eq!(ping["count"], 3);
+    let call = json(&["call", &tcp, "echo", r#""over tcp""#], &known);
+    assert_eq!(call["utf8"], "over tcp");
+    // One pin for the gateway whatever the transport: QUIC finds the pin TCP made.
+    let pins = std::fs::read_to_string(&known).unwrap();
+    assert_eq!(
+        pins.lines().filter(|l| l.contains(&gw.fingerprint)).count(),
+        1
+    );
+    let call = json(&["call", &gw.addr, "echo", r#""over quic""#], &known);
+    assert_eq!(call["utf8"], "over quic");
+    assert_eq!(std::fs::read_to_string(&known).unwrap(), pins);
+}

@@ -29,6 +29,7 @@ use serde::{Deserialize, Serialize};
 /// | 18 | `Integrity` | received bytes did not match their BLAKE3 hash |
 /// | 19 | `DiskFull` | the receiver ran out of space |
 /// | 20 | `Superseded` | a newer item replaced this one before it was delivered |
+/// | 21 | `Unsupported` | not available on this transport (a QUIC-only feature over TCP) |
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(from = "u32", into = "u32")]
 #[repr(u32)]
@@ -76,11 +77,14 @@ pub enum ErrorCode {
     DiskFull = 19,
     /// A newer item replaced this one before it was delivered (`Latest` delivery).
     Superseded = 20,
+    /// Not available on this transport: a QUIC-only feature (0-RTT, datagrams, latest-value
+    /// delivery) asked over TLS-over-TCP.
+    Unsupported = 21,
 }
 
 impl ErrorCode {
     /// Every code, in numeric order.
-    pub const ALL: [Self; 21] = [
+    pub const ALL: [Self; 22] = [
         Self::NoError,
         Self::Protocol,
         Self::FrameTooLarge,
@@ -102,6 +106,7 @@ impl ErrorCode {
         Self::Integrity,
         Self::DiskFull,
         Self::Superseded,
+        Self::Unsupported,
     ];
 
     /// The code as sent on the wire.
@@ -138,6 +143,7 @@ impl ErrorCode {
             Self::Integrity => "integrity check failed",
             Self::DiskFull => "disk full",
             Self::Superseded => "superseded by a newer item",
+            Self::Unsupported => "not supported on this transport",
         }
     }
 }

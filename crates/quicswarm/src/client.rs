@@ -57,7 +57,7 @@ impl<S: AsRef<str>> ToArgs for Json<S> {
 }
 
 pub(crate) struct ClientInner {
-    conn: quinn::Connection,
+    conn: crate::Connection,
     router: Arc<Router>,
     /// Set when the gateway's `Welcome` arrived (at once for a full handshake; a little after
     /// the first requests with 0-RTT).
@@ -71,7 +71,7 @@ pub(crate) struct ClientInner {
 
 impl ClientInner {
     pub(crate) fn new(
-        conn: quinn::Connection,
+        conn: crate::Connection,
         welcome: Arc<OnceLock<Welcome>>,
         early: Option<watch::Receiver<Option<bool>>>,
         remote: SocketAddr,
@@ -115,7 +115,7 @@ impl Drop for ClientInner {
         // The last handle (client and its streams) is gone: free the gateway's slot now
         // rather than after its idle timeout.
         self.conn
-            .close(varint(ErrorCode::NoError), b"client dropped");
+            .close(ErrorCode::NoError.to_u32(), b"client dropped");
     }
 }
 
@@ -181,8 +181,18 @@ impl Client {
     /// println!("rtt {:?}, lost {} packets, cwnd {} B", s.rtt, s.lost_packets, s.cwnd);
     /// # }
     /// ```
+    ///
+    /// Over TLS-over-TCP only the byte counts are kept (the socket's, TLS records included);
+    /// the packet-level figures are not read from the kernel and stay zero.
     pub fn stats(&self) -> ClientStats {
-        let s = self.inner.conn.stats();
+        let Some(s) = self.inner.conn.stats() else {
+            let (sent, received) = self.inner.conn.tcp_bytes().unwrap_or_default();
+            return ClientStats {
+                bytes_sent: sent,
+                bytes_received: received,
+                ..ClientStats::default()
+            };
+        };
         ClientStats {
             rtt: self.inner.conn.rtt(),
             lost_packets: s.path.lost_packets,
@@ -196,8 +206,14 @@ impl Client {
         }
     }
 
-    /// The underlying QUIC connection: statistics, RTT, or raw streams for tools and tests.
-    pub fn connection(&self) -> &quinn::Connection {
+    /// The transport this client runs on.
+    pub fn transport(&self) -> crate::TransportKind {
+        self.inner.conn.kind()
+    }
+
+    /// The underlying connection: its QUIC side ([`Connection::quic`](crate::Connection::quic))
+    /// gives statistics and raw streams for tools and tests.
+    pub fn connection(&self) -> &crate::Connection {
         &self.inner.conn
     }
 
@@ -251,7 +267,7 @@ impl Client {
     pub(crate) async fn open(
         &self,
         request: &Request,
-    ) -> Result<(quinn::SendStream, FrameReader), CallError> {
+    ) -> Result<(crate::transport::SendStream, FrameReader), CallError> {
         let (mut send, recv) = self.inner.conn.open_bi().await?;
         write_frame(&mut send, request).await?;
         Ok((
@@ -397,6 +413,13 @@ impl Client {
         resume_after: Option<i64>,
         options: &SubscribeOptions,
     ) -> Result<ItemStream, CallError> {
+        if options.delivery != Delivery::Reliable && self.transport() == crate::TransportKind::Tcp {
+            return Err(CallError::Unsupported(format!(
+                "{:?} delivery needs QUIC (per-item streams or datagrams); use Delivery::Reliable \
+                 over TCP",
+                options.delivery
+            )));
+        }
         let args = args.to_args()?;
         let max_item = self.inner.config.max_frame_len;
         let routed = match options.delivery {
@@ -616,7 +639,7 @@ impl Client {
             .await;
         self.inner
             .conn
-            .close(varint(ErrorCode::NoError), b"client closed");
+            .close(ErrorCode::NoError.to_u32(), b"client closed");
         result
     }
 
@@ -640,7 +663,7 @@ impl Client {
 }
 
 /// Per-client statistics; see [`Client::stats`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct ClientStats {
     /// Smoothed round-trip time.

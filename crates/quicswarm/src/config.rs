@@ -125,6 +125,9 @@ pub struct TransportTuning {
     pub send_window: u64,
     /// UDP segmentation offload (GSO). Some VMs fail with it; it cut bulk CPU ~3.5x here.
     pub segmentation_offload: bool,
+    /// TLS-over-TCP only: the kernel congestion controller (`TCP_CONGESTION`, e.g. `"bbr"`,
+    /// `"cubic"`); `None` keeps the system default. Linux only.
+    pub tcp_congestion: Option<String>,
 }
 
 impl Default for TransportTuning {
@@ -155,6 +158,7 @@ impl TransportTuning {
             receive_window: 64 * 1024 * 1024,
             send_window: 64 * 1024 * 1024,
             segmentation_offload: true,
+            tcp_congestion: None,
         };
         match preset {
             LinkPreset::Lan => lan,

@@ -17,6 +17,7 @@ use crate::{
     error::ConnectError,
     io::{varint, write_frame, FrameReader},
     tls::{self, Fingerprint, Identity, PinRecord, PinVerifier, Trust},
+    transport::{tcp, Connection, TransportKind},
 };
 
 /// Controller settings, each with a documented default.
@@ -110,13 +111,15 @@ impl std::fmt::Debug for Controller {
     }
 }
 
-type TlsCache = std::collections::HashMap<
-    (String, Option<Vec<Fingerprint>>),
-    (
-        Arc<quinn::crypto::rustls::QuicClientConfig>,
-        Arc<Mutex<PinRecord>>,
-    ),
->;
+/// The TLS configs of one gateway: for QUIC, for TLS-over-TCP, and the pin record their
+/// shared verifier fills in.
+type TlsEntry = (
+    Arc<quinn::crypto::rustls::QuicClientConfig>,
+    Arc<rustls::ClientConfig>,
+    Arc<Mutex<PinRecord>>,
+);
+
+type TlsCache = std::collections::HashMap<(String, Option<Vec<Fingerprint>>), TlsEntry>;
 
 impl Controller {
     /// A controller with its own UDP socket.
@@ -179,9 +182,17 @@ impl Controller {
     }
 
     async fn get_client_with(&self, addr: &str, early: bool) -> Result<Client, ConnectError> {
+        let (kind, addr) = transport_of(addr);
+        if early && kind == TransportKind::Tcp {
+            return Err(ConnectError::Unsupported {
+                feature: "0-RTT",
+                transport: kind,
+            });
+        }
         let (remote, server_name) = resolve(addr).await?;
         let timeout = self.config.connect_timeout;
-        match tokio::time::timeout(timeout, self.connect(addr, remote, &server_name, early)).await {
+        let connect = self.connect(kind, addr, remote, &server_name, early);
+        match tokio::time::timeout(timeout, connect).await {
             Ok(result) => result,
             Err(_) => Err(ConnectError::Timeout {
                 gateway: remote,
@@ -192,6 +203,7 @@ impl Controller {
 
     async fn connect(
         &self,
+        kind: TransportKind,
         label: &str,
         remote: SocketAddr,
         server_name: &str,
@@ -206,7 +218,52 @@ impl Controller {
                 (expected.map(|fp| vec![fp]), Some((file.clone(), expected)))
             }
         };
-        let (quic, record) = self.tls_for(label, allowed)?;
+        let (quic, tls_config, record) = self.tls_for(label, allowed)?;
+        let expected = match (&self.config.trust, &pinned) {
+            (_, Some((_, Some(fp)))) => Some(*fp),
+            (Trust::Fingerprints(list), _) => list.first().copied(),
+            _ => None,
+        };
+        // A handshake that failed on a pinned gateway showing another certificate.
+        let mismatch = || {
+            let seen = record.lock().ok().and_then(|r| r.seen);
+            match (expected, seen) {
+                (Some(expected), Some(actual)) if expected != actual => {
+                    Some(ConnectError::FingerprintMismatch {
+                        gateway: label.to_string(),
+                        expected,
+                        actual,
+                    })
+                }
+                _ => None,
+            }
+        };
+        if kind == TransportKind::Tcp {
+            let name =
+                rustls::pki_types::ServerName::try_from(server_name.to_string()).map_err(|e| {
+                    ConnectError::Address {
+                        addr: label.to_string(),
+                        reason: e.to_string(),
+                    }
+                })?;
+            let transport = &self.config.transport;
+            let conn = tcp::connect(remote, name, tls_config, transport, 4096)
+                .await
+                .map_err(|source| {
+                    mismatch().unwrap_or(ConnectError::Tcp {
+                        gateway: remote,
+                        source,
+                    })
+                })?;
+            let conn = Connection::from(conn);
+            if let Some((file, None)) = pinned {
+                let seen = record.lock().ok().and_then(|r| r.seen);
+                if let Some(fp) = seen {
+                    self.pin_first_use(file, label, fp, &conn).await?;
+                }
+            }
+            return self.hello(conn, remote).await;
+        }
         let mut client_config = quinn::ClientConfig::new(quic);
         // The gateway opens no bidirectional streams towards us; unidirectional ones carry
         // `Latest` items, one each.
@@ -232,20 +289,8 @@ impl Controller {
         let conn = match connecting.await {
             Ok(conn) => conn,
             Err(source) => {
-                let seen = record.lock().ok().and_then(|r| r.seen);
-                let expected = match (&self.config.trust, &pinned) {
-                    (_, Some((_, Some(fp)))) => Some(*fp),
-                    (Trust::Fingerprints(list), _) => list.first().copied(),
-                    _ => None,
-                };
-                if let (Some(expected), Some(actual)) = (expected, seen) {
-                    if expected != actual {
-                        return Err(ConnectError::FingerprintMismatch {
-                            gateway: label.to_string(),
-                            expected,
-                            actual,
-                        });
-                    }
+                if let Some(e) = mismatch() {
+                    return Err(e);
                 }
                 return Err(ConnectError::Connection {
                     gateway: remote,
@@ -253,6 +298,7 @@ impl Controller {
                 });
             }
         };
+        let conn = Connection::from(conn);
         if let Some((file, None)) = pinned {
             let seen = record.lock().ok().and_then(|r| r.seen);
             if let Some(fp) = seen {
@@ -268,13 +314,7 @@ impl Controller {
         &self,
         label: &str,
         allowed: Option<Vec<Fingerprint>>,
-    ) -> Result<
-        (
-            Arc<quinn::crypto::rustls::QuicClientConfig>,
-            Arc<Mutex<PinRecord>>,
-        ),
-        ConnectError,
-    > {
+    ) -> Result<TlsEntry, ConnectError> {
         let key = (label.to_string(), allowed.clone());
         let mut cache = self
             .tls_cache
@@ -291,9 +331,10 @@ impl Controller {
         };
         let tls = tls::client_config(verifier, &self.resumption, self.config.identity.as_ref())
             .map_err(tls::TlsError::from)?;
-        let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
+        let tls = Arc::new(tls);
+        let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls.clone())
             .map_err(|e| tls::TlsError::from(rustls::Error::General(e.to_string())))?;
-        let entry = (Arc::new(quic), record);
+        let entry = (Arc::new(quic), tls, record);
         cache.insert(key, entry.clone());
         Ok(entry)
     }
@@ -317,7 +358,7 @@ impl Controller {
         file: std::path::PathBuf,
         label: &str,
         fp: Fingerprint,
-        conn: &quinn::Connection,
+        conn: &Connection,
     ) -> Result<(), ConnectError> {
         let (lock, l) = (self.pin_lock.clone(), label.to_string());
         // File reads, writes and an fsync: off the runtime's workers.
@@ -335,7 +376,7 @@ impl Controller {
         .await?;
         match pinned {
             Some(expected) if expected != fp => {
-                conn.close(varint(ErrorCode::NoError), b"untrusted");
+                conn.close(ErrorCode::NoError.to_u32(), b"untrusted");
                 Err(ConnectError::FingerprintMismatch {
                     gateway: label.to_string(),
                     expected,
@@ -346,11 +387,7 @@ impl Controller {
         }
     }
 
-    async fn hello(
-        &self,
-        conn: quinn::Connection,
-        remote: SocketAddr,
-    ) -> Result<Client, ConnectError> {
+    async fn hello(&self, conn: Connection, remote: SocketAddr) -> Result<Client, ConnectError> {
         let protocol = |detail: String| ConnectError::Protocol {
             gateway: remote,
             detail,
@@ -377,7 +414,15 @@ impl Controller {
             Err(crate::io::FrameError::Read(quinn::ReadError::ConnectionLost(source))) => {
                 return Err(refused_by_close(remote, source))
             }
-            Err(e) => return Err(protocol(e.to_string())),
+            Err(e) => {
+                // Over TCP a refused connection shows as the stream ending: the reason comes
+                // with the connection's end, a moment later.
+                let closed = tokio::time::timeout(Duration::from_millis(200), conn.closed()).await;
+                return Err(match closed {
+                    Ok(source) => refused_by_close(remote, source),
+                    Err(_) => protocol(e.to_string()),
+                });
+            }
         };
         match reply {
             HelloReply::Welcome(welcome) => {
@@ -397,7 +442,7 @@ impl Controller {
                 pool_size,
                 message,
             } => {
-                conn.close(varint(code), code.reason().as_bytes());
+                conn.close(code.to_u32(), code.reason().as_bytes());
                 Err(match code {
                     ErrorCode::PoolFull => ConnectError::PoolFull {
                         gateway: remote,
@@ -446,6 +491,7 @@ impl Controller {
             version: PROTOCOL_VERSION,
             name: self.config.name.clone(),
         };
+        let conn = Connection::from(conn);
         let (mut send, recv) = conn.open_bi().await.map_err(lost)?;
         let _ = write_frame(&mut send, &hello).await;
         let _ = send.finish();
@@ -471,7 +517,7 @@ impl Controller {
                     let _ = w.set(welcome);
                 }
                 Ok(HelloReply::Refused { code, .. }) => {
-                    c.close(varint(code), code.reason().as_bytes())
+                    c.close(code.to_u32(), code.reason().as_bytes())
                 }
                 Err(e) => debug!(gateway = %remote, "no welcome: {e}"),
             }
@@ -527,6 +573,18 @@ fn refused_by_close(remote: SocketAddr, source: quinn::ConnectionError) -> Conne
     ConnectError::Connection {
         gateway: remote,
         source,
+    }
+}
+
+/// Splits an optional `tcp://` or `quic://` scheme off a gateway address.
+pub(crate) fn transport_of(addr: &str) -> (TransportKind, &str) {
+    if let Some(rest) = addr.strip_prefix("tcp://") {
+        (TransportKind::Tcp, rest)
+    } else {
+        (
+            TransportKind::Quic,
+            addr.strip_prefix("quic://").unwrap_or(addr),
+        )
     }
 }
 

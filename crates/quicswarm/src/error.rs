@@ -87,6 +87,22 @@ pub enum ConnectError {
     /// Socket setup failed.
     #[error("socket error: {0}")]
     Io(#[from] io::Error),
+    /// The TCP connection or its TLS handshake failed (TLS-over-TCP transport).
+    #[error("cannot connect to tcp://{gateway}: {source}")]
+    Tcp {
+        /// The gateway.
+        gateway: SocketAddr,
+        /// The OS or TLS error.
+        source: io::Error,
+    },
+    /// A QUIC-only feature was asked of another transport (0-RTT over TCP, say).
+    #[error("{feature} is not available over {transport}")]
+    Unsupported {
+        /// What was asked.
+        feature: &'static str,
+        /// The transport.
+        transport: crate::TransportKind,
+    },
 }
 
 /// Why an operation on a [`Client`](crate::Client) failed.
@@ -145,6 +161,9 @@ pub enum CallError {
     /// Reading local input (for example a file given to `send_reader`) failed.
     #[error("local I/O error: {0}")]
     Io(String),
+    /// A QUIC-only feature (datagram or latest-value delivery) asked over TLS-over-TCP.
+    #[error("not supported on this transport: {0}")]
+    Unsupported(String),
 }
 
 impl CallError {
@@ -165,6 +184,7 @@ impl CallError {
             Self::ConnectionLost(_) | Self::Io(_) => ErrorCode::Internal,
             Self::Remote { code, .. } => *code,
             Self::Protocol(_) => ErrorCode::Protocol,
+            Self::Unsupported(_) => ErrorCode::Unsupported,
         }
     }
 
@@ -192,6 +212,7 @@ impl From<ErrorReply> for CallError {
             ErrorCode::TooEarly => Self::TooEarly,
             ErrorCode::Cancelled => Self::Cancelled(m),
             ErrorCode::Protocol => Self::Protocol(m),
+            ErrorCode::Unsupported => Self::Unsupported(m),
             code => Self::Remote { code, message: m },
         }
     }

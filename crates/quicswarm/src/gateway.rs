@@ -75,6 +75,7 @@ pub struct GatewayBuilder {
     client_ca: Option<Vec<CertificateDer<'static>>>,
     permissions: HashMap<String, Permissions>,
     default_permissions: Permissions,
+    tcp: bool,
 }
 
 impl Default for GatewayBuilder {
@@ -91,6 +92,7 @@ impl Default for GatewayBuilder {
             client_ca: None,
             permissions: HashMap::new(),
             default_permissions: Permissions::default(),
+            tcp: false,
         }
     }
 }
@@ -164,6 +166,14 @@ impl GatewayBuilder {
         self
     }
 
+    /// Also accepts TLS-over-TCP (the same protocol, operations multiplexed by yamux) on the
+    /// same port number, for networks that block UDP. Controllers dial it as `tcp://host:port`.
+    /// Default `false`.
+    pub fn tcp(mut self, enable: bool) -> Self {
+        self.tcp = enable;
+        self
+    }
+
     /// Wraps the gateway's UDP socket (link emulation in tests and tools).
     pub fn socket_wrapper(mut self, wrapper: SocketWrapper) -> Self {
         self.socket_wrapper = Some(wrapper);
@@ -212,11 +222,10 @@ impl GatewayBuilder {
             }
         };
         let fingerprint = identity.fingerprint();
+        let server_tls = identity.server_config_with_client_ca(self.client_ca.as_deref())?;
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(
-            quinn::crypto::rustls::QuicServerConfig::try_from(
-                identity.server_config_with_client_ca(self.client_ca.as_deref())?,
-            )
-            .map_err(|e| GatewayError::Tls(rustls::Error::General(e.to_string()).into()))?,
+            quinn::crypto::rustls::QuicServerConfig::try_from(server_tls.clone())
+                .map_err(|e| GatewayError::Tls(rustls::Error::General(e.to_string()).into()))?,
         ));
         // The gateway pings too, so an idle client keeps its slot whatever keep-alive it
         // chose; a vanished one still times out (RFC 9000 §10.1: our own pings restart the
@@ -238,7 +247,18 @@ impl GatewayBuilder {
         let endpoint = config::endpoint(socket, Some(server), self.socket_wrapper.as_ref())
             .map_err(bind_err)?;
         let local_addr = endpoint.local_addr().map_err(bind_err)?;
-        info!(%local_addr, %fingerprint, pool = self.pool_size, "gateway listening");
+        let tcp = if self.tcp {
+            let listener = tokio::net::TcpListener::bind(local_addr)
+                .await
+                .map_err(|source| GatewayError::Bind {
+                    addr: local_addr,
+                    source,
+                })?;
+            Some(listener)
+        } else {
+            None
+        };
+        info!(%local_addr, %fingerprint, pool = self.pool_size, tcp = self.tcp, "gateway listening");
 
         let (handlers_tx, _) = watch::channel(0usize);
         let shared = Arc::new(Shared {
@@ -251,6 +271,7 @@ impl GatewayBuilder {
             pool_size: self.pool_size as u32,
             limits: self.limits,
             stop_accepting: CancellationToken::new(),
+            force_close: CancellationToken::new(),
             closed: CancellationToken::new(),
             shutting_down: AtomicBool::new(false),
             tracker: TaskTracker::new(),
@@ -262,9 +283,21 @@ impl GatewayBuilder {
             handlers: handlers_tx,
         });
         let accept = tokio::spawn(accept_loop(shared.clone()));
+        let tcp_addr = tcp.as_ref().and_then(|l| l.local_addr().ok());
+        let accept_tcp = tcp.map(|listener| {
+            let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_tls));
+            tokio::spawn(accept_tcp_loop(
+                shared.clone(),
+                listener,
+                acceptor,
+                self.transport.clone(),
+            ))
+        });
         Ok(Gateway {
             shared,
             accept,
+            accept_tcp,
+            tcp_addr,
             local_addr,
             fingerprint,
             generated_identity: generated,
@@ -295,6 +328,9 @@ pub(crate) struct Shared {
     pub(crate) limits: Limits,
     /// Cancelled when shutdown starts: no new connections or operations.
     pub(crate) stop_accepting: CancellationToken,
+    /// Cancelled when connections must close now (grace over, or the gateway dropped): QUIC
+    /// ones close with the endpoint, TCP ones watch this.
+    pub(crate) force_close: CancellationToken,
     /// Cancelled when the endpoint is closed.
     pub(crate) closed: CancellationToken,
     shutting_down: AtomicBool,
@@ -339,6 +375,7 @@ impl Shared {
         {
             warn!("grace period over: closing with operations still running");
         }
+        self.force_close.cancel();
         self.endpoint
             .close(varint(ErrorCode::ShuttingDown), b"gateway shutting down");
         // Bounded: a peer that never acknowledges the close must not hold us.
@@ -373,6 +410,42 @@ async fn accept_loop(shared: Arc<Shared>) {
         debug!(remote = %incoming.remote_address(), "incoming connection");
         shared.tracker.spawn(async move {
             handler::serve_connection(slot.shared.clone(), incoming).await;
+            drop(slot);
+        });
+    }
+}
+
+async fn accept_tcp_loop(
+    shared: Arc<Shared>,
+    listener: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    transport: TransportTuning,
+) {
+    loop {
+        let accepted = tokio::select! {
+            _ = shared.stop_accepting.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (socket, remote) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                // Out of descriptors, say: back off briefly rather than spin.
+                warn!("TCP accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Some(slot) = IpSlot::take(&shared, remote.ip()) else {
+            warn!(ip = %remote.ip(), "too many connections from one address: refused");
+            continue;
+        };
+        if let Err(e) = crate::transport::tcp::tune_socket(&socket, &transport) {
+            debug!(%remote, "TCP socket options: {e}");
+        }
+        debug!(%remote, "incoming TCP connection");
+        let acceptor = acceptor.clone();
+        shared.tracker.spawn(async move {
+            handler::serve_tcp(slot.shared.clone(), socket, acceptor).await;
             drop(slot);
         });
     }
@@ -446,6 +519,8 @@ pub struct GatewayStats {
 pub struct Gateway {
     shared: Arc<Shared>,
     accept: tokio::task::JoinHandle<()>,
+    accept_tcp: Option<tokio::task::JoinHandle<()>>,
+    tcp_addr: Option<SocketAddr>,
     local_addr: SocketAddr,
     fingerprint: Fingerprint,
     generated_identity: bool,
@@ -460,6 +535,12 @@ impl Gateway {
     /// The address actually bound (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The TCP address of the TLS-over-TCP listener, if enabled
+    /// ([`GatewayBuilder::tcp`]); dial it as `tcp://ADDR`.
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        self.tcp_addr
     }
 
     /// The SHA-256 fingerprint of the gateway's certificate: what controllers pin.
@@ -518,8 +599,12 @@ impl Gateway {
 impl Drop for Gateway {
     fn drop(&mut self) {
         self.accept.abort();
+        if let Some(tcp) = &self.accept_tcp {
+            tcp.abort();
+        }
         if !self.shared.closed.is_cancelled() {
             self.shared.stop_accepting.cancel();
+            self.shared.force_close.cancel();
             self.shared
                 .endpoint
                 .close(varint(ErrorCode::ShuttingDown), b"gateway dropped");

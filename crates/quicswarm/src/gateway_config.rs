@@ -7,6 +7,7 @@
 //! client_ca = "certs/ca.pem"    # require mutual TLS (optional)
 //! upload_dir = "incoming"       # accept uploads (optional)
 //! preset = "wifi"               # lan | wifi | cellular
+//! tcp = true                    # also TLS-over-TCP on the same port (optional)
 //!
 //! [serve]                       # named read roots
 //! logs = "/var/log/robot"
@@ -75,6 +76,8 @@ pub struct GatewayConfig {
     pub allow_close: Option<bool>,
     /// Transport preset: `lan`, `wifi` or `cellular`.
     pub preset: Option<String>,
+    /// Also accept TLS-over-TCP on the same port.
+    pub tcp: Option<bool>,
     /// Named read roots.
     #[serde(default)]
     pub serve: BTreeMap<String, PathBuf>,
@@ -226,6 +229,9 @@ impl GatewayConfig {
         }
         if let Some(allow) = self.allow_close {
             builder = builder.allow_close(allow);
+        }
+        if let Some(tcp) = self.tcp {
+            builder = builder.tcp(tcp);
         }
         Ok(builder)
     }

@@ -3,13 +3,13 @@
 
 use std::sync::{atomic::Ordering, Arc, Mutex, PoisonError};
 
+use crate::transport::{Connection, RecvStream, SendStream};
 use bytes::Bytes;
 use futures_util::{FutureExt, StreamExt};
 use quicswarm_proto::{
     datagram, Delivery, ErrorCode, ErrorReply, Hello, HelloReply, LatestHeader, Request, Response,
     StreamFrame, SubroutineKind, Welcome, PROTOCOL_VERSION,
 };
-use quinn::{Connection, SendStream};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{debug, info, info_span, warn, Instrument};
@@ -76,6 +76,36 @@ pub(crate) async fn serve_connection(shared: Arc<Shared>, incoming: quinn::Incom
             }
         },
     };
+    serve_pair(shared, Connection::from(conn), remote).await;
+}
+
+/// Serves one TLS-over-TCP connection: the TLS handshake (bounded like a QUIC handshake by
+/// the request-header timeout), then the same hello and operations as over QUIC.
+pub(crate) async fn serve_tcp(
+    shared: Arc<Shared>,
+    socket: tokio::net::TcpStream,
+    acceptor: tokio_rustls::TlsAcceptor,
+) {
+    let Ok(remote) = socket.peer_addr() else {
+        return;
+    };
+    let max_streams = shared.limits.max_concurrent_ops as usize;
+    let handshake = crate::transport::tcp::accept(socket, acceptor, max_streams);
+    let conn = match tokio::time::timeout(shared.limits.request_header_timeout, handshake).await {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(e)) => {
+            debug!(%remote, "TLS over TCP handshake failed: {e}");
+            return;
+        }
+        Err(_) => {
+            debug!(%remote, "TLS over TCP handshake timed out");
+            return;
+        }
+    };
+    serve_pair(shared, Connection::from(conn), remote).await;
+}
+
+async fn serve_pair(shared: Arc<Shared>, conn: Connection, remote: std::net::SocketAddr) {
     let Some(pair) = hello(&shared, conn).await else {
         return;
     };
@@ -107,8 +137,11 @@ pub(crate) async fn serve_connection(shared: Arc<Shared>, incoming: quinn::Incom
             _ = shared.stop_accepting.cancelled() => {
                 // Shutdown: in-flight operations finish (the gateway bounds this by its grace
                 // period), then the client is told why the connection ends.
-                pair.ops.wait().await;
-                pair.conn.close(varint(ErrorCode::ShuttingDown), b"gateway shutting down");
+                tokio::select! {
+                    () = pair.ops.wait() => {}
+                    () = shared.force_close.cancelled() => {}
+                }
+                pair.conn.close(ErrorCode::ShuttingDown.to_u32(), b"gateway shutting down");
             }
         }
         pair.release_slot(&shared);
@@ -120,10 +153,7 @@ pub(crate) async fn serve_connection(shared: Arc<Shared>, incoming: quinn::Incom
 
 /// The name in the client's certificate, if it presented one.
 fn peer_name(conn: &Connection) -> Option<String> {
-    let certs = conn
-        .peer_identity()?
-        .downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
-        .ok()?;
+    let certs = conn.peer_certificates()?;
     certs.first().and_then(crate::tls::certificate_name)
 }
 
@@ -136,7 +166,7 @@ async fn hello(shared: &Arc<Shared>, conn: Connection) -> Option<Arc<Pair>> {
         let hello: Hello = match reader.expect_frame().await {
             Ok(hello) => hello,
             Err(e) => {
-                conn.close(varint(e.code()), b"bad hello");
+                conn.close(e.code().to_u32(), b"bad hello");
                 return None;
             }
         };
@@ -149,7 +179,7 @@ async fn hello(shared: &Arc<Shared>, conn: Connection) -> Option<Arc<Pair>> {
         Ok(Some(v)) => v,
         Ok(None) => return None,
         Err(_) => {
-            conn.close(varint(ErrorCode::Timeout), b"no hello in time");
+            conn.close(ErrorCode::Timeout.to_u32(), b"no hello in time");
             return None;
         }
     };
@@ -163,7 +193,7 @@ async fn hello(shared: &Arc<Shared>, conn: Connection) -> Option<Arc<Pair>> {
                 conn.closed(),
             )
             .await;
-            conn.close(varint(code), code.reason().as_bytes());
+            conn.close(code.to_u32(), code.reason().as_bytes());
             None
         }
     }
@@ -228,12 +258,7 @@ async fn send_hello_reply(
 }
 
 /// One operation stream, from its request to its last frame.
-async fn operation(
-    shared: Arc<Shared>,
-    pair: Arc<Pair>,
-    mut send: SendStream,
-    recv: quinn::RecvStream,
-) {
+async fn operation(shared: Arc<Shared>, pair: Arc<Pair>, mut send: SendStream, recv: RecvStream) {
     let mut reader = FrameReader::new(recv, shared.limits.max_frame_len);
     let request =
         match tokio::time::timeout(shared.limits.request_header_timeout, reader.read_frame()).await
@@ -306,9 +331,20 @@ async fn operation(
             resume_after,
             options,
         } => match lookup(&shared, &name, SubroutineKind::Stream) {
+            Ok(Handler::Stream(f))
+                if options.delivery != Delivery::Reliable
+                    && pair.conn.kind() == crate::TransportKind::Tcp =>
+            {
+                drop(f);
+                let reply = ErrorReply::new(
+                    ErrorCode::Unsupported,
+                    "latest-value and datagram delivery need QUIC; this client is on TCP",
+                );
+                write_error(&mut send, reply).await
+            }
             Ok(Handler::Stream(f)) => {
                 let producer = f(args, StreamContext { resume_after });
-                let _ = send.set_priority(options.priority);
+                send.set_priority(options.priority);
                 // Boxed: keeps the common (small) operations' task small to spawn.
                 match options.delivery {
                     Delivery::Reliable => Box::pin(run_stream(&mut send, producer, &name)).await,
@@ -722,8 +758,11 @@ async fn send_latest(
     data: Bytes,
     priority: i32,
 ) -> Result<Option<SendStream>, ()> {
-    let mut uni = conn.open_uni().await.map_err(drop)?;
-    let _ = uni.set_priority(priority);
+    let Some(uni) = conn.open_uni().await else {
+        return Err(());
+    };
+    let mut uni = uni.map_err(drop)?;
+    uni.set_priority(priority);
     let header = LatestHeader {
         id,
         ident,

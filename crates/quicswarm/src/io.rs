@@ -4,10 +4,12 @@
 use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt;
 use quicswarm_proto::codec::{self, DecodeError};
-use quinn::{RecvStream, SendStream, VarInt};
+use quinn::VarInt;
 use serde::{de::DeserializeOwned, Serialize};
 
 use quicswarm_proto::ErrorCode;
+
+use crate::transport::{RecvStream, SendStream};
 
 /// Most bytes taken from quinn per read of raw sink data.
 const READ_CHUNK: usize = 256 * 1024;
@@ -179,7 +181,7 @@ impl FrameReader {
     /// Tells the peer to stop sending (`STOP_SENDING` with `code`).
     pub(crate) fn stop(&mut self, code: ErrorCode) {
         // Already finished or reset: nothing to stop.
-        let _ = self.recv.stop(varint(code));
+        self.recv.stop(varint(code));
     }
 }
 

@@ -33,6 +33,12 @@
 //! streams, or datagrams) and a priority; [`Controller::get_client_0rtt`] runs replay-safe
 //! requests from early data.
 //!
+//! # TLS over TCP
+//! Where UDP is blocked, a gateway built with [`GatewayBuilder::tcp`] also serves the same
+//! protocol over TLS 1.3 on TCP (operations multiplexed by yamux); controllers dial
+//! `tcp://host:port`. QUIC-only features (0-RTT, latest-value and datagram delivery) return
+//! typed `Unsupported` errors there. See [`TransportKind`].
+//!
 //! # Layout
 //! - [`gateway`](Gateway) and its per-connection handlers; [`Registry`] of subroutines.
 //! - [`Controller`] and [`Client`]; [`Session`] for links that drop; [`blocking`] for
@@ -97,6 +103,7 @@ mod session;
 mod subroutine;
 mod subscribe;
 pub mod tls;
+mod transport;
 
 pub use client::{Client, ClientStats, ItemStream, Json, StreamOutcome, ToArgs};
 pub use config::{
@@ -112,6 +119,7 @@ pub use session::{LinkState, ReconnectPolicy, ResumingStream, Session};
 pub use subroutine::{Aborted, Emitter, Registry, SinkData, SinkError, SinkOutput, StreamContext};
 pub use subscribe::{Delivery, SubscribeOptions};
 pub use tls::{Fingerprint, Identity, Trust};
+pub use transport::{Connection, TransportKind};
 
 /// The README's Rust examples compile as doctests, so they cannot drift from the API.
 #[cfg(doctest)]

@@ -261,9 +261,15 @@ async fn supervise(shared: Arc<Shared>, policy: ReconnectPolicy) {
             }
             let _ = shared.state.send(LinkState::Reconnecting { attempt });
             // 0-RTT: with the ticket of the lost connection, the first requests need no
-            // handshake round trip.
+            // handshake round trip. TCP has no 0-RTT: a full handshake there.
             let limit = shared.controller.config().connect_timeout;
-            match shared.controller.get_client_0rtt(&shared.addr).await {
+            let tcp = crate::controller::transport_of(&shared.addr).0 == crate::TransportKind::Tcp;
+            let connected = if tcp {
+                shared.controller.get_client(&shared.addr).await
+            } else {
+                shared.controller.get_client_0rtt(&shared.addr).await
+            };
+            match connected {
                 // Connected only once the handshake completed: with 0-RTT the client exists
                 // before the gateway has heard of it (and the link may still be down).
                 Ok(client) => match tokio::time::timeout(limit, client.inner_confirmed()).await {

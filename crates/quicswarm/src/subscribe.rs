@@ -29,10 +29,11 @@ pub enum Delivery {
     /// Each item on its own QUIC stream; an item not yet delivered when a newer one is ready
     /// is cancelled (superseded). Older items arriving after newer ones are dropped. For
     /// camera frames.
+    /// QUIC only: over TLS-over-TCP, `CallError::Unsupported`.
     Latest,
     /// Each item in one QUIC datagram: unreliable, unordered, at most the path's datagram size
     /// (about 1,200 bytes; larger items end the subscription with `TooLarge`). For small,
-    /// high-rate sensor readings.
+    /// high-rate sensor readings. QUIC only: over TLS-over-TCP, `CallError::Unsupported`.
     Datagram,
 }
 
@@ -41,7 +42,8 @@ pub enum Delivery {
 #[non_exhaustive]
 pub struct SubscribeOptions {
     /// QUIC send priority of the items on the gateway (higher first): commands above
-    /// telemetry above camera above files.
+    /// telemetry above camera above files. Ignored over TLS-over-TCP (one ordered byte
+    /// stream carries everything).
     pub priority: i32,
     /// How items travel.
     pub delivery: Delivery,
@@ -86,7 +88,7 @@ impl Router {
     /// Registers a subscription and starts the router task if needed.
     pub(crate) fn register(
         self: &Arc<Self>,
-        conn: &quinn::Connection,
+        conn: &crate::Connection,
         max_frame: usize,
     ) -> (u32, mpsc::Receiver<Routed>) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -123,7 +125,7 @@ impl Router {
 }
 
 /// Reads unidirectional streams and datagrams until the connection ends.
-async fn route(conn: quinn::Connection, router: Arc<Router>, max_frame: usize) {
+async fn route(conn: crate::Connection, router: Arc<Router>, max_frame: usize) {
     loop {
         tokio::select! {
             uni = conn.accept_uni() => match uni {

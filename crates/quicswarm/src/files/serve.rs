@@ -2,13 +2,13 @@
 
 use std::{collections::BTreeMap, path::PathBuf, sync::Arc};
 
+use crate::transport::SendStream;
 use bytes::Bytes;
 use quicswarm_proto::{
     path,
     transfer::{FileEntry, FileFrame, GetItem, ListFrame, Need, PutItem, Selector, LIST_CHUNK},
     ErrorCode, ErrorReply, Response,
 };
-use quinn::SendStream;
 
 use super::{
     blocking,

@@ -1,0 +1,335 @@
+//! The two transports behind one connection type: QUIC (quinn) and TLS 1.3 over TCP with
+//! operations multiplexed by yamux.
+//!
+//! Everything above this module speaks in quinn's vocabulary (its error types, varint codes);
+//! the TCP side maps onto it, stream stops and resets with their codes included. What TCP
+//! cannot do is spelled out on each method: no 0-RTT, no datagrams or unidirectional streams,
+//! no per-stream priorities, and one lost packet delays every stream behind it.
+
+pub(crate) mod tcp;
+
+use std::{net::SocketAddr, time::Duration};
+
+use bytes::Bytes;
+use quinn::{
+    Chunk, ClosedStream, ConnectionError, ReadError, SendDatagramError, StoppedError, VarInt,
+    WriteError,
+};
+use rustls::pki_types::CertificateDer;
+
+/// Which transport a connection runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TransportKind {
+    /// QUIC over UDP: the default.
+    Quic,
+    /// TLS 1.3 over one TCP connection, operations multiplexed by yamux. For networks that
+    /// block UDP, and for comparisons. Dialled as `tcp://host:port`.
+    Tcp,
+}
+
+impl std::fmt::Display for TransportKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Quic => "quic",
+            Self::Tcp => "tcp",
+        })
+    }
+}
+
+/// One handler/client connection, over QUIC or TLS-over-TCP. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Connection(Conn);
+
+#[derive(Debug, Clone)]
+enum Conn {
+    Quic(quinn::Connection),
+    Tcp(tcp::TcpConnection),
+}
+
+impl From<quinn::Connection> for Connection {
+    fn from(c: quinn::Connection) -> Self {
+        Self(Conn::Quic(c))
+    }
+}
+
+impl From<tcp::TcpConnection> for Connection {
+    fn from(c: tcp::TcpConnection) -> Self {
+        Self(Conn::Tcp(c))
+    }
+}
+
+impl Connection {
+    /// The transport.
+    pub fn kind(&self) -> TransportKind {
+        match &self.0 {
+            Conn::Quic(_) => TransportKind::Quic,
+            Conn::Tcp(_) => TransportKind::Tcp,
+        }
+    }
+
+    /// The QUIC connection, for raw streams, statistics and tools; `None` over TCP.
+    pub fn quic(&self) -> Option<&quinn::Connection> {
+        match &self.0 {
+            Conn::Quic(c) => Some(c),
+            Conn::Tcp(_) => None,
+        }
+    }
+
+    /// The peer's address.
+    pub fn remote_address(&self) -> SocketAddr {
+        match &self.0 {
+            Conn::Quic(c) => c.remote_address(),
+            Conn::Tcp(c) => c.remote_address(),
+        }
+    }
+
+    /// Why the connection ended, or `None` while it is alive.
+    pub fn close_reason(&self) -> Option<ConnectionError> {
+        match &self.0 {
+            Conn::Quic(c) => c.close_reason(),
+            Conn::Tcp(c) => c.close_reason(),
+        }
+    }
+
+    /// The smoothed round-trip time. Over TCP: zero (the kernel's estimate is not read).
+    pub fn rtt(&self) -> Duration {
+        match &self.0 {
+            Conn::Quic(c) => c.rtt(),
+            Conn::Tcp(_) => Duration::ZERO,
+        }
+    }
+
+    /// QUIC statistics; `None` over TCP.
+    pub(crate) fn stats(&self) -> Option<quinn::ConnectionStats> {
+        self.quic().map(quinn::Connection::stats)
+    }
+
+    /// Bytes sent and received on a TCP connection's socket; `None` over QUIC.
+    pub(crate) fn tcp_bytes(&self) -> Option<(u64, u64)> {
+        match &self.0 {
+            Conn::Quic(_) => None,
+            Conn::Tcp(c) => Some(c.bytes()),
+        }
+    }
+
+    /// Closes the connection at once with an application `code` and `reason`; the peer sees
+    /// them (over TCP too: they travel on a stream of their own before the TCP close).
+    pub fn close(&self, code: u32, reason: &[u8]) {
+        match &self.0 {
+            Conn::Quic(c) => c.close(VarInt::from_u32(code), reason),
+            Conn::Tcp(c) => c.close(code, reason),
+        }
+    }
+
+    /// Waits until the connection ends; returns why.
+    pub async fn closed(&self) -> ConnectionError {
+        match &self.0 {
+            Conn::Quic(c) => c.closed().await,
+            Conn::Tcp(c) => c.closed().await,
+        }
+    }
+
+    pub(crate) async fn open_bi(&self) -> Result<(SendStream, RecvStream), ConnectionError> {
+        match &self.0 {
+            Conn::Quic(c) => {
+                let (s, r) = c.open_bi().await?;
+                Ok((SendStream::Quic(s), RecvStream::Quic(r)))
+            }
+            Conn::Tcp(c) => {
+                let (s, r) = c.open_bi().await?;
+                Ok((SendStream::Tcp(s), RecvStream::Tcp(r)))
+            }
+        }
+    }
+
+    pub(crate) async fn accept_bi(&self) -> Result<(SendStream, RecvStream), ConnectionError> {
+        match &self.0 {
+            Conn::Quic(c) => {
+                let (s, r) = c.accept_bi().await?;
+                Ok((SendStream::Quic(s), RecvStream::Quic(r)))
+            }
+            Conn::Tcp(c) => {
+                let (s, r) = c.accept_bi().await?;
+                Ok((SendStream::Tcp(s), RecvStream::Tcp(r)))
+            }
+        }
+    }
+
+    /// A unidirectional stream (latest-value delivery). `None` over TCP, where the gateway
+    /// refuses those subscriptions up front.
+    pub(crate) async fn open_uni(&self) -> Option<Result<SendStream, ConnectionError>> {
+        match &self.0 {
+            Conn::Quic(c) => Some(c.open_uni().await.map(SendStream::Quic)),
+            Conn::Tcp(_) => None,
+        }
+    }
+
+    /// The next unidirectional stream; over TCP, none ever comes: waits for the end.
+    pub(crate) async fn accept_uni(&self) -> Result<RecvStream, ConnectionError> {
+        match &self.0 {
+            Conn::Quic(c) => c.accept_uni().await.map(RecvStream::Quic),
+            Conn::Tcp(c) => Err(c.closed().await),
+        }
+    }
+
+    /// The next datagram; over TCP, none ever comes: waits for the end.
+    pub(crate) async fn read_datagram(&self) -> Result<Bytes, ConnectionError> {
+        match &self.0 {
+            Conn::Quic(c) => c.read_datagram().await,
+            Conn::Tcp(c) => Err(c.closed().await),
+        }
+    }
+
+    pub(crate) fn send_datagram(&self, data: Bytes) -> Result<(), SendDatagramError> {
+        match &self.0 {
+            Conn::Quic(c) => c.send_datagram(data),
+            Conn::Tcp(_) => Err(SendDatagramError::UnsupportedByPeer),
+        }
+    }
+
+    pub(crate) fn max_datagram_size(&self) -> Option<usize> {
+        match &self.0 {
+            Conn::Quic(c) => c.max_datagram_size(),
+            Conn::Tcp(_) => None,
+        }
+    }
+
+    /// The certificate chain the peer presented (mutual TLS).
+    pub(crate) fn peer_certificates(&self) -> Option<Vec<CertificateDer<'static>>> {
+        match &self.0 {
+            Conn::Quic(c) => c
+                .peer_identity()?
+                .downcast::<Vec<CertificateDer<'static>>>()
+                .ok()
+                .map(|b| *b),
+            Conn::Tcp(c) => c.peer_certificates(),
+        }
+    }
+}
+
+/// Our codes all fit in 32 bits; a larger one (from a newer peer) reads as `Internal`.
+fn code_u32(code: VarInt) -> u32 {
+    u32::try_from(code.into_inner()).unwrap_or(quicswarm_proto::ErrorCode::Internal.to_u32())
+}
+
+/// The sending half of an operation's stream.
+#[derive(Debug)]
+pub(crate) enum SendStream {
+    Quic(quinn::SendStream),
+    Tcp(tcp::TcpSend),
+}
+
+impl SendStream {
+    pub(crate) async fn write_chunk(&mut self, data: Bytes) -> Result<(), WriteError> {
+        match self {
+            Self::Quic(s) => s.write_chunk(data).await,
+            Self::Tcp(s) => s.write(&data).await,
+        }
+    }
+
+    pub(crate) async fn write_all_chunks(&mut self, data: &mut [Bytes]) -> Result<(), WriteError> {
+        match self {
+            Self::Quic(s) => s.write_all_chunks(data).await,
+            Self::Tcp(s) => {
+                for chunk in data {
+                    s.write(chunk).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Ends the stream after what was written.
+    pub(crate) fn finish(&mut self) -> Result<(), ClosedStream> {
+        match self {
+            Self::Quic(s) => s.finish(),
+            Self::Tcp(s) => {
+                s.finish();
+                Ok(())
+            }
+        }
+    }
+
+    /// Abandons the stream; the peer's reads fail with `code`.
+    pub(crate) fn reset(&mut self, code: VarInt) -> Result<(), ClosedStream> {
+        match self {
+            Self::Quic(s) => s.reset(code),
+            Self::Tcp(s) => {
+                s.reset(code_u32(code));
+                Ok(())
+            }
+        }
+    }
+
+    /// Resolves when the peer stopped the stream (`Some(code)`) or, after `finish`, has
+    /// everything (over TCP: once the end is flushed to the kernel).
+    pub(crate) async fn stopped(&self) -> Result<Option<VarInt>, StoppedError> {
+        match self {
+            Self::Quic(s) => s.stopped().await,
+            Self::Tcp(s) => Ok(s.stopped().await.map(VarInt::from_u32)),
+        }
+    }
+
+    /// The stream's priority; TCP has none (one byte stream carries everything in order).
+    pub(crate) fn set_priority(&self, priority: i32) {
+        if let Self::Quic(s) = self {
+            let _ = s.set_priority(priority);
+        }
+    }
+}
+
+/// The receiving half of an operation's stream.
+#[derive(Debug)]
+pub(crate) enum RecvStream {
+    Quic(quinn::RecvStream),
+    Tcp(tcp::TcpRecv),
+}
+
+impl RecvStream {
+    pub(crate) async fn read_chunk(
+        &mut self,
+        max: usize,
+        ordered: bool,
+    ) -> Result<Option<Chunk>, ReadError> {
+        match self {
+            Self::Quic(r) => r.read_chunk(max, ordered).await,
+            Self::Tcp(r) => r.read_chunk(max).await,
+        }
+    }
+
+    pub(crate) async fn read_chunks(
+        &mut self,
+        bufs: &mut [Bytes],
+    ) -> Result<Option<usize>, ReadError> {
+        match self {
+            Self::Quic(r) => r.read_chunks(bufs).await,
+            Self::Tcp(r) => {
+                let Some(slot) = bufs.first_mut() else {
+                    return Ok(Some(0));
+                };
+                Ok(r.read_chunk(64 * 1024).await?.map(|chunk| {
+                    *slot = chunk.bytes;
+                    1
+                }))
+            }
+        }
+    }
+
+    /// Asks the peer to stop sending; what still arrives is dropped.
+    pub(crate) fn stop(&mut self, code: VarInt) {
+        match self {
+            Self::Quic(r) => {
+                let _ = r.stop(code);
+            }
+            Self::Tcp(r) => r.stop(code_u32(code)),
+        }
+    }
+
+    pub(crate) fn is_0rtt(&self) -> bool {
+        match self {
+            Self::Quic(r) => r.is_0rtt(),
+            Self::Tcp(_) => false,
+        }
+    }
+}

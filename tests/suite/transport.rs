@@ -1,0 +1,106 @@
+//! One gateway, both transports: QUIC and TLS-over-TCP clients side by side, sharing one
+//! handler pool; QUIC-only features asked over TCP are typed `Unsupported` errors.
+
+use quicswarm::{
+    demo::CounterArgs, CallError, ConnectError, Delivery, SubscribeOptions, TransportKind,
+};
+use quicswarm_tests::{spawn_gateway_on, within};
+
+#[tokio::test]
+async fn quic_and_tcp_clients_share_one_gateway_and_its_pool() {
+    let gw = spawn_gateway_on(TransportKind::Tcp, |b| b.pool_size(2)).await;
+    let tcp_addr = gw.addr.clone();
+    let quic_addr = gw.gateway.local_addr().to_string();
+    assert_eq!(
+        gw.gateway.tcp_addr().map(|a| a.port()),
+        Some(gw.gateway.local_addr().port())
+    );
+    let controller = gw.controller();
+
+    let over_tcp = within("tcp", controller.get_client(&tcp_addr))
+        .await
+        .unwrap();
+    let over_quic = within("quic", controller.get_client(&quic_addr))
+        .await
+        .unwrap();
+    assert_eq!(over_tcp.transport(), TransportKind::Tcp);
+    assert_eq!(over_quic.transport(), TransportKind::Quic);
+    assert!(over_tcp.connection().quic().is_none());
+    assert!(over_quic.connection().quic().is_some());
+
+    // The same operations, the same answers.
+    for client in [&over_tcp, &over_quic] {
+        assert_eq!(
+            &within("call", client.call("echo", "hi")).await.unwrap()[..],
+            b"hi"
+        );
+        let mut s = client
+            .stream(
+                "counter",
+                &CounterArgs {
+                    count: 50,
+                    size: 100,
+                },
+            )
+            .await
+            .unwrap();
+        let mut n = 0;
+        while within("item", s.next()).await.unwrap().is_some() {
+            n += 1;
+        }
+        assert_eq!(n, 50);
+    }
+
+    // One pool for both transports: a third client is refused whichever it uses.
+    for addr in [&tcp_addr, &quic_addr] {
+        match within("third", controller.get_client(addr)).await {
+            Err(ConnectError::PoolFull { size, .. }) => assert_eq!(size, 2),
+            other => panic!("expected PoolFull on {addr}, got {other:?}"),
+        }
+    }
+    // Closing the TCP client frees its slot for anyone.
+    within("close", over_tcp.close()).await.unwrap();
+    gw.wait_handlers_at_most(1).await;
+    let again = within("again", controller.get_client(&quic_addr))
+        .await
+        .unwrap();
+    within("ping", again.ping()).await.unwrap();
+}
+
+#[tokio::test]
+async fn quic_only_features_are_unsupported_over_tcp() {
+    let gw = spawn_gateway_on(TransportKind::Tcp, |b| b).await;
+    let controller = gw.controller();
+    match within("0-RTT", controller.get_client_0rtt(&gw.addr)).await {
+        Err(ConnectError::Unsupported { feature, transport }) => {
+            assert_eq!((feature, transport), ("0-RTT", TransportKind::Tcp));
+        }
+        other => panic!("expected Unsupported, got {other:?}"),
+    }
+    let client = gw.client().await;
+    let args = CounterArgs { count: 3, size: 10 };
+    for delivery in [Delivery::Latest, Delivery::Datagram] {
+        let options = SubscribeOptions::delivery(delivery);
+        match within("subscribe", client.subscribe("counter", &args, &options)).await {
+            Err(CallError::Unsupported(m)) => assert!(m.contains("QUIC"), "{m}"),
+            other => panic!("expected Unsupported for {delivery:?}, got {other:?}"),
+        }
+    }
+    // Reliable delivery, with a priority (ignored over TCP), works.
+    let mut options = SubscribeOptions::delivery(Delivery::Reliable);
+    options.priority = 5;
+    let mut s = within("reliable", client.subscribe("counter", &args, &options))
+        .await
+        .unwrap();
+    let mut n = 0;
+    while within("item", s.next()).await.unwrap().is_some() {
+        n += 1;
+    }
+    assert_eq!(n, 3);
+    // Byte counts are kept over TCP.
+    let stats = client.stats();
+    assert!(
+        stats.bytes_sent > 0 && stats.bytes_received > 0,
+        "{stats:?}"
+    );
+}
