@@ -214,3 +214,51 @@ async fn a_session_survives_a_gateway_restart() {
     );
     assert!(session.reconnects() >= 1);
 }
+
+/// A call given up on while the link is down is never run: when the link returns, QUIC would
+/// retransmit the request, but the client reset its stream when it gave up.
+#[tokio::test]
+async fn a_call_given_up_during_an_outage_never_runs_later() {
+    let gw = spawn_gateway(|b| b).await;
+    let ran = Arc::new(AtomicU64::new(0));
+    let r = ran.clone();
+    gw.gateway.registry().batch("drive", move |_: ()| {
+        let r = r.clone();
+        async move {
+            r.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, String>(Vec::new())
+        }
+    });
+    let link = Link::new(3);
+    let mut config = ControllerConfig::with_trust(Trust::Fingerprints(vec![gw.fingerprint]));
+    // Long idle timeout: the connection outlives the outage, so its retransmissions would
+    // deliver the request afterwards.
+    config.socket_wrapper = Some(link.wrapper());
+    let controller = quicswarm::Controller::new(config).unwrap();
+    let client = within("connect", controller.get_client(&gw.addr))
+        .await
+        .unwrap();
+    within("warm", client.call("drive", &())).await.unwrap();
+    assert_eq!(ran.load(Ordering::SeqCst), 1);
+
+    link.set_down(true);
+    let gave_up = tokio::time::timeout(Duration::from_millis(300), client.call("drive", &())).await;
+    assert!(
+        gave_up.is_err(),
+        "the call cannot complete over a dead link"
+    );
+    link.set_down(false);
+    // An event shows the link is back and everything before it was delivered: a ping after
+    // the retransmissions.
+    within("ping after the outage", client.ping())
+        .await
+        .unwrap();
+    within("a later call", client.call("drive", &()))
+        .await
+        .unwrap();
+    assert_eq!(
+        ran.load(Ordering::SeqCst),
+        2,
+        "the abandoned command must not run"
+    );
+}

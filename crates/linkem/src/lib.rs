@@ -351,6 +351,12 @@ pub fn teardown_on_ctrl_c() -> Result<(), Error> {
     })
 }
 
+/// Moves the calling thread into the network namespace named `ns` (as `ip netns` names it):
+/// for threads that cannot borrow the [`Link`] ([`Link::enter`] otherwise).
+pub fn enter_namespace(ns: &str) -> io::Result<()> {
+    sys::enter_netns(&netns_path(ns))
+}
+
 /// Whether this process may bring links up.
 pub fn can_run() -> bool {
     rustix::process::geteuid().is_root() && Path::new("/dev/net/tun").exists()

@@ -326,7 +326,10 @@ impl Client {
                 })
                 .await?;
             let _ = send.finish();
-            match Self::response(&mut reader).await? {
+            let mut unanswered = Unanswered(Some(send));
+            let response = Self::response(&mut reader).await;
+            unanswered.answered();
+            match response? {
                 Response::Value { len } => {
                     let max = self.inner.config.max_frame_len as u64 * 64;
                     if len > max {
@@ -659,6 +662,26 @@ impl Client {
             }
         })
         .await
+    }
+}
+
+/// A request stream awaiting its answer. Dropped before the answer (a timeout, a cancelled
+/// future), it resets the stream: a command given up on must not run later, when a stalled
+/// link recovers and delivers it. Over QUIC the reset also stops the retransmission of the
+/// request; over TCP what the kernel already holds still goes out, with the reset after it.
+struct Unanswered(Option<crate::transport::SendStream>);
+
+impl Unanswered {
+    fn answered(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Unanswered {
+    fn drop(&mut self) {
+        if let Some(mut send) = self.0.take() {
+            let _ = send.reset(varint(ErrorCode::Cancelled));
+        }
     }
 }
 

@@ -26,6 +26,10 @@ use crate::{
 const COPY_LIMIT: usize = 16 * 1024;
 /// Flush the batch buffer once it holds this much.
 const BATCH_FLUSH: usize = 64 * 1024;
+/// `Latest` items on their way at once. With one, a frame waited for the previous one's
+/// acknowledgement (its send time plus a round trip): 40 KB frames at 30 fps over a 20 ms,
+/// 40 Mbit/s link got 18 fps. Two keep the link busy; newer items still replace waiting ones.
+const LATEST_IN_FLIGHT: usize = 2;
 
 /// Per-connection state shared by its operation tasks.
 struct Pair {
@@ -689,34 +693,38 @@ async fn run_latest(
         Err(failure) => return write_error(send, log_failure(name, failure)).await,
     };
     write_frame(send, &Response::Accepted).await.map_err(drop)?;
-    let mut in_flight: Option<SendStream> = None;
-    let mut in_flight_ident = 0i64;
-    let mut sent_at = std::time::Instant::now();
+    // Items on their way: (ident, stream, sent at), oldest first.
+    let mut in_flight: Vec<(i64, SendStream, std::time::Instant)> = Vec::new();
     let mut waiting: Option<(i64, Bytes)> = None;
     let mut end: Option<StreamFrame> = None;
     loop {
-        // Too old to matter and a newer item waits: cancel the one in flight.
-        if let (Some(max), Some(_), Some(s)) = (max_age, &waiting, &mut in_flight) {
+        // Too old to matter and a newer item waits: cancel the oldest one in flight.
+        if let (Some(max), Some(_), Some((ident, s, sent_at))) =
+            (max_age, &waiting, in_flight.first_mut())
+        {
             if sent_at.elapsed() > max && s.reset(varint(ErrorCode::Superseded)).is_ok() {
-                in_flight = None;
-                let frame = StreamFrame::Superseded {
-                    ident: in_flight_ident,
-                };
+                let frame = StreamFrame::Superseded { ident: *ident };
+                in_flight.remove(0);
                 write_frame(send, &frame).await.map_err(drop)?;
             }
         }
-        if in_flight.is_none() {
+        if in_flight.len() < LATEST_IN_FLIGHT {
             if let Some((ident, data)) = waiting.take() {
-                sent_at = std::time::Instant::now();
-                in_flight_ident = ident;
-                in_flight = send_latest(conn, id, ident, data, priority).await?;
+                let sent_at = std::time::Instant::now();
+                if let Some(s) = send_latest(conn, id, ident, data, priority).await? {
+                    in_flight.push((ident, s, sent_at));
+                }
             }
         }
         if end.is_some() && waiting.is_none() {
             break;
         }
         // Both futures own what they need, so `send` stays free for the frames below.
-        let delivered = in_flight.as_ref().map(|s| s.stopped());
+        let delivered = (!in_flight.is_empty()).then(|| {
+            futures_util::future::select_all(
+                in_flight.iter().map(|(_, s, _)| Box::pin(s.stopped())),
+            )
+        });
         let aborted = send.stopped();
         tokio::select! {
             next = producer.next(), if end.is_none() => match next {
@@ -728,11 +736,13 @@ async fn run_latest(
                 Some(Ok(_)) | None => end = Some(StreamFrame::End),
                 Some(Err(failure)) => end = Some(StreamFrame::Error(log_failure(name, failure))),
             },
-            _ = async { match delivered { Some(f) => { let _ = f.await; } None => std::future::pending().await } } => {
-                in_flight = None;
+            done = async { match delivered { Some(f) => Some(f.await.1), None => std::future::pending().await } } => {
+                if let Some(index) = done {
+                    in_flight.remove(index);
+                }
             }
             _ = aborted => {
-                if let Some(mut s) = in_flight {
+                for (_, mut s, _) in in_flight {
                     let _ = s.reset(varint(ErrorCode::Cancelled));
                 }
                 return Err(());
@@ -740,8 +750,8 @@ async fn run_latest(
         }
     }
     drop(producer);
-    // Let the last item arrive before saying the subscription ended (bounded).
-    if let Some(s) = in_flight {
+    // Let the last items arrive before saying the subscription ended (bounded).
+    for (_, s, _) in in_flight {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), s.stopped()).await;
     }
     write_frame(send, &end.unwrap_or(StreamFrame::End))

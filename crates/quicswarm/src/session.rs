@@ -26,6 +26,11 @@ pub struct ReconnectPolicy {
     pub max_backoff: Duration,
     /// Give up after this many failed attempts in a row; `None` never gives up (the default).
     pub max_attempts: Option<u32>,
+    /// An attempt whose handshake has not completed in this time is abandoned for a fresh
+    /// one (bounded by the controller's connect timeout). During an outage a handshake's
+    /// retransmissions back off exponentially, so a link that returns is reached sooner by a
+    /// new attempt than by the old one's next retransmission. Default 1 s.
+    pub attempt_timeout: Duration,
 }
 
 impl Default for ReconnectPolicy {
@@ -34,6 +39,7 @@ impl Default for ReconnectPolicy {
             initial_backoff: Duration::from_millis(50),
             max_backoff: Duration::from_secs(2),
             max_attempts: None,
+            attempt_timeout: Duration::from_secs(1),
         }
     }
 }
@@ -262,21 +268,30 @@ async fn supervise(shared: Arc<Shared>, policy: ReconnectPolicy) {
             let _ = shared.state.send(LinkState::Reconnecting { attempt });
             // 0-RTT: with the ticket of the lost connection, the first requests need no
             // handshake round trip. TCP has no 0-RTT: a full handshake there.
-            let limit = shared.controller.config().connect_timeout;
+            let limit = shared
+                .controller
+                .config()
+                .connect_timeout
+                .min(policy.attempt_timeout);
             let tcp = crate::controller::transport_of(&shared.addr).0 == crate::TransportKind::Tcp;
-            let connected = if tcp {
-                shared.controller.get_client(&shared.addr).await
-            } else {
-                shared.controller.get_client_0rtt(&shared.addr).await
+            let dial = async {
+                if tcp {
+                    shared.controller.get_client(&shared.addr).await
+                } else {
+                    shared.controller.get_client_0rtt(&shared.addr).await
+                }
             };
-            match connected {
+            match tokio::time::timeout(limit, dial).await {
                 // Connected only once the handshake completed: with 0-RTT the client exists
                 // before the gateway has heard of it (and the link may still be down).
-                Ok(client) => match tokio::time::timeout(limit, client.inner_confirmed()).await {
-                    Ok(()) if client.connection().close_reason().is_none() => break client,
-                    _ => warn!(gateway = %shared.addr, attempt, "reconnect: no handshake"),
-                },
-                Err(e) => warn!(gateway = %shared.addr, attempt, "reconnect failed: {e}"),
+                Ok(Ok(client)) => {
+                    match tokio::time::timeout(limit, client.inner_confirmed()).await {
+                        Ok(()) if client.connection().close_reason().is_none() => break client,
+                        _ => warn!(gateway = %shared.addr, attempt, "reconnect: no handshake"),
+                    }
+                }
+                Ok(Err(e)) => warn!(gateway = %shared.addr, attempt, "reconnect failed: {e}"),
+                Err(_) => warn!(gateway = %shared.addr, attempt, "reconnect: no handshake"),
             }
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(policy.max_backoff);

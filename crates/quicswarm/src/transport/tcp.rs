@@ -763,14 +763,29 @@ impl TcpRecv {
                 return Err(ReadError::Reset(VarInt::from_u32(code)));
             }
         };
+        let reset_code = *reset.borrow();
         match read {
             // The end of the stream, unless the peer reset it (its message may still be on
             // its way; it was sent after the data, so it is here or close behind).
-            Ok(0) => match *reset.borrow() {
+            Ok(0) => match reset_code {
                 Some(code) => Err(ReadError::Reset(VarInt::from_u32(code))),
                 None => {
-                    self.eof = true;
-                    Ok(None)
+                    // yamux ends every stream of a failed connection as if it had finished;
+                    // the driver records the failure as it happens, so check it (after
+                    // letting the driver run) to report a lost connection, not a short
+                    // stream. An orderly close by the peer keeps the clean end.
+                    tokio::task::yield_now().await;
+                    match self.conn.close_reason() {
+                        Some(
+                            why @ (ConnectionError::Reset
+                            | ConnectionError::TimedOut
+                            | ConnectionError::ConnectionClosed(_)),
+                        ) => Err(ReadError::ConnectionLost(why)),
+                        _ => {
+                            self.eof = true;
+                            Ok(None)
+                        }
+                    }
                 }
             },
             Ok(n) => {
