@@ -1,15 +1,16 @@
 //! Soak: 5 clients mixing streams, calls, sends and file downloads for a long time over an
-//! impaired link, checking every result, and the process's memory at start and end.
+//! impaired link, checking every result, and the gateway's memory over time.
 //!
 //! ```text
 //! cargo bench -p quicswarm-benches --bench soak             # 10 minutes
 //! cargo bench -p quicswarm-benches --bench soak -- 1        # minutes
 //! ```
 //!
-//! The link approximates profile L3 of `LINKEM.md` ("edge of range": 10 Mbit/s, 60 ± 30 ms,
-//! 5% bursty loss) with the seeded socket wrapper of the test suite: each side's outgoing
-//! datagrams are delayed 30 ms and paced at 10 Mbit/s, and 2.5% are dropped each way (no
-//! jitter, no bursts) — until the namespace emulator of issue 5 replaces it. Not run in CI.
+//! As root, the link is the emulator's profile L3 ("edge of range": 10 Mbit/s, RTT 60 ± 30 ms,
+//! 5% bursty loss each way) between two network namespaces, and the gateway runs as its own
+//! process, so its memory is measured alone. Otherwise the link approximates L3 with the
+//! seeded socket wrapper of the test suite (30 ms each way, 10 Mbit/s, 2.5% loss each way, no
+//! jitter or bursts) and gateway and clients share the process. Not run in CI.
 
 use std::{
     sync::{
@@ -38,7 +39,12 @@ struct Counts {
 }
 
 fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
+    rss_of("self")
+}
+
+/// VmRSS of a process (`self` or a pid), KiB.
+fn rss_of(pid: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
@@ -133,20 +139,120 @@ async fn worker(
     Ok(())
 }
 
-fn main() -> Result<()> {
-    let minutes: f64 = std::env::args()
-        .skip(1)
-        .find_map(|a| a.parse().ok())
-        .unwrap_or(10.0);
+/// What the five clients did, and the gateway's memory over the run.
+struct Soak {
+    counts: Arc<Counts>,
+    failures: usize,
+    minutes: f64,
+    rss_start: u64,
+    rss_end: u64,
+    samples: Vec<u64>,
+    ping: Duration,
+}
+
+impl Soak {
+    fn print(&self, link: &str, whose: &str) {
+        let c = &self.counts;
+        println!(
+            "soak {:.1} min, 5 clients over {link}: {} streams ({} items, none lost or duplicated), {} calls, {} sends, {} downloads ({} files verified), {} worker failures",
+            self.minutes,
+            c.streams.load(Ordering::Relaxed),
+            c.items.load(Ordering::Relaxed),
+            c.calls.load(Ordering::Relaxed),
+            c.sends.load(Ordering::Relaxed),
+            c.downloads.load(Ordering::Relaxed),
+            c.files.load(Ordering::Relaxed),
+            self.failures
+        );
+        println!(
+            "{whose} RSS: {} KiB at the start, {} KiB at the end; every 30 s: {:?} KiB",
+            self.rss_start, self.rss_end, self.samples
+        );
+        println!("the gateway still answers: ping {:?}", self.ping);
+    }
+}
+
+/// Runs five workers against `addr` for `minutes`, sampling `rss` every 30 s.
+async fn soak(
+    minutes: f64,
+    fp: quicswarm::Fingerprint,
+    addr: String,
+    data: std::path::PathBuf,
+    config: impl Fn(u64, &mut ControllerConfig),
+    rss: impl Fn() -> u64 + Send + Clone + 'static,
+) -> Result<Soak> {
+    let rss_start = rss();
+    let start = Instant::now();
+    let until = start + Duration::from_secs_f64(minutes * 60.0);
+    let counts = Arc::new(Counts::default());
+    let mut tasks = Vec::new();
+    for id in 0..5u64 {
+        let mut c = ControllerConfig::with_trust(Trust::Fingerprints(vec![fp]));
+        c.call_timeout = Some(Duration::from_secs(60));
+        config(id, &mut c);
+        let controller = Controller::new(c)?;
+        tasks.push(tokio::spawn(worker(
+            id,
+            controller,
+            addr.clone(),
+            until,
+            counts.clone(),
+            data.clone(),
+        )));
+    }
+    let sample = rss.clone();
+    let sampler = tokio::spawn(async move {
+        let mut samples = Vec::new();
+        let mut tick = tokio::time::interval(Duration::from_secs(30));
+        loop {
+            tick.tick().await;
+            samples.push(sample());
+            if Instant::now() >= until {
+                return samples;
+            }
+        }
+    });
+    let mut failures = 0;
+    for t in tasks {
+        if let Err(e) = t.await? {
+            eprintln!("worker failed: {e:#}");
+            failures += 1;
+        }
+    }
+    let samples = sampler.await?;
+    let rss_end = rss();
+    let mut c = ControllerConfig::with_trust(Trust::Fingerprints(vec![fp]));
+    config(99, &mut c);
+    let ping = Controller::new(c)?.get_client(&addr).await?.ping().await?;
+    Ok(Soak {
+        counts,
+        failures,
+        minutes: start.elapsed().as_secs_f64() / 60.0,
+        rss_start,
+        rss_end,
+        samples,
+        ping,
+    })
+}
+
+fn log_files(dir: &std::path::Path) -> Result<()> {
+    for i in 0..20 {
+        std::fs::write(
+            dir.join(format!("f{i}.log")),
+            format!("line {i}\n").repeat(100 + i * 50),
+        )?;
+    }
+    Ok(())
+}
+
+fn in_process(minutes: f64) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
     rt.block_on(async move {
         let data = tempfile::tempdir()?;
-        for i in 0..20 {
-            std::fs::write(data.path().join(format!("f{i}.log")), format!("line {i}\n").repeat(100 + i * 50))?;
-        }
+        log_files(data.path())?;
         let identity = Identity::self_signed(&[])?;
         let fp = identity.fingerprint();
         let gw_link = l3(1);
@@ -159,64 +265,138 @@ fn main() -> Result<()> {
             .spawn()
             .await?;
         let addr = gateway.local_addr().to_string();
-        let rss_start = rss_kib();
-        let start = Instant::now();
-        let until = start + Duration::from_secs_f64(minutes * 60.0);
-        let counts = Arc::new(Counts::default());
-        let mut tasks = Vec::new();
-        let mut links = Vec::new();
-        for id in 0..5u64 {
-            let link = l3(100 + id);
-            let mut config = ControllerConfig::with_trust(Trust::Fingerprints(vec![fp]));
-            config.socket_wrapper = Some(link.wrapper());
-            config.call_timeout = Some(Duration::from_secs(60));
-            links.push(link);
-            let controller = Controller::new(config)?;
-            tasks.push(tokio::spawn(worker(id, controller, addr.clone(), until, counts.clone(), data.path().to_path_buf())));
-        }
-        // Memory over time: one sample every 30 s.
-        let sampler = tokio::spawn(async move {
-            let mut samples = Vec::new();
-            let mut tick = tokio::time::interval(Duration::from_secs(30));
-            loop {
-                tick.tick().await;
-                samples.push(rss_kib());
-                if Instant::now() >= until {
-                    return samples;
-                }
-            }
-        });
-        let mut failures = 0;
-        for t in tasks {
-            if let Err(e) = t.await? {
-                eprintln!("worker failed: {e:#}");
-                failures += 1;
-            }
-        }
-        let rss_end = rss_kib();
-        let samples = sampler.await?;
-        // The gateway still answers.
-        let controller = Controller::new(ControllerConfig::with_trust(Trust::Fingerprints(vec![fp])))?;
-        let rtt = controller.get_client(&addr).await?.ping().await?;
+        let links: Vec<Link> = (0..=5).map(|id| l3(100 + id)).collect();
+        let wrappers: Vec<_> = links.iter().map(Link::wrapper).collect();
+        let report = soak(
+            minutes,
+            fp,
+            addr,
+            data.path().to_path_buf(),
+            |id, c| c.socket_wrapper = wrappers.get(id as usize).cloned(),
+            rss_kib,
+        )
+        .await?;
         let dropped: u64 = links.iter().map(|l| l.counters().1).sum::<u64>() + gw_link.counters().1;
-        let c = &counts;
-        println!(
-            "soak {:.1} min, 5 clients over L3-like link: {} streams ({} items, none lost or duplicated), {} calls, {} sends, {} downloads ({} files verified), {} datagrams dropped by the link, {} worker failures",
-            start.elapsed().as_secs_f64() / 60.0,
-            c.streams.load(Ordering::Relaxed),
-            c.items.load(Ordering::Relaxed),
-            c.calls.load(Ordering::Relaxed),
-            c.sends.load(Ordering::Relaxed),
-            c.downloads.load(Ordering::Relaxed),
-            c.files.load(Ordering::Relaxed),
-            dropped,
-            failures
+        report.print(
+            "an L3-like socket-wrapper link",
+            "process (gateway and clients)",
         );
-        println!(
-            "process RSS (gateway and clients): {rss_start} KiB before the clients, {rss_end} KiB at the end; every 30 s: {samples:?} KiB"
-        );
-        println!("the gateway still answers: ping {rtt:?}");
-        ensure!(failures == 0, "{failures} workers failed");
+        println!("{dropped} datagrams dropped by the link");
+        ensure!(report.failures == 0, "{} workers failed", report.failures);
         Ok(())
     })
+}
+
+fn main() -> Result<()> {
+    if let Ok(listen) = std::env::var("SOAK_GATEWAY") {
+        return gateway_child(&listen);
+    }
+    let minutes: f64 = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(10.0);
+    if linkem::can_run() {
+        emulated(minutes)
+    } else {
+        eprintln!("not root: the socket-wrapper link, gateway and clients in one process");
+        in_process(minutes)
+    }
+}
+
+/// The gateway process of the emulated soak: serves until its stdin closes (the parent
+/// ended), printing its fingerprint first.
+fn gateway_child(listen: &str) -> Result<()> {
+    let data = std::env::var("SOAK_DATA")?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let identity = Identity::self_signed(&[])?;
+        let gateway = Gateway::builder()
+            .listen(listen.parse()?)
+            .identity(identity)
+            .transport(quicswarm::TransportTuning::preset(
+                quicswarm::LinkPreset::Wifi,
+            ))
+            .registry(quicswarm::demo::registry())
+            .serve("data", data)
+            .spawn()
+            .await?;
+        println!("fingerprint {}", gateway.fingerprint());
+        // Bounded by the parent: its end closes our stdin.
+        tokio::task::spawn_blocking(|| {
+            let mut sink = Vec::new();
+            let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
+        })
+        .await?;
+        gateway.shutdown(Duration::from_secs(1)).await;
+        Ok(())
+    })
+}
+
+/// Gateway process in namespace A, clients in namespace B, profile L3 between them.
+fn emulated(minutes: f64) -> Result<()> {
+    use std::io::BufRead as _;
+    linkem::teardown_on_ctrl_c()?;
+    let link = linkem::Link::up(linkem::Profile::L3.spec().seed(7))?;
+    let data = tempfile::tempdir()?;
+    log_files(data.path())?;
+    let listen = format!("{}:4433", link.addr(linkem::Side::A));
+    let mut child = link
+        .command(linkem::Side::A, &std::env::current_exe()?.to_string_lossy())
+        .env("SOAK_GATEWAY", &listen)
+        .env("SOAK_DATA", data.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    let pid = child.id().to_string();
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+    let mut line = String::new();
+    std::io::BufReader::new(stdout).read_line(&mut line)?;
+    let fp: quicswarm::Fingerprint = line
+        .trim()
+        .strip_prefix("fingerprint ")
+        .ok_or_else(|| anyhow::anyhow!("gateway said {line:?}"))?
+        .parse()?;
+    let ns_b = link.namespace(linkem::Side::B).to_string();
+    let data_dir = data.path().to_path_buf();
+    let gateway_pid = pid.clone();
+    let outcome = std::thread::spawn(move || -> Result<()> {
+        linkem::enter_namespace(&ns_b)?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        rt.block_on(async move {
+            let pid = gateway_pid.clone();
+            let report = soak(
+                minutes,
+                fp,
+                listen,
+                data_dir,
+                |_, c| {
+                    c.transport = quicswarm::TransportTuning::preset(quicswarm::LinkPreset::Wifi)
+                },
+                move || rss_of(&pid),
+            )
+            .await?;
+            report.print("the emulated L3 link", "gateway process");
+            ensure!(report.failures == 0, "{} workers failed", report.failures);
+            Ok(())
+        })
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("client thread panicked"))?;
+    drop(child.stdin.take());
+    let _ = child.wait();
+    let c = link.down();
+    println!(
+        "link a→b: {} packets, {} lost, {} queue-dropped; b→a: {} packets, {} lost, {} queue-dropped",
+        c.a_to_b.packets, c.a_to_b.lost, c.a_to_b.queue_dropped, c.b_to_a.packets, c.b_to_a.lost, c.b_to_a.queue_dropped
+    );
+    outcome
 }

@@ -82,6 +82,8 @@ struct Args {
 enum Mode {
     /// One QUIC connection, a stream per feed.
     Quic(Congestion),
+    /// One QUIC connection, telemetry feeds as datagrams (each reading once, unreliable).
+    QuicDatagram(Congestion),
     /// One TLS-over-TCP connection, feeds multiplexed (yamux).
     TcpMux(&'static str),
     /// One TLS-over-TCP connection per feed.
@@ -91,7 +93,7 @@ enum Mode {
 impl Mode {
     fn transport(self) -> &'static str {
         match self {
-            Self::Quic(_) => "quic",
+            Self::Quic(_) | Self::QuicDatagram(_) => "quic",
             Self::TcpMux(_) => "tcp-mux",
             Self::TcpPerFeed(_) => "tcp-per-feed",
         }
@@ -99,28 +101,36 @@ impl Mode {
 
     fn cc(self) -> &'static str {
         match self {
-            Self::Quic(Congestion::Cubic) => "cubic",
-            Self::Quic(Congestion::NewReno) => "newreno",
-            Self::Quic(_) => "bbr",
+            Self::Quic(Congestion::Cubic) | Self::QuicDatagram(Congestion::Cubic) => "cubic",
+            Self::Quic(Congestion::NewReno) | Self::QuicDatagram(Congestion::NewReno) => "newreno",
+            Self::Quic(_) | Self::QuicDatagram(_) => "bbr",
             Self::TcpMux(cc) | Self::TcpPerFeed(cc) => cc,
         }
     }
 
     fn tcp(self) -> bool {
-        !matches!(self, Self::Quic(_))
+        !matches!(self, Self::Quic(_) | Self::QuicDatagram(_))
     }
 
     fn tuning(self) -> TransportTuning {
         let mut t = TransportTuning::preset(LinkPreset::Wifi);
         match self {
-            Self::Quic(cc) => t.congestion = cc,
+            Self::Quic(cc) | Self::QuicDatagram(cc) => t.congestion = cc,
             Self::TcpMux(cc) | Self::TcpPerFeed(cc) => t.tcp_congestion = Some(cc.to_string()),
         }
         t
     }
 
+    /// How telemetry items travel.
+    fn delivery(self) -> &'static str {
+        match self {
+            Self::QuicDatagram(_) => "datagram",
+            _ => "reliable",
+        }
+    }
+
     fn label(self) -> String {
-        format!("{} ({})", self.transport(), self.cc())
+        format!("{} ({}, {})", self.transport(), self.cc(), self.delivery())
     }
 }
 
@@ -132,6 +142,7 @@ fn modes(workload: Workload) -> Vec<Mode> {
     match workload {
         Workload::Telemetry => {
             v.push(Quic(Congestion::BbrExperimental));
+            v.push(QuicDatagram(Congestion::BbrExperimental));
             v.extend(tcp(TcpMux));
             v.extend(tcp(TcpPerFeed));
         }
@@ -156,6 +167,8 @@ struct Row {
     profile: String,
     transport: &'static str,
     cc: &'static str,
+    /// How the telemetry items travelled (`reliable` or `datagram`).
+    delivery: &'static str,
     seconds: f64,
     link: LinkCounters,
     #[serde(flatten)]
@@ -277,6 +290,8 @@ fn registry(executed: Executed, files: PathBuf) -> Registry {
             .take_while(move |_| std::future::ready(Instant::now() < until))
             .map(move |i| Ok::<_, String>((i, chunk.clone())))
     });
+    // Sensor readings are idempotent: a reconnecting session may re-subscribe in 0-RTT.
+    r.set_replay_safe("feed", true);
     let _ = files;
     r
 }
@@ -405,11 +420,6 @@ async fn drain(mut s: quicswarm::ItemStream, ages: Arc<Mutex<Vec<(u64, u64)>>>) 
 
 async fn telemetry(ctx: Ctx) -> Result<(Map<String, Value>, charts::Series)> {
     let controller = ctx.controller()?;
-    let feeds: Vec<Ticker> = FEEDS
-        .iter()
-        .map(|&(hz, size)| Ticker::new(hz, size, ctx.seconds))
-        .collect();
-    let camera = Ticker::new(CAMERA_FPS, FRAME, ctx.seconds);
     let shared = ctx.client(&controller).await?;
     let client_for = |i: usize| {
         let (controller, shared, ctx) = (controller.clone(), shared.clone(), ctx.clone());
@@ -424,7 +434,10 @@ async fn telemetry(ctx: Ctx) -> Result<(Map<String, Value>, charts::Series)> {
     let camera_ages = Arc::new(Mutex::new(Vec::new()));
     let mut tasks = Vec::new();
     // The camera first, at low priority (latest-value delivery over QUIC).
-    let cam_client = client_for(feeds.len() + 1).await?;
+    // Each schedule starts when its subscription is made (after its connection, for the
+    // connection-per-feed case), so handshakes are not counted as latency.
+    let cam_client = client_for(FEEDS.len() + 1).await?;
+    let camera = Ticker::new(CAMERA_FPS, FRAME, ctx.seconds);
     let mut cam_opts = SubscribeOptions::delivery(if ctx.mode.tcp() {
         Delivery::Reliable
     } else {
@@ -433,11 +446,16 @@ async fn telemetry(ctx: Ctx) -> Result<(Map<String, Value>, charts::Series)> {
     cam_opts.priority = 0;
     let cam = cam_client.subscribe("feed", &camera, &cam_opts).await?;
     tasks.push(tokio::spawn(drain(cam, camera_ages.clone())));
-    for (i, feed) in feeds.iter().enumerate() {
+    for (i, &(hz, size)) in FEEDS.iter().enumerate() {
         let client = client_for(i + 1).await?;
-        let mut opts = SubscribeOptions::delivery(Delivery::Reliable);
+        let feed = Ticker::new(hz, size, ctx.seconds);
+        let delivery = match ctx.mode {
+            Mode::QuicDatagram(_) => Delivery::Datagram,
+            _ => Delivery::Reliable,
+        };
+        let mut opts = SubscribeOptions::delivery(delivery);
         opts.priority = 10;
-        let s = client.subscribe("feed", feed, &opts).await?;
+        let s = client.subscribe("feed", &feed, &opts).await?;
         tasks.push(tokio::spawn(drain(s, telemetry_ages.clone())));
     }
     for t in tasks {
@@ -747,7 +765,7 @@ fn run_row(
     let link = Link::up(profile.spec().seed(args.seed))?;
     let gw = start_gateway(&link, mode, tree.to_path_buf())?;
     let addr = match mode {
-        Mode::Quic(_) => format!("{}:{PORT}", link.addr(Side::A)),
+        Mode::Quic(_) | Mode::QuicDatagram(_) => format!("{}:{PORT}", link.addr(Side::A)),
         _ => format!("tcp://{}:{PORT}", link.addr(Side::A)),
     };
     let link = Arc::new(link);
@@ -799,6 +817,11 @@ fn run_row(
         profile: profile.to_string(),
         transport: mode.transport(),
         cc: mode.cc(),
+        delivery: if workload == Workload::Camera && !mode.tcp() {
+            "latest"
+        } else {
+            mode.delivery()
+        },
         seconds,
         link: counters,
         metrics,
@@ -858,8 +881,8 @@ fn main() -> Result<()> {
         log_tree(files_dir.path(), 3)?;
     }
     let mut rows = Vec::new();
-    println!("| workload | profile | transport | cc | results | link a→b lost/queue-dropped | b→a lost/queue-dropped |");
-    println!("|---|---|---|---|---|---|---|");
+    println!("| workload | profile | transport | cc | delivery | results | link a→b lost/queue-dropped | b→a lost/queue-dropped |");
+    println!("|---|---|---|---|---|---|---|---|");
     for &workload in &args.workloads {
         for &profile in &args.profiles {
             // Outages are the L4 profile's point; other workloads skip it.
@@ -871,11 +894,12 @@ fn main() -> Result<()> {
                 match run_row(workload, profile, mode, &args, files_dir.path()) {
                     Ok(row) => {
                         println!(
-                            "| {:?} | {} | {} | {} | {} | {}/{} | {}/{} |",
+                            "| {:?} | {} | {} | {} | {} | {} | {}/{} | {}/{} |",
                             row.workload,
                             row.profile,
                             row.transport,
                             row.cc,
+                            row.delivery,
                             summary(&row),
                             row.link.a_to_b.lost,
                             row.link.a_to_b.queue_dropped,

@@ -285,3 +285,88 @@ async fn clients_that_stop_reading_only_hurt_themselves() {
     drop(held);
     within("greedy recovers", greedy.ping()).await.unwrap();
 }
+
+/// Sends `()` when dropped: tells a test that a producer was dropped.
+struct DropNotify(Option<tokio::sync::oneshot::Sender<()>>);
+
+impl Drop for DropNotify {
+    fn drop(&mut self) {
+        if let Some(tx) = self.0.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Pends forever after what it was given: an input that stalls.
+struct Stall;
+
+impl tokio::io::AsyncRead for Stall {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        _: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Pending
+    }
+}
+
+/// A client that stops reading a stream, or stops sending a buffer it started, holds the
+/// gateway's task and buffers only until the stall timeout; then its operation ends with a
+/// typed error, and the gateway serves on.
+#[tokio::test]
+async fn stalled_clients_are_cut_off_after_the_stall_timeout() {
+    let gw = spawn_gateway(|b| {
+        let mut limits = quicswarm::Limits::default();
+        limits.stall_timeout = Some(std::time::Duration::from_millis(300));
+        b.limits(limits)
+    })
+    .await;
+    use futures_util::StreamExt as _;
+    let (dropped_tx, dropped_rx) = tokio::sync::oneshot::channel();
+    let once = std::sync::Mutex::new(Some(dropped_tx));
+    gw.gateway.registry().stream("endless", move |_: (), _| {
+        let notify = DropNotify(once.lock().unwrap().take());
+        futures_util::stream::iter(0i64..100_000).map(move |i| {
+            let _keep = &notify;
+            Ok::<_, String>((i, vec![0u8; 64 * 1024]))
+        })
+    });
+    let client = gw.client().await;
+
+    // A reader that stops: the gateway's writes block once our windows are full.
+    let mut s = within("subscribe", client.stream("endless", &()))
+        .await
+        .unwrap();
+    within("first item", s.next()).await.unwrap().unwrap();
+    within("the producer is dropped after the stall", dropped_rx)
+        .await
+        .unwrap();
+    // What was buffered may still arrive; the stream then ends with Timeout.
+    let end = within("the end of the stream", async {
+        loop {
+            match s.next().await {
+                Ok(Some(_)) => continue,
+                other => break other,
+            }
+        }
+    })
+    .await;
+    match end {
+        Err(e) => assert_eq!(e.code(), ErrorCode::Timeout, "{e}"),
+        Ok(None) => panic!("a cut-off stream must not end cleanly"),
+        Ok(Some(_)) => unreachable!(),
+    }
+
+    // A sender that stops: its sink fails with a message naming the stall.
+    let input = tokio::io::AsyncReadExt::chain(&[1u8; 1000][..], Stall);
+    match within(
+        "stalled upload",
+        client.send_reader("byte_sum", &(), input, None),
+    )
+    .await
+    {
+        Err(CallError::Failed(m)) => assert!(m.contains("stall"), "{m}"),
+        other => panic!("expected a failed sink, got {other:?}"),
+    }
+    within("ping", client.ping()).await.unwrap();
+}

@@ -269,3 +269,67 @@ fn handshake_failure(e: &ConnectError) -> Option<String> {
         _ => None,
     }
 }
+
+/// Issues a client certificate from the CA in `dir`, adjusted by `tweak`, and loads it.
+fn issue(
+    dir: &std::path::Path,
+    name: &str,
+    tweak: impl FnOnce(&mut rcgen::CertificateParams),
+) -> Identity {
+    let ca_pem = std::fs::read_to_string(dir.join("ca.pem")).unwrap();
+    let ca_key =
+        rcgen::KeyPair::from_pem(&std::fs::read_to_string(dir.join("ca.key")).unwrap()).unwrap();
+    let issuer = rcgen::Issuer::from_ca_cert_pem(&ca_pem, ca_key).unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    tweak(&mut params);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).unwrap();
+    std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).unwrap();
+    client_identity(dir, name)
+}
+
+/// A client certificate from the right CA is still refused when it has expired, or when it
+/// is made for servers only.
+#[tokio::test]
+async fn expired_or_server_only_client_certificates_are_refused() {
+    let pki = tempfile::tempdir().unwrap();
+    let made = certs_init(pki.path(), &[]).unwrap();
+    let client_ca = tls::load_certs(&made.ca_cert).unwrap();
+    let pki_dir = pki.path().to_path_buf();
+    let gw = spawn_gateway(move |b| b.cert_dir(pki_dir).client_ca(client_ca)).await;
+    let dir = pki.path();
+
+    let fresh = issue(dir, "fresh", |_| {});
+    let ok = within(
+        "a valid certificate",
+        mtls_controller(&made.ca_cert, Some(fresh)).get_client(&gw.addr),
+    )
+    .await
+    .unwrap();
+    within("ping", ok.ping()).await.unwrap();
+
+    let expired = issue(dir, "expired", |p| {
+        p.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        p.not_after = rcgen::date_time_ymd(2021, 1, 1);
+    });
+    let server_only = issue(dir, "server-only", |p| {
+        p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+    });
+    for (what, identity) in [("expired", expired), ("server-only", server_only)] {
+        let refused = within(
+            what,
+            mtls_controller(&made.ca_cert, Some(identity)).get_client(&gw.addr),
+        )
+        .await;
+        assert!(
+            refused.as_ref().err().and_then(handshake_failure).is_some(),
+            "{what}: {refused:?}"
+        );
+    }
+    within("ping still", ok.ping()).await.unwrap();
+}

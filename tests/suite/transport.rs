@@ -104,3 +104,40 @@ async fn quic_only_features_are_unsupported_over_tcp() {
         "{stats:?}"
     );
 }
+
+/// Handshakes in progress are bounded: sockets that never start TLS hold the gateway's
+/// handshake slots, so a further client is refused at once; when they go, it gets in.
+#[tokio::test]
+async fn pending_handshakes_are_bounded() {
+    let gw = spawn_gateway_on(TransportKind::Tcp, |b| {
+        let mut limits = quicswarm::Limits::default();
+        limits.max_pending_handshakes = 2;
+        b.limits(limits)
+    })
+    .await;
+    let tcp = gw.gateway.tcp_addr().unwrap();
+    let mut connections = gw.gateway.watch_connections();
+    let silent: Vec<tokio::net::TcpStream> = vec![
+        within("silent 1", tokio::net::TcpStream::connect(tcp))
+            .await
+            .unwrap(),
+        within("silent 2", tokio::net::TcpStream::connect(tcp))
+            .await
+            .unwrap(),
+    ];
+    within("both accepted", connections.wait_for(|&n| n == 2))
+        .await
+        .unwrap();
+    assert_eq!(gw.gateway.stats().pending_handshakes, 2);
+    match within("third", gw.impatient_controller().get_client(&gw.addr)).await {
+        Err(ConnectError::Tcp { .. }) => {}
+        other => panic!("expected a refused connection, got {other:?}"),
+    }
+    drop(silent);
+    within("slots freed", connections.wait_for(|&n| n == 0))
+        .await
+        .unwrap();
+    let client = gw.client().await;
+    within("ping", client.ping()).await.unwrap();
+    assert_eq!(gw.gateway.stats().pending_handshakes, 0);
+}

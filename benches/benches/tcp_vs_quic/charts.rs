@@ -77,7 +77,10 @@ pub(crate) fn write_all(dir: &Path, rows: &[Row]) -> Result<Vec<PathBuf>> {
 }
 
 fn label(row: &Row) -> String {
-    format!("{} ({})", row.transport, row.cc)
+    match row.delivery {
+        "reliable" => format!("{} ({})", row.transport, row.cc),
+        delivery => format!("{} ({}, {delivery})", row.transport, row.cc),
+    }
 }
 
 /// Latency CDF, log-scaled milliseconds.

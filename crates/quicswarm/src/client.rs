@@ -575,25 +575,34 @@ impl Client {
         self.inner.confirmed().await;
         self.timed(async {
             let (mut send, mut frames) = self.open(&request).await?;
-            let (written, reply) = tokio::join!(
-                async {
-                    let mut buf = bytes::BytesMut::with_capacity(256 * 1024);
-                    loop {
-                        buf.reserve(256 * 1024);
-                        let n = reader.read_buf(&mut buf).await.map_err(|e| {
-                            let _ = send.reset(varint(ErrorCode::Cancelled));
-                            CallError::Io(e.to_string())
-                        })?;
-                        if n == 0 {
-                            break;
-                        }
-                        send.write_chunk(buf.split().freeze()).await?;
+            let mut write = Box::pin(async {
+                let mut buf = bytes::BytesMut::with_capacity(256 * 1024);
+                loop {
+                    buf.reserve(256 * 1024);
+                    let n = reader.read_buf(&mut buf).await.map_err(|e| {
+                        let _ = send.reset(varint(ErrorCode::Cancelled));
+                        CallError::Io(e.to_string())
+                    })?;
+                    if n == 0 {
+                        break;
                     }
-                    let _ = send.finish();
-                    Ok::<_, CallError>(())
-                },
-                Self::response(&mut frames)
-            );
+                    send.write_chunk(buf.split().freeze()).await?;
+                }
+                let _ = send.finish();
+                Ok::<_, CallError>(())
+            });
+            let mut reply = Box::pin(Self::response(&mut frames));
+            // The gateway may answer before the input ends (the sink returned early, or gave
+            // up on a reader that stalled): then stop reading the input.
+            let (written, reply) = tokio::select! {
+                reply = &mut reply => (None, reply),
+                written = &mut write => (Some(written), reply.await),
+            };
+            drop(write);
+            let written = written.unwrap_or_else(|| {
+                let _ = send.reset(varint(ErrorCode::Cancelled));
+                Err(CallError::Cancelled("the gateway answered first".into()))
+            });
             Self::sink_reply(written, reply)
         })
         .await

@@ -268,6 +268,7 @@ impl GatewayBuilder {
             permissions: self.permissions,
             default_permissions: self.default_permissions,
             pool: Arc::new(Semaphore::new(self.pool_size)),
+            handshakes: Arc::new(Semaphore::new(self.limits.max_pending_handshakes.max(1))),
             pool_size: self.pool_size as u32,
             limits: self.limits,
             stop_accepting: CancellationToken::new(),
@@ -324,6 +325,8 @@ pub(crate) struct Shared {
     pub(crate) permissions: HashMap<String, Permissions>,
     pub(crate) default_permissions: Permissions,
     pub(crate) pool: Arc<Semaphore>,
+    /// One permit per handshake in progress (`Limits::max_pending_handshakes`).
+    pub(crate) handshakes: Arc<Semaphore>,
     pub(crate) pool_size: u32,
     pub(crate) limits: Limits,
     /// Cancelled when shutdown starts: no new connections or operations.
@@ -407,9 +410,15 @@ async fn accept_loop(shared: Arc<Shared>) {
             incoming.refuse();
             continue;
         };
+        let Ok(handshake) = shared.handshakes.clone().try_acquire_owned() else {
+            // Many addresses at once (a flood): handshakes cost CPU, so bound them.
+            warn!(%ip, "too many handshakes in progress: refused");
+            incoming.refuse();
+            continue;
+        };
         debug!(remote = %incoming.remote_address(), "incoming connection");
         shared.tracker.spawn(async move {
-            handler::serve_connection(slot.shared.clone(), incoming).await;
+            handler::serve_connection(slot.shared.clone(), incoming, handshake).await;
             drop(slot);
         });
     }
@@ -439,13 +448,17 @@ async fn accept_tcp_loop(
             warn!(ip = %remote.ip(), "too many connections from one address: refused");
             continue;
         };
+        let Ok(handshake) = shared.handshakes.clone().try_acquire_owned() else {
+            warn!(ip = %remote.ip(), "too many handshakes in progress: refused");
+            continue;
+        };
         if let Err(e) = crate::transport::tcp::tune_socket(&socket, &transport) {
             debug!(%remote, "TCP socket options: {e}");
         }
         debug!(%remote, "incoming TCP connection");
         let acceptor = acceptor.clone();
         shared.tracker.spawn(async move {
-            handler::serve_tcp(slot.shared.clone(), socket, acceptor).await;
+            handler::serve_tcp(slot.shared.clone(), socket, acceptor, handshake).await;
             drop(slot);
         });
     }
@@ -508,6 +521,8 @@ pub struct GatewayStats {
     /// Requests refused in early data as not replay-safe (`TooEarly`; clients re-send them
     /// after the handshake).
     pub too_early: u64,
+    /// Handshakes in progress now (see `Limits::max_pending_handshakes`).
+    pub pending_handshakes: usize,
 }
 
 /// A running gateway.
@@ -575,6 +590,8 @@ impl Gateway {
             handlers: self.handlers(),
             early_served: self.shared.early_served.load(Ordering::Relaxed),
             too_early: self.shared.too_early.load(Ordering::Relaxed),
+            pending_handshakes: self.shared.limits.max_pending_handshakes.max(1)
+                - self.shared.handshakes.available_permits(),
         }
     }
 

@@ -59,7 +59,11 @@ impl Pair {
     }
 }
 
-pub(crate) async fn serve_connection(shared: Arc<Shared>, incoming: quinn::Incoming) {
+pub(crate) async fn serve_connection(
+    shared: Arc<Shared>,
+    incoming: quinn::Incoming,
+    handshake: OwnedSemaphorePermit,
+) {
     let remote = incoming.remote_address();
     let connecting = match incoming.accept() {
         Ok(connecting) => connecting,
@@ -80,6 +84,7 @@ pub(crate) async fn serve_connection(shared: Arc<Shared>, incoming: quinn::Incom
             }
         },
     };
+    drop(handshake);
     serve_pair(shared, Connection::from(conn), remote).await;
 }
 
@@ -89,13 +94,14 @@ pub(crate) async fn serve_tcp(
     shared: Arc<Shared>,
     socket: tokio::net::TcpStream,
     acceptor: tokio_rustls::TlsAcceptor,
+    handshake: OwnedSemaphorePermit,
 ) {
     let Ok(remote) = socket.peer_addr() else {
         return;
     };
     let max_streams = shared.limits.max_concurrent_ops as usize;
-    let handshake = crate::transport::tcp::accept(socket, acceptor, max_streams);
-    let conn = match tokio::time::timeout(shared.limits.request_header_timeout, handshake).await {
+    let tls = crate::transport::tcp::accept(socket, acceptor, max_streams);
+    let conn = match tokio::time::timeout(shared.limits.request_header_timeout, tls).await {
         Ok(Ok(conn)) => conn,
         Ok(Err(e)) => {
             debug!(%remote, "TLS over TCP handshake failed: {e}");
@@ -106,6 +112,7 @@ pub(crate) async fn serve_tcp(
             return;
         }
     };
+    drop(handshake);
     serve_pair(shared, Connection::from(conn), remote).await;
 }
 
@@ -262,7 +269,16 @@ async fn send_hello_reply(
 }
 
 /// One operation stream, from its request to its last frame.
-async fn operation(shared: Arc<Shared>, pair: Arc<Pair>, mut send: SendStream, recv: RecvStream) {
+async fn operation(
+    shared: Arc<Shared>,
+    pair: Arc<Pair>,
+    mut send: SendStream,
+    mut recv: RecvStream,
+) {
+    // A client that stops reading (or sending) mid-operation holds a task, buffers and a
+    // stream: after this long without progress the operation ends with `Timeout`.
+    send.set_stall_timeout(shared.limits.stall_timeout);
+    recv.set_stall_timeout(shared.limits.stall_timeout);
     let mut reader = FrameReader::new(recv, shared.limits.max_frame_len);
     let request =
         match tokio::time::timeout(shared.limits.request_header_timeout, reader.read_frame()).await

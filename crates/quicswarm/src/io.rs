@@ -2,7 +2,6 @@
 //! writers that send bulk bytes after their header without copying them.
 
 use bytes::{Bytes, BytesMut};
-use futures_util::FutureExt;
 use quicswarm_proto::codec::{self, DecodeError};
 use quinn::VarInt;
 use serde::{de::DeserializeOwned, Serialize};
@@ -71,10 +70,8 @@ impl Drop for FrameReader {
         // quinn sends STOP_SENDING for a receive stream dropped before its end was seen. The
         // peer's FIN usually came with the last frame: look for it without waiting, so a
         // finished exchange costs no extra frame.
-        if !self.eof && self.buf.is_empty() {
-            if let Some(Ok(None)) = self.recv.read_chunk(1, true).now_or_never() {
-                self.eof = true;
-            }
+        if !self.eof && self.buf.is_empty() && self.recv.ended_now() {
+            self.eof = true;
         }
     }
 }

@@ -8,7 +8,7 @@
 
 pub(crate) mod tcp;
 
-use std::{net::SocketAddr, time::Duration};
+use std::{future::Future, net::SocketAddr, time::Duration};
 
 use bytes::Bytes;
 use quinn::{
@@ -134,11 +134,11 @@ impl Connection {
         match &self.0 {
             Conn::Quic(c) => {
                 let (s, r) = c.open_bi().await?;
-                Ok((SendStream::Quic(s), RecvStream::Quic(r)))
+                Ok((SendInner::Quic(s).into(), RecvInner::Quic(r).into()))
             }
             Conn::Tcp(c) => {
                 let (s, r) = c.open_bi().await?;
-                Ok((SendStream::Tcp(s), RecvStream::Tcp(r)))
+                Ok((SendInner::Tcp(s).into(), RecvInner::Tcp(r).into()))
             }
         }
     }
@@ -147,11 +147,11 @@ impl Connection {
         match &self.0 {
             Conn::Quic(c) => {
                 let (s, r) = c.accept_bi().await?;
-                Ok((SendStream::Quic(s), RecvStream::Quic(r)))
+                Ok((SendInner::Quic(s).into(), RecvInner::Quic(r).into()))
             }
             Conn::Tcp(c) => {
                 let (s, r) = c.accept_bi().await?;
-                Ok((SendStream::Tcp(s), RecvStream::Tcp(r)))
+                Ok((SendInner::Tcp(s).into(), RecvInner::Tcp(r).into()))
             }
         }
     }
@@ -160,7 +160,7 @@ impl Connection {
     /// refuses those subscriptions up front.
     pub(crate) async fn open_uni(&self) -> Option<Result<SendStream, ConnectionError>> {
         match &self.0 {
-            Conn::Quic(c) => Some(c.open_uni().await.map(SendStream::Quic)),
+            Conn::Quic(c) => Some(c.open_uni().await.map(|s| SendInner::Quic(s).into())),
             Conn::Tcp(_) => None,
         }
     }
@@ -168,7 +168,7 @@ impl Connection {
     /// The next unidirectional stream; over TCP, none ever comes: waits for the end.
     pub(crate) async fn accept_uni(&self) -> Result<RecvStream, ConnectionError> {
         match &self.0 {
-            Conn::Quic(c) => c.accept_uni().await.map(RecvStream::Quic),
+            Conn::Quic(c) => c.accept_uni().await.map(|r| RecvInner::Quic(r).into()),
             Conn::Tcp(c) => Err(c.closed().await),
         }
     }
@@ -215,36 +215,83 @@ fn code_u32(code: VarInt) -> u32 {
 
 /// The sending half of an operation's stream.
 #[derive(Debug)]
-pub(crate) enum SendStream {
+pub(crate) struct SendStream {
+    inner: SendInner,
+    /// A write that cannot proceed for this long fails, and the stream is reset with
+    /// `Timeout` (the gateway's defence against clients that stop reading).
+    stall: Option<Duration>,
+}
+
+#[derive(Debug)]
+enum SendInner {
     Quic(quinn::SendStream),
     Tcp(tcp::TcpSend),
 }
 
+impl From<SendInner> for SendStream {
+    fn from(inner: SendInner) -> Self {
+        Self { inner, stall: None }
+    }
+}
+
+/// Runs `fut`, giving up after `stall` (if any): `None` when it gave up.
+async fn within_stall<T>(stall: Option<Duration>, fut: impl Future<Output = T>) -> Option<T> {
+    match stall {
+        Some(limit) => tokio::time::timeout(limit, fut).await.ok(),
+        None => Some(fut.await),
+    }
+}
+
+const TIMEOUT: VarInt = VarInt::from_u32(quicswarm_proto::ErrorCode::Timeout.to_u32());
+
 impl SendStream {
+    /// Sets the stall timeout of writes (see [`crate::Limits::stall_timeout`]).
+    pub(crate) fn set_stall_timeout(&mut self, stall: Option<Duration>) {
+        self.stall = stall;
+    }
+
+    /// The peer read nothing for the stall timeout: give up on the stream.
+    fn stalled(&mut self) -> WriteError {
+        let _ = self.reset(TIMEOUT);
+        WriteError::Stopped(TIMEOUT)
+    }
+
     pub(crate) async fn write_chunk(&mut self, data: Bytes) -> Result<(), WriteError> {
-        match self {
-            Self::Quic(s) => s.write_chunk(data).await,
-            Self::Tcp(s) => s.write(&data).await,
+        let write = async {
+            match &mut self.inner {
+                SendInner::Quic(s) => s.write_chunk(data).await,
+                SendInner::Tcp(s) => s.write(&data).await,
+            }
+        };
+        match within_stall(self.stall, write).await {
+            Some(written) => written,
+            None => Err(self.stalled()),
         }
     }
 
     pub(crate) async fn write_all_chunks(&mut self, data: &mut [Bytes]) -> Result<(), WriteError> {
-        match self {
-            Self::Quic(s) => s.write_all_chunks(data).await,
-            Self::Tcp(s) => {
-                for chunk in data {
-                    s.write(chunk).await?;
+        let write = async {
+            match &mut self.inner {
+                SendInner::Quic(s) => s.write_all_chunks(data).await,
+                SendInner::Tcp(s) => {
+                    for chunk in data {
+                        s.write(chunk).await?;
+                    }
+                    Ok(())
                 }
-                Ok(())
             }
+        };
+        match within_stall(self.stall, write).await {
+            Some(written) => written,
+            None => Err(self.stalled()),
         }
     }
 
     /// Ends the stream after what was written.
     pub(crate) fn finish(&mut self) -> Result<(), ClosedStream> {
-        match self {
-            Self::Quic(s) => s.finish(),
-            Self::Tcp(s) => {
+        match &mut self.inner {
+            SendInner::Quic(s) => s.finish(),
+            SendInner::Tcp(s) => {
                 s.finish();
                 Ok(())
             }
@@ -253,9 +300,9 @@ impl SendStream {
 
     /// Abandons the stream; the peer's reads fail with `code`.
     pub(crate) fn reset(&mut self, code: VarInt) -> Result<(), ClosedStream> {
-        match self {
-            Self::Quic(s) => s.reset(code),
-            Self::Tcp(s) => {
+        match &mut self.inner {
+            SendInner::Quic(s) => s.reset(code),
+            SendInner::Tcp(s) => {
                 s.reset(code_u32(code));
                 Ok(())
             }
@@ -265,15 +312,15 @@ impl SendStream {
     /// Resolves when the peer stopped the stream (`Some(code)`) or, after `finish`, has
     /// everything (over TCP: once the end is flushed to the kernel).
     pub(crate) async fn stopped(&self) -> Result<Option<VarInt>, StoppedError> {
-        match self {
-            Self::Quic(s) => s.stopped().await,
-            Self::Tcp(s) => Ok(s.stopped().await.map(VarInt::from_u32)),
+        match &self.inner {
+            SendInner::Quic(s) => s.stopped().await,
+            SendInner::Tcp(s) => Ok(s.stopped().await.map(VarInt::from_u32)),
         }
     }
 
     /// The stream's priority; TCP has none (one byte stream carries everything in order).
     pub(crate) fn set_priority(&self, priority: i32) {
-        if let Self::Quic(s) = self {
+        if let SendInner::Quic(s) = &self.inner {
             let _ = s.set_priority(priority);
         }
     }
@@ -281,55 +328,104 @@ impl SendStream {
 
 /// The receiving half of an operation's stream.
 #[derive(Debug)]
-pub(crate) enum RecvStream {
+pub(crate) struct RecvStream {
+    inner: RecvInner,
+    /// A read that gets nothing for this long fails, and the peer is told to stop with
+    /// `Timeout` (the gateway's defence against clients that send too slowly).
+    stall: Option<Duration>,
+}
+
+#[derive(Debug)]
+enum RecvInner {
     Quic(quinn::RecvStream),
     Tcp(tcp::TcpRecv),
 }
 
+impl From<RecvInner> for RecvStream {
+    fn from(inner: RecvInner) -> Self {
+        Self { inner, stall: None }
+    }
+}
+
 impl RecvStream {
+    /// Sets the stall timeout of reads (see [`crate::Limits::stall_timeout`]).
+    pub(crate) fn set_stall_timeout(&mut self, stall: Option<Duration>) {
+        self.stall = stall;
+    }
+
+    fn stalled(&mut self) -> ReadError {
+        self.stop(TIMEOUT);
+        ReadError::Reset(TIMEOUT)
+    }
+
+    async fn read_chunk_now(
+        &mut self,
+        max: usize,
+        ordered: bool,
+    ) -> Result<Option<Chunk>, ReadError> {
+        match &mut self.inner {
+            RecvInner::Quic(r) => r.read_chunk(max, ordered).await,
+            RecvInner::Tcp(r) => r.read_chunk(max).await,
+        }
+    }
+
     pub(crate) async fn read_chunk(
         &mut self,
         max: usize,
         ordered: bool,
     ) -> Result<Option<Chunk>, ReadError> {
-        match self {
-            Self::Quic(r) => r.read_chunk(max, ordered).await,
-            Self::Tcp(r) => r.read_chunk(max).await,
+        let stall = self.stall;
+        match within_stall(stall, self.read_chunk_now(max, ordered)).await {
+            Some(read) => read,
+            None => Err(self.stalled()),
         }
+    }
+
+    /// Whether the stream has ended, without waiting (and without the stall timer, so it
+    /// may run in `Drop`).
+    pub(crate) fn ended_now(&mut self) -> bool {
+        use futures_util::FutureExt;
+        matches!(self.read_chunk_now(1, true).now_or_never(), Some(Ok(None)))
     }
 
     pub(crate) async fn read_chunks(
         &mut self,
         bufs: &mut [Bytes],
     ) -> Result<Option<usize>, ReadError> {
-        match self {
-            Self::Quic(r) => r.read_chunks(bufs).await,
-            Self::Tcp(r) => {
-                let Some(slot) = bufs.first_mut() else {
-                    return Ok(Some(0));
-                };
-                Ok(r.read_chunk(64 * 1024).await?.map(|chunk| {
-                    *slot = chunk.bytes;
-                    1
-                }))
+        let read = async {
+            match &mut self.inner {
+                RecvInner::Quic(r) => r.read_chunks(bufs).await,
+                RecvInner::Tcp(r) => {
+                    let Some(slot) = bufs.first_mut() else {
+                        return Ok(Some(0));
+                    };
+                    Ok(r.read_chunk(64 * 1024).await?.map(|chunk| {
+                        *slot = chunk.bytes;
+                        1
+                    }))
+                }
             }
+        };
+        match within_stall(self.stall, read).await {
+            Some(read) => read,
+            None => Err(self.stalled()),
         }
     }
 
     /// Asks the peer to stop sending; what still arrives is dropped.
     pub(crate) fn stop(&mut self, code: VarInt) {
-        match self {
-            Self::Quic(r) => {
+        match &mut self.inner {
+            RecvInner::Quic(r) => {
                 let _ = r.stop(code);
             }
-            Self::Tcp(r) => r.stop(code_u32(code)),
+            RecvInner::Tcp(r) => r.stop(code_u32(code)),
         }
     }
 
     pub(crate) fn is_0rtt(&self) -> bool {
-        match self {
-            Self::Quic(r) => r.is_0rtt(),
-            Self::Tcp(_) => false,
+        match &self.inner {
+            RecvInner::Quic(r) => r.is_0rtt(),
+            RecvInner::Tcp(_) => false,
         }
     }
 }
