@@ -155,7 +155,11 @@ fn modes(workload: Workload) -> Vec<Mode> {
             v.push(Quic(Congestion::BbrExperimental));
             v.extend(tcp(TcpMux));
         }
-        Workload::Rpc | Workload::Outage | Workload::Files => v.extend(tcp(TcpMux)),
+        Workload::Rpc | Workload::Files => {
+            v.push(Quic(Congestion::BbrExperimental));
+            v.extend(tcp(TcpMux));
+        }
+        Workload::Outage => v.extend(tcp(TcpMux)),
     }
     v
 }
@@ -374,10 +378,15 @@ struct LinkHandle(Box<dyn Fn(bool) + Send + Sync>);
 
 impl Ctx {
     fn controller(&self) -> Result<Controller> {
+        self.controller_with(Duration::from_secs(30))
+    }
+
+    /// A controller whose calls may take up to `timeout` (a file batch on a slow link).
+    fn controller_with(&self, timeout: Duration) -> Result<Controller> {
         let mut config = ControllerConfig::with_trust(Trust::Fingerprints(vec![self.fingerprint]));
         config.transport = self.mode.tuning();
         config.connect_timeout = Duration::from_secs(5);
-        config.call_timeout = Some(Duration::from_secs(30));
+        config.call_timeout = Some(timeout);
         Ok(Controller::new(config)?)
     }
 
@@ -712,7 +721,7 @@ async fn outage(ctx: Ctx) -> Result<(Map<String, Value>, charts::Series)> {
 
 async fn files(ctx: Ctx) -> Result<(Map<String, Value>, charts::Series)> {
     use quicswarm::files::{Selector, Swarm, TransferOptions};
-    let controller = ctx.controller()?;
+    let controller = ctx.controller_with(Duration::from_secs(300))?;
     let dest = tempfile::tempdir()?;
     let swarm = Swarm::connect(&controller, &ctx.addr, 4).await?;
     let start = Instant::now();

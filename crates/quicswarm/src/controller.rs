@@ -461,6 +461,8 @@ impl Controller {
     /// Moves every connection of this controller to a new local UDP socket bound to `addr`
     /// (port 0 for any): what happens when a robot's address changes as it roams. The
     /// connections carry on (QUIC connection migration); gateways accept it by default.
+    /// TLS-over-TCP clients are not moved (TCP has no migration): they live on their own
+    /// sockets, and a [`Session`](crate::Session) reconnects them when the old address dies.
     ///
     /// # Errors
     /// If the new socket cannot be bound.

@@ -45,7 +45,7 @@ const CLOSE_LINGER: Duration = Duration::from_secs(1);
 /// Operation streams the peer opened that wait for `accept_bi`.
 const ACCEPT_QUEUE: usize = 64;
 /// The shortest TCP user timeout (see [`tune_socket`]).
-pub(crate) const MIN_USER_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const MIN_USER_TIMEOUT: Duration = Duration::from_secs(20);
 /// Streams allowed beyond the operation limit, for control messages.
 const CONTROL_HEADROOM: usize = 64;
 
@@ -211,8 +211,9 @@ pub(crate) struct TcpConnection {
 ///
 /// The user timeout is the idle timeout but at least [`MIN_USER_TIMEOUT`]: the kernel aborts a
 /// connection whose data stays unacknowledged that long, and on a lossy link the doubling
-/// retransmission timer gets there long before the link is dead (1 s aborted connections on
-/// the emulated L3 link: 5% bursty loss, RTT 60 ± 30 ms).
+/// retransmission timer gets there long before the link is dead (1 s, and even 5 s, aborted
+/// connections on the emulated L3 link: 5% bursty loss, RTT 60 ± 30 ms, a full queue). So TCP
+/// notices a dead link far later than QUIC, whose idle timer counts silence, not lateness.
 pub(crate) fn tune_socket(socket: &TcpStream, tuning: &TransportTuning) -> io::Result<()> {
     socket.set_nodelay(true)?;
     let sock = socket2::SockRef::from(socket);
