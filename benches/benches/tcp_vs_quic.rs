@@ -501,6 +501,10 @@ async fn telemetry(ctx: Ctx) -> Result<(Map<String, Value>, charts::Series)> {
 }
 
 async fn camera(ctx: Ctx) -> Result<(Map<String, Value>, charts::Series)> {
+    anyhow::ensure!(
+        ctx.seconds >= 6.0,
+        "the camera workload needs --seconds 6 or more (it stalls the link for 2 s halfway)"
+    );
     let controller = ctx.controller()?;
     // A session: the stall outlasts the Wi-Fi preset's 1 s idle timeout, and the camera
     // resumes on a new connection (0-RTT over QUIC, a full handshake over TCP).

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Result};
-use plotters::prelude::*;
+use plotters::{coord::ranged1d::Ranged, prelude::*};
 
 use super::Row;
 
@@ -126,15 +126,40 @@ fn cdf(path: &Path, title: &str, rows: &[&Row]) -> Result<()> {
             .step_by(step)
             .map(|(k, &x)| (x, (k + 1) as f64 / n))
             .collect();
-        let color = COLORS[i % COLORS.len()];
-        chart
-            .draw_series(LineSeries::new(points, color.stroke_width(2)))
-            .map_err(err)?
-            .label(label(row))
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-            });
+        line(&mut chart, i, row, points)?;
     }
+    legend(&mut chart)?;
+    root.present().map_err(err)?;
+    Ok(())
+}
+
+/// One row's line, in the row's colour, with its legend entry.
+fn line<'a, 'b: 'a, X, Y>(
+    chart: &mut ChartContext<'a, SVGBackend<'b>, Cartesian2d<X, Y>>,
+    i: usize,
+    row: &Row,
+    points: Vec<(f64, f64)>,
+) -> Result<()>
+where
+    X: Ranged<ValueType = f64>,
+    Y: Ranged<ValueType = f64>,
+{
+    let color = COLORS[i % COLORS.len()];
+    chart
+        .draw_series(LineSeries::new(points, color.stroke_width(2)))
+        .map_err(err)?
+        .label(label(row))
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+    Ok(())
+}
+
+fn legend<'a, 'b: 'a, X, Y>(
+    chart: &mut ChartContext<'a, SVGBackend<'b>, Cartesian2d<X, Y>>,
+) -> Result<()>
+where
+    X: Ranged<ValueType = f64>,
+    Y: Ranged<ValueType = f64>,
+{
     chart
         .configure_series_labels()
         .position(SeriesLabelPosition::LowerRight)
@@ -142,7 +167,6 @@ fn cdf(path: &Path, title: &str, rows: &[&Row]) -> Result<()> {
         .border_style(BLACK)
         .draw()
         .map_err(err)?;
-    root.present().map_err(err)?;
     Ok(())
 }
 
@@ -174,7 +198,6 @@ fn fps(path: &Path, title: &str, rows: &[&Row]) -> Result<()> {
         .draw()
         .map_err(err)?;
     for (i, row) in rows.iter().enumerate() {
-        let color = COLORS[i % COLORS.len()];
         let points: Vec<(f64, f64)> = row
             .series
             .fps
@@ -182,21 +205,9 @@ fn fps(path: &Path, title: &str, rows: &[&Row]) -> Result<()> {
             .enumerate()
             .map(|(s, &n)| (s as f64 + 0.5, f64::from(n)))
             .collect();
-        chart
-            .draw_series(LineSeries::new(points, color.stroke_width(2)))
-            .map_err(err)?
-            .label(label(row))
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-            });
+        line(&mut chart, i, row, points)?;
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()
-        .map_err(err)?;
+    legend(&mut chart)?;
     root.present().map_err(err)?;
     Ok(())
 }
