@@ -271,7 +271,7 @@ fn stamp(data: &[u8]) -> u64 {
 /// Commands executed by the gateway: (issued at, executed at), microseconds.
 type Executed = Arc<Mutex<Vec<(u64, u64)>>>;
 
-fn registry(executed: Executed, files: PathBuf) -> Registry {
+fn registry(executed: Executed) -> Registry {
     let r = Registry::new();
     r.stream("feed", |t: Ticker, ctx: quicswarm::StreamContext| {
         ticker(t, ctx.resume_after)
@@ -296,7 +296,6 @@ fn registry(executed: Executed, files: PathBuf) -> Registry {
     });
     // Sensor readings are idempotent: a reconnecting session may re-subscribe in 0-RTT.
     r.set_replay_safe("feed", true);
-    let _ = files;
     r
 }
 
@@ -317,7 +316,7 @@ fn start_gateway(link: &Link, mode: Mode, files: PathBuf) -> Result<GatewaySide>
     let thread = std::thread::spawn(move || {
         let ready = ready_tx.clone();
         let run = move || -> Result<()> {
-            enter(&ns)?;
+            linkem::enter_namespace(&ns)?;
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
@@ -329,8 +328,8 @@ fn start_gateway(link: &Link, mode: Mode, files: PathBuf) -> Result<GatewaySide>
                     .pool_size(64)
                     .transport(mode.tuning())
                     .tcp(mode.tcp())
-                    .serve("logs", files.clone())
-                    .registry(registry(exec, files))
+                    .serve("logs", files)
+                    .registry(registry(exec))
                     .spawn()
                     .await?;
                 let _ = ready.send(Ok(gw.fingerprint()));
@@ -354,11 +353,6 @@ fn start_gateway(link: &Link, mode: Mode, files: PathBuf) -> Result<GatewaySide>
     })
 }
 
-/// Enters a namespace by name (for threads that are not `Link::spawn_in`'s).
-fn enter(ns: &str) -> Result<()> {
-    Ok(linkem::enter_namespace(ns)?)
-}
-
 /// What a client run needs.
 #[derive(Clone)]
 struct Ctx {
@@ -370,11 +364,9 @@ struct Ctx {
     /// The profile's longest one-way delay (base plus jitter), microseconds.
     max_one_way_us: u64,
     executed: Executed,
-    link: Arc<LinkHandle>,
+    /// The emulated link, to cut and restore.
+    link: Arc<Link>,
 }
-
-/// Lets the client thread cut and restore the link.
-struct LinkHandle(Box<dyn Fn(bool) + Send + Sync>);
 
 impl Ctx {
     fn controller(&self) -> Result<Controller> {
@@ -522,10 +514,10 @@ async fn camera(ctx: Ctx) -> Result<(Map<String, Value>, charts::Series)> {
     let link = ctx.link.clone();
     let staller = tokio::spawn(async move {
         tokio::time::sleep(Duration::from_secs_f64(stall_at)).await;
-        (link.0)(true);
+        link.set_down(true);
         let down_us = now_us();
         tokio::time::sleep(Duration::from_secs(2)).await;
-        (link.0)(false);
+        link.set_down(false);
         (down_us, now_us())
     });
     let mut s = session.subscribe("feed", &camera, &opts).await?;
@@ -676,9 +668,9 @@ async fn outage(ctx: Ctx) -> Result<(Map<String, Value>, charts::Series)> {
     let mut recoveries = Vec::new();
     tokio::time::sleep(Duration::from_secs(3)).await;
     for (down, after) in [(2.0, 4.0), (10.0, 4.0)] {
-        (ctx.link.0)(true);
+        ctx.link.set_down(true);
         tokio::time::sleep(Duration::from_secs_f64(down)).await;
-        (ctx.link.0)(false);
+        ctx.link.set_down(false);
         let up = now_us();
         tokio::time::sleep(Duration::from_secs_f64(after)).await;
         let first = arrivals
@@ -782,7 +774,6 @@ fn run_row(
         _ => format!("tcp://{}:{PORT}", link.addr(Side::A)),
     };
     let link = Arc::new(link);
-    let l2 = link.clone();
     let ctx = Ctx {
         mode,
         seconds: args.seconds as f64,
@@ -792,12 +783,12 @@ fn run_row(
         max_one_way_us: (profile.spec().a_to_b.delay + profile.spec().a_to_b.jitter).as_micros()
             as u64,
         executed: gw.executed.clone(),
-        link: Arc::new(LinkHandle(Box::new(move |down| l2.set_down(down)))),
+        link: link.clone(),
     };
     let ns = link.namespace(Side::B).to_string();
     let started = Instant::now();
     let outcome = std::thread::spawn(move || -> Result<(Map<String, Value>, charts::Series)> {
-        enter(&ns)?;
+        linkem::enter_namespace(&ns)?;
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;

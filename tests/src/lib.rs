@@ -106,6 +106,13 @@ pub async fn spawn_gateway_on(
     }
 }
 
+/// Gateway settings for frame-limit tests: frames of at most 4,096 bytes.
+pub fn small_frames(builder: GatewayBuilder) -> GatewayBuilder {
+    let mut limits = quicswarm::Limits::default();
+    limits.max_frame_len = 4096;
+    builder.limits(limits)
+}
+
 /// A controller with short timeouts and the given trust.
 pub fn controller(trust: Trust) -> Controller {
     let mut config = ControllerConfig::with_trust(trust);

@@ -129,12 +129,7 @@ async fn failing_and_panicking_subroutines_fail_only_their_caller() {
 /// go on. (Raw malformed frames: `raw.rs`, QUIC only.)
 #[tokio::test]
 async fn frames_over_a_limit_are_typed_errors() {
-    let gw = spawn_gateway(|b| {
-        let mut limits = quicswarm::Limits::default();
-        limits.max_frame_len = 4096;
-        b.limits(limits)
-    })
-    .await;
+    let gw = spawn_gateway(quicswarm_tests::small_frames).await;
     let client = gw.client().await;
 
     // Args over the gateway's frame limit, through the library: a typed error.

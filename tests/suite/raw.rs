@@ -7,12 +7,7 @@ use quicswarm_tests::{spawn_gateway, within};
 /// Raw QUIC streams on a client's connection: a frame over the limit, garbage, an unknown tag.
 #[tokio::test]
 async fn oversized_and_malformed_frames_reset_with_a_code() {
-    let gw = spawn_gateway(|b| {
-        let mut limits = quicswarm::Limits::default();
-        limits.max_frame_len = 4096;
-        b.limits(limits)
-    })
-    .await;
+    let gw = spawn_gateway(quicswarm_tests::small_frames).await;
     let client = gw.client().await;
     let conn = client.connection().quic().unwrap().clone();
 

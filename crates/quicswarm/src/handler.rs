@@ -84,6 +84,8 @@ pub(crate) async fn serve_connection(
             }
         },
     };
+    // With 0-RTT accepted the handshake is still finishing here; such a client holds a
+    // session ticket we issued, so it is no flood to bound.
     drop(handshake);
     serve_pair(shared, Connection::from(conn), remote).await;
 }
