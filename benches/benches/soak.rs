@@ -11,6 +11,16 @@
 //! process, so its memory is measured alone. Otherwise the link approximates L3 with the
 //! seeded socket wrapper of the test suite (30 ms each way, 10 Mbit/s, 2.5% loss each way, no
 //! jitter or bursts) and gateway and clients share the process. Not run in CI.
+//!
+//! Looking into the gateway's memory (emulated run):
+//!
+//! ```text
+//! SOAK_MALLOC=1 cargo bench ... --bench soak -- 8      # glibc's in-use and held bytes, every 30 s
+//! SOAK_MALLOC_TRIM=1 SOAK_MALLOC=1 ...                 # the same after returning free pages
+//! SOAK_MAX_OPS=64 ...                                  # another Limits::max_concurrent_ops
+//! cargo bench -p quicswarm-benches --features dhat --bench soak -- 6
+//! python3 scripts/dhat-top.py dhat-heap.json           # live bytes by call site at the peak
+//! ```
 
 use std::{
     sync::{
@@ -28,6 +38,13 @@ use quicswarm::{
 };
 use quicswarm_tests::link::Link;
 
+/// With `--features dhat`, the gateway process records every allocation's call stack: it
+/// prints its live heap every 30 s and, at its end, writes `dhat-heap.json` (live bytes by
+/// call site, at the heap's peak and at the end) for `dh_view.html` or `scripts/dhat-top.py`.
+#[cfg(feature = "dhat")]
+#[global_allocator]
+static ALLOC: dhat::Alloc = dhat::Alloc;
+
 #[derive(Default)]
 struct Counts {
     streams: AtomicU64,
@@ -38,20 +55,44 @@ struct Counts {
     files: AtomicU64,
 }
 
-fn rss_kib() -> u64 {
-    rss_of("self")
+/// Resident memory of a process, KiB: anonymous pages (heap, stacks) and file pages (the
+/// binary's code and data as it is touched), which only grow as new code paths run.
+#[derive(Clone, Copy, Debug, Default)]
+struct Mem {
+    anon: u64,
+    file: u64,
 }
 
-/// VmRSS of a process (`self` or a pid), KiB.
-fn rss_of(pid: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
+impl Mem {
+    fn rss(self) -> u64 {
+        self.anon + self.file
+    }
+}
+
+impl std::fmt::Display for Mem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({}+{})", self.rss(), self.anon, self.file)
+    }
+}
+
+fn mem_self() -> Mem {
+    mem_of("self")
+}
+
+/// Resident memory of a process (`self` or a pid).
+fn mem_of(pid: &str) -> Mem {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    Mem {
+        anon: field("RssAnon:"),
+        file: field("RssFile:") + field("RssShmem:"),
+    }
 }
 
 fn l3(seed: u64) -> Link {
@@ -144,9 +185,9 @@ struct Soak {
     counts: Arc<Counts>,
     failures: usize,
     minutes: f64,
-    rss_start: u64,
-    rss_end: u64,
-    samples: Vec<u64>,
+    rss_start: Mem,
+    rss_end: Mem,
+    samples: Vec<Mem>,
     ping: Duration,
 }
 
@@ -164,9 +205,12 @@ impl Soak {
             c.files.load(Ordering::Relaxed),
             self.failures
         );
+        let samples: Vec<String> = self.samples.iter().map(Mem::to_string).collect();
         println!(
-            "{whose} RSS: {} KiB at the start, {} KiB at the end; every 30 s: {:?} KiB",
-            self.rss_start, self.rss_end, self.samples
+            "{whose} RSS (anonymous+file) KiB: {} at the start, {} at the end; every 30 s: {}",
+            self.rss_start,
+            self.rss_end,
+            samples.join(", ")
         );
         println!("the gateway still answers: ping {:?}", self.ping);
     }
@@ -179,7 +223,7 @@ async fn soak(
     addr: String,
     data: std::path::PathBuf,
     config: impl Fn(u64, &mut ControllerConfig),
-    rss: impl Fn() -> u64 + Send + Clone + 'static,
+    rss: impl Fn() -> Mem + Send + Clone + 'static,
 ) -> Result<Soak> {
     let rss_start = rss();
     let start = Instant::now();
@@ -273,7 +317,7 @@ fn in_process(minutes: f64) -> Result<()> {
             addr,
             data.path().to_path_buf(),
             |id, c| c.socket_wrapper = wrappers.get(id as usize).cloned(),
-            rss_kib,
+            mem_self,
         )
         .await?;
         let dropped: u64 = links.iter().map(|l| l.counters().1).sum::<u64>() + gw_link.counters().1;
@@ -307,14 +351,26 @@ fn main() -> Result<()> {
 /// ended), printing its fingerprint first.
 fn gateway_child(listen: &str) -> Result<()> {
     let data = std::env::var("SOAK_DATA")?;
+    #[cfg(feature = "dhat")]
+    let _profiler = dhat::Profiler::builder().trim_backtraces(Some(24)).build();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
     rt.block_on(async move {
         let identity = Identity::self_signed(&[])?;
+        let mut limits = quicswarm::Limits::default();
+        // Quinn keeps a state per stream the client may open (buffers keep their capacity for
+        // reuse): fewer concurrent operations, a smaller pool that fills sooner.
+        if let Some(n) = std::env::var("SOAK_MAX_OPS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+        {
+            limits.max_concurrent_ops = n;
+        }
         let gateway = Gateway::builder()
             .listen(listen.parse()?)
+            .limits(limits)
             .identity(identity)
             .transport(quicswarm::TransportTuning::preset(
                 quicswarm::LinkPreset::Wifi,
@@ -324,6 +380,24 @@ fn gateway_child(listen: &str) -> Result<()> {
             .spawn()
             .await?;
         println!("fingerprint {}", gateway.fingerprint());
+        if std::env::var_os("SOAK_MALLOC").is_some() {
+            tokio::spawn(malloc_report(
+                std::env::var_os("SOAK_MALLOC_TRIM").is_some(),
+            ));
+        }
+        #[cfg(feature = "dhat")]
+        tokio::spawn(async {
+            let mut tick = tokio::time::interval(Duration::from_secs(30));
+            loop {
+                tick.tick().await;
+                let h = dhat::HeapStats::get();
+                eprintln!(
+                    "gateway heap: {} KiB live in {} blocks",
+                    h.curr_bytes / 1024,
+                    h.curr_blocks
+                );
+            }
+        });
         // Bounded by the parent: its end closes our stdin.
         tokio::task::spawn_blocking(|| {
             let mut sink = Vec::new();
@@ -333,6 +407,36 @@ fn gateway_child(listen: &str) -> Result<()> {
         gateway.shutdown(Duration::from_secs(1)).await;
         Ok(())
     })
+}
+
+/// With `SOAK_MALLOC=1`, the gateway process prints every 30 s what glibc's allocator holds:
+/// bytes in use by the program, and bytes freed but kept (not returned to the system). With
+/// `SOAK_MALLOC_TRIM=1` it also returns the free pages (`malloc_trim`) before each report, to
+/// tell memory the program holds from memory the allocator keeps.
+#[allow(unsafe_code)]
+async fn malloc_report(trim: bool) {
+    let mut tick = tokio::time::interval(Duration::from_secs(30));
+    loop {
+        tick.tick().await;
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        {
+            if trim {
+                // SAFETY: malloc_trim has no preconditions; it only releases free memory.
+                unsafe { libc::malloc_trim(0) };
+            }
+            // SAFETY: mallinfo2 has no preconditions and returns a plain struct.
+            let m = unsafe { libc::mallinfo2() };
+            eprintln!(
+                "gateway malloc: {} KiB in use, {} KiB free but held, {} KiB mapped{}",
+                (m.uordblks + m.hblkhd) / 1024,
+                m.fordblks / 1024,
+                (m.arena + m.hblkhd) / 1024,
+                if trim { " (after malloc_trim)" } else { "" }
+            );
+        }
+        #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+        let _ = trim;
+    }
 }
 
 /// Gateway process in namespace A, clients in namespace B, profile L3 between them.
@@ -381,7 +485,7 @@ fn emulated(minutes: f64) -> Result<()> {
                 |_, c| {
                     c.transport = quicswarm::TransportTuning::preset(quicswarm::LinkPreset::Wifi)
                 },
-                move || rss_of(&pid),
+                move || mem_of(&pid),
             )
             .await?;
             report.print("the emulated L3 link", "gateway process");
