@@ -6,7 +6,13 @@
 //! cargo bench -p quicswarm-benches --bench files -- --quick    # smaller data, a smoke run
 //! cargo bench -p quicswarm-benches --bench files -- --only W1 --json files.json
 //! cargo bench -p quicswarm-benches --bench files -- --fresh-fs   # on a new loop-mounted ext4
+//! cargo bench -p quicswarm-benches --bench files -- --range-mib 16 --streams 8  # other tuning
 //! ```
+//!
+//! Two reference rows per workload show what this machine allows: a **local atomic copy** (the
+//! receiver's guarantees without network, encryption or hashing: temporary names, mode and
+//! mtime, one sync, renames, on two threads) and, for W2, the same bytes as a quicswarm
+//! **stream, no files** (memory to memory: the transport's ceiling).
 //!
 //! Workloads (fixed seed): **W1** 10,000 files of 4 KiB; **W2** one 1 GiB file; **W3** 2,000
 //! log-like files (median ~15 KB, largest ~2 MB). rsync runs as `rsync -a` over `ssh` to an
@@ -62,6 +68,18 @@ fn main() -> Result<()> {
         .position(|a| a == "--json")
         .and_then(|i| args.get(i + 1))
         .cloned();
+    // Transfer tuning, to try other values than the defaults.
+    let number = |flag: &str| -> Option<u64> {
+        let i = args.iter().position(|a| a == flag)?;
+        args.get(i + 1)?.parse().ok()
+    };
+    let mut options = TransferOptions::default();
+    if let Some(mib) = number("--range-mib") {
+        options.range_size = mib << 20;
+    }
+    if let Some(n) = number("--streams") {
+        options.streams_per_client = n as usize;
+    }
     let base = tempfile::tempdir()?;
     let fresh = if args.iter().any(|a| a == "--fresh-fs") {
         FreshFs::mount(base.path())
@@ -104,22 +122,29 @@ fn main() -> Result<()> {
         for swarm in [1, 2, 4] {
             let dest = work.join(format!("dest-{}-{swarm}", w.name));
             settle();
-            let secs = rt.block_on(quicswarm_download(&src, &dest, swarm))?;
+            let (secs, cpu) =
+                with_cpu(|| rt.block_on(quicswarm_download(&src, &dest, swarm, &options)))?;
             verify(&src, &dest)?;
-            rows.push(Row::new(
-                w,
-                format!("quicswarm, swarm {swarm}"),
-                files,
-                bytes,
-                secs,
-            ));
+            let tool = format!("quicswarm, swarm {swarm}");
+            rows.push(Row::new(w, tool, (files, bytes), secs).cpu(cpu));
+        }
+        // References, not competitors: what the disk and the transport allow on this machine.
+        let dest = work.join(format!("dest-{}-local", w.name));
+        settle();
+        let (secs, cpu) = with_cpu(|| local_copy(&src, &dest))?;
+        verify(&src, &dest)?;
+        rows.push(Row::new(w, LOCAL.into(), (files, bytes), secs).cpu(cpu));
+        if w.name == "W2" {
+            settle();
+            let (secs, cpu) = with_cpu(|| rt.block_on(memory_stream(bytes)))?;
+            rows.push(Row::new(w, MEMORY.into(), (0, bytes), secs).cpu(cpu));
         }
         if let Some(sshd) = &rsync {
             let dest = work.join(format!("dest-{}-rsync", w.name));
             settle();
             let secs = sshd.rsync(&src, &dest)?;
             verify(&src, &dest)?;
-            rows.push(Row::new(w, "rsync over ssh".into(), files, bytes, secs));
+            rows.push(Row::new(w, "rsync over ssh".into(), (files, bytes), secs));
         }
     }
     // Nothing is deleted before the end: on ext4, creating files right after deleting
@@ -131,31 +156,51 @@ fn main() -> Result<()> {
 
     println!();
     println!(
-        "{:<4} {:<16} {:<20} {:>8} {:>12} {:>10} {:>9} {:>9}",
-        "", "workload", "tool", "seconds", "files/s", "MB/s", "vs rsync", ""
+        "{:<4} {:<16} {:<20} {:>8} {:>7} {:>10} {:>8} {:>9} {:>13}",
+        "", "workload", "tool", "seconds", "CPU s", "files/s", "MB/s", "vs rsync", "vs local copy"
     );
+    let find = |r: &Row, tool: &str| {
+        rows.iter()
+            .find(|b| b.workload == r.workload && b.tool.starts_with(tool))
+    };
+    let versus = |r: &Row, tool: &str| {
+        find(r, tool).map_or("-".to_string(), |b| format!("{:.2}x", b.secs / r.secs))
+    };
     for r in &rows {
-        let base = rows
-            .iter()
-            .find(|b| b.workload == r.workload && b.tool.starts_with("rsync"));
-        let ratio = base.map_or("-".to_string(), |b| format!("{:.2}x", b.secs / r.secs));
         println!(
-            "{:<4} {:<16} {:<20} {:>8.2} {:>12.0} {:>10.1} {:>9}",
+            "{:<4} {:<16} {:<20} {:>8.2} {:>7} {:>10.0} {:>8.1} {:>9} {:>13}",
             r.workload,
             r.what,
             r.tool,
             r.secs,
+            r.cpu.map_or("-".to_string(), |c| format!("{c:.2}")),
             r.files as f64 / r.secs,
             r.bytes as f64 / 1e6 / r.secs,
-            ratio
+            versus(r, "rsync"),
+            versus(r, LOCAL),
         );
+    }
+    // A transfer both moves the bytes over the transport and stores them: on a CPU-bound
+    // machine it cannot beat the two references' CPU costs added up, spread on every core.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    for r in rows.iter().filter(|r| r.tool == MEMORY) {
+        if let (Some(stream), Some(store)) = (r.cpu, find(r, LOCAL).and_then(|l| l.cpu)) {
+            let per_gb = (stream + store) / (r.bytes as f64 / 1e9);
+            println!(
+                "{} ceiling: moving costs {:.2} and storing {:.2} CPU-seconds per GB here, so a transfer doing both on {cores} cores stays below {:.0} MB/s",
+                r.workload,
+                stream / (r.bytes as f64 / 1e9),
+                store / (r.bytes as f64 / 1e9),
+                cores / per_gb * 1e3
+            );
+        }
     }
     println!("targets: W1 >= 10,000 files/s and >= 3x rsync; W2 >= 600 MB/s and >= 1.8x rsync; W3 >= 2x rsync");
     if let Some(path) = json_path {
         let json: Vec<_> = rows
             .iter()
             .map(|r| {
-                serde_json::json!({"workload": r.workload, "tool": r.tool, "seconds": r.secs, "files": r.files,
+                serde_json::json!({"workload": r.workload, "tool": r.tool, "seconds": r.secs, "cpu_seconds": r.cpu, "files": r.files,
                                    "bytes": r.bytes, "files_per_s": r.files as f64 / r.secs,
                                    "mb_per_s": r.bytes as f64 / 1e6 / r.secs})
             })
@@ -165,6 +210,12 @@ fn main() -> Result<()> {
     Ok(())
 }
 
+/// The floor row: a local copy with the receiver's guarantees (temporary names, mode and mtime,
+/// one sync, renames) on two threads, without network, encryption or hashing.
+const LOCAL: &str = "local atomic copy";
+/// The transport's ceiling for W2: the same bytes as a quicswarm stream, memory to memory.
+const MEMORY: &str = "stream, no files";
+
 struct Row {
     workload: &'static str,
     what: &'static str,
@@ -172,10 +223,12 @@ struct Row {
     files: u64,
     bytes: u64,
     secs: f64,
+    /// CPU seconds this process spent on the row (all threads); `None` for other processes.
+    cpu: Option<f64>,
 }
 
 impl Row {
-    fn new(w: &Workload, tool: String, files: u64, bytes: u64, secs: f64) -> Self {
+    fn new(w: &Workload, tool: String, (files, bytes): (u64, u64), secs: f64) -> Self {
         Self {
             workload: w.name,
             what: w.what,
@@ -183,8 +236,25 @@ impl Row {
             files,
             bytes,
             secs,
+            cpu: None,
         }
     }
+
+    fn cpu(mut self, seconds: f64) -> Self {
+        self.cpu = Some(seconds);
+        self
+    }
+}
+
+/// Runs `f`, returning its result and the CPU time this process spent meanwhile.
+fn with_cpu<T>(f: impl FnOnce() -> Result<T>) -> Result<(T, f64)> {
+    let cpu = || {
+        let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+        t.tv_sec as f64 + t.tv_nsec as f64 * 1e-9
+    };
+    let before = cpu();
+    let value = f()?;
+    Ok((value, cpu() - before))
 }
 
 /// Writes dirty pages back before a measured run (untimed), so no run pays for the previous
@@ -258,7 +328,12 @@ fn generate(name: &str, dir: &Path, quick: bool) -> Result<(u64, u64)> {
 }
 
 /// Downloads `src` (served as a root) into `dest` with a swarm of `n`; returns seconds.
-async fn quicswarm_download(src: &Path, dest: &Path, n: usize) -> Result<f64> {
+async fn quicswarm_download(
+    src: &Path,
+    dest: &Path,
+    n: usize,
+    options: &TransferOptions,
+) -> Result<f64> {
     let identity = Identity::self_signed(&[])?;
     let fp = identity.fingerprint();
     let gateway = Gateway::builder()
@@ -271,11 +346,98 @@ async fn quicswarm_download(src: &Path, dest: &Path, n: usize) -> Result<f64> {
     let controller = Controller::new(ControllerConfig::with_trust(Trust::Fingerprints(vec![fp])))?;
     let swarm = Swarm::connect(&controller, &gateway.local_addr().to_string(), n).await?;
     let summary = swarm
-        .download("data", &Selector::all(), dest, &TransferOptions::default())
+        .download("data", &Selector::all(), dest, options)
         .await?;
     swarm.close().await;
     gateway.shutdown(Duration::from_secs(1)).await;
     Ok(summary.seconds)
+}
+
+/// Copies `src` into `dest` as an atomic, durable receiver at least must: each file written
+/// under a temporary name beside its final one, given its mode and mtime; then one `syncfs`
+/// and the renames. Two threads (this machine's cores). Returns seconds.
+fn local_copy(src: &Path, dest: &Path) -> Result<f64> {
+    let mut files = Vec::new();
+    walk(src, src, &mut files)?;
+    let started = Instant::now();
+    let half = files.len().div_ceil(2).max(1);
+    let staged = std::thread::scope(|s| -> Result<Vec<(PathBuf, PathBuf)>> {
+        let workers: Vec<_> = files
+            .chunks(half)
+            .map(|part| {
+                s.spawn(move || -> Result<Vec<(PathBuf, PathBuf)>> {
+                    let mut staged = Vec::with_capacity(part.len());
+                    for rel in part {
+                        let (from, to) = (src.join(rel), dest.join(rel));
+                        if let Some(dir) = to.parent() {
+                            std::fs::create_dir_all(dir)?;
+                        }
+                        let mut tmp = to.clone().into_os_string();
+                        tmp.push(".tmp");
+                        let tmp = PathBuf::from(tmp);
+                        let meta = std::fs::metadata(&from)?;
+                        let mut f = std::fs::File::create(&tmp)?;
+                        // In the kernel where it can (copy_file_range): the cheapest copy.
+                        std::io::copy(&mut std::fs::File::open(&from)?, &mut f)?;
+                        f.set_permissions(meta.permissions())?;
+                        f.set_modified(meta.modified()?)?;
+                        staged.push((tmp, to));
+                    }
+                    Ok(staged)
+                })
+            })
+            .collect();
+        let mut all = Vec::new();
+        for w in workers {
+            all.extend(
+                w.join()
+                    .map_err(|_| anyhow::anyhow!("copy thread panicked"))??,
+            );
+        }
+        Ok(all)
+    })?;
+    let synced = Command::new("sync")
+        .arg("--file-system")
+        .arg(dest)
+        .status()?;
+    ensure!(synced.success(), "sync --file-system failed");
+    for (tmp, to) in &staged {
+        std::fs::rename(tmp, to)?;
+    }
+    Ok(started.elapsed().as_secs_f64())
+}
+
+/// Streams `bytes` in 64 KiB items from a gateway to a client in this process, memory to
+/// memory, as W2's transport ceiling. Returns seconds.
+async fn memory_stream(bytes: u64) -> Result<f64> {
+    let identity = Identity::self_signed(&[])?;
+    let fp = identity.fingerprint();
+    let gateway = Gateway::builder()
+        .listen("127.0.0.1:0".parse()?)
+        .identity(identity)
+        .registry(quicswarm::demo::registry())
+        .spawn()
+        .await?;
+    let controller = Controller::new(ControllerConfig::with_trust(Trust::Fingerprints(vec![fp])))?;
+    let client = controller
+        .get_client(&gateway.local_addr().to_string())
+        .await?;
+    let size = 64 * 1024;
+    let args = quicswarm::demo::CounterArgs {
+        count: bytes.div_ceil(size as u64),
+        size,
+    };
+    let started = Instant::now();
+    let mut stream = client.stream("counter", &args).await?;
+    let mut got = 0u64;
+    while let Some((_, data)) = stream.next().await? {
+        got += data.len() as u64;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    ensure!(got >= bytes, "streamed {got} of {bytes} bytes");
+    client.close().await?;
+    gateway.shutdown(Duration::from_secs(1)).await;
+    Ok(secs)
 }
 
 /// Every file of `src` is in `dest` with the same content, and nothing else.
