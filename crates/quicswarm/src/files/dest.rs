@@ -11,7 +11,7 @@
 //! lost in a power cut costs a new transfer of that file, never a corrupt file.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashMap,
     fs::{self, File, OpenOptions},
     io::Write,
     path::{Path, PathBuf},
@@ -36,7 +36,9 @@ pub(crate) struct Destination {
     root: PathBuf,
     locks: Arc<FileLocks>,
     /// Folders already checked (no symlink on the way) or created: each is checked once.
-    dirs: Arc<Mutex<HashSet<PathBuf>>>,
+    /// `true` for a folder this destination created, so empty when made: a fresh download
+    /// then needs no look for existing files in it (one `stat` less per file).
+    dirs: Arc<Mutex<HashMap<PathBuf, bool>>>,
     committer: Arc<Committer>,
 }
 
@@ -88,6 +90,11 @@ impl Destination {
     /// on the way is a symlink or a file; missing folders are created. The file itself is not
     /// inspected: a rename replaces a symlink rather than following it.
     pub(crate) fn target(&self, rel: &str) -> Result<PathBuf, TransferError> {
+        self.place(rel).map(|(target, _)| target)
+    }
+
+    /// [`target`](Self::target), and whether its folder was created by this destination.
+    fn place(&self, rel: &str) -> Result<(PathBuf, bool), TransferError> {
         let parts = path::validate(rel).map_err(|e| TransferError::unsafe_path(rel, e))?;
         let (name, folders) = parts
             .split_last()
@@ -96,33 +103,50 @@ impl Destination {
         for folder in folders {
             dir.push(folder);
         }
-        if !self
-            .dirs
+        let known = self.known_dir(&dir);
+        let fresh = match known {
+            Some(fresh) => fresh,
+            None => self.check_dirs(rel, folders)?,
+        };
+        Ok((dir.join(name), fresh))
+    }
+
+    fn known_dir(&self, dir: &Path) -> Option<bool> {
+        self.dirs
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .contains(&dir)
-        {
-            self.check_dirs(rel, folders)?;
-        }
-        Ok(dir.join(name))
+            .get(dir)
+            .copied()
+    }
+
+    fn remember_dir(&self, dir: &Path, fresh: bool) {
+        self.dirs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(dir.to_path_buf(), fresh);
     }
 
     /// Checks (and creates) the root and each folder of `folders` below it, remembering each.
-    fn check_dirs(&self, rel: &str, folders: &[&str]) -> Result<(), TransferError> {
+    /// Returns whether the last one was created here.
+    fn check_dirs(&self, rel: &str, folders: &[&str]) -> Result<bool, TransferError> {
         let mut dir = self.root.clone();
-        fs::create_dir_all(&dir).map_err(TransferError::io("creating", &dir))?;
+        let mut fresh = match self.known_dir(&dir) {
+            Some(fresh) => fresh,
+            None => {
+                let fresh = !dir.exists();
+                fs::create_dir_all(&dir).map_err(TransferError::io("creating", &dir))?;
+                self.remember_dir(&dir, fresh);
+                fresh
+            }
+        };
         for folder in folders {
             dir.push(folder);
-            if self
-                .dirs
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .contains(&dir)
-            {
+            if let Some(known) = self.known_dir(&dir) {
+                fresh = known;
                 continue;
             }
-            match fs::symlink_metadata(&dir) {
-                Ok(meta) if meta.is_dir() => {}
+            fresh = match fs::symlink_metadata(&dir) {
+                Ok(meta) if meta.is_dir() => false,
                 Ok(_) => {
                     return Err(TransferError::Refused {
                         path: rel.to_string(),
@@ -131,7 +155,7 @@ impl Destination {
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                     match fs::create_dir(&dir) {
-                        Ok(()) => {}
+                        Ok(()) => true,
                         // Another writer made it meanwhile: check what it is.
                         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                             let meta = fs::symlink_metadata(&dir)
@@ -145,23 +169,25 @@ impl Destination {
                                     ),
                                 });
                             }
+                            false
                         }
                         Err(e) => return Err(TransferError::io("creating", &dir)(e)),
                     }
                 }
                 Err(e) => return Err(TransferError::io("inspecting", &dir)(e)),
-            }
-            self.dirs
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .insert(dir.clone());
+            };
+            self.remember_dir(&dir, fresh);
         }
-        Ok(())
+        Ok(fresh)
     }
 
     /// The final path of `rel`, refusing an existing entry there that is not a regular file.
     fn existing_target(&self, rel: &str) -> Result<(PathBuf, Option<fs::Metadata>), TransferError> {
-        let target = self.target(rel)?;
+        let (target, fresh) = self.place(rel)?;
+        if fresh {
+            // Made empty by this destination, which checks before it writes: nothing there.
+            return Ok((target, None));
+        }
         match fs::symlink_metadata(&target) {
             Ok(meta) if meta.is_file() => Ok((target, Some(meta))),
             Ok(_) => Err(TransferError::Refused {
