@@ -410,18 +410,8 @@ fn local_copy(src: &Path, dest: &Path) -> Result<f64> {
 /// Streams `bytes` in 64 KiB items from a gateway to a client in this process, memory to
 /// memory, as W2's transport ceiling. Returns seconds.
 async fn memory_stream(bytes: u64) -> Result<f64> {
-    let identity = Identity::self_signed(&[])?;
-    let fp = identity.fingerprint();
-    let gateway = Gateway::builder()
-        .listen("127.0.0.1:0".parse()?)
-        .identity(identity)
-        .registry(quicswarm::demo::registry())
-        .spawn()
-        .await?;
-    let controller = Controller::new(ControllerConfig::with_trust(Trust::Fingerprints(vec![fp])))?;
-    let client = controller
-        .get_client(&gateway.local_addr().to_string())
-        .await?;
+    let gateway = quicswarm_tests::spawn_gateway(|b| b).await;
+    let client = gateway.client().await;
     let size = 64 * 1024;
     let args = quicswarm::demo::CounterArgs {
         count: bytes.div_ceil(size as u64),
@@ -436,7 +426,7 @@ async fn memory_stream(bytes: u64) -> Result<f64> {
     let secs = started.elapsed().as_secs_f64();
     ensure!(got >= bytes, "streamed {got} of {bytes} bytes");
     client.close().await?;
-    gateway.shutdown(Duration::from_secs(1)).await;
+    gateway.gateway.shutdown(Duration::from_secs(1)).await;
     Ok(secs)
 }
 
