@@ -116,7 +116,12 @@ async fn serve(endpoint: quinn::Endpoint, evil: Evil) {
                                         4,
                                     ),
                                 };
-                                let hash = *blake3::hash(&data).as_bytes();
+                                // Ranges carry their hash the way the protocol says: only
+                                // the whole-file hash in the listing is wrong.
+                                let hash = match item.range {
+                                    Some(r) => quicswarm::files::range_hash(r.offset, &data),
+                                    None => *blake3::hash(&data).as_bytes(),
+                                };
                                 if matches!(evil, Evil::Corrupt) {
                                     data[3] ^= 0xff;
                                 }
@@ -164,13 +169,21 @@ async fn download(
     evil: Evil,
     dest: &std::path::Path,
 ) -> Result<quicswarm::files::TransferSummary, TransferError> {
+    download_in_ranges_of(evil, dest, 100_000).await
+}
+
+async fn download_in_ranges_of(
+    evil: Evil,
+    dest: &std::path::Path,
+    range_size: u64,
+) -> Result<quicswarm::files::TransferSummary, TransferError> {
     let (addr, fp) = hostile_gateway(evil).await;
     let controller = controller(Trust::Fingerprints(vec![fp]));
     let swarm = within("connect", Swarm::connect(&controller, &addr, 2))
         .await
         .unwrap();
     let mut o = TransferOptions::default();
-    o.range_size = 100_000;
+    o.range_size = range_size;
     within(
         "download",
         swarm.download("data", &Selector::all(), dest, &o),
@@ -241,18 +254,22 @@ async fn corrupted_data_is_detected_and_not_stored() {
     tree::list_all(dest.path(), dest.path(), &mut written);
     assert!(written.is_empty(), "nothing stored: {written:?}");
 
-    let dest = tempfile::tempdir().unwrap();
-    match download(Evil::WrongWholeHash, dest.path()).await {
-        Err(TransferError::Partial { failed, .. }) => {
-            assert!(
-                matches!(failed[0].1, TransferError::Integrity { .. }),
-                "{failed:?}"
-            )
+    // Every range checks out, the whole file does not: caught when the ranges' hashes are
+    // merged (a power-of-two range size) and when the file is read again (any other).
+    for range_size in [65_536, 100_000] {
+        let dest = tempfile::tempdir().unwrap();
+        match download_in_ranges_of(Evil::WrongWholeHash, dest.path(), range_size).await {
+            Err(TransferError::Partial { failed, .. }) => match &failed[0].1 {
+                TransferError::Integrity { detail, .. } => {
+                    assert!(detail.contains("assembled file"), "{range_size}: {detail}")
+                }
+                other => panic!("{range_size}: expected an integrity failure, got {other:?}"),
+            },
+            other => panic!("{range_size}: expected an integrity failure, got {other:?}"),
         }
-        other => panic!("expected an integrity failure, got {other:?}"),
+        assert!(
+            !dest.path().join("big.bin").exists(),
+            "no file under the final name"
+        );
     }
-    assert!(
-        !dest.path().join("big.bin").exists(),
-        "no file under the final name"
-    );
 }

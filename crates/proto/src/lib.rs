@@ -66,7 +66,8 @@ pub use message::{
 };
 
 /// The ALPN protocol identifier. The version lives here so a mismatched peer fails the handshake.
-pub const ALPN: &[u8] = b"quicswarm/1";
+/// Version 2: a range's hash is its BLAKE3 chaining value (see [`transfer::PutItem::hash`]).
+pub const ALPN: &[u8] = b"quicswarm/2";
 
 /// The protocol version carried in [`Hello`].
 pub const PROTOCOL_VERSION: u32 = 1;

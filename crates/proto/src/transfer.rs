@@ -97,7 +97,13 @@ pub struct PutItem {
     pub entry: FileEntry,
     /// A range, or `None` for the whole file.
     pub range: Option<ByteRange>,
-    /// BLAKE3 of this item's bytes (equal to the whole hash without a range).
+    /// Hash of this item's bytes. A whole file: its BLAKE3 (equal to `entry.hash`). A range:
+    /// its BLAKE3 *chaining value* as the subtree at its offset (`blake3::hazmat`:
+    /// `set_input_offset(offset)`, `finalize_non_root`) when the range is a subtree of
+    /// BLAKE3's tree — its offset a multiple of 1 KiB and its length at most the largest
+    /// subtree starting there — and its plain BLAKE3 otherwise. With power-of-two range sizes
+    /// every range is a subtree, so the receiver merges the ranges' values into the file's
+    /// BLAKE3 instead of hashing the assembled file again.
     pub hash: Hash,
 }
 
@@ -143,7 +149,8 @@ pub enum FileFrame {
         /// Permission bits.
         mode: u32,
     },
-    /// BLAKE3 of the bytes just sent.
+    /// Hash of the bytes just sent: as [`PutItem::hash`] (BLAKE3 of a whole file, the
+    /// chaining value of a range).
     Hash(Hash),
     /// This item could not be read; the batch goes on.
     Failed {

@@ -208,7 +208,7 @@ impl Identity {
     }
 
     /// The rustls server configuration a gateway with this identity uses (TLS 1.3, ALPN
-    /// `quicswarm/1`, early data enabled): for tools and tests that build their own endpoint.
+    /// `quicswarm/2`, early data enabled): for tools and tests that build their own endpoint.
     ///
     /// # Errors
     /// If rustls refuses the certificate or key.

@@ -43,11 +43,20 @@ pub(crate) struct Destination {
 }
 
 /// Serialises work on one part file across concurrent requests (ranges of the same file may
-/// arrive on several connections at once).
+/// arrive on several connections at once), and remembers the ranges this process verified.
 #[derive(Debug, Default)]
 pub(crate) struct FileLocks {
     map: Mutex<HashMap<PathBuf, Arc<Mutex<()>>>>,
+    /// Per part file, the hash of each range this process received and checked: with all of
+    /// them the whole-file hash is merged instead of read again (see [`super::tree`]).
+    /// Ranges from an earlier run are not in it (they may not have reached the disk before a
+    /// crash): their file is hashed whole.
+    verified: Mutex<HashMap<PathBuf, Vec<Option<Hash>>>>,
 }
+
+/// Part files whose verified ranges are remembered at once; beyond, the memory is dropped and
+/// those files are hashed whole at the end (slower, never wrong).
+const MAX_TRACKED_PARTS: usize = 1024;
 
 impl FileLocks {
     fn get(&self, path: &Path) -> Arc<Mutex<()>> {
@@ -55,6 +64,36 @@ impl FileLocks {
         // Forget locks nobody holds, so the map does not grow with every file ever written.
         map.retain(|_, lock| Arc::strong_count(lock) > 1);
         map.entry(path.to_path_buf()).or_default().clone()
+    }
+
+    fn verified(&self, part: &Path, count: usize, index: usize, hash: Hash) {
+        let mut map = self.verified.lock().unwrap_or_else(PoisonError::into_inner);
+        if map.len() >= MAX_TRACKED_PARTS && !map.contains_key(part) {
+            map.clear();
+        }
+        let ranges = map
+            .entry(part.to_path_buf())
+            .or_insert_with(|| vec![None; count]);
+        if let Some(slot) = ranges.get_mut(index) {
+            *slot = Some(hash);
+        }
+    }
+
+    /// The verified range hashes of `part`, if this process verified every one.
+    fn take_verified(&self, part: &Path) -> Option<Vec<Hash>> {
+        let ranges = self
+            .verified
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(part)?;
+        ranges.into_iter().collect()
+    }
+
+    fn forget(&self, part: &Path) {
+        self.verified
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(part);
     }
 }
 
@@ -286,6 +325,7 @@ impl Destination {
     /// Removes the part and state files of a ranged transfer of `target`.
     pub(crate) fn discard_partial(&self, target: &Path, whole: &Hash) {
         let (part, state) = part_paths(target, whole);
+        self.locks.forget(&part);
         let _ = fs::remove_file(part);
         let _ = fs::remove_file(state);
     }
@@ -331,13 +371,14 @@ impl Destination {
                 ),
             });
         }
-        let actual = blake3::hash(data);
-        if actual.as_bytes() != range_hash {
+        let actual = super::tree::range_hash(range.offset, data);
+        if &actual != range_hash {
             return Err(TransferError::Integrity {
                 path: entry.path.clone(),
                 detail: format!(
-                    "range {} hashes to {actual}, sender said {}",
+                    "range {} hashes to {}, sender said {}",
                     range.index,
+                    hex(&actual),
                     hex(range_hash)
                 ),
             });
@@ -387,10 +428,21 @@ impl Destination {
             return Err(self.failed_range(&target, &whole, TransferError::io("writing", &part)(e)));
         }
         start_writeback(&file, range.offset, data.len() as u64);
+        self.locks
+            .verified(&part, count, range.index as usize, actual);
         state.done[range.index as usize] = true;
         if state.done.iter().all(|d| *d) {
             drop(file);
-            let actual = hash_file(&part)?;
+            // Every range checked by this process: merge their hashes. Otherwise (some came
+            // from an earlier run) read the assembled file again.
+            let merged = self
+                .locks
+                .take_verified(&part)
+                .and_then(|cvs| super::tree::merge(&cvs, range_size, entry.size));
+            let actual = match merged {
+                Some(hash) => hash,
+                None => hash_file(&part)?,
+            };
             if actual != whole {
                 let _ = fs::remove_file(&part);
                 let _ = fs::remove_file(&state_path);

@@ -13,7 +13,8 @@
 //!    the queue and another connection finishes it.
 //! 4. **Store.** The receiver checks each file (and each range) against the sender's BLAKE3,
 //!    writes it under a temporary name in its final folder, sets mode and mtime, syncs (in
-//!    batches) and renames. A failed or interrupted transfer never leaves a partial file under
+//!    batches) and renames. A big file's whole hash is merged from its ranges' (BLAKE3 hashes
+//!    a tree, and each range is a subtree of it) and checked before the rename. A failed or interrupted transfer never leaves a partial file under
 //!    the final name.
 //!
 //! # Example
@@ -33,6 +34,7 @@ mod error;
 mod ops;
 pub(crate) mod serve;
 pub(crate) mod source;
+mod tree;
 
 use std::{
     collections::VecDeque,
@@ -55,6 +57,7 @@ use quicswarm_proto::transfer::{
 };
 pub use quicswarm_proto::transfer::{FileEntry, Mtime, Need, Selector};
 use tokio::sync::Notify;
+pub use tree::range_hash;
 
 use self::dest::{Destination, FileLocks, WholeFile};
 use crate::{CallError, Client, ConnectError, Controller};
@@ -896,7 +899,10 @@ async fn upload_unit(client: Client, ctx: Arc<UploadCtx>, job: Arc<Job>, unit: U
         let entry = &ctx.entries[i];
         match bytes {
             Ok(bytes) => {
-                let hash = *blake3::hash(&bytes).as_bytes();
+                let hash = match range {
+                    Some(r) => range_hash(r.offset, &bytes),
+                    None => *blake3::hash(&bytes).as_bytes(),
+                };
                 let mut entry = entry.clone();
                 if range.is_none() {
                     // Whole files carry what was read now, should the file have changed.

@@ -262,7 +262,8 @@ fn relative(root: &Path, path: &Path) -> Option<String> {
     Some(parts?.join("/"))
 }
 
-/// A file's bytes (whole, or a range) with its current metadata and the BLAKE3 of the bytes.
+/// A file's bytes (whole, or a range) with its current metadata and their hash: BLAKE3 of a
+/// whole file, [`range_hash`](super::tree::range_hash) of a range.
 #[derive(Debug)]
 pub(crate) struct Read {
     pub(crate) entry: FileEntry,
@@ -311,7 +312,10 @@ pub(crate) fn read(
         Some(r) => (r.offset, r.len),
     };
     let data = read_exact_at(&file, offset, len).map_err(TransferError::io("reading", &full))?;
-    let hash = *blake3::hash(&data).as_bytes();
+    let hash = match range {
+        Some(_) => super::tree::range_hash(offset, &data),
+        None => *blake3::hash(&data).as_bytes(),
+    };
     Ok(Read {
         entry,
         data: data.into(),
