@@ -87,6 +87,27 @@ async fn download_round_trip_keeps_content_mode_and_mtime() {
 }
 
 #[tokio::test]
+async fn big_files_in_ranges_of_whole_mebibytes_round_trip() {
+    // Ranges of 1 and 2 MiB are made of the pieces the gateway hashed for the listing: their
+    // hashes come from those pieces, the client merges them into the whole file's.
+    let s = served().await;
+    let swarm = swarm(&s.gw, 2).await;
+    for mib in [1, 2] {
+        let dest = tempfile::tempdir().unwrap();
+        let mut o = options();
+        o.range_size = mib << 20;
+        let summary = within(
+            "download",
+            swarm.download("data", &Selector::all(), dest.path(), &o),
+        )
+        .await
+        .unwrap();
+        assert_eq!(summary.files, tree::FILES.len() as u64, "{mib} MiB ranges");
+        tree::assert_same(dest.path(), &tree::all());
+    }
+}
+
+#[tokio::test]
 async fn upload_round_trip_of_a_folder() {
     let s = served().await;
     let swarm = swarm(&s.gw, 2).await;

@@ -14,6 +14,7 @@ use super::{
     blocking,
     dest::{Destination, FileLocks, WholeFile},
     source,
+    tree::PieceCache,
 };
 use crate::io::{frame, frame_into, write_frame, FrameReader};
 
@@ -32,6 +33,8 @@ pub(crate) struct FileConfig {
     pub(crate) roots: BTreeMap<String, PathBuf>,
     pub(crate) upload_dir: Option<PathBuf>,
     pub(crate) locks: Arc<FileLocks>,
+    /// Piece hashes of files hashed for listings, for their ranges.
+    pub(crate) pieces: Arc<PieceCache>,
 }
 
 type Reply = Result<(), ()>;
@@ -90,7 +93,8 @@ pub(crate) async fn list(
         Ok(dir) => dir,
         Err(reply) => return write_frame(send, &reply).await.map_err(drop),
     };
-    let listing = blocking(move || source::list(&dir, &selector, hash)).await;
+    let pieces = hash.then(|| files.pieces.clone());
+    let listing = blocking(move || source::list(&dir, &selector, pieces.as_deref())).await;
     let (entries, skipped) = match listing {
         Ok(v) => v,
         Err(e) => {
@@ -132,12 +136,12 @@ pub(crate) async fn get(
     let mut items = items.into_iter().peekable();
     while items.peek().is_some() {
         let group: Vec<GetItem> = items.by_ref().take(READ_GROUP).collect();
-        let dir = dir.clone();
+        let (dir, pieces) = (dir.clone(), files.pieces.clone());
         let reads = tokio::task::spawn_blocking(move || {
             let root = source::Root::new(dir);
             group
                 .iter()
-                .map(|item| source::read(&root, &item.path, item.range, MAX_PIECE))
+                .map(|item| source::read(&root, &item.path, item.range, MAX_PIECE, &pieces))
                 .collect::<Vec<_>>()
         })
         .await

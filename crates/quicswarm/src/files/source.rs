@@ -16,7 +16,7 @@ use quicswarm_proto::{
     transfer::{ByteRange, FileEntry, Hash, Mtime, Selector},
 };
 
-use super::{dest::hash_file, TransferError};
+use super::{dest::hash_file, tree::PieceCache, TransferError};
 
 /// The folder `rel` names below `root`, checked: portable, and no symlink on the way.
 pub(crate) fn resolve(root: &Path, rel: &str) -> Result<PathBuf, TransferError> {
@@ -164,10 +164,11 @@ impl Matcher {
 
 /// The regular files `selector` picks below `root`, sorted by path; and how many entries were
 /// left out (symlinks, special files, names that are not portable).
+/// With `hash`, every entry gets its BLAKE3, and the cache its pieces' hashes.
 pub(crate) fn list(
     root: &Path,
     selector: &Selector,
-    hash: bool,
+    hash: Option<&PieceCache>,
 ) -> Result<(Vec<FileEntry>, u64), TransferError> {
     let matcher = Matcher::new(selector)?;
     let mut starts = Vec::new();
@@ -235,9 +236,14 @@ pub(crate) fn list(
     }
     entries.sort_by(|a, b| a.path.cmp(&b.path));
     entries.dedup_by(|a, b| a.path == b.path);
-    if hash {
+    if let Some(cache) = hash {
+        let root = Root::new(root.to_path_buf());
         for entry in &mut entries {
-            entry.hash = Some(hash_file(&root.join(&entry.path))?);
+            let (file, full) = root.open(&entry.path)?;
+            let hash = cache
+                .hash(&file, &full)
+                .map_err(TransferError::io("hashing", &full))?;
+            entry.hash = Some(hash);
         }
     }
     Ok((entries, skipped))
@@ -272,11 +278,13 @@ pub(crate) struct Read {
 }
 
 /// Reads `rel` below `root`, whole (at most `max_whole` bytes) or one range.
+/// The hash of a range comes from `pieces` when they know the file (see [`PieceCache`]).
 pub(crate) fn read(
     root: &Root,
     rel: &str,
     range: Option<ByteRange>,
     max_whole: u64,
+    pieces: &PieceCache,
 ) -> Result<Read, TransferError> {
     let (file, full) = root.open(rel)?;
     let meta = file
@@ -313,7 +321,9 @@ pub(crate) fn read(
     };
     let data = read_exact_at(&file, offset, len).map_err(TransferError::io("reading", &full))?;
     let hash = match range {
-        Some(_) => super::tree::range_hash(offset, &data),
+        Some(_) => pieces
+            .range(&full, &meta, offset, len)
+            .unwrap_or_else(|| super::tree::range_hash(offset, &data)),
         None => *blake3::hash(&data).as_bytes(),
     };
     Ok(Read {

@@ -8,6 +8,13 @@
 //! a second read and hash of the whole assembled file. A range that is not a subtree (an odd
 //! range size) is announced with its plain BLAKE3 instead, and the file is then hashed whole.
 
+use std::{
+    collections::HashMap,
+    fs::File,
+    path::{Path, PathBuf},
+    sync::{Mutex, PoisonError},
+};
+
 use blake3::hazmat::{self, HasherExt as _, Mode};
 use quicswarm_proto::transfer::{range_count, Hash};
 
@@ -87,6 +94,142 @@ fn split(cvs: &[Hash], range_size: u64, len: u64) -> (&[Hash], &[Hash], u64) {
     (&cvs[..n], &cvs[n..], left_len)
 }
 
+/// Pieces of a file hashed whole for a listing: a range made of whole pieces then gets its
+/// hash by merging theirs, without hashing its bytes again when it is served.
+pub(crate) const PIECE: u64 = 1 << 20;
+
+/// The BLAKE3 of `size` bytes of `file`, read once, and the chaining values of its pieces
+/// (none for a file of one piece).
+pub(crate) fn hash_pieces(file: &File, size: u64) -> std::io::Result<(Hash, Vec<Hash>)> {
+    if size <= PIECE {
+        let data = super::source::read_exact_at(file, 0, size)?;
+        return Ok((*blake3::hash(&data).as_bytes(), Vec::new()));
+    }
+    let mut buf = vec![0u8; PIECE as usize];
+    let mut pieces = Vec::with_capacity(size.div_ceil(PIECE) as usize);
+    let mut offset = 0;
+    while offset < size {
+        let len = PIECE.min(size - offset) as usize;
+        read_exact_at(file, &mut buf[..len], offset)?;
+        let mut hasher = blake3::Hasher::new();
+        hasher.set_input_offset(offset);
+        hasher.update_rayon(&buf[..len]);
+        pieces.push(hasher.finalize_non_root());
+        offset += len as u64;
+    }
+    let whole =
+        merge(&pieces, PIECE, size).ok_or_else(|| std::io::Error::other("pieces do not merge"))?;
+    Ok((whole, pieces))
+}
+
+#[cfg(unix)]
+fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+    std::os::unix::fs::FileExt::read_exact_at(file, buf, offset)
+}
+
+#[cfg(not(unix))]
+fn read_exact_at(mut file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+    use std::io::{Read as _, Seek as _};
+    file.seek(std::io::SeekFrom::Start(offset))?;
+    file.read_exact(buf)
+}
+
+/// The [`range_hash`] of the `len` bytes at `offset` of a file of `size` bytes, from its
+/// pieces' values, when that range is made of whole pieces (the file's last may be short)
+/// and is a subtree; `None` otherwise.
+pub(crate) fn range_from_pieces(pieces: &[Hash], size: u64, offset: u64, len: u64) -> Option<Hash> {
+    let end = offset.checked_add(len)?;
+    if !offset.is_multiple_of(PIECE)
+        || !(end == size || end.is_multiple_of(PIECE))
+        || !is_subtree(offset, len)
+    {
+        return None;
+    }
+    let cvs = pieces.get((offset / PIECE) as usize..end.div_ceil(PIECE) as usize)?;
+    if cvs.is_empty() {
+        return None;
+    }
+    Some(subtree(cvs, PIECE, len))
+}
+
+/// Piece hashes of the files a gateway hashed for listings, so that serving their ranges
+/// needs no second hash. An entry is used only while the file is the one that was hashed
+/// (same inode, size and modification time); a receiver checks every range anyway, so a file
+/// changed in a way these miss fails its check instead of being stored.
+#[derive(Debug, Default)]
+pub(crate) struct PieceCache {
+    files: Mutex<HashMap<PathBuf, Pieces>>,
+}
+
+#[derive(Debug)]
+struct Pieces {
+    id: FileId,
+    hashes: Vec<Hash>,
+}
+
+/// Piece hashes kept at once (2 MiB of them: 64 GiB of files); beyond, older ones go.
+const MAX_CACHED_PIECES: usize = 1 << 16;
+
+/// What tells one version of a file from another.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct FileId {
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+    #[cfg(unix)]
+    dev_ino: (u64, u64),
+}
+
+impl FileId {
+    fn of(meta: &std::fs::Metadata) -> Self {
+        #[cfg(unix)]
+        use std::os::unix::fs::MetadataExt as _;
+        Self {
+            len: meta.len(),
+            modified: meta.modified().ok(),
+            #[cfg(unix)]
+            dev_ino: (meta.dev(), meta.ino()),
+        }
+    }
+}
+
+impl PieceCache {
+    /// Hashes `file`, opened from `path` (as [`hash_pieces`]), remembering its pieces.
+    pub(crate) fn hash(&self, file: &File, path: &Path) -> std::io::Result<Hash> {
+        let meta = file.metadata()?;
+        let (whole, hashes) = hash_pieces(file, meta.len())?;
+        if !hashes.is_empty() && hashes.len() <= MAX_CACHED_PIECES {
+            let mut files = self.files.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut held: usize = files.values().map(|p| p.hashes.len()).sum();
+            while held + hashes.len() > MAX_CACHED_PIECES {
+                let Some(victim) = files.keys().next().cloned() else {
+                    break;
+                };
+                held -= files.remove(&victim).map_or(0, |p| p.hashes.len());
+            }
+            let id = FileId::of(&meta);
+            files.insert(path.to_path_buf(), Pieces { id, hashes });
+        }
+        Ok(whole)
+    }
+
+    /// The [`range_hash`] of a range of the file at `path` (opened, with `meta`), if its
+    /// pieces are known for this version of it.
+    pub(crate) fn range(
+        &self,
+        path: &Path,
+        meta: &std::fs::Metadata,
+        offset: u64,
+        len: u64,
+    ) -> Option<Hash> {
+        let files = self.files.lock().unwrap_or_else(PoisonError::into_inner);
+        let pieces = files.get(path)?;
+        if pieces.id != FileId::of(meta) {
+            return None;
+        }
+        range_from_pieces(&pieces.hashes, meta.len(), offset, len)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,6 +267,48 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn ranges_of_whole_pieces_get_their_hash_from_the_pieces() {
+        let size = 5 * PIECE + 12_345;
+        let data: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big");
+        std::fs::write(&path, &data).unwrap();
+        let file = File::open(&path).unwrap();
+        let (whole, pieces) = hash_pieces(&file, size).unwrap();
+        assert_eq!(whole, *blake3::hash(&data).as_bytes());
+        assert_eq!(pieces.len(), 6);
+        for (offset, len) in [
+            (0, PIECE),
+            (0, 2 * PIECE),
+            (0, 4 * PIECE),
+            (2 * PIECE, 2 * PIECE),
+            (4 * PIECE, size - 4 * PIECE),
+            (5 * PIECE, size - 5 * PIECE),
+        ] {
+            let slice = &data[offset as usize..(offset + len) as usize];
+            assert_eq!(
+                range_from_pieces(&pieces, size, offset, len),
+                Some(range_hash(offset, slice)),
+                "{offset}+{len}"
+            );
+        }
+        // Not whole pieces, or not a subtree: computed from the bytes instead.
+        for (offset, len) in [(0, PIECE / 2), (PIECE, 2 * PIECE), (PIECE, PIECE + 1)] {
+            assert_eq!(range_from_pieces(&pieces, size, offset, len), None);
+        }
+
+        let cache = PieceCache::default();
+        assert_eq!(cache.hash(&file, &path).unwrap(), whole);
+        let meta = std::fs::metadata(&path).unwrap();
+        let want = range_hash(PIECE, &data[PIECE as usize..2 * PIECE as usize]);
+        assert_eq!(cache.range(&path, &meta, PIECE, PIECE), Some(want));
+        // Another version of the file: its old pieces are not used.
+        std::fs::write(&path, &data[..(size - 1) as usize]).unwrap();
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!(cache.range(&path, &meta, PIECE, PIECE), None);
     }
 
     #[test]
