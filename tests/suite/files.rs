@@ -104,6 +104,17 @@ async fn big_files_in_ranges_of_whole_mebibytes_round_trip() {
         .unwrap();
         assert_eq!(summary.files, tree::FILES.len() as u64, "{mib} MiB ranges");
         tree::assert_same(dest.path(), &tree::all());
+
+        // The same the other way: the client hashed the pieces when it listed its files.
+        let up = format!("up{mib}");
+        let summary = within(
+            "upload",
+            swarm.upload(std::slice::from_ref(&s.source), &up, &o),
+        )
+        .await
+        .unwrap();
+        assert_eq!(summary.files, tree::FILES.len() as u64, "{mib} MiB ranges");
+        tree::assert_same(&s.upload.join(&up).join("source"), &tree::all());
     }
 }
 

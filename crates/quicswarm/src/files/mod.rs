@@ -60,6 +60,7 @@ use tokio::sync::Notify;
 pub use tree::range_hash;
 
 use self::dest::{Destination, FileLocks, WholeFile};
+use self::tree::PieceCache;
 use crate::{CallError, Client, ConnectError, Controller};
 
 /// Progress of a running transfer.
@@ -314,7 +315,10 @@ impl Swarm {
             path::validate(dest).map_err(|e| TransferError::unsafe_path(dest, e))?;
         }
         let paths = paths.to_vec();
-        let (files, _skipped) = blocking(move || source::local_files(&paths)).await?;
+        // Pieces of big files hashed now, so that their ranges need no second hash.
+        let pieces = Arc::new(PieceCache::default());
+        let cache = pieces.clone();
+        let (files, _skipped) = blocking(move || source::local_files(&paths, &cache)).await?;
         let (entries, locals): (Vec<FileEntry>, Vec<PathBuf>) = files.into_iter().unzip();
         let range_size = options.range_size.max(1);
         let needs = self
@@ -330,6 +334,7 @@ impl Swarm {
             entries: entries.clone(),
             locals,
             range_size,
+            pieces,
         };
         let job = self.execute(job, &needs, options, ctx, upload_unit).await?;
         job.finish()
@@ -856,10 +861,16 @@ struct UploadCtx {
     entries: Arc<Vec<FileEntry>>,
     locals: Vec<PathBuf>,
     range_size: u64,
+    pieces: Arc<PieceCache>,
 }
 
-/// Reads local bytes for an upload unit: whole files, or one range.
-fn read_local(path: &Path, range: Option<ByteRange>) -> Result<Bytes, TransferError> {
+/// Reads local bytes for an upload unit (a whole file, or one range) with their hash: BLAKE3
+/// of a whole file, [`range_hash`] of a range (from `pieces` when they know the file).
+fn read_local(
+    path: &Path,
+    range: Option<ByteRange>,
+    pieces: &PieceCache,
+) -> Result<(Bytes, quicswarm_proto::transfer::Hash), TransferError> {
     use std::io::Read;
     let mut f = std::fs::File::open(path).map_err(TransferError::io("opening", path))?;
     match range {
@@ -867,11 +878,20 @@ fn read_local(path: &Path, range: Option<ByteRange>) -> Result<Bytes, TransferEr
             let mut data = Vec::new();
             f.read_to_end(&mut data)
                 .map_err(TransferError::io("reading", path))?;
-            Ok(data.into())
+            let hash = *blake3::hash(&data).as_bytes();
+            Ok((data.into(), hash))
         }
-        Some(r) => source::read_exact_at(&f, r.offset, r.len)
-            .map(Bytes::from)
-            .map_err(TransferError::io("reading", path)),
+        Some(r) => {
+            let meta = f
+                .metadata()
+                .map_err(TransferError::io("inspecting", path))?;
+            let data = source::read_exact_at(&f, r.offset, r.len)
+                .map_err(TransferError::io("reading", path))?;
+            let hash = pieces
+                .range(path, &meta, r.offset, r.len)
+                .unwrap_or_else(|| range_hash(r.offset, &data));
+            Ok((data.into(), hash))
+        }
     }
 }
 
@@ -884,10 +904,11 @@ async fn upload_unit(client: Client, ctx: Arc<UploadCtx>, job: Arc<Job>, unit: U
         .iter()
         .map(|&i| (i, ctx.locals[i].clone()))
         .collect();
+    let pieces = ctx.pieces.clone();
     let read = blocking(move || {
         Ok(reads
             .into_iter()
-            .map(|(i, p)| (i, read_local(&p, range)))
+            .map(|(i, p)| (i, read_local(&p, range, &pieces)))
             .collect::<Vec<_>>())
     })
     .await;
@@ -898,11 +919,7 @@ async fn upload_unit(client: Client, ctx: Arc<UploadCtx>, job: Arc<Job>, unit: U
     for (i, bytes) in read {
         let entry = &ctx.entries[i];
         match bytes {
-            Ok(bytes) => {
-                let hash = match range {
-                    Some(r) => range_hash(r.offset, &bytes),
-                    None => *blake3::hash(&bytes).as_bytes(),
-                };
+            Ok((bytes, hash)) => {
                 let mut entry = entry.clone();
                 if range.is_none() {
                     // Whole files carry what was read now, should the file have changed.

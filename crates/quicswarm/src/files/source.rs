@@ -16,7 +16,7 @@ use quicswarm_proto::{
     transfer::{ByteRange, FileEntry, Hash, Mtime, Selector},
 };
 
-use super::{dest::hash_file, tree::PieceCache, TransferError};
+use super::{tree::PieceCache, TransferError};
 
 /// The folder `rel` names below `root`, checked: portable, and no symlink on the way.
 pub(crate) fn resolve(root: &Path, rel: &str) -> Result<PathBuf, TransferError> {
@@ -357,6 +357,7 @@ pub(crate) fn read_exact_at(mut file: &File, offset: u64, len: u64) -> std::io::
 /// (hashed) with their local paths.
 pub(crate) fn local_files(
     paths: &[PathBuf],
+    pieces: &PieceCache,
 ) -> Result<(Vec<(FileEntry, PathBuf)>, u64), TransferError> {
     let mut out = Vec::new();
     let mut skipped = 0;
@@ -400,7 +401,12 @@ pub(crate) fn local_files(
     }
     out.sort_by(|a, b| a.0.path.cmp(&b.0.path));
     for (entry, local) in &mut out {
-        entry.hash = Some(hash_file(local)?);
+        let local = &*local;
+        let file = File::open(local).map_err(TransferError::io("opening", local))?;
+        let hash = pieces
+            .hash(&file, local)
+            .map_err(TransferError::io("hashing", local))?;
+        entry.hash = Some(hash);
     }
     Ok((out, skipped))
 }
