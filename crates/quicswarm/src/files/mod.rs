@@ -14,8 +14,8 @@
 //! 4. **Store.** The receiver checks each file (and each range) against the sender's BLAKE3,
 //!    writes it under a temporary name in its final folder, sets mode and mtime, syncs (in
 //!    batches) and renames. A big file's whole hash is merged from its ranges' (BLAKE3 hashes
-//!    a tree, and each range is a subtree of it) and checked before the rename. A failed or interrupted transfer never leaves a partial file under
-//!    the final name.
+//!    a tree, and each range is a subtree of it) and checked before the rename. A failed or
+//!    interrupted transfer never leaves a partial file under the final name.
 //!
 //! # Example
 //! ```no_run
