@@ -54,9 +54,10 @@ pub(crate) struct FileLocks {
     verified: Mutex<HashMap<PathBuf, Vec<Option<Hash>>>>,
 }
 
-/// Part files whose verified ranges are remembered at once; beyond, the memory is dropped and
-/// those files are hashed whole at the end (slower, never wrong).
-const MAX_TRACKED_PARTS: usize = 1024;
+/// Ranges whose hashes are remembered at once, over all part files (2 MiB of them: 256 GiB in
+/// 4 MiB ranges); beyond, the memory is dropped and those files are hashed whole at the end
+/// (slower, never wrong). Bounds what interrupted transfers that never return leave behind.
+const MAX_TRACKED_RANGES: usize = 1 << 16;
 
 impl FileLocks {
     fn get(&self, path: &Path) -> Arc<Mutex<()>> {
@@ -67,9 +68,15 @@ impl FileLocks {
     }
 
     fn verified(&self, part: &Path, count: usize, index: usize, hash: Hash) {
+        if count > MAX_TRACKED_RANGES {
+            return;
+        }
         let mut map = self.verified.lock().unwrap_or_else(PoisonError::into_inner);
-        if map.len() >= MAX_TRACKED_PARTS && !map.contains_key(part) {
-            map.clear();
+        if !map.contains_key(part) {
+            let held: usize = map.values().map(Vec::len).sum();
+            if held + count > MAX_TRACKED_RANGES {
+                map.clear();
+            }
         }
         let ranges = map
             .entry(part.to_path_buf())
