@@ -416,6 +416,14 @@ async fn interrupted_download_resumes_with_only_the_rest() {
     tree::assert_same(dest.path(), &tree::all());
 }
 
+/// A selector of one file.
+fn just(path: &str) -> Selector {
+    Selector {
+        paths: vec![path.into()],
+        ..Selector::all()
+    }
+}
+
 /// Starts downloading `pick` into `dest` one range at a time and drops the download once
 /// 2 MiB are stored: a part file and its state are left, nothing under the final name.
 async fn cut_download(swarm: &Swarm, pick: &Selector, dest: &std::path::Path) {
@@ -457,10 +465,7 @@ async fn a_stored_range_lost_before_a_resume_is_caught_before_the_rename() {
     let gw = spawn_gateway(move |b| b.serve("data", src)).await;
     let swarm = swarm(&gw, 1).await;
     let dest = tempfile::tempdir().unwrap();
-    let pick = Selector {
-        paths: vec!["big.bin".into()],
-        ..Selector::all()
-    };
+    let pick = just("big.bin");
     cut_download(&swarm, &pick, dest.path()).await;
     let part = std::fs::read_dir(dest.path())
         .unwrap()
@@ -521,10 +526,7 @@ async fn interrupted_big_file_resumes_from_verified_ranges() {
 
     // Download, cut after some ranges.
     let dest = tempfile::tempdir().unwrap();
-    let pick = Selector {
-        paths: vec!["big.bin".into()],
-        ..Selector::all()
-    };
+    let pick = just("big.bin");
     cut_download(&swarm, &pick, dest.path()).await;
     let rest = within(
         "resume",
