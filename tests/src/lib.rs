@@ -132,6 +132,24 @@ pub fn init_tracing() {
 
 /// A tree of test files: nested folders, assorted sizes (an empty one, one big enough to be
 /// sent in ranges), modes and mtimes.
+/// Asserts that a transfer failed only because a file did not match its sender's whole-file
+/// hash (after every range checked out), naming `what` in the message.
+pub fn assert_whole_file_mismatch(
+    result: Result<quicswarm::files::TransferSummary, quicswarm::files::TransferError>,
+    what: &str,
+) {
+    use quicswarm::files::TransferError;
+    match result {
+        Err(TransferError::Partial { failed, .. }) => match &failed[0].1 {
+            TransferError::Integrity { detail, .. } => {
+                assert!(detail.contains("assembled file"), "{what}: {detail}")
+            }
+            other => panic!("{what}: expected an integrity failure, got {other:?}"),
+        },
+        other => panic!("{what}: expected an integrity failure, got {other:?}"),
+    }
+}
+
 pub mod tree {
     use std::{
         fs,
