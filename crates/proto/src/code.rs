@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
 /// | 19 | `DiskFull` | the receiver ran out of space |
 /// | 20 | `Superseded` | a newer item replaced this one before it was delivered |
 /// | 21 | `Unsupported` | not available on this transport (a QUIC-only feature over TCP) |
+/// | 22 | `LimitExceeded` | a count or size in the request is over the receiver's limit |
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(from = "u32", into = "u32")]
 #[repr(u32)]
@@ -80,11 +81,14 @@ pub enum ErrorCode {
     /// Not available on this transport: a QUIC-only feature (0-RTT, datagrams, latest-value
     /// delivery) asked over TLS-over-TCP.
     Unsupported = 21,
+    /// A count or size in the request (items, paths, ranges, a pattern's length, a declared
+    /// size) is over the receiver's limit; the message names the limit.
+    LimitExceeded = 22,
 }
 
 impl ErrorCode {
     /// Every code, in numeric order.
-    pub const ALL: [Self; 22] = [
+    pub const ALL: [Self; 23] = [
         Self::NoError,
         Self::Protocol,
         Self::FrameTooLarge,
@@ -107,6 +111,7 @@ impl ErrorCode {
         Self::DiskFull,
         Self::Superseded,
         Self::Unsupported,
+        Self::LimitExceeded,
     ];
 
     /// The code as sent on the wire.
@@ -144,6 +149,7 @@ impl ErrorCode {
             Self::DiskFull => "disk full",
             Self::Superseded => "superseded by a newer item",
             Self::Unsupported => "not supported on this transport",
+            Self::LimitExceeded => "limit exceeded",
         }
     }
 }

@@ -331,8 +331,12 @@ mod tests {
             &[10, 7, 1, b'r', 1, 1, b'a', 1, 1, 4, 4],
         );
         roundtrip(
-            Response::Needs(vec![Need::Skip, Need::Whole, Need::Ranges(vec![2])]),
-            &[7, 6, 3, 0, 1, 2, 1, 2],
+            Response::Needs(vec![
+                Need::Skip,
+                Need::Whole,
+                Need::Ranges(vec![RangeRun { first: 2, count: 3 }]),
+            ]),
+            &[8, 6, 3, 0, 1, 2, 1, 2, 3],
         );
         roundtrip(Response::Stored(vec![None]), &[3, 7, 1, 0]);
         roundtrip(

@@ -35,7 +35,10 @@
 //!
 //! # Limits
 //! [`DEFAULT_MAX_FRAME_LEN`] bounds a frame and a stream item. A peer that exceeds the limit
-//! has its stream reset with [`ErrorCode::FrameTooLarge`].
+//! has its stream reset with [`ErrorCode::FrameTooLarge`]. [`limits`] holds the protocol's
+//! maxima: the longest sequence any message may carry (checked while decoding, before
+//! anything is allocated for it), pattern lengths, range sizes and ranges per file. A request
+//! over a receiver's configured limit is answered with [`ErrorCode::LimitExceeded`].
 //!
 //! # Non-goals
 //! No negotiation beyond the ALPN: a peer speaking another version fails the TLS handshake.
@@ -55,6 +58,7 @@
 mod code;
 pub mod codec;
 pub mod datagram;
+pub mod limits;
 mod message;
 pub mod path;
 pub mod transfer;
@@ -67,7 +71,8 @@ pub use message::{
 
 /// The ALPN protocol identifier. The version lives here so a mismatched peer fails the handshake.
 /// Version 2: a range's hash is its BLAKE3 chaining value (see [`transfer::PutItem::hash`]).
-pub const ALPN: &[u8] = b"quicswarm/2";
+/// Version 3: [`transfer::Need::Ranges`] carries runs of indices; [`ErrorCode::LimitExceeded`].
+pub const ALPN: &[u8] = b"quicswarm/3";
 
 /// The protocol version carried in [`Hello`].
 pub const PROTOCOL_VERSION: u32 = 1;

@@ -44,6 +44,7 @@ pub struct Welcome {
     /// The largest frame or stream item the gateway accepts.
     pub max_frame_len: u64,
     /// The subroutines registered when the pair was made.
+    #[serde(deserialize_with = "crate::limits::bounded")]
     pub subroutines: Vec<SubroutineInfo>,
 }
 
@@ -166,6 +167,7 @@ pub enum Request {
         /// The root's name.
         root: String,
         /// What to send, in order.
+        #[serde(deserialize_with = "crate::limits::bounded")]
         items: Vec<GetItem>,
     },
     /// Which of these files does the upload folder still need? Answered by `Needs`.
@@ -173,6 +175,7 @@ pub enum Request {
         /// Folder below the upload folder.
         dest: String,
         /// The files, with hashes.
+        #[serde(deserialize_with = "crate::limits::bounded")]
         entries: Vec<FileEntry>,
         /// Range size the uploader will use.
         range_size: u64,
@@ -182,6 +185,7 @@ pub enum Request {
         /// Folder below the upload folder.
         dest: String,
         /// What follows.
+        #[serde(deserialize_with = "crate::limits::bounded")]
         items: Vec<PutItem>,
         /// Range size of ranged items.
         range_size: u64,
@@ -213,9 +217,9 @@ pub enum Response {
     /// The request failed.
     Error(ErrorReply),
     /// Answer to `PutCheck`, one per entry.
-    Needs(Vec<Need>),
+    Needs(#[serde(deserialize_with = "crate::limits::bounded")] Vec<Need>),
     /// Answer to `Put`: one result per item.
-    Stored(Vec<Option<ErrorReply>>),
+    Stored(#[serde(deserialize_with = "crate::limits::bounded")] Vec<Option<ErrorReply>>),
 }
 
 /// How a subscription's items travel.

@@ -55,6 +55,7 @@ pub struct Selector {
     pub regex: Option<String>,
     /// Explicit paths relative to the root; when non-empty, only these (and files under
     /// these folders) are considered.
+    #[serde(deserialize_with = "crate::limits::bounded")]
     pub paths: Vec<String>,
     /// Descend into sub-folders.
     pub recursive: bool,
@@ -114,15 +115,52 @@ pub enum Need {
     Skip,
     /// The whole file.
     Whole,
-    /// These ranges (the others were received and verified before).
-    Ranges(Vec<u32>),
+    /// These ranges (the others were received and verified before), as runs of indices: a
+    /// file resumed after a cut usually misses one run, whatever its size.
+    Ranges(#[serde(deserialize_with = "crate::limits::bounded")] Vec<RangeRun>),
+}
+
+/// Consecutive range indices `first .. first + count`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RangeRun {
+    /// The first index.
+    pub first: u32,
+    /// How many.
+    pub count: u32,
+}
+
+impl RangeRun {
+    /// The indices of the run.
+    pub fn indices(self) -> impl Iterator<Item = u32> + Clone {
+        (u64::from(self.first)..u64::from(self.first) + u64::from(self.count))
+            .map(|i| u32::try_from(i).unwrap_or(u32::MAX))
+    }
+
+    /// Whether `index` is in the run.
+    pub fn contains(self, index: u32) -> bool {
+        index >= self.first && u64::from(index) < u64::from(self.first) + u64::from(self.count)
+    }
+}
+
+/// Runs of consecutive indices from ascending `indices`.
+pub fn runs(indices: impl IntoIterator<Item = u32>) -> Vec<RangeRun> {
+    let mut out: Vec<RangeRun> = Vec::new();
+    for i in indices {
+        match out.last_mut() {
+            Some(run) if u64::from(run.first) + u64::from(run.count) == u64::from(i) => {
+                run.count += 1;
+            }
+            _ => out.push(RangeRun { first: i, count: 1 }),
+        }
+    }
+    out
 }
 
 /// Frames after `Response::Accepted` to a `List` request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ListFrame {
     /// Up to [`LIST_CHUNK`] entries.
-    Entries(Vec<FileEntry>),
+    Entries(#[serde(deserialize_with = "crate::limits::bounded")] Vec<FileEntry>),
     /// The end; `skipped` counts entries left out (symlinks, special files, non-portable
     /// names).
     End {
@@ -163,22 +201,59 @@ pub enum FileFrame {
     End,
 }
 
-/// Number of ranges of a file of `size` bytes.
-pub fn range_count(size: u64, range_size: u64) -> u32 {
-    size.div_ceil(range_size.max(1)).max(1) as u32
+/// Number of ranges of a file of `size` bytes (at least one). Never truncated: check it
+/// against [`MAX_RANGES_PER_FILE`](crate::limits::MAX_RANGES_PER_FILE) (see
+/// [`check_ranges`]) before planning or allocating anything per range.
+pub fn range_count(size: u64, range_size: u64) -> u64 {
+    size.div_ceil(range_size.max(1)).max(1)
 }
 
-/// The ranges of a file, in order.
-pub fn ranges(size: u64, range_size: u64) -> impl Iterator<Item = ByteRange> {
+/// The number of ranges of a file, if it is within
+/// [`MAX_RANGES_PER_FILE`](crate::limits::MAX_RANGES_PER_FILE).
+///
+/// # Errors
+/// The count, when it is over the maximum.
+pub fn check_ranges(size: u64, range_size: u64) -> Result<u32, u64> {
+    let count = range_count(size, range_size);
+    if count > crate::limits::MAX_RANGES_PER_FILE {
+        return Err(count);
+    }
+    u32::try_from(count).map_err(|_| count)
+}
+
+/// Whether `range_size` may be used for an upload: a power of two from
+/// [`MIN_RANGE_SIZE`](crate::limits::MIN_RANGE_SIZE) to
+/// [`MAX_RANGE_SIZE`](crate::limits::MAX_RANGE_SIZE).
+///
+/// # Errors
+/// A sentence saying what is allowed.
+pub fn check_range_size(range_size: u64) -> Result<(), String> {
+    use crate::limits::{MAX_RANGE_SIZE, MIN_RANGE_SIZE};
+    if range_size.is_power_of_two() && (MIN_RANGE_SIZE..=MAX_RANGE_SIZE).contains(&range_size) {
+        Ok(())
+    } else {
+        Err(format!(
+            "range size must be a power of two from {MIN_RANGE_SIZE} to {MAX_RANGE_SIZE} bytes, \
+             not {range_size}"
+        ))
+    }
+}
+
+/// The range `index` of a file.
+pub fn range_at(size: u64, range_size: u64, index: u32) -> ByteRange {
     let rs = range_size.max(1);
-    (0..range_count(size, rs)).map(move |index| {
-        let offset = u64::from(index) * rs;
-        ByteRange {
-            index,
-            offset,
-            len: rs.min(size.saturating_sub(offset)),
-        }
-    })
+    let offset = u64::from(index).saturating_mul(rs);
+    ByteRange {
+        index,
+        offset,
+        len: rs.min(size.saturating_sub(offset)),
+    }
+}
+
+/// The ranges of a file, in order. Callers check the count first ([`check_ranges`]).
+pub fn ranges(size: u64, range_size: u64) -> impl Iterator<Item = ByteRange> {
+    let count = u32::try_from(range_count(size, range_size)).unwrap_or(u32::MAX);
+    (0..count).map(move |index| range_at(size, range_size, index))
 }
 
 /// Whether a file travels in ranges rather than whole.
@@ -201,6 +276,9 @@ pub enum Unit {
 }
 
 /// Cuts a job into units. `needs[i]` says what file `i` (of `sizes[i]` bytes) still needs.
+/// The caller has checked every ranged file's count against
+/// [`MAX_RANGES_PER_FILE`](crate::limits::MAX_RANGES_PER_FILE), the runs of every
+/// `Need::Ranges` against that count, and the total against its own budget.
 /// Ranges come first (largest files first) so the long poles start early; batches hold at
 /// most `batch_files` files and about `batch_bytes` bytes.
 pub fn plan(
@@ -237,14 +315,18 @@ pub fn plan(
     }
     ranged.sort_by_key(|&i| std::cmp::Reverse(sizes[i]));
     for i in ranged {
-        let wanted: Option<&Vec<u32>> = match &needs[i] {
-            Need::Ranges(list) => Some(list),
-            _ => None,
-        };
-        for range in ranges(sizes[i], range_size) {
-            if wanted.is_none_or(|w| w.contains(&range.index)) {
-                units.push(Unit::Range { file: i, range });
+        match &needs[i] {
+            Need::Ranges(runs) => {
+                let count = range_count(sizes[i], range_size);
+                for index in runs.iter().flat_map(|r| r.indices()) {
+                    if u64::from(index) < count {
+                        let range = range_at(sizes[i], range_size, index);
+                        units.push(Unit::Range { file: i, range });
+                    }
+                }
             }
+            _ => units
+                .extend(ranges(sizes[i], range_size).map(|range| Unit::Range { file: i, range })),
         }
     }
     units.extend(batches);
@@ -280,6 +362,38 @@ mod tests {
         );
         assert_eq!(ranges(0, 10).count(), 1);
         assert_eq!(range_count(20, 10), 2);
+        // Never truncated: 2^52 bytes in 1-byte ranges.
+        assert_eq!(range_count(1 << 52, 1), 1 << 52);
+        assert_eq!(check_ranges(1 << 52, 1), Err(1 << 52));
+        assert_eq!(check_ranges(4 << 20, 4), Ok(1 << 20));
+        assert_eq!(check_ranges((4 << 20) + 1, 4), Err((1 << 20) + 1));
+    }
+
+    #[test]
+    fn runs_compress_consecutive_indices() {
+        let r = runs([0, 1, 2, 5, 7, 8]);
+        assert_eq!(
+            r,
+            vec![
+                RangeRun { first: 0, count: 3 },
+                RangeRun { first: 5, count: 1 },
+                RangeRun { first: 7, count: 2 }
+            ]
+        );
+        let back: Vec<u32> = r.iter().flat_map(|r| r.indices()).collect();
+        assert_eq!(back, vec![0, 1, 2, 5, 7, 8]);
+        assert!(r[2].contains(8) && !r[2].contains(9) && !r[0].contains(3));
+        assert!(runs([]).is_empty());
+    }
+
+    #[test]
+    fn range_sizes_for_uploads_are_powers_of_two_within_bounds() {
+        assert!(check_range_size(4 << 20).is_ok());
+        assert!(check_range_size(64 << 10).is_ok());
+        assert!(check_range_size(16 << 20).is_ok());
+        for bad in [0, 1, 4096, 100_000, 32 << 20, 3 << 20] {
+            assert!(check_range_size(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
@@ -325,7 +439,13 @@ mod tests {
                 Unit::Batch(vec![4, 5]),
             ]
         );
-        let resumed = plan(&[30], &[Need::Ranges(vec![2])], 10, 10, 2);
+        let resumed = plan(
+            &[30],
+            &[Need::Ranges(vec![RangeRun { first: 2, count: 1 }])],
+            10,
+            10,
+            2,
+        );
         assert_eq!(
             resumed,
             vec![Unit::Range {

@@ -39,6 +39,25 @@ pub struct Limits {
     pub max_pending_handshakes: usize,
     /// How long in-flight operations may run on after a shutdown starts. Default 5 s.
     pub shutdown_grace: Duration,
+    /// Most items in one `Get` or `Put`, entries in one `PutCheck` and paths in one `List`
+    /// selector. Default 4096 ([`DEFAULT_MAX_REQUEST_ITEMS`]; at most the protocol's
+    /// [`MAX_SEQ_LEN`]). Clients cut their requests to the default.
+    ///
+    /// [`DEFAULT_MAX_REQUEST_ITEMS`]: quicswarm_proto::limits::DEFAULT_MAX_REQUEST_ITEMS
+    /// [`MAX_SEQ_LEN`]: quicswarm_proto::limits::MAX_SEQ_LEN
+    pub max_request_items: usize,
+    /// Bytes one operation may hold in memory at once: its decoded request, file data read
+    /// ahead of the client (a `Get` reads as fast as the client takes it), the items of a
+    /// `Put` before they reach the disk. A request that needs more is refused with
+    /// `LimitExceeded`. Default 32 MiB (two of the largest ranges).
+    pub operation_budget: u64,
+    /// Bytes all operations of one connection may hold at once, drawn from the gateway's
+    /// budget; an operation waits for room (up to `stall_timeout`). Default 128 MiB. The
+    /// transport's own buffers come on top, bounded by its windows
+    /// ([`TransportTuning::receive_window`], [`TransportTuning::send_window`]).
+    pub connection_budget: u64,
+    /// Bytes all operations of the gateway may hold at once. Default 512 MiB.
+    pub gateway_budget: u64,
 }
 
 impl Default for Limits {
@@ -52,7 +71,29 @@ impl Default for Limits {
             stall_timeout: Some(Duration::from_secs(30)),
             max_pending_handshakes: 256,
             shutdown_grace: Duration::from_secs(5),
+            max_request_items: quicswarm_proto::limits::DEFAULT_MAX_REQUEST_ITEMS,
+            operation_budget: 32 << 20,
+            connection_budget: 128 << 20,
+            gateway_budget: 512 << 20,
         }
+    }
+}
+
+impl Limits {
+    /// The byte budget these limits describe.
+    pub(crate) fn budget(&self) -> crate::budget::Budget {
+        crate::budget::Budget::new(
+            self.gateway_budget,
+            self.connection_budget,
+            self.operation_budget,
+            self.stall_timeout,
+        )
+    }
+
+    /// `max_request_items`, within the protocol's maximum.
+    pub(crate) fn request_items(&self) -> usize {
+        self.max_request_items
+            .clamp(1, quicswarm_proto::limits::MAX_SEQ_LEN)
     }
 }
 

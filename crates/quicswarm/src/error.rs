@@ -130,6 +130,10 @@ pub enum CallError {
     /// A frame or item was over a limit (ours or the gateway's).
     #[error("too large: {0}")]
     TooLarge(String),
+    /// A count or size in the request (items, paths, ranges, a pattern's length) or in the
+    /// gateway's answer is over a limit; the message names it. Nothing was done for it.
+    #[error("limit exceeded: {0}")]
+    LimitExceeded(String),
     /// The gateway is shutting down.
     #[error("gateway shutting down")]
     ShuttingDown,
@@ -177,6 +181,7 @@ impl CallError {
             Self::Panicked(_) => ErrorCode::SubroutinePanicked,
             Self::PermissionDenied(_) => ErrorCode::PermissionDenied,
             Self::TooLarge(_) => ErrorCode::FrameTooLarge,
+            Self::LimitExceeded(_) => ErrorCode::LimitExceeded,
             Self::ShuttingDown => ErrorCode::ShuttingDown,
             Self::TooEarly => ErrorCode::TooEarly,
             Self::Cancelled(_) => ErrorCode::Cancelled,
@@ -208,6 +213,7 @@ impl From<ErrorReply> for CallError {
             ErrorCode::SubroutinePanicked => Self::Panicked(m),
             ErrorCode::PermissionDenied => Self::PermissionDenied(m),
             ErrorCode::FrameTooLarge => Self::TooLarge(m),
+            ErrorCode::LimitExceeded => Self::LimitExceeded(m),
             ErrorCode::ShuttingDown => Self::ShuttingDown,
             ErrorCode::TooEarly => Self::TooEarly,
             ErrorCode::Cancelled => Self::Cancelled(m),

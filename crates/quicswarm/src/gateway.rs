@@ -270,6 +270,7 @@ impl GatewayBuilder {
             pool: Arc::new(Semaphore::new(self.pool_size)),
             handshakes: Arc::new(Semaphore::new(self.limits.max_pending_handshakes.max(1))),
             pool_size: self.pool_size as u32,
+            budget: self.limits.budget(),
             limits: self.limits,
             stop_accepting: CancellationToken::new(),
             force_close: CancellationToken::new(),
@@ -328,6 +329,8 @@ pub(crate) struct Shared {
     /// One permit per handshake in progress (`Limits::max_pending_handshakes`).
     pub(crate) handshakes: Arc<Semaphore>,
     pub(crate) pool_size: u32,
+    /// What operations may hold in memory (`Limits::*_budget`).
+    pub(crate) budget: crate::budget::Budget,
     pub(crate) limits: Limits,
     /// Cancelled when shutdown starts: no new connections or operations.
     pub(crate) stop_accepting: CancellationToken,

@@ -15,6 +15,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::{
+    budget::{Charge, ConnectionBudget},
     files,
     gateway::Shared,
     io::{frame_into, varint, write_frame, write_frame_and_bytes, FrameReader},
@@ -31,6 +32,10 @@ const BATCH_FLUSH: usize = 64 * 1024;
 /// 40 Mbit/s link got 18 fps. Two keep the link busy; newer items still replace waiting ones.
 const LATEST_IN_FLIGHT: usize = 2;
 
+/// How long operations still running on a connection whose client closed its handler may
+/// finish before the gateway closes the connection.
+const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Per-connection state shared by its operation tasks.
 struct Pair {
     conn: Connection,
@@ -43,6 +48,8 @@ struct Pair {
     ops: TaskTracker,
     /// The client certificate's name (mutual TLS), `None` for an anonymous client.
     identity: Option<String>,
+    /// What this connection's operations may hold in memory.
+    budget: ConnectionBudget,
 }
 
 impl Pair {
@@ -144,6 +151,13 @@ async fn serve_pair(shared: Arc<Shared>, conn: Connection, remote: std::net::Soc
             }
         }
         pair.ops.close();
+        if pair.closing.is_cancelled() {
+            // CloseHandler: the client is done with this connection. Let its last replies be
+            // delivered (bounded), then close it: nothing more is accepted on it.
+            let _ = tokio::time::timeout(CLOSE_GRACE, pair.ops.wait()).await;
+            pair.conn
+                .close(ErrorCode::HandlerClosed.to_u32(), b"handler closed");
+        }
         // The slot is held until the connection is really gone (or released by CloseHandler).
         tokio::select! {
             _ = pair.conn.closed() => {}
@@ -255,6 +269,7 @@ async fn send_hello_reply(
         closing: CancellationToken::new(),
         ops: TaskTracker::new(),
         identity: peer_name(conn),
+        budget: shared.budget.connection(),
     });
     let welcome = HelloReply::Welcome(Welcome {
         handler_id: pair.id,
@@ -282,29 +297,33 @@ async fn operation(
     send.set_stall_timeout(shared.limits.stall_timeout);
     recv.set_stall_timeout(shared.limits.stall_timeout);
     let mut reader = FrameReader::new(recv, shared.limits.max_frame_len);
-    let request =
-        match tokio::time::timeout(shared.limits.request_header_timeout, reader.read_frame()).await
-        {
-            Ok(Ok(Some(request))) => request,
-            Ok(Ok(None)) => return,
-            Ok(Err(e)) => {
-                debug!("bad request frame: {e}");
-                let code = e.code();
-                reader.stop(code);
-                let _ = write_frame(
-                    &mut send,
-                    &Response::Error(ErrorReply::new(code, e.to_string())),
-                )
-                .await;
-                let _ = send.finish();
-                return;
-            }
-            Err(_) => {
-                reader.stop(ErrorCode::Timeout);
-                let _ = send.reset(varint(ErrorCode::Timeout));
-                return;
-            }
-        };
+    let (request, _request_charge) = match read_request(&shared, &pair, &mut reader).await {
+        Ok(Some(request)) => request,
+        Ok(None) => return,
+        Err(RequestError::Frame(e)) => {
+            debug!("bad request frame: {e}");
+            let code = e.code();
+            reader.stop(code);
+            let _ = write_frame(
+                &mut send,
+                &Response::Error(ErrorReply::new(code, e.to_string())),
+            )
+            .await;
+            let _ = send.finish();
+            return;
+        }
+        Err(RequestError::Refused(reply)) => {
+            reader.stop(reply.code);
+            let _ = write_frame(&mut send, &Response::Error(reply)).await;
+            let _ = send.finish();
+            return;
+        }
+        Err(RequestError::Timeout) => {
+            reader.stop(ErrorCode::Timeout);
+            let _ = send.reset(varint(ErrorCode::Timeout));
+            return;
+        }
+    };
     if reader.is_0rtt() {
         if replay_safe(&shared, &request) {
             shared.early_served.fetch_add(1, Ordering::Relaxed);
@@ -416,7 +435,7 @@ async fn operation(
             hash,
         } => {
             Box::pin(files::serve::list(
-                &shared.files,
+                serve_ctx(&shared, &pair),
                 &mut send,
                 root,
                 selector,
@@ -425,7 +444,13 @@ async fn operation(
             .await
         }
         Request::Get { root, items } => {
-            Box::pin(files::serve::get(&shared.files, &mut send, root, items)).await
+            Box::pin(files::serve::get(
+                serve_ctx(&shared, &pair),
+                &mut send,
+                root,
+                items,
+            ))
+            .await
         }
         Request::PutCheck {
             dest,
@@ -433,7 +458,7 @@ async fn operation(
             range_size,
         } => {
             Box::pin(files::serve::put_check(
-                &shared.files,
+                serve_ctx(&shared, &pair),
                 &mut send,
                 dest,
                 entries,
@@ -448,7 +473,7 @@ async fn operation(
         } => {
             let mut reader = reader;
             Box::pin(files::serve::put(
-                &shared.files,
+                serve_ctx(&shared, &pair),
                 &mut send,
                 &mut reader,
                 dest,
@@ -482,6 +507,62 @@ async fn operation(
         let _ = send.stopped().await;
     }
 }
+
+/// What a file operation of `pair` may use.
+fn serve_ctx<'a>(shared: &'a Shared, pair: &'a Pair) -> files::serve::Serve<'a> {
+    files::serve::Serve {
+        files: &shared.files,
+        budget: &pair.budget,
+        max_items: shared.limits.request_items(),
+    }
+}
+
+/// Why a request could not be read.
+enum RequestError {
+    Frame(crate::io::FrameError),
+    Refused(ErrorReply),
+    Timeout,
+}
+
+/// Reads an operation's request within the header timeout, its decoded size charged to the
+/// connection's budget before the body is read: the decoders cap every sequence
+/// ([`quicswarm_proto::limits`]), so a request decodes into at most its bytes plus
+/// [`DECODED_PER_ELEMENT`] per element.
+async fn read_request(
+    shared: &Shared,
+    pair: &Pair,
+    reader: &mut FrameReader,
+) -> Result<Option<(Request, Charge)>, RequestError> {
+    let timeout = shared.limits.request_header_timeout;
+    let deadline = tokio::time::Instant::now() + timeout;
+    let len = match tokio::time::timeout_at(deadline, reader.next_frame_len()).await {
+        Ok(Ok(Some(len))) => len as u64,
+        Ok(Ok(None)) => return Ok(None),
+        Ok(Err(e)) => return Err(RequestError::Frame(e)),
+        Err(_) => return Err(RequestError::Timeout),
+    };
+    let elements = len.min(quicswarm_proto::limits::MAX_SEQ_LEN as u64);
+    let decoded = len + elements * DECODED_PER_ELEMENT;
+    // Pings, calls and other small requests are bounded by the operations a client may run.
+    let bytes = if len <= SMALL_REQUEST { 0 } else { decoded };
+    let charge = pair
+        .budget
+        .charge("request", bytes)
+        .await
+        .map_err(RequestError::Refused)?;
+    match tokio::time::timeout_at(deadline, reader.read_frame()).await {
+        Ok(Ok(Some(request))) => Ok(Some((request, charge))),
+        Ok(Ok(None)) => Ok(None),
+        Ok(Err(e)) => Err(RequestError::Frame(e)),
+        Err(_) => Err(RequestError::Timeout),
+    }
+}
+
+/// The most memory one element of a request's sequences decodes into beyond its bytes (a
+/// `PutItem`: entry, range, hash and a path's `String`).
+const DECODED_PER_ELEMENT: u64 = 160;
+/// Requests up to this long are not charged.
+const SMALL_REQUEST: u64 = 1024;
 
 /// Checks `request` against the client's permissions. Done for every request, 0-RTT ones
 /// included, so an identity downgraded since its session ticket was issued gets no more than

@@ -114,6 +114,23 @@ impl FrameReader {
         Ok(got.is_some())
     }
 
+    /// The body length of the next frame, once its length prefix has arrived (checked against
+    /// the limit); `None` if the stream ended cleanly first. Nothing of the body is awaited.
+    pub(crate) async fn next_frame_len(&mut self) -> Result<Option<usize>, FrameError> {
+        loop {
+            if let Some((_, len)) = codec::frame_len(&self.buf, self.max_frame)? {
+                return Ok(Some(len));
+            }
+            if !self.fill().await? {
+                return if self.buf.is_empty() {
+                    Ok(None)
+                } else {
+                    Err(FrameError::Truncated)
+                };
+            }
+        }
+    }
+
     /// The next frame, or `None` if the stream ended cleanly between frames.
     pub(crate) async fn read_frame<T: DeserializeOwned>(
         &mut self,

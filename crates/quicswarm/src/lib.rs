@@ -88,6 +88,7 @@
 #![warn(missing_docs, missing_debug_implementations)]
 
 pub mod blocking;
+mod budget;
 mod client;
 mod config;
 mod controller;

@@ -23,8 +23,9 @@ use std::{
 
 use bytes::Bytes;
 use quicswarm_proto::{
+    limits::MAX_RANGES_PER_FILE,
     path,
-    transfer::{range_count, ByteRange, FileEntry, Hash, Need},
+    transfer::{check_ranges, runs, ByteRange, FileEntry, Hash, Need, RangeRun},
 };
 use serde::{Deserialize, Serialize};
 
@@ -113,13 +114,58 @@ pub(crate) struct WholeFile {
     pub(crate) hash: Hash,
 }
 
+/// What a `.qs-state` file records: the ranges of a part file received and verified, one
+/// bit each (at most 128 KiB for the most ranges a file may have).
 #[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
 struct PartState {
     size: u64,
     range_size: u64,
     hash: Hash,
-    done: Vec<bool>,
+    /// Bit `i % 8` of byte `i / 8` is set when range `i` is stored.
+    done: Vec<u8>,
 }
+
+impl PartState {
+    fn fresh(size: u64, range_size: u64, hash: Hash, count: usize) -> Self {
+        Self {
+            size,
+            range_size,
+            hash,
+            done: vec![0; count.div_ceil(8)],
+        }
+    }
+
+    /// Whether this state describes the same transfer.
+    fn fits(&self, other: &Self) -> bool {
+        self.size == other.size
+            && self.range_size == other.range_size
+            && self.hash == other.hash
+            && self.done.len() == other.done.len()
+    }
+
+    fn is_done(&self, index: usize) -> bool {
+        self.done
+            .get(index / 8)
+            .is_some_and(|b| b & (1 << (index % 8)) != 0)
+    }
+
+    fn set_done(&mut self, index: usize) {
+        if let Some(b) = self.done.get_mut(index / 8) {
+            *b |= 1 << (index % 8);
+        }
+    }
+
+    /// The ranges not stored yet, as runs.
+    fn missing(&self, count: usize) -> Vec<RangeRun> {
+        runs((0..count).filter(|&i| !self.is_done(i)).map(|i| i as u32))
+    }
+}
+
+/// A state file longer than this is not one of ours: 128 KiB of bits and a header.
+const MAX_STATE_LEN: u64 = (MAX_RANGES_PER_FILE / 8) + 1024;
+/// A resumed file whose missing ranges fall into more runs than this is sent whole again:
+/// the answer stays small whatever a state file holds.
+const MAX_RUNS_PER_FILE: usize = 4096;
 
 impl Destination {
     /// `root` is created if missing.
@@ -263,26 +309,16 @@ impl Destination {
         let Some(hash) = entry.hash else {
             return Ok(Need::Whole);
         };
+        let count = ranges_of(entry, range_size)?;
         let (part, state_path) = part_paths(&target, &hash);
-        let count = range_count(entry.size, range_size) as usize;
+        let fresh = PartState::fresh(entry.size, range_size, hash, count);
         let missing = match read_state(&state_path) {
-            Some(state)
-                if state.size == entry.size
-                    && state.range_size == range_size
-                    && state.hash == hash
-                    && state.done.len() == count
-                    && part.exists() =>
-            {
-                state
-                    .done
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, d)| !**d)
-                    .map(|(i, _)| i as u32)
-                    .collect()
-            }
-            _ => (0..count as u32).collect(),
+            Some(state) if state.fits(&fresh) && part.exists() => state.missing(count),
+            _ => return Ok(Need::Whole),
         };
+        if missing.len() > MAX_RUNS_PER_FILE {
+            return Ok(Need::Whole);
+        }
         Ok(Need::Ranges(missing))
     }
 
@@ -362,7 +398,7 @@ impl Destination {
             path: entry.path.clone(),
             detail: "a ranged file needs its whole-file hash".into(),
         })?;
-        let count = range_count(entry.size, range_size) as usize;
+        let count = ranges_of(entry, range_size)?;
         let expected_offset = u64::from(range.index) * range_size;
         let expected_len = range_size.min(entry.size.saturating_sub(expected_offset));
         if range.index as usize >= count
@@ -395,37 +431,28 @@ impl Destination {
         let lock = self.locks.get(&part);
         let _guard = lock.lock().unwrap_or_else(PoisonError::into_inner);
 
-        let fresh = PartState {
-            size: entry.size,
-            range_size,
-            hash: whole,
-            done: vec![false; count],
-        };
+        let fresh = PartState::fresh(entry.size, range_size, whole, count);
         let mut state = match read_state(&state_path) {
-            Some(s)
-                if s.size == fresh.size
-                    && s.range_size == range_size
-                    && s.hash == whole
-                    && s.done.len() == count
-                    && part.exists() =>
-            {
-                s
-            }
+            Some(s) if s.fits(&fresh) && part.exists() => s,
             _ => fresh,
         };
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .read(true)
+        let mut options = OpenOptions::new();
+        options.create(true).truncate(false).write(true).read(true);
+        // A symlink planted under the part file's name is not written through.
+        no_follow(&mut options);
+        let file = options
             .open(&part)
             .map_err(TransferError::io("opening", &part))?;
-        if file
+        let meta = file
             .metadata()
-            .map_err(TransferError::io("inspecting", &part))?
-            .len()
-            != entry.size
-        {
+            .map_err(TransferError::io("inspecting", &part))?;
+        if !meta.is_file() {
+            return Err(TransferError::Refused {
+                path: entry.path.clone(),
+                reason: format!("{} is not a regular file", part.display()),
+            });
+        }
+        if meta.len() != entry.size {
             file.set_len(entry.size)
                 .map_err(TransferError::io("sizing", &part))?;
         }
@@ -437,8 +464,8 @@ impl Destination {
         start_writeback(&file, range.offset, data.len() as u64);
         self.locks
             .verified(&part, count, range.index as usize, actual);
-        state.done[range.index as usize] = true;
-        if state.done.iter().all(|d| *d) {
+        state.set_done(range.index as usize);
+        if (0..count).all(|i| state.is_done(i)) {
             drop(file);
             // Every range checked by this process: merge their hashes. Otherwise (some came
             // from an earlier run) read the assembled file again.
@@ -516,8 +543,41 @@ fn part_paths(target: &Path, hash: &Hash) -> (PathBuf, PathBuf) {
     )
 }
 
+/// The number of ranges of `entry`, checked against the protocol's maximum.
+fn ranges_of(entry: &FileEntry, range_size: u64) -> Result<usize, TransferError> {
+    check_ranges(entry.size, range_size)
+        .map(|n| n as usize)
+        .map_err(|asked| TransferError::LimitExceeded {
+            limit: "ranges per file",
+            max: MAX_RANGES_PER_FILE,
+            asked,
+        })
+}
+
+/// Adds `O_NOFOLLOW`: opening a symlink fails instead of following it.
+fn no_follow(options: &mut OpenOptions) {
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(
+        options,
+        rustix::fs::OFlags::NOFOLLOW.bits() as i32,
+    );
+    #[cfg(not(unix))]
+    let _ = options;
+}
+
+/// A state file, if it is a regular file of a plausible size that decodes.
 fn read_state(path: &Path) -> Option<PartState> {
-    let bytes = fs::read(path).ok()?;
+    use std::io::Read as _;
+    let mut options = OpenOptions::new();
+    options.read(true);
+    no_follow(&mut options);
+    let file = options.open(path).ok()?;
+    let meta = file.metadata().ok()?;
+    if !meta.is_file() || meta.len() > MAX_STATE_LEN {
+        return None;
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_STATE_LEN).read_to_end(&mut bytes).ok()?;
     postcard::from_bytes(&bytes).ok()
 }
 
@@ -555,9 +615,11 @@ impl TempFile {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let pid = *PID.get_or_init(std::process::id);
         let path = dir.join(format!(".{name}.{pid}-{n}.qs-tmp"));
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
+        // Exclusive and not through a symlink: a name planted in the folder is never written.
+        let mut options = OpenOptions::new();
+        options.write(true).create_new(true);
+        no_follow(&mut options);
+        let file = options
             .open(&path)
             .map_err(TransferError::io("creating", &path))?;
         Ok((Self { path: Some(path) }, file))
@@ -715,7 +777,8 @@ fn set_metadata(file: &File, path: &Path, entry: &FileEntry) -> Result<(), Trans
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        file.set_permissions(fs::Permissions::from_mode(entry.mode & 0o7777))
+        // Permission bits only: a peer never gets a setuid, setgid or sticky file made.
+        file.set_permissions(fs::Permissions::from_mode(entry.mode & 0o777))
             .map_err(TransferError::io("setting mode of", path))?;
     }
     let mtime = filetime::FileTime::from_unix_time(entry.mtime.secs, entry.mtime.nanos);

@@ -30,6 +30,17 @@ pub enum TransferError {
     /// The glob or regex of a selection does not compile.
     #[error("bad selection: {0}")]
     BadSelector(String),
+    /// A count or size (of a request, a listing, a declared file) is over a limit: refused
+    /// before anything was allocated or planned for it.
+    #[error("{limit}: {asked} is over the limit of {max}")]
+    LimitExceeded {
+        /// Which limit, in words (`"get items"`, `"regex length"`, `"ranges per file"`).
+        limit: &'static str,
+        /// The limit.
+        max: u64,
+        /// What was asked or declared.
+        asked: u64,
+    },
     /// Received bytes do not match the sender's BLAKE3: nothing was stored under the name.
     #[error("integrity check failed for {path:?}: {detail}")]
     Integrity {
@@ -95,6 +106,15 @@ impl TransferError {
         }
     }
 
+    /// A [`LimitExceeded`](Self::LimitExceeded) error when `asked > max`.
+    pub(crate) fn check(limit: &'static str, asked: u64, max: u64) -> Result<(), Self> {
+        if asked > max {
+            Err(Self::LimitExceeded { limit, max, asked })
+        } else {
+            Ok(())
+        }
+    }
+
     pub(crate) fn unsafe_path(path: &str, reason: PathError) -> Self {
         Self::UnsafePath {
             path: path.to_string(),
@@ -107,6 +127,7 @@ impl TransferError {
         let code = match self {
             Self::UnsafePath { .. } | Self::Refused { .. } => ErrorCode::PermissionDenied,
             Self::BadSelector(_) => ErrorCode::BadArgs,
+            Self::LimitExceeded { .. } => ErrorCode::LimitExceeded,
             Self::Integrity { .. } => ErrorCode::Integrity,
             Self::DiskFull { .. } => ErrorCode::DiskFull,
             Self::Io {

@@ -49,11 +49,12 @@ use std::{
 
 use bytes::Bytes;
 pub use error::TransferError;
-pub use ops::Listing;
+pub use ops::{Listing, MAX_LISTING_ENTRIES};
+use quicswarm_proto::limits::{DEFAULT_MAX_REQUEST_ITEMS, MAX_RANGES_PER_FILE, MAX_RANGE_SIZE};
 use quicswarm_proto::path;
 use quicswarm_proto::transfer::{
-    is_ranged, plan, range_count, ByteRange, GetItem, PutItem, Unit, DEFAULT_BATCH_BYTES,
-    DEFAULT_BATCH_FILES, DEFAULT_RANGE_SIZE,
+    check_range_size, check_ranges, is_ranged, plan, range_count, ByteRange, GetItem, PutItem,
+    Unit, DEFAULT_BATCH_BYTES, DEFAULT_BATCH_FILES, DEFAULT_RANGE_SIZE,
 };
 pub use quicswarm_proto::transfer::{FileEntry, Mtime, Need, Selector};
 use tokio::sync::Notify;
@@ -96,7 +97,9 @@ pub type ProgressFn = Arc<dyn Fn(&Progress) + Send + Sync>;
 #[derive(Clone)]
 #[non_exhaustive]
 pub struct TransferOptions {
-    /// Files larger than this travel in ranges of this size. Default 4 MiB.
+    /// Files larger than this travel in ranges of this size. Default 4 MiB, at most 16 MiB
+    /// ([`MAX_RANGE_SIZE`](crate::proto::limits::MAX_RANGE_SIZE)); an upload's must be a
+    /// power of two from 64 KiB ([`check_range_size`](crate::proto::transfer::check_range_size)).
     pub range_size: u64,
     /// Most bytes in one batch of small files. Default 2 MiB.
     pub batch_bytes: u64,
@@ -238,6 +241,7 @@ impl Swarm {
         let destination =
             Destination::new(dest.as_ref().to_path_buf(), Arc::new(FileLocks::default()));
         let range_size = options.range_size.max(1);
+        TransferError::check("range size", range_size, MAX_RANGE_SIZE)?;
         self.fetch_hashes(root, &destination, &mut listing.entries, range_size)
             .await?;
         let entries = Arc::new(listing.entries);
@@ -262,6 +266,7 @@ impl Swarm {
                 })
             })
             .collect();
+        check_job_ranges(&entries, &needs, range_size)?;
         let mut job = Job::new(&entries, &needs, options, start);
         for (i, e) in refused {
             job.exclude(i, e);
@@ -314,19 +319,30 @@ impl Swarm {
         if !dest.is_empty() {
             path::validate(dest).map_err(|e| TransferError::unsafe_path(dest, e))?;
         }
+        let range_size = options.range_size;
+        check_range_size(range_size)
+            .map_err(|m| TransferError::Call(CallError::BadArgs(format!("upload options: {m}"))))?;
         let paths = paths.to_vec();
         // Pieces of big files hashed now, so that their ranges need no second hash.
         let pieces = Arc::new(PieceCache::default());
         let cache = pieces.clone();
         let (files, _skipped) = blocking(move || source::local_files(&paths, &cache)).await?;
         let (entries, locals): (Vec<FileEntry>, Vec<PathBuf>) = files.into_iter().unzip();
-        let range_size = options.range_size.max(1);
-        let needs = self
-            .first_ok(|c| {
-                let entries = &entries;
-                async move { c.put_check(dest, entries, range_size).await }
-            })
-            .await?;
+        for e in &entries {
+            check_ranges(e.size, range_size).map_err(|asked| TransferError::LimitExceeded {
+                limit: "ranges per file",
+                max: MAX_RANGES_PER_FILE,
+                asked,
+            })?;
+        }
+        let mut needs = Vec::with_capacity(entries.len());
+        for chunk in request_chunks(&entries, |e| e.path.len()) {
+            let answer = self
+                .first_ok(|c| async move { c.put_check(dest, chunk, range_size).await })
+                .await?;
+            needs.extend(answer);
+        }
+        check_job_ranges(&entries, &needs, range_size)?;
         let entries = Arc::new(entries);
         let job = Job::new(&entries, &needs, options, start);
         let ctx = UploadCtx {
@@ -355,12 +371,13 @@ impl Swarm {
         Fut: Future<Output = UnitEnd> + Send + 'static,
     {
         let rs = options.range_size.max(1);
+        // A batch is one request: within what a gateway takes by default.
         let units = plan(
             &job.sizes(),
             needs,
             rs,
-            options.batch_bytes,
-            options.batch_files,
+            options.batch_bytes.min(MAX_RANGE_SIZE),
+            options.batch_files.min(DEFAULT_MAX_REQUEST_ITEMS),
         );
         let (job, ctx) = (Arc::new(job), Arc::new(ctx));
         let for_units = job.clone();
@@ -392,24 +409,23 @@ impl Swarm {
             })
             .await?
         };
-        if wanted.is_empty() {
-            return Ok(());
+        let mut hashed = Vec::new();
+        // In requests the gateway takes: at most its default item count, about 512 KiB each.
+        for chunk in request_chunks(&wanted, String::len) {
+            let selector = Selector {
+                paths: chunk.to_vec(),
+                ..Selector::all()
+            };
+            let listing = self
+                .first_ok(|c| {
+                    let selector = &selector;
+                    async move { c.list_with(root, selector, true).await }
+                })
+                .await?;
+            hashed.extend(listing.entries);
         }
-        let selector = Selector {
-            paths: wanted,
-            ..Selector::all()
-        };
-        let hashed = self
-            .first_ok(|c| {
-                let selector = &selector;
-                async move { c.list_with(root, selector, true).await }
-            })
-            .await?;
-        let by_path: std::collections::HashMap<&str, &FileEntry> = hashed
-            .entries
-            .iter()
-            .map(|e| (e.path.as_str(), e))
-            .collect();
+        let by_path: std::collections::HashMap<&str, &FileEntry> =
+            hashed.iter().map(|e| (e.path.as_str(), e)).collect();
         for e in entries.iter_mut() {
             if let Some(h) = by_path.get(e.path.as_str()) {
                 // Take the newer facts too, should the file have changed in between.
@@ -438,6 +454,50 @@ impl Swarm {
             TransferError::from,
         ))
     }
+}
+
+/// Most ranges one job may plan (40 MB of plan; 4 TiB in 4 MiB ranges): a listing or an
+/// answer that needs more is refused before anything is planned.
+pub const MAX_JOB_RANGES: u64 = 1 << 20;
+
+/// Checks the ranges a job would plan against [`MAX_JOB_RANGES`].
+fn check_job_ranges(
+    entries: &[FileEntry],
+    needs: &[Need],
+    range_size: u64,
+) -> Result<(), TransferError> {
+    let mut total = 0u64;
+    for (e, need) in entries.iter().zip(needs) {
+        total = total.saturating_add(match need {
+            Need::Whole if is_ranged(e.size, range_size) => range_count(e.size, range_size),
+            Need::Ranges(runs) => runs.iter().map(|r| u64::from(r.count)).sum(),
+            _ => 0,
+        });
+    }
+    TransferError::check("ranges per job", total, MAX_JOB_RANGES)
+}
+
+/// Bytes of the names in one request that a client cuts its requests to.
+const REQUEST_NAME_BYTES: usize = 512 * 1024;
+
+/// `items` cut into requests of at most the gateway's default item count and about
+/// [`REQUEST_NAME_BYTES`] of names each.
+fn request_chunks<T>(items: &[T], name_len: impl Fn(&T) -> usize) -> Vec<&[T]> {
+    let mut chunks = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, item) in items.iter().enumerate() {
+        let len = name_len(item) + 64;
+        if i > start && (i - start >= DEFAULT_MAX_REQUEST_ITEMS || bytes + len > REQUEST_NAME_BYTES)
+        {
+            chunks.push(&items[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes += len;
+    }
+    if start < items.len() {
+        chunks.push(&items[start..]);
+    }
+    chunks
 }
 
 pub(crate) async fn blocking<T: Send + 'static>(
@@ -517,11 +577,12 @@ impl Job {
                 }
                 Need::Ranges(missing) => {
                     job.files_total += 1;
-                    job.bytes_total += missing
-                        .iter()
-                        .map(|&r| rs.min(e.size.saturating_sub(u64::from(r) * rs)))
+                    let indices = missing.iter().flat_map(|r| r.indices());
+                    job.bytes_total += indices
+                        .clone()
+                        .map(|r| rs.min(e.size.saturating_sub(u64::from(r) * rs)))
                         .sum::<u64>();
-                    ranges_left.insert(i, missing.len());
+                    ranges_left.insert(i, indices.count());
                 }
             }
         }

@@ -2,12 +2,18 @@
 
 use bytes::Bytes;
 use quicswarm_proto::{
-    transfer::{FileEntry, FileFrame, GetItem, Hash, ListFrame, Mtime, Need, PutItem, Selector},
+    transfer::{
+        range_count, FileEntry, FileFrame, GetItem, Hash, ListFrame, Mtime, Need, PutItem, Selector,
+    },
     ErrorCode, ErrorReply, Request, Response,
 };
 
 use super::serve::MAX_PIECE;
 use crate::{io::varint, CallError, Client};
+
+/// Most entries a client accepts in one listing (about 150 MB of them): a gateway that sends
+/// more gets a [`CallError::LimitExceeded`].
+pub const MAX_LISTING_ENTRIES: usize = 1 << 20;
 
 /// The answer to [`Client::list`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -60,9 +66,21 @@ impl Client {
             let mut listing = Listing::default();
             loop {
                 match reader.expect_frame::<ListFrame>().await? {
-                    ListFrame::Entries(mut entries) => listing.entries.append(&mut entries),
+                    ListFrame::Entries(mut entries) => {
+                        // A gateway that never ends its listing must not grow us without bound.
+                        if listing.entries.len() + entries.len() > MAX_LISTING_ENTRIES {
+                            reader.stop(ErrorCode::LimitExceeded);
+                            return Err(CallError::LimitExceeded(format!(
+                                "listing: more than {MAX_LISTING_ENTRIES} entries"
+                            )));
+                        }
+                        listing.entries.append(&mut entries);
+                    }
                     ListFrame::End { skipped } => {
                         listing.skipped = skipped;
+                        // Gateways send folder by folder; callers get one sorted list.
+                        listing.entries.sort_by(|a, b| a.path.cmp(&b.path));
+                        listing.entries.dedup_by(|a, b| a.path == b.path);
                         return Ok(listing);
                     }
                     ListFrame::Error(reply) => return Err(reply.into()),
@@ -145,7 +163,25 @@ impl Client {
             let (mut send, mut reader) = self.open(&request).await?;
             let _ = send.finish();
             match Self::response(&mut reader).await? {
-                Response::Needs(needs) if needs.len() == entries.len() => Ok(needs),
+                Response::Needs(needs) if needs.len() == entries.len() => {
+                    // A gateway's answer is planned from: every run must fit its file.
+                    for (need, entry) in needs.iter().zip(entries) {
+                        if let Need::Ranges(runs) = need {
+                            let count = range_count(entry.size, range_size);
+                            let fits = runs
+                                .iter()
+                                .all(|r| u64::from(r.first) + u64::from(r.count) <= count);
+                            let total: u64 = runs.iter().map(|r| u64::from(r.count)).sum();
+                            if !fits || total > count {
+                                return Err(CallError::Protocol(format!(
+                                    "needs of {:?} name ranges the file does not have",
+                                    entry.path
+                                )));
+                            }
+                        }
+                    }
+                    Ok(needs)
+                }
                 other => Err(CallError::Protocol(format!(
                     "expected Needs, got {other:?}"
                 ))),

@@ -5,8 +5,12 @@ use std::{collections::BTreeMap, path::PathBuf, sync::Arc};
 use crate::transport::SendStream;
 use bytes::Bytes;
 use quicswarm_proto::{
+    limits::MAX_RANGES_PER_FILE,
     path,
-    transfer::{FileEntry, FileFrame, GetItem, ListFrame, Need, PutItem, Selector, LIST_CHUNK},
+    transfer::{
+        check_range_size, check_ranges, FileEntry, FileFrame, GetItem, ListFrame, Need, PutItem,
+        Selector, LIST_CHUNK,
+    },
     ErrorCode, ErrorReply, Response,
 };
 
@@ -15,17 +19,31 @@ use super::{
     dest::{Destination, FileLocks, WholeFile},
     source,
     tree::PieceCache,
+    TransferError,
 };
+use crate::budget::ConnectionBudget;
 use crate::io::{frame, frame_into, write_frame, FrameReader};
 
-/// Most items in one `Get` or `Put` request.
-pub(crate) const MAX_ITEMS: usize = 4096;
 /// Largest whole file or range sent in one piece.
-pub(crate) const MAX_PIECE: u64 = 64 * 1024 * 1024;
-/// Most bytes in one `Put` request.
-pub(crate) const MAX_PUT_BYTES: u64 = 64 * 1024 * 1024;
+pub(crate) const MAX_PIECE: u64 = quicswarm_proto::limits::MAX_RANGE_SIZE;
 /// Items read per blocking call when serving a `Get`.
 const READ_GROUP: usize = 64;
+/// Bytes read ahead per blocking call when serving a `Get` of small files: the client takes
+/// them before more is read (a bigger item is read alone, charged at its own size).
+const READ_AHEAD: u64 = 4 << 20;
+/// Bytes of a listing frame, at most (estimated from its paths).
+const LIST_FRAME_BYTES: usize = 1 << 20;
+/// Per-entry bytes of a listing frame beyond its path.
+const ENTRY_BYTES: usize = 64;
+
+/// What one operation may use: the files, its connection's budget, the item limit.
+#[derive(Clone, Copy)]
+pub(crate) struct Serve<'a> {
+    pub(crate) files: &'a FileConfig,
+    pub(crate) budget: &'a ConnectionBudget,
+    /// `Limits::max_request_items`.
+    pub(crate) max_items: usize,
+}
 
 /// What a gateway serves and accepts.
 #[derive(Debug, Clone, Default)]
@@ -82,21 +100,25 @@ impl FileConfig {
     }
 }
 
+/// A `LimitExceeded` reply unless `asked <= max`.
+fn check(limit: &'static str, asked: usize, max: usize) -> Result<(), Response> {
+    TransferError::check(limit, asked as u64, max as u64).map_err(|e| Response::Error(e.to_reply()))
+}
+
 pub(crate) async fn list(
-    files: &FileConfig,
+    ctx: Serve<'_>,
     send: &mut SendStream,
     root: String,
     selector: Selector,
     hash: bool,
 ) -> Reply {
-    let dir = match files.root(&root) {
+    let dir = match ctx.files.root(&root) {
         Ok(dir) => dir,
         Err(reply) => return write_frame(send, &reply).await.map_err(drop),
     };
-    let pieces = hash.then(|| files.pieces.clone());
-    let listing = blocking(move || source::list(&dir, &selector, pieces.as_deref())).await;
-    let (entries, skipped) = match listing {
-        Ok(v) => v,
+    let max = ctx.max_items;
+    let plan = match blocking(move || source::plan_list(&dir, &selector, max)).await {
+        Ok(plan) => plan,
         Err(e) => {
             return write_frame(send, &Response::Error(e.to_reply()))
                 .await
@@ -104,54 +126,105 @@ pub(crate) async fn list(
         }
     };
     write_frame(send, &Response::Accepted).await.map_err(drop)?;
-    for chunk in entries.chunks(LIST_CHUNK) {
-        write_frame(send, &ListFrame::Entries(chunk.to_vec()))
-            .await
-            .map_err(drop)?;
+    // The walk runs on a blocking thread and hands over one frame at a time: it waits while
+    // the client reads, and stops when the client is gone (the receiver is dropped).
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<ListFrame>(1);
+    let pieces = hash.then(|| ctx.files.pieces.clone());
+    tokio::task::spawn_blocking(move || {
+        let mut chunk = Vec::new();
+        let mut bytes = 0;
+        let walked = source::walk(plan, pieces.as_deref(), &mut |entry| {
+            bytes += entry.path.len() + ENTRY_BYTES;
+            chunk.push(entry);
+            if chunk.len() < LIST_CHUNK && bytes < LIST_FRAME_BYTES {
+                return true;
+            }
+            bytes = 0;
+            tx.blocking_send(ListFrame::Entries(std::mem::take(&mut chunk)))
+                .is_ok()
+        });
+        let last = match walked {
+            Ok(skipped) => {
+                if !chunk.is_empty() && tx.blocking_send(ListFrame::Entries(chunk)).is_err() {
+                    return;
+                }
+                ListFrame::End { skipped }
+            }
+            Err(e) => ListFrame::Error(e.to_reply()),
+        };
+        let _ = tx.blocking_send(last);
+    });
+    while let Some(frame) = rx.recv().await {
+        write_frame(send, &frame).await.map_err(drop)?;
     }
-    write_frame(send, &ListFrame::End { skipped })
-        .await
-        .map_err(drop)
+    Ok(())
 }
 
 pub(crate) async fn get(
-    files: &FileConfig,
+    ctx: Serve<'_>,
     send: &mut SendStream,
     root: String,
     items: Vec<GetItem>,
 ) -> Reply {
-    let dir = match files.root(&root) {
+    let dir = match ctx.files.root(&root) {
         Ok(dir) => dir,
         Err(reply) => return write_frame(send, &reply).await.map_err(drop),
     };
-    if items.len() > MAX_ITEMS {
-        let reply = error(
-            ErrorCode::FrameTooLarge,
-            format!("at most {MAX_ITEMS} items per request"),
-        );
+    if let Err(reply) = check("get items", items.len(), ctx.max_items) {
         return write_frame(send, &reply).await.map_err(drop);
     }
     write_frame(send, &Response::Accepted).await.map_err(drop)?;
-    let mut index = 0u32;
-    let mut items = items.into_iter().peekable();
-    while items.peek().is_some() {
-        let group: Vec<GetItem> = items.by_ref().take(READ_GROUP).collect();
-        let (dir, pieces) = (dir.clone(), files.pieces.clone());
-        let reads = tokio::task::spawn_blocking(move || {
-            let root = source::Root::new(dir);
-            group
-                .iter()
-                .map(|item| source::read(&root, &item.path, item.range, MAX_PIECE, &pieces))
-                .collect::<Vec<_>>()
+    let per_op = ctx.budget.per_operation();
+    let items = Arc::new(items);
+    let root = Arc::new(source::Root::new(dir));
+    let mut next = 0usize;
+    let mut allowance = READ_AHEAD.min(per_op);
+    while next < items.len() {
+        // Read only what the budget holds now; the next group is read once this one has been
+        // handed to the transport, i.e. as fast as the client takes it.
+        let charge = match ctx.budget.charge("get read-ahead", allowance).await {
+            Ok(charge) => charge,
+            Err(reply) => {
+                let _ = send.reset(crate::io::varint(reply.code));
+                return Err(());
+            }
+        };
+        let (items2, root2, pieces) = (items.clone(), root.clone(), ctx.files.pieces.clone());
+        let group = tokio::task::spawn_blocking(move || {
+            read_group(&root2, &items2[next..], allowance, &pieces)
         })
         .await
         .map_err(drop)?;
-        for read in reads {
+        let index = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        if group.reads.is_empty() {
+            // The next item alone is larger than the allowance: charge it at its size.
+            drop(charge);
+            if group.larger > per_op {
+                let error = ErrorReply::new(
+                    ErrorCode::LimitExceeded,
+                    format!(
+                        "get piece: {} bytes is over the operation budget of {per_op} bytes",
+                        group.larger
+                    ),
+                );
+                let frame = FileFrame::Failed {
+                    index: index(next),
+                    error,
+                };
+                write_frame(send, &frame).await.map_err(drop)?;
+                next += 1;
+            } else {
+                allowance = group.larger;
+            }
+            continue;
+        }
+        allowance = READ_AHEAD.min(per_op);
+        for read in group.reads {
             match read {
                 Ok(read) => {
                     let e = &read.entry;
                     let header = FileFrame::Data {
-                        index,
+                        index: index(next),
                         len: read.data.len() as u64,
                         size: e.size,
                         mtime: e.mtime,
@@ -165,33 +238,88 @@ pub(crate) async fn get(
                 }
                 Err(e) => {
                     let frame = FileFrame::Failed {
-                        index,
+                        index: index(next),
                         error: e.to_reply(),
                     };
                     write_frame(send, &frame).await.map_err(drop)?;
                 }
             }
-            index += 1;
+            next += 1;
         }
+        drop(charge);
     }
     write_frame(send, &FileFrame::End).await.map_err(drop)
 }
 
+/// Items read by one blocking call.
+struct Group {
+    reads: Vec<Result<source::Read, TransferError>>,
+    /// With no reads: the size of the next item, larger than the allowance.
+    larger: u64,
+}
+
+/// Reads the first items of `items`, up to [`READ_GROUP`] of them and `allowance` bytes.
+fn read_group(
+    root: &source::Root,
+    items: &[GetItem],
+    allowance: u64,
+    pieces: &PieceCache,
+) -> Group {
+    let mut reads = Vec::new();
+    let mut used = 0u64;
+    for item in items.iter().take(READ_GROUP) {
+        match source::open(root, &item.path, item.range, MAX_PIECE) {
+            Err(e) => reads.push(Err(e)),
+            Ok(opened) if used + opened.len > allowance => {
+                if reads.is_empty() {
+                    return Group {
+                        reads,
+                        larger: opened.len,
+                    };
+                }
+                break;
+            }
+            Ok(opened) => {
+                used += opened.len;
+                reads.push(source::read_opened(opened, pieces));
+            }
+        }
+    }
+    Group { reads, larger: 0 }
+}
+
 pub(crate) async fn put_check(
-    files: &FileConfig,
+    ctx: Serve<'_>,
     send: &mut SendStream,
     dest: String,
     entries: Vec<FileEntry>,
     range_size: u64,
 ) -> Reply {
-    let dest = match files.upload_dest(&dest) {
+    let dest = match ctx.files.upload_dest(&dest) {
         Ok(d) => d,
         Err(reply) => return write_frame(send, &reply).await.map_err(drop),
     };
+    if let Err(reply) = check("put-check entries", entries.len(), ctx.max_items)
+        .and_then(|()| check_upload(&entries, range_size))
+    {
+        return write_frame(send, &reply).await.map_err(drop);
+    }
     let needs = blocking(move || {
+        let mut runs_left = MAX_RUNS_PER_ANSWER;
         entries
             .iter()
-            .map(|e| dest.need(e, range_size))
+            .map(|e| {
+                let need = dest.need(e, range_size)?;
+                // Bounded answer: past its share of runs, a file is sent whole again.
+                Ok(match need {
+                    Need::Ranges(runs) if runs.len() > runs_left => Need::Whole,
+                    Need::Ranges(runs) => {
+                        runs_left -= runs.len();
+                        Need::Ranges(runs)
+                    }
+                    other => other,
+                })
+            })
             .collect::<Result<Vec<Need>, _>>()
     })
     .await;
@@ -202,38 +330,106 @@ pub(crate) async fn put_check(
     write_frame(send, &reply).await.map_err(drop)
 }
 
+/// Most runs of missing ranges in one `Needs` answer (a few hundred KiB).
+const MAX_RUNS_PER_ANSWER: usize = 65_536;
+
+/// The declared sizes of an upload, checked before anything is planned or allocated for
+/// them: a valid range size, no file cut into more ranges than the protocol allows, no path
+/// twice (each would be hashed again).
+fn check_upload(entries: &[FileEntry], range_size: u64) -> Result<(), Response> {
+    let bad_args = |m: String| Response::Error(ErrorReply::new(ErrorCode::BadArgs, m));
+    check_range_size(range_size).map_err(bad_args)?;
+    for e in entries {
+        if let Err(count) = check_ranges(e.size, range_size) {
+            let error = TransferError::LimitExceeded {
+                limit: "ranges per file",
+                max: MAX_RANGES_PER_FILE,
+                asked: count,
+            };
+            return Err(Response::Error(ErrorReply::new(
+                ErrorCode::LimitExceeded,
+                format!("{:?}: {error}", e.path),
+            )));
+        }
+    }
+    let mut paths: Vec<&str> = entries.iter().map(|e| e.path.as_str()).collect();
+    paths.sort_unstable();
+    if let Some(w) = paths.windows(2).find(|w| w[0] == w[1]) {
+        return Err(bad_args(format!("{:?} is named twice", w[0])));
+    }
+    Ok(())
+}
+
 pub(crate) async fn put(
-    files: &FileConfig,
+    ctx: Serve<'_>,
     send: &mut SendStream,
     reader: &mut FrameReader,
     dest: String,
     items: Vec<PutItem>,
     range_size: u64,
 ) -> Reply {
-    let dest = match files.upload_dest(&dest) {
+    let dest = match ctx.files.upload_dest(&dest) {
         Ok(d) => d,
         Err(reply) => {
             reader.stop(ErrorCode::PermissionDenied);
             return write_frame(send, &reply).await.map_err(drop);
         }
     };
-    let total: u64 = items
-        .iter()
-        .map(|i| i.range.map_or(i.entry.size, |r| r.len))
-        .sum();
-    if items.len() > MAX_ITEMS
-        || total > MAX_PUT_BYTES
-        || items
+    let len_of = |i: &PutItem| i.range.map_or(i.entry.size, |r| r.len);
+    let total = items.iter().map(len_of).fold(0u64, u64::saturating_add);
+    let checked = check("put items", items.len(), ctx.max_items).and_then(|()| {
+        if let Some(big) = items.iter().find(|i| len_of(i) > MAX_PIECE) {
+            let error = TransferError::LimitExceeded {
+                limit: "put piece bytes",
+                max: MAX_PIECE,
+                asked: len_of(big),
+            };
+            return Err(Response::Error(error.to_reply()));
+        }
+        let ranged: Vec<FileEntry> = items
             .iter()
-            .any(|i| i.range.map_or(i.entry.size, |r| r.len) > MAX_PIECE)
-    {
-        reader.stop(ErrorCode::FrameTooLarge);
-        let reply = error(
-            ErrorCode::FrameTooLarge,
-            format!("at most {MAX_ITEMS} items and {MAX_PUT_BYTES} bytes per request"),
-        );
-        return write_frame(send, &reply).await.map_err(drop);
-    }
+            .filter(|i| i.range.is_some())
+            .map(|i| i.entry.clone())
+            .collect();
+        if ranged.is_empty() {
+            return Ok(());
+        }
+        check_range_size(range_size)
+            .map_err(|m| Response::Error(ErrorReply::new(ErrorCode::BadArgs, m)))?;
+        ranged
+            .iter()
+            .try_for_each(|e| match check_ranges(e.size, range_size) {
+                Ok(_) => Ok(()),
+                Err(count) => Err(Response::Error(
+                    TransferError::LimitExceeded {
+                        limit: "ranges per file",
+                        max: MAX_RANGES_PER_FILE,
+                        asked: count,
+                    }
+                    .to_reply(),
+                )),
+            })
+    });
+    // The bytes are held until written: charged before any is read.
+    let charge = match checked {
+        Ok(()) => ctx
+            .budget
+            .charge("put bytes", total)
+            .await
+            .map_err(Response::Error),
+        Err(reply) => Err(reply),
+    };
+    let _charge = match charge {
+        Ok(charge) => charge,
+        Err(reply) => {
+            let code = match &reply {
+                Response::Error(e) => e.code,
+                _ => ErrorCode::LimitExceeded,
+            };
+            reader.stop(code);
+            return write_frame(send, &reply).await.map_err(drop);
+        }
+    };
     let mut results: Vec<Option<ErrorReply>> = vec![None; items.len()];
     let mut whole = Vec::new();
     for (i, item) in items.into_iter().enumerate() {
