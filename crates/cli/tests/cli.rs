@@ -1,91 +1,14 @@
 //! The `quicswarm` binary end to end: a gateway process and client commands with `--json`.
 
+mod common;
+
 use std::{
-    io::{BufRead, BufReader},
     path::Path,
-    process::{Child, Command, Output, Stdio},
-    sync::mpsc,
-    time::Duration,
+    process::{Command, Output},
 };
 
+use common::{GatewayProcess, BIN};
 use serde_json::Value;
-
-const BIN: &str = env!("CARGO_BIN_EXE_quicswarm");
-
-/// A gateway child process, killed on drop.
-struct GatewayProcess {
-    child: Option<Child>,
-    addr: String,
-    fingerprint: String,
-}
-
-impl GatewayProcess {
-    fn start(cert_dir: &Path, extra: &[&str]) -> Self {
-        let mut child = Command::new(BIN)
-            .args([
-                "gateway",
-                "--listen",
-                "127.0.0.1:0",
-                "--pool",
-                "2",
-                "--demo",
-                "--cert-dir",
-            ])
-            .arg(cert_dir)
-            .args(extra)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start gateway");
-        let stderr = child.stderr.take().expect("piped stderr");
-        let (tx, rx) = mpsc::channel();
-        // Keep draining stderr so the gateway never blocks on a full pipe.
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let (mut addr, mut fingerprint) = (None, None);
-        while addr.is_none() || fingerprint.is_none() {
-            let line = rx
-                .recv_timeout(Duration::from_secs(30))
-                .expect("gateway printed its address");
-            if let Some(rest) = line.strip_prefix("quicswarm gateway on ") {
-                addr = rest.split_whitespace().next().map(str::to_string);
-            }
-            if let Some(rest) = line.strip_prefix("certificate fingerprint ") {
-                fingerprint = Some(rest.trim().to_string());
-            }
-        }
-        Self {
-            child: Some(child),
-            addr: addr.unwrap_or_default(),
-            fingerprint: fingerprint.unwrap_or_default(),
-        }
-    }
-
-    /// Waits (bounded) for the process to exit by itself.
-    fn wait_exit(&mut self) -> bool {
-        let Some(mut child) = self.child.take() else {
-            return true;
-        };
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let _ = tx.send(child.wait());
-        });
-        matches!(rx.recv_timeout(Duration::from_secs(20)), Ok(Ok(_)))
-    }
-}
-
-impl Drop for GatewayProcess {
-    fn drop(&mut self) {
-        if let Some(child) = self.child.as_mut() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
 
 fn client(args: &[&str], known: &Path) -> Output {
     Command::new(BIN)

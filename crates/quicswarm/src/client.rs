@@ -217,6 +217,11 @@ impl Client {
         &self.inner.conn
     }
 
+    /// The controller configuration this client was made with.
+    pub(crate) fn config(&self) -> &ControllerConfig {
+        &self.inner.config
+    }
+
     pub(crate) async fn timed<T>(
         &self,
         fut: impl Future<Output = Result<T, CallError>>,

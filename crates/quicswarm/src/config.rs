@@ -53,10 +53,14 @@ pub struct Limits {
     pub operation_budget: u64,
     /// Bytes all operations of one connection may hold at once, drawn from the gateway's
     /// budget; an operation waits for room (up to `stall_timeout`). Default 128 MiB. The
-    /// transport's own buffers come on top, bounded by its windows
-    /// ([`TransportTuning::receive_window`], [`TransportTuning::send_window`]).
+    /// transport's own buffers come on top: a gateway caps its connections' send and receive
+    /// windows ([`TransportTuning::send_window`], [`TransportTuning::receive_window`]) at an
+    /// eighth of this each (16 MiB by default).
+    ///
+    /// A gateway's memory for its clients is thus at most `gateway_budget` plus, per handler,
+    /// a quarter of `connection_budget` (256 + 5 × 32 MiB with the defaults).
     pub connection_budget: u64,
-    /// Bytes all operations of the gateway may hold at once. Default 512 MiB.
+    /// Bytes all operations of the gateway may hold at once. Default 256 MiB.
     pub gateway_budget: u64,
 }
 
@@ -74,7 +78,7 @@ impl Default for Limits {
             max_request_items: quicswarm_proto::limits::DEFAULT_MAX_REQUEST_ITEMS,
             operation_budget: 32 << 20,
             connection_budget: 128 << 20,
-            gateway_budget: 512 << 20,
+            gateway_budget: 256 << 20,
         }
     }
 }

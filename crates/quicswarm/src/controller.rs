@@ -46,6 +46,10 @@ pub struct ControllerConfig {
     pub socket_wrapper: Option<SocketWrapper>,
     /// Client certificate and key, for gateways that require mutual TLS. Default none.
     pub identity: Option<Identity>,
+    /// Most entries accepted in one listing (a download's plan starts from one): a gateway
+    /// that lists more gets [`CallError::LimitExceeded`](crate::CallError::LimitExceeded).
+    /// Default 262,144, about 40 MB of entries in memory.
+    pub max_listing_entries: usize,
 }
 
 impl Default for ControllerConfig {
@@ -60,6 +64,7 @@ impl Default for ControllerConfig {
             max_frame_len: quicswarm_proto::DEFAULT_MAX_FRAME_LEN,
             socket_wrapper: None,
             identity: None,
+            max_listing_entries: 1 << 18,
         }
     }
 }

@@ -234,11 +234,15 @@ impl GatewayBuilder {
             .transport
             .keep_alive
             .min(self.transport.idle_timeout / 3);
-        server.transport_config(self.transport.quinn(
-            keep_alive,
-            self.limits.max_concurrent_ops,
-            0,
-        ));
+        // What the transport buffers per connection counts against the connection's memory
+        // too: its windows are capped at an eighth of the connection budget each.
+        let mut tuning = self.transport.clone();
+        let cap = self.limits.connection_budget / 8;
+        tuning.send_window = tuning.send_window.min(cap);
+        tuning.receive_window = tuning
+            .receive_window
+            .min(u32::try_from(cap).unwrap_or(u32::MAX));
+        server.transport_config(tuning.quinn(keep_alive, self.limits.max_concurrent_ops, 0));
         let bind_err = |source| GatewayError::Bind {
             addr: self.listen,
             source,

@@ -49,7 +49,7 @@ use std::{
 
 use bytes::Bytes;
 pub use error::TransferError;
-pub use ops::{Listing, MAX_LISTING_ENTRIES};
+pub use ops::Listing;
 use quicswarm_proto::limits::{DEFAULT_MAX_REQUEST_ITEMS, MAX_RANGES_PER_FILE, MAX_RANGE_SIZE};
 use quicswarm_proto::path;
 use quicswarm_proto::transfer::{

@@ -11,10 +11,6 @@ use quicswarm_proto::{
 use super::serve::MAX_PIECE;
 use crate::{io::varint, CallError, Client};
 
-/// Most entries a client accepts in one listing (about 150 MB of them): a gateway that sends
-/// more gets a [`CallError::LimitExceeded`].
-pub const MAX_LISTING_ENTRIES: usize = 1 << 20;
-
 /// The answer to [`Client::list`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Listing {
@@ -64,14 +60,15 @@ impl Client {
             let _ = send.finish();
             expect_accepted(Self::response(&mut reader).await?)?;
             let mut listing = Listing::default();
+            let max = self.config().max_listing_entries;
             loop {
                 match reader.expect_frame::<ListFrame>().await? {
                     ListFrame::Entries(mut entries) => {
                         // A gateway that never ends its listing must not grow us without bound.
-                        if listing.entries.len() + entries.len() > MAX_LISTING_ENTRIES {
+                        if listing.entries.len() + entries.len() > max {
                             reader.stop(ErrorCode::LimitExceeded);
                             return Err(CallError::LimitExceeded(format!(
-                                "listing: more than {MAX_LISTING_ENTRIES} entries"
+                                "listing: more than {max} entries (ControllerConfig::max_listing_entries)"
                             )));
                         }
                         listing.entries.append(&mut entries);

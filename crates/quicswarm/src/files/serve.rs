@@ -23,6 +23,7 @@ use super::{
 };
 use crate::budget::ConnectionBudget;
 use crate::io::{frame, frame_into, write_frame, FrameReader};
+use tracing::debug;
 
 /// Largest whole file or range sent in one piece.
 pub(crate) const MAX_PIECE: u64 = quicswarm_proto::limits::MAX_RANGE_SIZE;
@@ -174,11 +175,10 @@ pub(crate) async fn get(
         return write_frame(send, &reply).await.map_err(drop);
     }
     write_frame(send, &Response::Accepted).await.map_err(drop)?;
-    let per_op = ctx.budget.per_operation();
     let items = Arc::new(items);
     let root = Arc::new(source::Root::new(dir));
     let mut next = 0usize;
-    let mut allowance = READ_AHEAD.min(per_op);
+    let allowance = READ_AHEAD.min(ctx.budget.per_operation());
     while next < items.len() {
         // Read only what the budget holds now; the next group is read once this one has been
         // handed to the transport, i.e. as fast as the client takes it.
@@ -196,29 +196,13 @@ pub(crate) async fn get(
         .await
         .map_err(drop)?;
         let index = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
-        if group.reads.is_empty() {
-            // The next item alone is larger than the allowance: charge it at its size.
+        if let Some(large) = group.large {
+            // The next item alone is larger than the allowance: sent chunk by chunk.
             drop(charge);
-            if group.larger > per_op {
-                let error = ErrorReply::new(
-                    ErrorCode::LimitExceeded,
-                    format!(
-                        "get piece: {} bytes is over the operation budget of {per_op} bytes",
-                        group.larger
-                    ),
-                );
-                let frame = FileFrame::Failed {
-                    index: index(next),
-                    error,
-                };
-                write_frame(send, &frame).await.map_err(drop)?;
-                next += 1;
-            } else {
-                allowance = group.larger;
-            }
+            send_streamed(ctx, send, large, index(next)).await?;
+            next += 1;
             continue;
         }
-        allowance = READ_AHEAD.min(per_op);
         for read in group.reads {
             match read {
                 Ok(read) => {
@@ -251,11 +235,65 @@ pub(crate) async fn get(
     write_frame(send, &FileFrame::End).await.map_err(drop)
 }
 
+/// Sends one item larger than an operation reads ahead, a chunk at a time: each chunk is
+/// read (and charged) only when the one before is on its way.
+async fn send_streamed(
+    ctx: Serve<'_>,
+    send: &mut SendStream,
+    large: source::Streamed,
+    index: u32,
+) -> Reply {
+    let (entry, len) = large.header();
+    let header = FileFrame::Data {
+        index,
+        len,
+        size: entry.size,
+        mtime: entry.mtime,
+        mode: entry.mode,
+    };
+    write_frame(send, &header).await.map_err(drop)?;
+    let chunk = READ_AHEAD.min(ctx.budget.per_operation());
+    let mut large = large;
+    while large.left() > 0 {
+        let charge = match ctx
+            .budget
+            .charge("get read-ahead", chunk.min(large.left()))
+            .await
+        {
+            Ok(charge) => charge,
+            Err(reply) => {
+                let _ = send.reset(crate::io::varint(reply.code));
+                return Err(());
+            }
+        };
+        let (back, data) = tokio::task::spawn_blocking(move || {
+            let data = large.next_chunk(chunk);
+            (large, data)
+        })
+        .await
+        .map_err(drop)?;
+        large = back;
+        match data {
+            Ok(data) => send.write_chunk(data).await.map_err(drop)?,
+            Err(e) => {
+                // The length is promised already: a file that shrank ends the request.
+                debug!("reading a streamed piece failed: {e}");
+                let _ = send.reset(crate::io::varint(e.to_reply().code));
+                return Err(());
+            }
+        }
+        drop(charge);
+    }
+    write_frame(send, &FileFrame::Hash(large.finish()))
+        .await
+        .map_err(drop)
+}
+
 /// Items read by one blocking call.
 struct Group {
     reads: Vec<Result<source::Read, TransferError>>,
-    /// With no reads: the size of the next item, larger than the allowance.
-    larger: u64,
+    /// With no reads: the next item, larger than the allowance, opened.
+    large: Option<source::Streamed>,
 }
 
 /// Reads the first items of `items`, up to [`READ_GROUP`] of them and `allowance` bytes.
@@ -274,7 +312,7 @@ fn read_group(
                 if reads.is_empty() {
                     return Group {
                         reads,
-                        larger: opened.len,
+                        large: Some(source::Streamed::new(opened, pieces)),
                     };
                 }
                 break;
@@ -285,7 +323,7 @@ fn read_group(
             }
         }
     }
-    Group { reads, larger: 0 }
+    Group { reads, large: None }
 }
 
 pub(crate) async fn put_check(

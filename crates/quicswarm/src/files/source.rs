@@ -524,6 +524,79 @@ pub(crate) fn read_opened(opened: Opened, pieces: &PieceCache) -> Result<Read, T
     })
 }
 
+/// An opened file sent in chunks, each read only when the one before is on its way, and
+/// hashed as it goes (unless the piece cache knows the hash): a piece bigger than what an
+/// operation reads ahead costs one chunk of memory, not the piece.
+#[derive(Debug)]
+pub(crate) struct Streamed {
+    opened: Opened,
+    hasher: Option<blake3::Hasher>,
+    known: Option<Hash>,
+    done: u64,
+}
+
+impl Streamed {
+    pub(crate) fn new(opened: Opened, pieces: &PieceCache) -> Self {
+        let (offset, len) = (opened.offset, opened.len);
+        let known = opened
+            .range
+            .and_then(|_| pieces.range(&opened.full, &opened.meta, offset, len));
+        let hasher = known.is_none().then(|| {
+            let mut hasher = blake3::Hasher::new();
+            // A range that is a subtree is announced by its chaining value (see `range_hash`).
+            if opened.range.is_some() && super::tree::is_subtree(offset, len) {
+                blake3::hazmat::HasherExt::set_input_offset(&mut hasher, offset);
+            }
+            hasher
+        });
+        Self {
+            opened,
+            hasher,
+            known,
+            done: 0,
+        }
+    }
+
+    /// The entry, and the bytes that will be sent.
+    pub(crate) fn header(&self) -> (&FileEntry, u64) {
+        (&self.opened.entry, self.opened.len)
+    }
+
+    /// Bytes not read yet.
+    pub(crate) fn left(&self) -> u64 {
+        self.opened.len - self.done
+    }
+
+    /// The next at most `max` bytes (blocking).
+    pub(crate) fn next_chunk(&mut self, max: u64) -> Result<Bytes, TransferError> {
+        let len = max.min(self.left());
+        let at = self.opened.offset + self.done;
+        let mut data = vec![0u8; len as usize];
+        super::tree::read_exact_at(&self.opened.file, &mut data, at)
+            .map_err(TransferError::io("reading", &self.opened.full))?;
+        if let Some(hasher) = &mut self.hasher {
+            hasher.update(&data);
+        }
+        self.done += len;
+        Ok(data.into())
+    }
+
+    /// The hash of everything sent, as [`read_opened`] gives it.
+    pub(crate) fn finish(self) -> Hash {
+        match (self.known, self.hasher) {
+            (Some(hash), _) => hash,
+            (None, Some(hasher))
+                if self.opened.range.is_some()
+                    && super::tree::is_subtree(self.opened.offset, self.opened.len) =>
+            {
+                blake3::hazmat::HasherExt::finalize_non_root(&hasher)
+            }
+            (None, Some(hasher)) => *hasher.finalize().as_bytes(),
+            (None, None) => [0; 32],
+        }
+    }
+}
+
 /// `len` bytes at `offset` of a file just opened (at its start), into a fresh buffer that is
 /// not zeroed first.
 pub(crate) fn read_exact_at(mut file: &File, offset: u64, len: u64) -> std::io::Result<Vec<u8>> {

@@ -47,7 +47,7 @@ pub fn range_hash(offset: u64, data: &[u8]) -> Hash {
 
 /// Whether `len` bytes at `offset` form a subtree (hashing them as one would otherwise panic
 /// or give a value no merge can use).
-fn is_subtree(offset: u64, len: u64) -> bool {
+pub(crate) fn is_subtree(offset: u64, len: u64) -> bool {
     len > 0
         && offset.is_multiple_of(CHUNK_LEN)
         && hazmat::max_subtree_len(offset).is_none_or(|max| len <= max)
@@ -158,12 +158,12 @@ fn hash_blocks(file: &File, size: u64, blocks: Vec<(u64, &mut [Hash])>) -> std::
 }
 
 #[cfg(unix)]
-fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+pub(crate) fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
     std::os::unix::fs::FileExt::read_exact_at(file, buf, offset)
 }
 
 #[cfg(not(unix))]
-fn read_exact_at(mut file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+pub(crate) fn read_exact_at(mut file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
     use std::io::{Read as _, Seek as _};
     file.seek(std::io::SeekFrom::Start(offset))?;
     file.read_exact(buf)
