@@ -118,6 +118,66 @@ async fn big_files_in_ranges_of_whole_mebibytes_round_trip() {
     }
 }
 
+/// Pieces larger than a gateway reads ahead (4 MiB) are sent chunk by chunk and hashed as
+/// they go: ranges that are BLAKE3 subtrees (8 MiB), ranges that are not (6 MiB), and a
+/// whole file of 6 MiB.
+#[tokio::test]
+async fn pieces_larger_than_the_read_ahead_are_streamed_and_verified() {
+    let dirs = tempfile::tempdir().unwrap();
+    let source = dirs.path().join("source");
+    let big = tree::content("big", 20 << 20);
+    let whole = tree::content("whole", 6 << 20);
+    tree::write_file(&source, "big.bin", &big, 0o644, 1_700_000_000);
+    tree::write_file(&source, "whole.bin", &whole, 0o600, 1_700_000_000);
+    let src = source.clone();
+    let gw = spawn_gateway(move |b| b.serve("data", src)).await;
+    let swarm = swarm(&gw, 2).await;
+    for mib in [8u64, 6] {
+        let dest = tempfile::tempdir().unwrap();
+        let mut o = TransferOptions::default();
+        o.range_size = mib << 20;
+        let summary = within(
+            "download",
+            swarm.download("data", &Selector::all(), dest.path(), &o),
+        )
+        .await
+        .unwrap();
+        assert_eq!(summary.files, 2, "{mib} MiB ranges");
+        assert!(std::fs::read(dest.path().join("big.bin")).unwrap() == big);
+        assert!(std::fs::read(dest.path().join("whole.bin")).unwrap() == whole);
+    }
+}
+
+/// Only permission bits travel: a setuid, setgid or sticky file arrives without those bits,
+/// whichever way it goes.
+#[tokio::test]
+async fn setuid_setgid_and_sticky_bits_are_dropped_both_ways() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = served().await;
+    let local = tempfile::tempdir().unwrap();
+    let file = tree::write_file(local.path(), "suid", b"#!/bin/sh\n", 0o7755, 1_700_000_000);
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o7777,
+        0o7755
+    );
+    tree::write_file(&s.source, "served-suid", b"x", 0o4755, 1_700_000_000);
+    let swarm = swarm(&s.gw, 1).await;
+    within("upload", swarm.upload(&[file], "", &options()))
+        .await
+        .unwrap();
+    let uploaded = std::fs::metadata(s.upload.join("suid")).unwrap();
+    assert_eq!(uploaded.permissions().mode() & 0o7777, 0o755);
+    let dest = tempfile::tempdir().unwrap();
+    within(
+        "download",
+        swarm.download("data", &just("served-suid"), dest.path(), &options()),
+    )
+    .await
+    .unwrap();
+    let downloaded = std::fs::metadata(dest.path().join("served-suid")).unwrap();
+    assert_eq!(downloaded.permissions().mode() & 0o7777, 0o755);
+}
+
 #[tokio::test]
 async fn upload_round_trip_of_a_folder() {
     let s = served().await;

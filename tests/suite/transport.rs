@@ -4,7 +4,7 @@
 use quicswarm::{
     demo::CounterArgs, CallError, ConnectError, Delivery, SubscribeOptions, TransportKind,
 };
-use quicswarm_tests::{spawn_gateway_on, within};
+use quicswarm_tests::{spawn_gateway, spawn_gateway_on, within};
 
 #[tokio::test]
 async fn quic_and_tcp_clients_share_one_gateway_and_its_pool() {
@@ -140,4 +140,26 @@ async fn pending_handshakes_are_bounded() {
     let client = gw.client().await;
     within("ping", client.ping()).await.unwrap();
     assert_eq!(gw.gateway.stats().pending_handshakes, 0);
+}
+
+/// Past its threshold of handshakes in progress, a gateway answers a new QUIC attempt with a
+/// Retry: a real client echoes the token and gets in; each attempt is counted.
+#[tokio::test]
+async fn busy_gateways_validate_addresses_with_retry() {
+    let gw = spawn_gateway(|b| {
+        let mut limits = quicswarm::Limits::default();
+        limits.retry_above_handshakes = 0;
+        b.limits(limits)
+    })
+    .await;
+    for n in 1..=2 {
+        let client = gw.client().await;
+        within("ping", client.ping()).await.unwrap();
+        assert_eq!(gw.gateway.stats().retries, n, "one Retry per connection");
+    }
+    // Below the threshold nobody is asked to retry.
+    let calm = spawn_gateway(|b| b).await;
+    let client = calm.client().await;
+    within("ping", client.ping()).await.unwrap();
+    assert_eq!(calm.gateway.stats().retries, 0);
 }

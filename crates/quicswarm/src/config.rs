@@ -37,6 +37,11 @@ pub struct Limits {
     /// Handshakes (QUIC or TLS over TCP) in progress at once, from all addresses; more are
     /// refused at once until some finish. Default 256.
     pub max_pending_handshakes: usize,
+    /// With this many handshakes in progress, a new QUIC connection attempt from an address
+    /// not yet validated is answered with a Retry: it must echo a token (one round trip)
+    /// before the gateway spends a handshake on it, so a flood from spoofed addresses costs
+    /// next to nothing. Default 64; 0 validates every address.
+    pub retry_above_handshakes: usize,
     /// How long in-flight operations may run on after a shutdown starts. Default 5 s.
     pub shutdown_grace: Duration,
     /// Most items in one `Get` or `Put`, entries in one `PutCheck` and paths in one `List`
@@ -74,6 +79,7 @@ impl Default for Limits {
             request_header_timeout: Duration::from_secs(10),
             stall_timeout: Some(Duration::from_secs(30)),
             max_pending_handshakes: 256,
+            retry_above_handshakes: 64,
             shutdown_grace: Duration::from_secs(5),
             max_request_items: quicswarm_proto::limits::DEFAULT_MAX_REQUEST_ITEMS,
             operation_budget: 32 << 20,

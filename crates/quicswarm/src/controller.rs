@@ -262,10 +262,7 @@ impl Controller {
                 })?;
             let conn = Connection::from(conn);
             if let Some((file, None)) = pinned {
-                let seen = record.lock().ok().and_then(|r| r.seen);
-                if let Some(fp) = seen {
-                    self.pin_first_use(file, label, fp, &conn).await?;
-                }
+                self.pin_presented(file, label, &conn).await?;
             }
             return self.hello(conn, remote).await;
         }
@@ -305,12 +302,29 @@ impl Controller {
         };
         let conn = Connection::from(conn);
         if let Some((file, None)) = pinned {
-            let seen = record.lock().ok().and_then(|r| r.seen);
-            if let Some(fp) = seen {
-                self.pin_first_use(file, label, fp, &conn).await?;
-            }
+            self.pin_presented(file, label, &conn).await?;
         }
         self.hello(conn, remote).await
+    }
+
+    /// Trust on first use: pins the certificate this connection's finished handshake
+    /// presented. Not the verifier's last sight: its record is shared by every connection to
+    /// the gateway, and two first connections at once could swap what each saw.
+    async fn pin_presented(
+        &self,
+        file: std::path::PathBuf,
+        label: &str,
+        conn: &Connection,
+    ) -> Result<(), ConnectError> {
+        let presented = conn
+            .peer_certificates()
+            .and_then(|certs| certs.first().map(Fingerprint::of));
+        match presented {
+            Some(fp) => self.pin_first_use(file, label, fp, conn).await,
+            None => Err(ConnectError::Tls(
+                rustls::Error::NoCertificatesPresented.into(),
+            )),
+        }
     }
 
     /// The TLS config for a gateway, made once per gateway and pin: rustls resumes a session

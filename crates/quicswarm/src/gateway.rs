@@ -286,12 +286,13 @@ impl GatewayBuilder {
             connections: watch::channel(0).0,
             early_served: AtomicU64::new(0),
             too_early: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
             handlers: handlers_tx,
         });
         let accept = tokio::spawn(accept_loop(shared.clone()));
         let tcp_addr = tcp.as_ref().and_then(|l| l.local_addr().ok());
         let accept_tcp = tcp.map(|listener| {
-            let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_tls));
+            let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tcp_tls(server_tls)));
             tokio::spawn(accept_tcp_loop(
                 shared.clone(),
                 listener,
@@ -355,6 +356,8 @@ pub(crate) struct Shared {
     pub(crate) early_served: AtomicU64,
     /// Requests refused in early data as not replay-safe.
     pub(crate) too_early: AtomicU64,
+    /// Connection attempts answered with a Retry (address validation).
+    pub(crate) retries: AtomicU64,
     /// Handlers alive now.
     pub(crate) handlers: watch::Sender<usize>,
 }
@@ -417,6 +420,21 @@ async fn accept_loop(shared: Arc<Shared>) {
             incoming.refuse();
             continue;
         };
+        let in_progress =
+            shared.limits.max_pending_handshakes.max(1) - shared.handshakes.available_permits();
+        if in_progress >= shared.limits.retry_above_handshakes
+            && !incoming.remote_address_validated()
+            && incoming.may_retry()
+        {
+            // Many handshakes at once: make a sender prove its address (one round trip of
+            // Retry) before it costs us a handshake. Spoofed floods never come back.
+            shared.retries.fetch_add(1, Ordering::Relaxed);
+            if let Err(e) = incoming.retry() {
+                debug!("retry refused: {e}");
+            }
+            drop(slot);
+            continue;
+        }
         let Ok(handshake) = shared.handshakes.clone().try_acquire_owned() else {
             // Many addresses at once (a flood): handshakes cost CPU, so bound them.
             warn!(%ip, "too many handshakes in progress: refused");
@@ -469,6 +487,14 @@ async fn accept_tcp_loop(
             drop(slot);
         });
     }
+}
+
+/// The TLS config of TLS-over-TCP connections: the QUIC one without early data. Over TCP
+/// nothing checks whether a request arrived early (QUIC streams say so; a TLS stream does
+/// not), so 0-RTT data, which an attacker can replay, is never accepted there.
+fn tcp_tls(mut quic: rustls::ServerConfig) -> rustls::ServerConfig {
+    quic.max_early_data_size = 0;
+    quic
 }
 
 /// One connection counted against its source address; released on drop.
@@ -530,6 +556,9 @@ pub struct GatewayStats {
     pub too_early: u64,
     /// Handshakes in progress now (see `Limits::max_pending_handshakes`).
     pub pending_handshakes: usize,
+    /// Connection attempts answered with a QUIC Retry, to validate their address first (see
+    /// `Limits::retry_above_handshakes`).
+    pub retries: u64,
 }
 
 /// A running gateway.
@@ -599,6 +628,7 @@ impl Gateway {
             too_early: self.shared.too_early.load(Ordering::Relaxed),
             pending_handshakes: self.shared.limits.max_pending_handshakes.max(1)
                 - self.shared.handshakes.available_permits(),
+            retries: self.shared.retries.load(Ordering::Relaxed),
         }
     }
 
@@ -633,5 +663,18 @@ impl Drop for Gateway {
                 .endpoint
                 .close(varint(ErrorCode::ShuttingDown), b"gateway dropped");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tls_over_tcp_accepts_no_early_data() {
+        let identity = Identity::self_signed(&[]).unwrap();
+        let quic = identity.server_config().unwrap();
+        assert!(quic.max_early_data_size > 0, "QUIC keeps 0-RTT");
+        assert_eq!(tcp_tls(quic).max_early_data_size, 0);
     }
 }

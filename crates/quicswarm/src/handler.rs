@@ -82,18 +82,37 @@ pub(crate) async fn serve_connection(
     // Accept 0-RTT: requests may arrive as early data, and each operation checks whether its
     // request is replay-safe before running it (see `operation`).
     let conn = match connecting.into_0rtt() {
-        Ok((conn, _accepted)) => conn,
-        Err(connecting) => match connecting.await {
-            Ok(conn) => conn,
-            Err(e) => {
-                debug!(%remote, "handshake failed: {e}");
-                return;
-            }
-        },
+        Ok((conn, established)) => {
+            // The handshake is still finishing: its permit is held until it has (or the
+            // request-header timeout closes the connection), so the bound on handshakes in
+            // progress holds for 0-RTT ones too.
+            let (watched, timeout) = (conn.clone(), shared.limits.request_header_timeout);
+            tokio::spawn(async move {
+                if tokio::time::timeout(timeout, established).await.is_err() {
+                    debug!(%remote, "handshake not finished in time");
+                    watched.close(varint(ErrorCode::Timeout), b"handshake too slow");
+                }
+                drop(handshake);
+            });
+            conn
+        }
+        Err(connecting) => {
+            let finished = tokio::time::timeout(shared.limits.request_header_timeout, connecting);
+            let conn = match finished.await {
+                Ok(Ok(conn)) => conn,
+                Ok(Err(e)) => {
+                    debug!(%remote, "handshake failed: {e}");
+                    return;
+                }
+                Err(_) => {
+                    debug!(%remote, "handshake not finished in time");
+                    return;
+                }
+            };
+            drop(handshake);
+            conn
+        }
     };
-    // With 0-RTT accepted the handshake is still finishing here; such a client holds a
-    // session ticket we issued, so it is no flood to bound.
-    drop(handshake);
     serve_pair(shared, Connection::from(conn), remote).await;
 }
 

@@ -608,13 +608,18 @@ fn write_private(path: &Path, data: &[u8]) -> Result<(), TlsError> {
 
 fn write_with_mode(path: &Path, data: &[u8], mode: u32) -> Result<(), TlsError> {
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    // A leftover of a crashed run goes first (a symlink is removed, not followed); then the
+    // file is created exclusively and without following links, so a name planted meanwhile
+    // fails the write instead of receiving the key.
+    let _ = fs::remove_file(&tmp);
     let result = (|| {
         let mut opts = fs::OpenOptions::new();
-        opts.write(true).create(true).truncate(true);
+        opts.write(true).create_new(true);
         #[cfg(unix)]
         {
             use std::os::unix::fs::OpenOptionsExt;
-            opts.mode(mode);
+            opts.mode(mode)
+                .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32);
         }
         #[cfg(not(unix))]
         let _ = mode;
@@ -636,6 +641,25 @@ fn write_with_mode(path: &Path, data: &[u8], mode: u32) -> Result<(), TlsError> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn a_symlink_planted_as_the_key_temp_file_is_not_written_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("gateway.key");
+        let victim = dir.path().join("victim");
+        fs::write(&victim, b"keep me").unwrap();
+        let tmp = key.with_extension(format!("tmp{}", std::process::id()));
+        std::os::unix::fs::symlink(&victim, &tmp).unwrap();
+        write_private(&key, b"secret").unwrap();
+        assert_eq!(fs::read(&victim).unwrap(), b"keep me");
+        assert_eq!(fs::read(&key).unwrap(), b"secret");
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
 
     #[test]
     fn fingerprint_text_round_trips() {
