@@ -888,6 +888,6 @@ mod tests {
         assert!(dest
             .write_range(&e, range, rs, &data[..rs as usize], &hash)
             .is_err());
-        assert_eq!(std::fs::read(&victim).unwrap(), b"keep me");
+        assert_eq!(fs::read(&victim).unwrap(), b"keep me");
     }
 }
