@@ -26,6 +26,14 @@
 //! ([`Trust`]). A changed certificate is a hard [`ConnectError::FingerprintMismatch`].
 //! `close_gateway` is refused unless the gateway allows it.
 //!
+//! Budgets, not trust: every count or size a peer sends (items, paths, a pattern's length,
+//! ranges, a declared file size) is checked against [`Limits`] or the protocol's
+//! [`proto::limits`] before anything is allocated or planned for it, and what a gateway's
+//! operations buffer is charged to a per-operation, per-connection and gateway-wide byte
+//! budget. Past a limit the request gets a typed error naming it
+//! ([`CallError::LimitExceeded`]); everyone else carries on. Clients hold a hostile gateway to
+//! the same rule.
+//!
 //! # Lossy links
 //! [`TransportTuning`] presets tune timeouts and loss detection for LAN, Wi-Fi or cellular;
 //! a [`Session`] reconnects by itself (0-RTT) and resumes subscriptions after the last item

@@ -98,8 +98,8 @@ pub type ProgressFn = Arc<dyn Fn(&Progress) + Send + Sync>;
 #[non_exhaustive]
 pub struct TransferOptions {
     /// Files larger than this travel in ranges of this size. Default 4 MiB, at most 16 MiB
-    /// ([`MAX_RANGE_SIZE`](crate::proto::limits::MAX_RANGE_SIZE)); an upload's must be a
-    /// power of two from 64 KiB ([`check_range_size`](crate::proto::transfer::check_range_size)).
+    /// ([`MAX_RANGE_SIZE`]); an upload's must be a
+    /// power of two from 64 KiB ([`check_range_size`]).
     pub range_size: u64,
     /// Most bytes in one batch of small files. Default 2 MiB.
     pub batch_bytes: u64,
