@@ -2,6 +2,7 @@
 //! controllers pinned to them, and timeouts that turn a hang into a clear failure.
 
 pub mod link;
+pub mod wire;
 
 use std::{future::Future, time::Duration};
 

@@ -13,7 +13,11 @@ use quicswarm::{
     },
     Identity, Trust,
 };
-use quicswarm_tests::{controller, tree, within};
+use quicswarm_tests::{
+    controller, tree,
+    wire::{frame, read_frame},
+    within,
+};
 
 /// What the fake gateway does wrong.
 #[derive(Clone, Copy)]
@@ -24,28 +28,6 @@ enum Evil {
     Corrupt,
     /// Sends a big file's range with the right range hash but lies about the whole-file hash.
     WrongWholeHash,
-}
-
-async fn read_frame<T: serde::de::DeserializeOwned>(
-    recv: &mut quinn::RecvStream,
-    buf: &mut Vec<u8>,
-) -> Option<T> {
-    loop {
-        match codec::decode::<T>(buf, 1 << 20) {
-            Ok((v, used)) => {
-                buf.drain(..used);
-                return Some(v);
-            }
-            Err(codec::DecodeError::Incomplete { .. }) => {}
-            Err(_) => return None,
-        }
-        let chunk = recv.read_chunk(1 << 16, true).await.ok()??;
-        buf.extend_from_slice(&chunk.bytes);
-    }
-}
-
-fn frame<T: serde::Serialize>(v: &T) -> Bytes {
-    Bytes::from(codec::encode_to_vec(v).unwrap())
 }
 
 const BIG: u64 = 300_000;

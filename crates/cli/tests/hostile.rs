@@ -34,6 +34,7 @@ use quicswarm::{
     },
     Client, Controller, ControllerConfig, Fingerprint, Trust,
 };
+use quicswarm_tests::wire::{frame, read_frame};
 
 /// Most a gateway's peak RSS may grow during one attack.
 const MARGIN: u64 = 64 << 20;
@@ -178,10 +179,6 @@ where
     (outcome, report)
 }
 
-fn frame<T: serde::Serialize>(value: &T) -> Bytes {
-    Bytes::from(codec::encode_to_vec(value).unwrap())
-}
-
 /// Sends `request` on a new stream (finished) and returns its receive side.
 async fn send(
     conn: &quinn::Connection,
@@ -190,25 +187,6 @@ async fn send(
     let (mut send, recv) = conn.open_bi().await.unwrap();
     send.write_all(&frame(request)).await.unwrap();
     (send, recv)
-}
-
-/// Reads one frame (at most 16 MiB) from `recv`.
-async fn read_frame<T: serde::de::DeserializeOwned>(
-    recv: &mut quinn::RecvStream,
-    buf: &mut Vec<u8>,
-) -> Option<T> {
-    loop {
-        match codec::decode::<T>(buf, 16 << 20) {
-            Ok((v, used)) => {
-                buf.drain(..used);
-                return Some(v);
-            }
-            Err(codec::DecodeError::Incomplete { .. }) => {}
-            Err(e) => panic!("undecodable frame from the gateway: {e}"),
-        }
-        let chunk = recv.read_chunk(1 << 16, true).await.ok()??;
-        buf.extend_from_slice(&chunk.bytes);
-    }
 }
 
 /// The error code a request is answered with (its first frame).

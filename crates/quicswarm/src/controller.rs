@@ -29,7 +29,8 @@ pub struct ControllerConfig {
     pub trust: Trust,
     /// Local UDP address. Default `[::]:0` (dual-stack), falling back to `0.0.0.0:0`.
     pub bind: Option<SocketAddr>,
-    /// The name sent in `Hello`, shown in gateway logs. Default `"quicswarm"`.
+    /// The name sent in `Hello`, shown in gateway logs (a few thousand bytes at most: gateways
+    /// refuse a hello over 4 KiB). Default `"quicswarm"`.
     pub name: String,
     /// Time allowed for handshake plus hello. Default 10 s.
     pub connect_timeout: Duration,

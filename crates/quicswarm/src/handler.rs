@@ -32,6 +32,9 @@ const BATCH_FLUSH: usize = 64 * 1024;
 /// 40 Mbit/s link got 18 fps. Two keep the link busy; newer items still replace waiting ones.
 const LATEST_IN_FLIGHT: usize = 2;
 
+/// Longest `Hello` accepted (its client name is free text).
+const MAX_HELLO_LEN: usize = 4096;
+
 /// How long operations still running on a connection whose client closed its handler may
 /// finish before the gateway closes the connection.
 const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
@@ -208,7 +211,8 @@ async fn hello(shared: &Arc<Shared>, conn: Connection) -> Option<Arc<Pair>> {
     let timeout = shared.limits.request_header_timeout;
     let exchange = async {
         let (mut send, recv) = conn.accept_bi().await.ok()?;
-        let mut reader = FrameReader::new(recv, shared.limits.max_frame_len);
+        // Before it holds a pool slot a connection may cost little: a hello is a few bytes.
+        let mut reader = FrameReader::new(recv, MAX_HELLO_LEN);
         let hello: Hello = match reader.expect_frame().await {
             Ok(hello) => hello,
             Err(e) => {
