@@ -7,7 +7,6 @@ use bytes::Bytes;
 use quicswarm::{
     files::{Selector, Swarm, TransferError, TransferOptions},
     proto::{
-        codec,
         transfer::{FileEntry, FileFrame, ListFrame, Mtime},
         HelloReply, Request, Response, Welcome,
     },

@@ -24,11 +24,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use bytes::Bytes;
 use common::{memory, reset_peak, GatewayProcess, BIN};
 use quicswarm::{
     proto::{
-        codec,
         transfer::{ByteRange, FileEntry, GetItem, ListFrame, Mtime, PutItem, Selector},
         ErrorCode, Request, Response,
     },
