@@ -726,6 +726,21 @@ mod tests {
     }
 
     #[test]
+    fn a_walk_hands_over_entries_as_it_goes_and_stops_when_told() {
+        let dir = tree();
+        let plan = plan_list(dir.path(), &Selector::all(), 4096).unwrap();
+        let mut seen = Vec::new();
+        let skipped = walk(plan, None, &mut |e| {
+            seen.push(e.path);
+            seen.len() < 2
+        })
+        .unwrap();
+        // Nothing is collected first: the walk stopped at the second entry.
+        assert_eq!(seen.len(), 2);
+        assert_eq!(skipped, 0);
+    }
+
+    #[test]
     fn too_many_paths_and_hostile_patterns_are_refused_before_any_work() {
         let dir = tree();
         let many = Selector {
