@@ -432,26 +432,29 @@ impl Destination {
         let _guard = lock.lock().unwrap_or_else(PoisonError::into_inner);
 
         let fresh = PartState::fresh(entry.size, range_size, whole, count);
-        let mut state = match read_state(&state_path) {
-            Some(s) if s.fits(&fresh) && part.exists() => s,
-            _ => fresh,
-        };
+        let resumed = read_state(&state_path).filter(|s| s.fits(&fresh) && part.exists());
         let mut options = OpenOptions::new();
-        options.create(true).truncate(false).write(true).read(true);
-        // A symlink planted under the part file's name is not written through.
+        options.write(true).read(true);
+        // Never through a symlink; a new part file is made exclusively (whatever stood under
+        // its name is removed first: a planted link loses its name, not its target).
         no_follow(&mut options);
+        if resumed.is_none() {
+            let _ = fs::remove_file(&part);
+            options.create_new(true);
+        }
         let file = options
             .open(&part)
             .map_err(TransferError::io("opening", &part))?;
         let meta = file
             .metadata()
             .map_err(TransferError::io("inspecting", &part))?;
-        if !meta.is_file() {
+        if !meta.is_file() || links(&meta) != 1 {
             return Err(TransferError::Refused {
                 path: entry.path.clone(),
-                reason: format!("{} is not a regular file", part.display()),
+                reason: format!("{} is not a file of its own", part.display()),
             });
         }
+        let mut state = resumed.unwrap_or(fresh);
         if meta.len() != entry.size {
             file.set_len(entry.size)
                 .map_err(TransferError::io("sizing", &part))?;
@@ -552,6 +555,14 @@ fn ranges_of(entry: &FileEntry, range_size: u64) -> Result<usize, TransferError>
             max: MAX_RANGES_PER_FILE,
             asked,
         })
+}
+
+/// Hard links to a file: a part file with more than one could write into another file.
+fn links(meta: &fs::Metadata) -> u64 {
+    #[cfg(unix)]
+    return std::os::unix::fs::MetadataExt::nlink(meta);
+    #[cfg(not(unix))]
+    return 1;
 }
 
 /// Adds `O_NOFOLLOW`: opening a symlink fails instead of following it.
@@ -871,7 +882,7 @@ mod tests {
 
     #[cfg(unix)]
     #[test]
-    fn a_symlink_planted_as_the_part_file_is_not_written_through() {
+    fn a_link_planted_as_the_part_file_is_not_written_through() {
         let dir = tempfile::tempdir().unwrap();
         let dest = Destination::new(dir.path().join("in"), Arc::default());
         let rs = 64 * 1024;
@@ -885,9 +896,20 @@ mod tests {
         std::os::unix::fs::symlink(&victim, &part).unwrap();
         let range = quicswarm_proto::transfer::range_at(e.size, rs, 0);
         let hash = super::super::tree::range_hash(0, &data[..rs as usize]);
+        // A fresh transfer replaces whatever stands under the part file's name.
         assert!(dest
             .write_range(&e, range, rs, &data[..rs as usize], &hash)
-            .is_err());
+            .is_ok());
+        assert_eq!(fs::read(&victim).unwrap(), b"keep me");
+        // A resumed one (its state file says so) refuses a part file linked elsewhere.
+        fs::remove_file(&part).unwrap();
+        fs::hard_link(&victim, &part).unwrap();
+        let second = quicswarm_proto::transfer::range_at(e.size, rs, 1);
+        let hash = super::super::tree::range_hash(second.offset, &data[rs as usize..]);
+        assert!(matches!(
+            dest.write_range(&e, second, rs, &data[rs as usize..], &hash),
+            Err(TransferError::Refused { .. })
+        ));
         assert_eq!(fs::read(&victim).unwrap(), b"keep me");
     }
 }
