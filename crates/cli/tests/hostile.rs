@@ -27,7 +27,7 @@ use std::{
 use common::{memory, reset_peak, GatewayProcess, BIN};
 use quicswarm::{
     proto::{
-        transfer::{ByteRange, FileEntry, GetItem, ListFrame, Mtime, PutItem, Selector},
+        transfer::{ByteRange, FileEntry, FileFrame, GetItem, ListFrame, Mtime, PutItem, Selector},
         ErrorCode, Request, Response,
     },
     Client, Controller, ControllerConfig, Fingerprint, Trust,
@@ -64,6 +64,12 @@ impl Target {
             .unwrap()
             .set_len(BIG)
             .unwrap();
+        // A FIFO: opening it for reading would wait for a writer forever.
+        let fifo = std::process::Command::new("mkfifo")
+            .arg(logs.join("sub/pipe"))
+            .status()
+            .unwrap();
+        assert!(fifo.success());
         let uploads = dir.path().join("uploads");
         let serve = format!("logs={}", logs.display());
         let gateway = GatewayProcess::start(
@@ -313,7 +319,7 @@ async fn amplifying_selections_cost_one_walk() {
     assert_eq!(million.0, ErrorCode::Protocol, "{million:?}");
     assert_eq!(over.0, ErrorCode::LimitExceeded, "{over:?}");
     assert!(over.1.contains("list paths"), "{over:?}");
-    assert_eq!(listed.len(), 21, "each file listed once");
+    assert_eq!(listed.len(), 21, "each file listed once, the FIFO skipped");
     assert!(listed.iter().all(|e| e.hash.is_some()));
     assert_eq!(items.0, ErrorCode::LimitExceeded, "{items:?}");
     assert!(items.1.contains("get items"), "{items:?}");
@@ -466,6 +472,45 @@ async fn close_handler_closes_the_connection_promptly() {
         closed_in < Duration::from_secs(2),
         "closed after {closed_in:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn special_files_are_refused_without_blocking() {
+    let target = Target::start();
+    let (frames, report) = attack(&target, |conn| async move {
+        let request = Request::Get {
+            root: "logs".into(),
+            items: vec![
+                GetItem {
+                    path: "sub/pipe".into(),
+                    range: None,
+                };
+                64
+            ],
+        };
+        let (mut tx, mut recv) = send(&conn, &request).await;
+        let _ = tx.finish();
+        let mut buf = Vec::new();
+        let mut frames = Vec::new();
+        assert!(matches!(
+            read_frame::<Response>(&mut recv, &mut buf).await,
+            Some(Response::Accepted)
+        ));
+        while let Some(frame) = read_frame::<FileFrame>(&mut recv, &mut buf).await {
+            let end = matches!(frame, FileFrame::End);
+            frames.push(frame);
+            if end {
+                break;
+            }
+        }
+        frames
+    })
+    .await;
+    report.check("64 gets of a FIFO");
+    assert_eq!(frames.len(), 65, "64 failures and the end");
+    assert!(frames[..64]
+        .iter()
+        .all(|f| matches!(f, FileFrame::Failed { error, .. } if error.message.contains("not a regular file"))));
 }
 
 // The mirror image: a hostile gateway against the `quicswarm get` process.
