@@ -643,6 +643,12 @@ impl Gateway {
         self.shared.closed.cancelled().await;
     }
 
+    /// Like [`closed`](Self::closed), as a future that does not borrow the handle: for
+    /// callers that wait on another task or thread (bindings, supervisors).
+    pub fn closed_owned(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        self.shared.closed.clone().cancelled_owned()
+    }
+
     /// Graceful shutdown: stop accepting, let in-flight operations finish within `grace`, then
     /// close every connection and the socket.
     pub async fn shutdown(self, grace: Duration) {

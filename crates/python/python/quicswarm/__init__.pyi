@@ -1,0 +1,66 @@
+from os import PathLike
+from typing import Any, Callable, Iterator, Mapping, Optional, Tuple, Union
+
+from .errors import *  # noqa: F401,F403
+
+_Path = Union[str, "PathLike[str]"]
+_Buffer = Union[bytes, bytearray, memoryview, Any]
+
+class Gateway:
+    """A server of subroutines and files on one UDP port."""
+
+    def __init__(
+        self,
+        listen: str = "0.0.0.0:1857",
+        pool_size: int = 5,
+        cert_dir: _Path = "certs",
+        serve: Optional[Mapping[str, _Path]] = None,
+        upload_dir: Optional[_Path] = None,
+        allow_close: bool = False,
+        client_ca: Optional[_Path] = None,
+    ) -> None: ...
+    def add_subroutine(self, name: str, fn: Callable[..., Any]) -> None:
+        """A generator function becomes a stream subroutine, any other callable a batch one."""
+    def add_sink(self, name: str, fn: Callable[..., Optional[int]]) -> None:
+        """`fn(*args, buffer=bytes, **kwargs)` returns an int (None counts as 0)."""
+    def serve(self, name: str, dir: _Path) -> None: ...
+    def start(self, blocking: bool = False) -> None: ...
+    def close(self) -> None: ...
+    @property
+    def fingerprint(self) -> str: ...
+    @property
+    def local_addr(self) -> str: ...
+    def __enter__(self) -> "Gateway": ...
+    def __exit__(self, *exc: Any) -> bool: ...
+
+class Controller:
+    """One endpoint reaching any number of gateways."""
+
+    def __init__(
+        self,
+        known_gateways: Optional[_Path] = None,
+        ca: Optional[_Path] = None,
+        fingerprint: Optional[str] = None,
+        cert: Optional[_Path] = None,
+        key: Optional[_Path] = None,
+        timeout: float = 30.0,
+    ) -> None: ...
+    def get_client(self, addr: str) -> "Client": ...
+
+class Client:
+    """One connection to a gateway; every operation is its own QUIC stream."""
+
+    def ping(self) -> float: ...
+    def call(self, name: str, *args: Any, **kwargs: Any) -> bytes: ...
+    def stream(self, name: str, *args: Any, **kwargs: Any) -> "ItemIter": ...
+    def send(self, name: str, buffer: _Buffer, *args: Any, **kwargs: Any) -> int: ...
+    def close(self) -> None: ...
+    def __enter__(self) -> "Client": ...
+    def __exit__(self, *exc: Any) -> bool: ...
+
+class ItemIter(Iterator[Tuple[int, bytes]]):
+    """The items of a stream; leaving the loop early aborts the stream on the gateway."""
+
+    def __iter__(self) -> "ItemIter": ...
+    def __next__(self) -> Tuple[int, bytes]: ...
+    def close(self) -> None: ...

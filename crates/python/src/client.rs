@@ -1,0 +1,273 @@
+//! `quicswarm.Controller` and `quicswarm.Client`: the calling side, blocking, with the GIL
+//! released while waiting (other Python threads run) and Ctrl-C interrupting any wait.
+
+use std::{path::PathBuf, sync::Arc};
+
+use bytes::Bytes;
+use pyo3::{
+    exceptions::{PyRuntimeError, PyTypeError},
+    prelude::*,
+    types::{PyBytes, PyDict, PyTuple},
+};
+use quicswarm::{ControllerConfig, Fingerprint, Identity, Json, Trust};
+use tokio::sync::Mutex;
+
+use crate::{args, errors, runtime};
+
+/// One endpoint reaching any number of gateways.
+///
+/// Trust: a private CA (`ca=`), one pinned fingerprint (`fingerprint=`), or else trust on
+/// first use pinned in a `known_gateways` file (the CLI's, unless `known_gateways=` names
+/// another).
+///
+/// ```python
+/// controller = quicswarm.Controller(fingerprint=gw.fingerprint)
+/// with controller.get_client(gw.local_addr) as client:
+///     print(client.call("echo", "hi"))
+/// ```
+#[pyclass(module = "quicswarm")]
+pub(crate) struct Controller {
+    inner: quicswarm::Controller,
+}
+
+#[pymethods]
+impl Controller {
+    #[new]
+    #[pyo3(signature = (known_gateways=None, ca=None, fingerprint=None, cert=None, key=None, timeout=30.0))]
+    fn new(
+        py: Python<'_>,
+        known_gateways: Option<PathBuf>,
+        ca: Option<PathBuf>,
+        fingerprint: Option<String>,
+        cert: Option<PathBuf>,
+        key: Option<PathBuf>,
+        timeout: f64,
+    ) -> PyResult<Self> {
+        let trust = match (ca, fingerprint) {
+            (Some(ca), _) => {
+                Trust::ca_file(&ca).map_err(|e| errors::raise("Error", e.to_string(), None))?
+            }
+            (None, Some(fp)) => Trust::Fingerprints(vec![fp
+                .parse::<Fingerprint>()
+                .map_err(|e| errors::raise("Error", e.to_string(), None))?]),
+            (None, None) => {
+                Trust::KnownGateways(known_gateways.unwrap_or_else(Trust::default_known_gateways))
+            }
+        };
+        let mut config = ControllerConfig::with_trust(trust);
+        let timeout = std::time::Duration::try_from_secs_f64(timeout)
+            .map_err(|e| PyTypeError::new_err(format!("timeout: {e}")))?;
+        config.connect_timeout = timeout;
+        config.call_timeout = Some(timeout);
+        config.name = "quicswarm-python".into();
+        match (cert, key) {
+            (Some(cert), Some(key)) => {
+                config.identity = Some(
+                    Identity::from_pem_files(&cert, &key)
+                        .map_err(|e| errors::raise("Error", e.to_string(), None))?,
+                );
+            }
+            (None, None) => {}
+            _ => return Err(PyTypeError::new_err("cert= and key= go together")),
+        }
+        // The endpoint's socket is registered with the runtime it is made on.
+        let made = runtime::wait(py, async move { quicswarm::Controller::new(config) })?;
+        Ok(Self {
+            inner: made.map_err(errors::connect)?,
+        })
+    }
+
+    /// A client of the gateway at `addr` (`host:port`, or `tcp://host:port`): one
+    /// connection, one handler slot of the gateway's pool.
+    fn get_client(&self, py: Python<'_>, addr: String) -> PyResult<Client> {
+        let controller = self.inner.clone();
+        let client = runtime::wait(py, async move { controller.get_client(&addr).await })?
+            .map_err(errors::connect)?;
+        Ok(Client {
+            inner: Some(client),
+        })
+    }
+}
+
+/// One handler/client pair: a connection to a gateway. Every operation is its own stream, so
+/// a ping is answered while a big stream runs. A context manager: leaving it closes the
+/// client and frees its handler slot.
+#[pyclass(module = "quicswarm")]
+pub(crate) struct Client {
+    inner: Option<quicswarm::Client>,
+}
+
+#[pymethods]
+impl Client {
+    /// A round trip; returns it in seconds.
+    fn ping(&self, py: Python<'_>) -> PyResult<f64> {
+        let client = self.client()?;
+        let rtt = runtime::wait(py, async move { client.ping().await })?.map_err(errors::call)?;
+        Ok(rtt.as_secs_f64())
+    }
+
+    /// Calls the batch subroutine `name`; returns its bytes.
+    #[pyo3(signature = (name, *args, **kwargs))]
+    fn call<'py>(
+        &self,
+        py: Python<'py>,
+        name: String,
+        args: &Bound<'py, PyTuple>,
+        kwargs: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let client = self.client()?;
+        let json = args::encode(py, args, kwargs)?;
+        let reply = runtime::wait(py, async move { client.call(&name, &Json(json)).await })?
+            .map_err(errors::call)?;
+        Ok(PyBytes::new(py, &reply))
+    }
+
+    /// Subscribes to the stream subroutine `name`: an iterator of `(ident, bytes)`. Leaving
+    /// the loop early (or closing the iterator) aborts the stream on the gateway.
+    #[pyo3(signature = (name, *args, **kwargs))]
+    fn stream(
+        &self,
+        py: Python<'_>,
+        name: String,
+        args: &Bound<'_, PyTuple>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<ItemIter> {
+        let client = self.client()?;
+        let json = args::encode(py, args, kwargs)?;
+        let items = runtime::wait(py, async move { client.stream(&name, &Json(json)).await })?
+            .map_err(errors::call)?;
+        Ok(ItemIter {
+            items: Arc::new(Mutex::new(Some(items))),
+        })
+    }
+
+    /// Sends `buffer` (anything with the buffer protocol: bytes, bytearray, memoryview, a
+    /// numpy array) to the sink subroutine `name`; returns its int.
+    #[pyo3(signature = (name, buffer, *args, **kwargs))]
+    fn send(
+        &self,
+        py: Python<'_>,
+        name: String,
+        buffer: &Bound<'_, PyAny>,
+        args: &Bound<'_, PyTuple>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<i64> {
+        let client = self.client()?;
+        let json = args::encode(py, args, kwargs)?;
+        let data = buffer_bytes(buffer)?;
+        runtime::wait(
+            py,
+            async move { client.send(&name, &Json(json), data).await },
+        )?
+        .map_err(errors::call)
+    }
+
+    /// Closes the client politely: the gateway frees its handler slot.
+    fn close(&mut self, py: Python<'_>) -> PyResult<()> {
+        if let Some(client) = self.inner.take() {
+            runtime::wait(py, async move { client.close().await })?.map_err(errors::call)?;
+        }
+        Ok(())
+    }
+
+    fn __enter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    #[pyo3(signature = (*_exc))]
+    fn __exit__(&mut self, py: Python<'_>, _exc: &Bound<'_, PyTuple>) -> PyResult<bool> {
+        self.close(py)?;
+        Ok(false)
+    }
+}
+
+impl Client {
+    fn client(&self) -> PyResult<quicswarm::Client> {
+        self.inner
+            .clone()
+            .ok_or_else(|| PyRuntimeError::new_err("the client is closed"))
+    }
+}
+
+/// The bytes of anything with the buffer protocol. `bytes` are copied once; other buffers
+/// (bytearray, memoryview, numpy arrays) go through `memoryview(...).tobytes()` first: the
+/// stable ABI of Python 3.9 has no buffer access from Rust.
+fn buffer_bytes(buffer: &Bound<'_, PyAny>) -> PyResult<Bytes> {
+    if let Ok(bytes) = buffer.cast::<PyBytes>() {
+        return Ok(Bytes::copy_from_slice(bytes.as_bytes()));
+    }
+    let py = buffer.py();
+    let view = py
+        .import("builtins")?
+        .getattr("memoryview")?
+        .call1((buffer,))
+        .map_err(|_| {
+            PyTypeError::new_err(
+                "send() takes bytes, bytearray, memoryview or another object with the buffer protocol",
+            )
+        })?;
+    let copied = view.call_method1("cast", ("B",))?.call_method0("tobytes")?;
+    Ok(Bytes::copy_from_slice(copied.cast::<PyBytes>()?.as_bytes()))
+}
+
+/// The items of a stream subscription.
+#[pyclass(module = "quicswarm")]
+pub(crate) struct ItemIter {
+    items: Arc<Mutex<Option<quicswarm::ItemStream>>>,
+}
+
+#[pymethods]
+impl ItemIter {
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Option<(i64, Bound<'py, PyBytes>)>> {
+        let items = self.items.clone();
+        let next = runtime::wait(py, async move {
+            let mut guard = items.lock().await;
+            match guard.as_mut() {
+                Some(stream) => {
+                    let next = stream.next().await;
+                    if !matches!(next, Ok(Some(_))) {
+                        // Ended or failed: nothing more will come.
+                        *guard = None;
+                    }
+                    next
+                }
+                None => Ok(None),
+            }
+        });
+        let next = match next {
+            Ok(next) => next,
+            Err(interrupted) => {
+                // Interrupted mid-read: the stream is abandoned (and so aborted).
+                self.abort();
+                return Err(interrupted);
+            }
+        };
+        match next.map_err(errors::call)? {
+            Some((ident, data)) => Ok(Some((ident, PyBytes::new(py, &data)))),
+            None => Ok(None),
+        }
+    }
+
+    /// Aborts the stream: the gateway stops its producer.
+    fn close(&self) {
+        self.abort();
+    }
+}
+
+impl ItemIter {
+    fn abort(&self) {
+        if let Ok(mut guard) = self.items.try_lock() {
+            guard.take();
+        }
+    }
+}
+
+impl Drop for ItemIter {
+    fn drop(&mut self) {
+        self.abort();
+    }
+}

@@ -1,0 +1,91 @@
+//! The one tokio runtime behind every Python object, and how a Python thread waits on it:
+//! without the GIL, waking every 50 ms to let Python run its signal handlers, so Ctrl-C
+//! interrupts a blocking call promptly (and cancels the operation it was waiting for).
+
+use std::{
+    future::Future,
+    sync::{mpsc, OnceLock},
+    time::Duration,
+};
+
+use pyo3::{exceptions::PyRuntimeError, prelude::*};
+
+/// The runtime and the process it was made in.
+struct Runtime {
+    tokio: tokio::runtime::Runtime,
+    pid: u32,
+}
+
+static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+
+/// How often a waiting thread takes the GIL back to check for signals.
+const SIGNAL_CHECK: Duration = Duration::from_millis(50);
+
+/// The runtime, made on first use. In a child made by `os.fork()` the parent's runtime has
+/// no threads: a clear error instead of a hang.
+pub(crate) fn handle() -> PyResult<&'static tokio::runtime::Runtime> {
+    let runtime = match RUNTIME.get() {
+        Some(runtime) => runtime,
+        None => {
+            let tokio = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .thread_name("quicswarm")
+                .enable_all()
+                .build()
+                .map_err(|e| {
+                    PyRuntimeError::new_err(format!("cannot start quicswarm's runtime: {e}"))
+                })?;
+            let _ = RUNTIME.set(Runtime {
+                tokio,
+                pid: std::process::id(),
+            });
+            RUNTIME
+                .get()
+                .ok_or_else(|| PyRuntimeError::new_err("quicswarm's runtime did not start"))?
+        }
+    };
+    if runtime.pid != std::process::id() {
+        return Err(PyRuntimeError::new_err(
+            "quicswarm was started before os.fork(): its threads did not follow into this child. \
+             Import and use quicswarm in the child only, or use multiprocessing's 'spawn' start method",
+        ));
+    }
+    Ok(&runtime.tokio)
+}
+
+/// Runs `fut` on the runtime and waits for it with the GIL released. A signal handler that
+/// raises (Ctrl-C's `KeyboardInterrupt`) cancels the future and raises here.
+pub(crate) fn wait<T, F>(py: Python<'_>, fut: F) -> PyResult<T>
+where
+    F: Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    let runtime = handle()?;
+    let (tx, rx) = mpsc::sync_channel(1);
+    // Shared with the closures that wait without the GIL, which must be `Send`.
+    let rx = std::sync::Mutex::new(rx);
+    let task = runtime.spawn(async move {
+        let _ = tx.send(fut.await);
+    });
+    loop {
+        let waited = py.detach(|| match rx.lock() {
+            Ok(rx) => rx.recv_timeout(SIGNAL_CHECK),
+            Err(_) => Err(mpsc::RecvTimeoutError::Disconnected),
+        });
+        match waited {
+            Ok(value) => return Ok(value),
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if let Err(interrupted) = py.check_signals() {
+                    // Dropping the operation's future resets its stream: the gateway stops it.
+                    task.abort();
+                    return Err(interrupted);
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                return Err(PyRuntimeError::new_err(
+                    "the operation was dropped by the runtime",
+                ))
+            }
+        }
+    }
+}
