@@ -12,7 +12,7 @@ use pyo3::{
 use quicswarm::{ControllerConfig, Fingerprint, Identity, Json, Trust};
 use tokio::sync::Mutex;
 
-use crate::{args, errors, runtime};
+use crate::{args, errors, files, runtime};
 
 /// One endpoint reaching any number of gateways.
 ///
@@ -81,10 +81,13 @@ impl Controller {
     /// connection, one handler slot of the gateway's pool.
     fn get_client(&self, py: Python<'_>, addr: String) -> PyResult<Client> {
         let controller = self.inner.clone();
-        let client = runtime::wait(py, async move { controller.get_client(&addr).await })?
+        let target = addr.clone();
+        let client = runtime::wait(py, async move { controller.get_client(&target).await })?
             .map_err(errors::connect)?;
         Ok(Client {
             inner: Some(client),
+            controller: self.inner.clone(),
+            addr,
         })
     }
 }
@@ -95,6 +98,9 @@ impl Controller {
 #[pyclass(module = "quicswarm")]
 pub(crate) struct Client {
     inner: Option<quicswarm::Client>,
+    /// For the extra connections of a swarm transfer.
+    controller: quicswarm::Controller,
+    addr: String,
 }
 
 #[pymethods]
@@ -124,21 +130,135 @@ impl Client {
 
     /// Subscribes to the stream subroutine `name`: an iterator of `(ident, bytes)`. Leaving
     /// the loop early (or closing the iterator) aborts the stream on the gateway.
-    #[pyo3(signature = (name, *args, **kwargs))]
+    ///
+    /// With `callback=`, pynetwork's style: `callback(name, ident, data)` is called for each
+    /// item (returning `False` aborts the stream), then `eos_callback(name)` at its end; the
+    /// call returns the number of items received.
+    #[pyo3(signature = (name, *args, callback=None, eos_callback=None, **kwargs))]
     fn stream(
         &self,
         py: Python<'_>,
         name: String,
         args: &Bound<'_, PyTuple>,
+        callback: Option<Py<PyAny>>,
+        eos_callback: Option<Py<PyAny>>,
         kwargs: Option<&Bound<'_, PyDict>>,
-    ) -> PyResult<ItemIter> {
+    ) -> PyResult<Py<PyAny>> {
         let client = self.client()?;
         let json = args::encode(py, args, kwargs)?;
-        let items = runtime::wait(py, async move { client.stream(&name, &Json(json)).await })?
+        let target = name.clone();
+        let items = runtime::wait(py, async move { client.stream(&target, &Json(json)).await })?
             .map_err(errors::call)?;
-        Ok(ItemIter {
+        let iter = ItemIter {
             items: Arc::new(Mutex::new(Some(items))),
-        })
+        };
+        let Some(callback) = callback else {
+            return Ok(Py::new(py, iter)?.into_any());
+        };
+        let mut received = 0u64;
+        while let Some((ident, data)) = iter.__next__(py)? {
+            received += 1;
+            let verdict = callback.call1(py, (&name, ident, data))?;
+            if verdict.bind(py).is_instance_of::<pyo3::types::PyBool>()
+                && !verdict.bind(py).is_truthy()?
+            {
+                iter.abort();
+                return Ok(received.into_pyobject(py)?.into_any().unbind());
+            }
+        }
+        if let Some(eos) = eos_callback {
+            eos.call1(py, (&name,))?;
+        }
+        Ok(received.into_pyobject(py)?.into_any().unbind())
+    }
+
+    /// The files of gateway root `root` picked by a glob, a regex or explicit paths, as
+    /// dicts (`path`, `size`, `mtime`, `mode`, `hash` when asked for).
+    #[pyo3(signature = (root, glob=None, regex=None, paths=None, recursive=true, hash=false))]
+    fn list<'py>(
+        &self,
+        py: Python<'py>,
+        root: String,
+        glob: Option<String>,
+        regex: Option<String>,
+        paths: Option<Vec<String>>,
+        recursive: bool,
+        hash: bool,
+    ) -> PyResult<Vec<Bound<'py, PyDict>>> {
+        let selector = files::selector(glob, regex, paths, recursive);
+        files::list(py, self.client()?, root, selector, hash)
+    }
+
+    /// Downloads the files of `root` that the selection picks into `dest`, verified and
+    /// written atomically, over `swarm` connections; `progress(dict)` is called as they land.
+    /// Returns a summary dict (`files`, `bytes`, `skipped`, `seconds`, `verified`).
+    #[pyo3(signature = (root, dest, glob=None, regex=None, paths=None, recursive=true, swarm=4, progress=None))]
+    fn download<'py>(
+        &self,
+        py: Python<'py>,
+        root: String,
+        dest: PathBuf,
+        glob: Option<String>,
+        regex: Option<String>,
+        paths: Option<Vec<String>>,
+        recursive: bool,
+        swarm: usize,
+        progress: Option<Py<PyAny>>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let selector = files::selector(glob, regex, paths, recursive);
+        let direction = files::Direction::Download {
+            root,
+            selector,
+            dest,
+        };
+        let (controller, addr) = (self.controller.clone(), self.addr.clone());
+        files::transfer(
+            py,
+            controller,
+            self.client()?,
+            addr,
+            swarm,
+            direction,
+            progress,
+        )
+    }
+
+    /// Uploads local files and folders into `dest` below the gateway's upload folder.
+    #[pyo3(signature = (paths, dest=String::new(), swarm=4, progress=None))]
+    fn upload<'py>(
+        &self,
+        py: Python<'py>,
+        paths: Vec<PathBuf>,
+        dest: String,
+        swarm: usize,
+        progress: Option<Py<PyAny>>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let direction = files::Direction::Upload { paths, dest };
+        let (controller, addr) = (self.controller.clone(), self.addr.clone());
+        files::transfer(
+            py,
+            controller,
+            self.client()?,
+            addr,
+            swarm,
+            direction,
+            progress,
+        )
+    }
+
+    /// The connection's statistics: `rtt` (seconds), packets sent and lost, congestion
+    /// window, bytes each way.
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let s = self.client()?.stats();
+        let d = PyDict::new(py);
+        d.set_item("rtt", s.rtt.as_secs_f64())?;
+        d.set_item("sent_packets", s.sent_packets)?;
+        d.set_item("lost_packets", s.lost_packets)?;
+        d.set_item("congestion_events", s.congestion_events)?;
+        d.set_item("cwnd", s.cwnd)?;
+        d.set_item("bytes_sent", s.bytes_sent)?;
+        d.set_item("bytes_received", s.bytes_received)?;
+        Ok(d)
     }
 
     /// Sends `buffer` (anything with the buffer protocol: bytes, bytearray, memoryview, a

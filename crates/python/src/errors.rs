@@ -59,11 +59,23 @@ pub(crate) fn gateway(e: GatewayError) -> PyErr {
     raise("Error", e.to_string(), None)
 }
 
-/// The exception for a failed transfer.
-#[allow(dead_code)] // files come in the next step
+/// The exception for a failed transfer: `TransferFailed`, with `failures` listing each
+/// failed file's `(path, message)` when only some failed.
 pub(crate) fn transfer(e: TransferError) -> PyErr {
-    match e {
-        TransferError::Call(e) => call(e),
-        other => raise("TransferFailed", other.to_string(), None),
+    let failures: Vec<(String, String)> = match &e {
+        TransferError::Call(_) => Vec::new(),
+        TransferError::Partial { failed, .. } => failed
+            .iter()
+            .map(|(path, e)| (path.clone(), e.to_string()))
+            .collect(),
+        other => vec![(String::new(), other.to_string())],
+    };
+    if let TransferError::Call(e) = e {
+        return call(e);
     }
+    let error = raise("TransferFailed", e.to_string(), None);
+    Python::attach(|py| {
+        let _ = error.value(py).setattr("failures", failures);
+    });
+    error
 }

@@ -60,6 +60,20 @@ where
     F: Future<Output = T> + Send + 'static,
     T: Send + 'static,
 {
+    wait_reporting(py, fut, |_| Ok(()))
+}
+
+/// [`wait`], calling `report` with the GIL between waits (for progress callbacks, which so
+/// run on the caller's thread); an exception from it cancels the future too.
+pub(crate) fn wait_reporting<T, F>(
+    py: Python<'_>,
+    fut: F,
+    report: impl Fn(Python<'_>) -> PyResult<()>,
+) -> PyResult<T>
+where
+    F: Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
     let runtime = handle()?;
     let (tx, rx) = mpsc::sync_channel(1);
     // Shared with the closures that wait without the GIL, which must be `Send`.
@@ -75,7 +89,7 @@ where
         match waited {
             Ok(value) => return Ok(value),
             Err(mpsc::RecvTimeoutError::Timeout) => {
-                if let Err(interrupted) = py.check_signals() {
+                if let Err(interrupted) = py.check_signals().and_then(|()| report(py)) {
                     // Dropping the operation's future resets its stream: the gateway stops it.
                     task.abort();
                     return Err(interrupted);

@@ -99,3 +99,20 @@ def test_context_managers_close(tmp_path):
             assert c.call("echo", "x") == b"x"
         with pytest.raises(RuntimeError, match="closed"):
             c.ping()
+
+
+def test_pynetwork_style_callbacks(client):
+    got, ended = [], []
+
+    def on_item(name, ident, data):
+        got.append((name, ident, data))
+        return ident < 4  # False aborts
+
+    assert client.stream("count", 3, callback=on_item, eos_callback=ended.append) == 3
+    assert [i for _, i, _ in got] == [0, 1, 2] and ended == ["count"]
+    got.clear()
+    ended.clear()
+    assert client.stream("forever", callback=on_item, eos_callback=ended.append) == 5
+    assert ended == [], "an aborted stream has no end of stream"
+    stats = client.stats()
+    assert stats["rtt"] > 0 and stats["bytes_received"] > 0

@@ -1,5 +1,5 @@
 from os import PathLike
-from typing import Any, Callable, Iterator, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple, Union, overload
 
 from .errors import *  # noqa: F401,F403
 
@@ -19,7 +19,7 @@ class Gateway:
         allow_close: bool = False,
         client_ca: Optional[_Path] = None,
     ) -> None: ...
-    def add_subroutine(self, name: str, fn: Callable[..., Any]) -> None:
+    def add_subroutine(self, name: str, fn: Callable[..., Any], kind: Optional[str] = None) -> None:
         """A generator function becomes a stream subroutine, any other callable a batch one."""
     def add_sink(self, name: str, fn: Callable[..., Optional[int]]) -> None:
         """`fn(*args, buffer=bytes, **kwargs)` returns an int (None counts as 0)."""
@@ -52,7 +52,45 @@ class Client:
 
     def ping(self) -> float: ...
     def call(self, name: str, *args: Any, **kwargs: Any) -> bytes: ...
+    @overload
     def stream(self, name: str, *args: Any, **kwargs: Any) -> "ItemIter": ...
+    @overload
+    def stream(
+        self,
+        name: str,
+        *args: Any,
+        callback: Callable[[str, int, bytes], Optional[bool]],
+        eos_callback: Optional[Callable[[str], Any]] = None,
+        **kwargs: Any,
+    ) -> int: ...
+    def list(
+        self,
+        root: str,
+        glob: Optional[str] = None,
+        regex: Optional[str] = None,
+        paths: Optional[List[str]] = None,
+        recursive: bool = True,
+        hash: bool = False,
+    ) -> List[Dict[str, Any]]: ...
+    def download(
+        self,
+        root: str,
+        dest: _Path,
+        glob: Optional[str] = None,
+        regex: Optional[str] = None,
+        paths: Optional[List[str]] = None,
+        recursive: bool = True,
+        swarm: int = 4,
+        progress: Optional[Callable[[Dict[str, Any]], Any]] = None,
+    ) -> Dict[str, Any]: ...
+    def upload(
+        self,
+        paths: List[_Path],
+        dest: str = "",
+        swarm: int = 4,
+        progress: Optional[Callable[[Dict[str, Any]], Any]] = None,
+    ) -> Dict[str, Any]: ...
+    def stats(self) -> Dict[str, Any]: ...
     def send(self, name: str, buffer: _Buffer, *args: Any, **kwargs: Any) -> int: ...
     def close(self) -> None: ...
     def __enter__(self) -> "Client": ...

@@ -1,0 +1,153 @@
+//! Files from Python: `Client.list`, `Client.download` and `Client.upload`, spread over a
+//! swarm of connections to the client's gateway, with progress reported on the caller's
+//! thread (the callback runs where the call waits, never on the runtime's workers).
+
+use std::{path::PathBuf, sync::Arc};
+
+use pyo3::{prelude::*, types::PyDict};
+use quicswarm::files::{Progress, Selector, Swarm, TransferOptions, TransferSummary};
+
+use crate::{errors, runtime};
+
+/// The selector of a listing or download.
+pub(crate) fn selector(
+    glob: Option<String>,
+    regex: Option<String>,
+    paths: Option<Vec<String>>,
+    recursive: bool,
+) -> Selector {
+    Selector {
+        glob,
+        regex,
+        paths: paths.unwrap_or_default(),
+        recursive,
+        ..Selector::default()
+    }
+}
+
+/// The files of `root` that `selector` picks, as dicts.
+pub(crate) fn list<'py>(
+    py: Python<'py>,
+    client: quicswarm::Client,
+    root: String,
+    selector: Selector,
+    hash: bool,
+) -> PyResult<Vec<Bound<'py, PyDict>>> {
+    let listing = runtime::wait(
+        py,
+        async move { client.list_with(&root, &selector, hash).await },
+    )?
+    .map_err(errors::call)?;
+    listing
+        .entries
+        .iter()
+        .map(|e| {
+            let d = PyDict::new(py);
+            d.set_item("path", &e.path)?;
+            d.set_item("size", e.size)?;
+            d.set_item(
+                "mtime",
+                e.mtime.secs as f64 + f64::from(e.mtime.nanos) / 1e9,
+            )?;
+            d.set_item("mode", e.mode)?;
+            d.set_item(
+                "hash",
+                e.hash
+                    .map(|h| h.iter().map(|b| format!("{b:02x}")).collect::<String>()),
+            )?;
+            Ok(d)
+        })
+        .collect()
+}
+
+/// Where a transfer goes.
+pub(crate) enum Direction {
+    Download {
+        root: String,
+        selector: Selector,
+        dest: PathBuf,
+    },
+    Upload {
+        paths: Vec<PathBuf>,
+        dest: String,
+    },
+}
+
+/// Runs a transfer over `swarm` connections (the client's and `swarm - 1` more, closed after)
+/// and returns its summary as a dict; `progress(dict)` is called as files and ranges land.
+pub(crate) fn transfer<'py>(
+    py: Python<'py>,
+    controller: quicswarm::Controller,
+    client: quicswarm::Client,
+    addr: String,
+    swarm: usize,
+    direction: Direction,
+    progress: Option<Py<PyAny>>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let (tx, rx) = std::sync::mpsc::channel::<Progress>();
+    let mut options = TransferOptions::default();
+    if progress.is_some() {
+        let tx = std::sync::Mutex::new(tx);
+        options.progress = Some(Arc::new(move |p: &Progress| {
+            if let Ok(tx) = tx.lock() {
+                let _ = tx.send(*p);
+            }
+        }));
+    }
+    let job = async move {
+        let mut clients = vec![client];
+        for _ in 1..swarm.max(1) {
+            match controller.get_client(&addr).await {
+                Ok(c) => clients.push(c),
+                // A full pool: go on with the connections there are.
+                Err(_) => break,
+            }
+        }
+        let extra: Vec<quicswarm::Client> = clients[1..].to_vec();
+        let swarm = Swarm::new(clients);
+        let result = match direction {
+            Direction::Download {
+                root,
+                selector,
+                dest,
+            } => swarm.download(&root, &selector, dest, &options).await,
+            Direction::Upload { paths, dest } => swarm.upload(&paths, &dest, &options).await,
+        };
+        for c in extra {
+            let _ = c.close().await;
+        }
+        result
+    };
+    let report = |py: Python<'_>| -> PyResult<()> {
+        if let Some(callback) = &progress {
+            for p in rx.try_iter() {
+                callback.call1(py, (progress_dict(py, &p)?,))?;
+            }
+        }
+        Ok(())
+    };
+    let summary = runtime::wait_reporting(py, job, report)?;
+    report(py)?;
+    summary_dict(py, &summary.map_err(errors::transfer)?)
+}
+
+fn progress_dict<'py>(py: Python<'py>, p: &Progress) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("files_done", p.files_done)?;
+    d.set_item("files_total", p.files_total)?;
+    d.set_item("bytes_done", p.bytes_done)?;
+    d.set_item("bytes_total", p.bytes_total)?;
+    d.set_item("skipped", p.skipped)?;
+    d.set_item("seconds", p.elapsed.as_secs_f64())?;
+    Ok(d)
+}
+
+fn summary_dict<'py>(py: Python<'py>, s: &TransferSummary) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("files", s.files)?;
+    d.set_item("bytes", s.bytes)?;
+    d.set_item("skipped", s.skipped)?;
+    d.set_item("seconds", s.seconds)?;
+    d.set_item("verified", &s.verified)?;
+    Ok(d)
+}
