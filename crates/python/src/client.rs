@@ -282,6 +282,12 @@ impl Client {
         .map_err(errors::call)
     }
 
+    /// Asks the gateway to shut down (it must allow it: `Gateway(allow_close=True)`).
+    fn close_gateway(&self, py: Python<'_>) -> PyResult<()> {
+        let client = self.client()?;
+        runtime::wait(py, async move { client.close_gateway().await })?.map_err(errors::call)
+    }
+
     /// Closes the client politely: the gateway frees its handler slot.
     fn close(&mut self, py: Python<'_>) -> PyResult<()> {
         if let Some(client) = self.inner.take() {
