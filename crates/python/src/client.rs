@@ -9,7 +9,7 @@ use pyo3::{
     prelude::*,
     types::{PyBytes, PyDict, PyTuple},
 };
-use quicswarm::{ControllerConfig, Fingerprint, Identity, Json, Trust};
+use quicswarm::{ControllerConfig, Delivery, Fingerprint, Identity, Json, SubscribeOptions, Trust};
 use tokio::sync::Mutex;
 
 use crate::{args, errors, files, runtime};
@@ -170,6 +170,49 @@ impl Client {
             eos.call1(py, (&name,))?;
         }
         Ok(received.into_pyobject(py)?.into_any().unbind())
+    }
+
+    /// Subscribes to a stream subroutine for a feed: `delivery="reliable"` (every item, in
+    /// order), `"latest"` (each item on its own stream; a newer one replaces one not yet
+    /// delivered: camera frames) or `"datagram"` (one unreliable datagram each: small sensor
+    /// readings). `max_age` (seconds) cancels a `latest` item in flight that long once a newer
+    /// one is ready; `priority` orders this feed against others (higher first).
+    #[pyo3(signature = (name, *args, delivery="reliable", max_age=None, priority=0, **kwargs))]
+    fn subscribe(
+        &self,
+        py: Python<'_>,
+        name: String,
+        args: &Bound<'_, PyTuple>,
+        delivery: &str,
+        max_age: Option<f64>,
+        priority: i32,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<ItemIter> {
+        let delivery = match delivery {
+            "reliable" => Delivery::Reliable,
+            "latest" => Delivery::Latest,
+            "datagram" => Delivery::Datagram,
+            other => {
+                return Err(PyTypeError::new_err(format!(
+                    "delivery={other:?}: \"reliable\", \"latest\" or \"datagram\""
+                )))
+            }
+        };
+        let mut options = SubscribeOptions::delivery(delivery);
+        options.priority = priority;
+        options.max_age = max_age
+            .map(std::time::Duration::try_from_secs_f64)
+            .transpose()
+            .map_err(|e| PyTypeError::new_err(format!("max_age: {e}")))?;
+        let client = self.client()?;
+        let json = args::encode(py, args, kwargs)?;
+        let items = runtime::wait(py, async move {
+            client.subscribe(&name, &Json(json), &options).await
+        })?
+        .map_err(errors::call)?;
+        Ok(ItemIter {
+            items: Arc::new(Mutex::new(Some(items))),
+        })
     }
 
     /// The files of gateway root `root` picked by a glob, a regex or explicit paths, as

@@ -1,6 +1,7 @@
 """What needs its own process: Ctrl-C, fork, and the Rust CLI on the other side."""
 
 import json
+import pathlib
 import os
 import signal
 import subprocess
@@ -125,3 +126,12 @@ def test_rust_cli_client_and_python_gateway(cli, gateway):
     assert streamed["items"] == 6 and streamed["bytes"] == 60
     sent = run("send", addr, "total", "--zeros", "1000")
     assert sent["result"] == 1000, sent
+
+
+def test_camera_viewer_example_receives_fresh_frames():
+    example = pathlib.Path(__file__).resolve().parents[3] / "examples" / "python" / "camera_viewer.py"
+    out = subprocess.run([sys.executable, str(example), "--demo", "--seconds", "1"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    frames = int(out.stdout.split()[0])
+    assert frames >= 10, out.stdout

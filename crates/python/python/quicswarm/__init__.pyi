@@ -63,6 +63,15 @@ class Client:
         eos_callback: Optional[Callable[[str], Any]] = None,
         **kwargs: Any,
     ) -> int: ...
+    def subscribe(
+        self,
+        name: str,
+        *args: Any,
+        delivery: str = "reliable",
+        max_age: Optional[float] = None,
+        priority: int = 0,
+        **kwargs: Any,
+    ) -> "ItemIter": ...
     def list(
         self,
         root: str,
