@@ -351,6 +351,11 @@ impl Client {
 }
 
 impl Client {
+    /// The connection, for the asyncio client that shares it.
+    pub(crate) fn connection(&self) -> PyResult<quicswarm::Client> {
+        self.client()
+    }
+
     fn client(&self) -> PyResult<quicswarm::Client> {
         self.inner
             .clone()
@@ -361,7 +366,7 @@ impl Client {
 /// The bytes of anything with the buffer protocol. `bytes` are copied once; other buffers
 /// (bytearray, memoryview, numpy arrays) go through `memoryview(...).tobytes()` first: the
 /// stable ABI of Python 3.9 has no buffer access from Rust.
-fn buffer_bytes(buffer: &Bound<'_, PyAny>) -> PyResult<Bytes> {
+pub(crate) fn buffer_bytes(buffer: &Bound<'_, PyAny>) -> PyResult<Bytes> {
     if let Ok(bytes) = buffer.cast::<PyBytes>() {
         return Ok(Bytes::copy_from_slice(bytes.as_bytes()));
     }

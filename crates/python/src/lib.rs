@@ -5,6 +5,7 @@
 // Python methods take their keyword arguments as Rust parameters: many of them, by design.
 #![allow(clippy::too_many_arguments)]
 
+mod aio;
 mod args;
 mod client;
 mod errors;
@@ -20,5 +21,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<client::Controller>()?;
     m.add_class::<client::Client>()?;
     m.add_class::<client::ItemIter>()?;
+    m.add_class::<aio::AsyncClient>()?;
+    m.add_class::<aio::AsyncItemIter>()?;
     Ok(())
 }
