@@ -435,3 +435,34 @@ async fn a_sink_may_ignore_its_buffer() {
         );
     }
 }
+
+/// `ItemStream::next` is cancel-safe: polled under a timeout that keeps expiring while large
+/// items arrive in many packets, it still yields every item whole and in order.
+#[tokio::test]
+async fn an_item_stream_loses_nothing_when_next_is_cancelled() {
+    let gw = spawn_gateway(|b| b).await;
+    let client = gw.client().await;
+    let args = CounterArgs {
+        count: 8,
+        size: 300_000,
+    };
+    let mut items = within("stream", client.stream("counter", &args))
+        .await
+        .unwrap();
+    let (mut got, mut cancelled) = (Vec::new(), 0u32);
+    // Bounded: 8 items, each given at most 100,000 short tries.
+    for _ in 0..800_000 {
+        match tokio::time::timeout(Duration::from_micros(50), items.next()).await {
+            Err(_) => cancelled += 1,
+            Ok(next) => match next.unwrap() {
+                Some((ident, data)) => {
+                    assert_eq!(data.len(), 300_000, "item {ident} whole");
+                    got.push(ident);
+                }
+                None => break,
+            },
+        }
+    }
+    assert_eq!(got, (0..8).collect::<Vec<i64>>());
+    assert!(cancelled > 0, "some calls were cancelled mid-item");
+}

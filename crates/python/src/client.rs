@@ -149,9 +149,7 @@ impl Client {
         let target = name.clone();
         let items = runtime::wait(py, async move { client.stream(&target, &Json(json)).await })?
             .map_err(errors::call)?;
-        let iter = ItemIter {
-            items: Arc::new(Mutex::new(Some(items))),
-        };
+        let iter = ItemIter::new(items);
         let Some(callback) = callback else {
             return Ok(Py::new(py, iter)?.into_any());
         };
@@ -210,9 +208,7 @@ impl Client {
             client.subscribe(&name, &Json(json), &options).await
         })?
         .map_err(errors::call)?;
-        Ok(ItemIter {
-            items: Arc::new(Mutex::new(Some(items))),
-        })
+        Ok(ItemIter::new(items))
     }
 
     /// The files of gateway root `root` picked by a glob, a regex or explicit paths, as
@@ -385,9 +381,29 @@ pub(crate) fn buffer_bytes(buffer: &Bound<'_, PyAny>) -> PyResult<Bytes> {
 }
 
 /// The items of a stream subscription.
+///
+/// Items already received travel to Python in batches: one wait on the runtime hands over
+/// every item ready then (up to [`BATCH`]), and the next calls take them from here without
+/// crossing threads.
 #[pyclass(module = "quicswarm")]
 pub(crate) struct ItemIter {
     items: Arc<Mutex<Option<quicswarm::ItemStream>>>,
+    ready: std::sync::Mutex<std::collections::VecDeque<(i64, Bytes)>>,
+    /// A failure that came behind items still to hand out.
+    failed: std::sync::Mutex<Option<quicswarm::CallError>>,
+}
+
+/// Most items handed over per wait.
+const BATCH: usize = 256;
+
+impl ItemIter {
+    pub(crate) fn new(items: quicswarm::ItemStream) -> Self {
+        Self {
+            items: Arc::new(Mutex::new(Some(items))),
+            ready: std::sync::Mutex::default(),
+            failed: std::sync::Mutex::default(),
+        }
+    }
 }
 
 #[pymethods]
@@ -397,33 +413,67 @@ impl ItemIter {
     }
 
     fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Option<(i64, Bound<'py, PyBytes>)>> {
+        if let Some((ident, data)) = self.pop() {
+            return Ok(Some((ident, PyBytes::new(py, &data))));
+        }
+        if let Some(failure) = self.failed.lock().ok().and_then(|mut f| f.take()) {
+            return Err(errors::call(failure));
+        }
         let items = self.items.clone();
         let next = runtime::wait(py, async move {
+            use futures_util::FutureExt as _;
             let mut guard = items.lock().await;
-            match guard.as_mut() {
-                Some(stream) => {
-                    let next = stream.next().await;
-                    if !matches!(next, Ok(Some(_))) {
-                        // Ended or failed: nothing more will come.
-                        *guard = None;
-                    }
-                    next
+            let Some(stream) = guard.as_mut() else {
+                return Ok((Vec::new(), None));
+            };
+            let first = stream.next().await;
+            let mut batch = match first {
+                Ok(Some(item)) => vec![item],
+                other => {
+                    // Ended or failed: nothing more will come.
+                    *guard = None;
+                    return other.map(|_| (Vec::new(), None));
                 }
-                None => Ok(None),
+            };
+            let mut failure = None;
+            // Whatever is ready already, without waiting (`next` is cancel-safe).
+            while batch.len() < BATCH {
+                match stream.next().now_or_never() {
+                    Some(Ok(Some(item))) => batch.push(item),
+                    Some(Ok(None)) => {
+                        *guard = None;
+                        break;
+                    }
+                    Some(Err(e)) => {
+                        // Handed out after these items, at the call that finds none left.
+                        failure = Some(e);
+                        *guard = None;
+                        break;
+                    }
+                    None => break,
+                }
             }
+            Ok((batch, failure))
         });
-        let next = match next {
-            Ok(next) => next,
+        let (batch, failure) = match next {
+            Ok(batch) => batch.map_err(errors::call)?,
             Err(interrupted) => {
                 // Interrupted mid-read: the stream is abandoned (and so aborted).
                 self.abort();
                 return Err(interrupted);
             }
         };
-        match next.map_err(errors::call)? {
-            Some((ident, data)) => Ok(Some((ident, PyBytes::new(py, &data)))),
-            None => Ok(None),
+        let mut batch = batch.into_iter();
+        let Some((ident, data)) = batch.next() else {
+            return Ok(None);
+        };
+        if let Ok(mut ready) = self.ready.lock() {
+            ready.extend(batch);
         }
+        if let (Some(failure), Ok(mut failed)) = (failure, self.failed.lock()) {
+            *failed = Some(failure);
+        }
+        Ok(Some((ident, PyBytes::new(py, &data))))
     }
 
     /// Aborts the stream: the gateway stops its producer.
@@ -433,7 +483,14 @@ impl ItemIter {
 }
 
 impl ItemIter {
-    fn abort(&self) {
+    fn pop(&self) -> Option<(i64, Bytes)> {
+        self.ready.lock().ok()?.pop_front()
+    }
+
+    pub(crate) fn abort(&self) {
+        if let Ok(mut ready) = self.ready.lock() {
+            ready.clear();
+        }
         if let Ok(mut guard) = self.items.try_lock() {
             guard.take();
         }

@@ -5,7 +5,7 @@
 //! gateway. A subroutine that raises fails only its request; the caller gets the exception's
 //! type and message.
 
-use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, time::Duration};
+use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use pyo3::{
@@ -13,7 +13,7 @@ use pyo3::{
     prelude::*,
     types::{PyBytes, PyDict, PyString},
 };
-use quicswarm::{Emitter, Registry};
+use quicswarm::Registry;
 use serde_json::Value;
 
 use crate::{args, errors, runtime};
@@ -96,10 +96,17 @@ impl Gateway {
             None => is_generator_function(py, function)?,
         };
         if is_generator {
-            self.registry
-                .stream_blocking(name, move |value: Value, out: &mut Emitter| {
-                    Python::attach(|py| run_generator(py, &r#fn, &value, out))
+            let function = Arc::new(r#fn);
+            self.registry.stream(name, move |value: Value, _ctx| {
+                let (tx, rx) = tokio::sync::mpsc::channel(STREAM_QUEUE);
+                let function = function.clone();
+                tokio::task::spawn_blocking(move || {
+                    Python::attach(|py| run_generator(py, &function, &value, &tx));
                 });
+                futures_util::stream::unfold(rx, |mut rx| async move {
+                    rx.recv().await.map(|item| (item, rx))
+                })
+            });
         } else {
             self.registry.batch_blocking(name, move |value: Value| {
                 Python::attach(|py| -> Result<Bytes, String> {
@@ -278,35 +285,74 @@ fn call<'py>(
         .map_err(|e| describe(py, &e))
 }
 
-/// Runs a generator subroutine, handing each item to `out`; stops (closing the generator)
-/// when the client has gone.
+/// Items a stream subroutine may run ahead of its client. Handing them over one by one (a
+/// queue of two) cost a thread switch per item; with room for a few dozen the producer runs
+/// while the connection drains, and an abort still reaches it within this many items.
+const STREAM_QUEUE: usize = 64;
+
+type Item = Result<(i64, Bytes), String>;
+
+/// Runs a generator subroutine, queueing each item for the client; stops (closing the
+/// generator) when the client has gone. The GIL is let go only when the queue is full.
 fn run_generator(
     py: Python<'_>,
     function: &Py<PyAny>,
     value: &Value,
-    out: &mut Emitter,
-) -> Result<(), String> {
-    let generator = call(py, function, value, None)?;
-    let mut items = generator.try_iter().map_err(|e| describe(py, &e))?;
+    tx: &tokio::sync::mpsc::Sender<Item>,
+) {
+    let send = |item: Item| -> bool {
+        match tx.try_send(item) {
+            Ok(()) => true,
+            Err(tokio::sync::mpsc::error::TrySendError::Full(item)) => {
+                py.detach(|| tx.blocking_send(item).is_ok())
+            }
+            Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    };
+    let generator = match call(py, function, value, None) {
+        Ok(generator) => generator,
+        Err(e) => {
+            send(Err(e));
+            return;
+        }
+    };
+    let mut items = match generator.try_iter() {
+        Ok(items) => items,
+        Err(e) => {
+            send(Err(describe(py, &e)));
+            return;
+        }
+    };
     loop {
-        let Some(item) = items.next() else {
-            return Ok(());
+        let item = match items.next() {
+            None => return,
+            Some(Err(e)) => {
+                send(Err(describe(py, &e)));
+                return;
+            }
+            Some(Ok(item)) => item,
         };
-        let item = item.map_err(|e| describe(py, &e))?;
-        let (ident, data): (i64, Bound<'_, PyAny>) = item.extract().map_err(|_| {
-            format!(
+        let pair: Result<(i64, Bound<'_, PyAny>), _> = item.extract();
+        let Ok((ident, data)) = pair else {
+            send(Err(format!(
                 "TypeError: a stream subroutine yields (ident, bytes) pairs, not {}",
                 type_name(&item)
-            )
-        })?;
+            )));
+            return;
+        };
         if ident < 0 {
-            return Ok(());
+            return;
         }
-        let data = to_bytes(&data).map_err(|e| describe(py, &e))?;
-        // The GIL is released while the item waits for room on its way to the client.
-        if py.detach(|| out.emit(ident, data)).is_err() {
+        let data = match to_bytes(&data) {
+            Ok(data) => data,
+            Err(e) => {
+                send(Err(describe(py, &e)));
+                return;
+            }
+        };
+        if !send(Ok((ident, data))) {
             let _ = generator.call_method0("close");
-            return Ok(());
+            return;
         }
     }
 }

@@ -1,12 +1,9 @@
 //! The one tokio runtime behind every Python object, and how a Python thread waits on it:
-//! without the GIL, waking every 50 ms to let Python run its signal handlers, so Ctrl-C
-//! interrupts a blocking call promptly (and cancels the operation it was waiting for).
+//! it drives the operation itself without the GIL, in 50 ms slices between which Python runs
+//! its signal handlers, so Ctrl-C interrupts a blocking call promptly (and cancels the
+//! operation it was waiting for).
 
-use std::{
-    future::Future,
-    sync::{mpsc, OnceLock},
-    time::Duration,
-};
+use std::{future::Future, sync::OnceLock, time::Duration};
 
 use pyo3::{exceptions::PyRuntimeError, prelude::*};
 
@@ -75,31 +72,17 @@ where
     T: Send + 'static,
 {
     let runtime = handle()?;
-    let (tx, rx) = mpsc::sync_channel(1);
-    // Shared with the closures that wait without the GIL, which must be `Send`.
-    let rx = std::sync::Mutex::new(rx);
-    let task = runtime.spawn(async move {
-        let _ = tx.send(fut.await);
-    });
+    // Driven on this thread (no hand-over to a worker and back), in slices so that signals
+    // are looked at between them; dropping it on an interrupt cancels the operation.
+    let mut fut = Box::pin(fut);
     loop {
-        let waited = py.detach(|| match rx.lock() {
-            Ok(rx) => rx.recv_timeout(SIGNAL_CHECK),
-            Err(_) => Err(mpsc::RecvTimeoutError::Disconnected),
+        // The timer is made inside the runtime's context, which `block_on` enters.
+        let slice = py.detach(|| {
+            runtime.block_on(async { tokio::time::timeout(SIGNAL_CHECK, fut.as_mut()).await })
         });
-        match waited {
-            Ok(value) => return Ok(value),
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                if let Err(interrupted) = py.check_signals().and_then(|()| report(py)) {
-                    // Dropping the operation's future resets its stream: the gateway stops it.
-                    task.abort();
-                    return Err(interrupted);
-                }
-            }
-            Err(mpsc::RecvTimeoutError::Disconnected) => {
-                return Err(PyRuntimeError::new_err(
-                    "the operation was dropped by the runtime",
-                ))
-            }
+        if let Ok(value) = slice {
+            return Ok(value);
         }
+        py.check_signals().and_then(|()| report(py))?;
     }
 }

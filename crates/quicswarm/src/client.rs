@@ -486,6 +486,7 @@ impl Client {
             max_item,
             state: StreamState::Open,
             routed,
+            pending: None,
             _client: self.inner.clone(),
         })
     }
@@ -755,6 +756,9 @@ pub struct ItemStream {
     state: StreamState,
     /// Set for `Latest` and `Datagram` deliveries.
     routed: Option<RoutedState>,
+    /// An item whose header was read and whose bytes have not all arrived: kept here so that
+    /// a `next` dropped while waiting for them loses nothing.
+    pending: Option<(i64, usize)>,
     _client: Arc<ClientInner>,
 }
 
@@ -768,6 +772,10 @@ impl std::fmt::Debug for ItemStream {
 
 impl ItemStream {
     /// The next `(ident, bytes)` item; `None` once the producer ended naturally.
+    ///
+    /// # Cancel safety
+    /// Cancel-safe: a `next` dropped before it completes (in `select!`, a timeout, polled
+    /// once) loses no item; the next call carries on where it stood.
     ///
     /// # Errors
     /// The producer's failure or panic, a lost connection, or a protocol violation. After an
@@ -826,6 +834,11 @@ impl ItemStream {
                 }
             }
         }
+        if let Some((ident, len)) = self.pending {
+            let data = self.reader.read_bytes(len).await?;
+            self.pending = None;
+            return Ok(Some((ident, data)));
+        }
         match self.reader.read_frame::<StreamFrame>().await? {
             Some(StreamFrame::Item { ident, len }) => {
                 if len > self.max_item as u64 {
@@ -835,7 +848,10 @@ impl ItemStream {
                         self.max_item
                     )));
                 }
+                // Cannot truncate: len <= max_item, a usize.
+                self.pending = Some((ident, len as usize));
                 let data = self.reader.read_bytes(len as usize).await?;
+                self.pending = None;
                 Ok(Some((ident, data)))
             }
             Some(StreamFrame::End) => Ok(None),
