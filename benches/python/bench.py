@@ -7,8 +7,9 @@
 pynetwork is installed from the package index into a throwaway venv and its gateway bound to
 127.0.0.1. Each side runs its gateway and its client in two processes of their own. Rows:
 ping p50, 64 B batch calls, streams of 1 KiB and 64 KiB items, a 4 MiB send, 1,000 files of
-4 KiB and one 256 MiB file (downloads, content checked). Prints one table and, with
-``--json FILE``, the rows.
+4 KiB and one 256 MiB file (downloads, content checked). A third column runs the Rust API on
+the same workloads (``cargo bench -p quicswarm-benches --bench python_ref``): the Python layer
+is meant to stay within 2x of it. Prints one table and, with ``--json FILE``, the rows.
 """
 
 import argparse
@@ -239,6 +240,23 @@ def run_side(cmd_gateway, cmd_client, parse_gateway, cwd=None, quiet=False):
         gateway.wait()
 
 
+def rust_reference(data, quick):
+    """The Rust API's figures on the same workloads (benches/benches/python_ref.rs), or
+    nothing without cargo."""
+    repo = HERE.parents[2]
+    cmd = ["cargo", "bench", "-q", "-p", "quicswarm-benches", "--bench", "python_ref", "--",
+           "--data", str(data)] + (["--quick"] if quick else [])
+    try:
+        out = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, timeout=3600)
+    except FileNotFoundError:
+        print("no cargo: the Rust column is left out")
+        return {}
+    if out.returncode != 0:
+        print(f"the Rust reference failed:\n{out.stderr[-2000:]}")
+        return {}
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
@@ -293,15 +311,25 @@ def main():
     qs = run_side([sys.executable, str(HERE), *flag, "qs-gateway", str(data)],
                   [sys.executable, str(HERE), *flag, "qs-client"], addr_and_fingerprint)
 
-    print(f"\n{'workload':28} {'pynetwork':>14} {'quicswarm':>14} {'ratio':>9}  target")
+    rust = rust_reference(data, args.quick)
+
+    print(f"\n{'workload':28} {'pynetwork':>12} {'quicswarm':>12} {'Rust API':>12} {'vs pyn':>8} "
+          f"{'vs Rust':>8}  targets")
     table = []
     for label, key, better, target in rows(sizes):
         a, b = pyn[key], qs[key]
         ratio = b / a if better == "higher" else a / b
-        met = "" if target is None else (f">= {target}x: " + ("met" if ratio >= target else "NOT met"))
-        print(f"{label:28} {a:14.1f} {b:14.1f} {ratio:8.1f}x  {met}")
-        table.append({"workload": label, "pynetwork": a, "quicswarm": b, "ratio": ratio,
-                     "target": target})
+        r = rust.get(key)
+        # How much slower the Python API is than the Rust one (1.0 = as fast).
+        behind = None if r is None else (r / b if better == "higher" else b / r)
+        met = [] if target is None else [f">= {target}x pynetwork: " + ("met" if ratio >= target else "NOT met")]
+        if behind is not None:
+            met.append("within 2x of Rust: " + ("met" if behind <= 2 else "NOT met"))
+        rust_text = f"{r:12.1f}" if r is not None else f"{'-':>12}"
+        behind_text = f"{behind:7.2f}x" if behind is not None else f"{'-':>8}"
+        print(f"{label:28} {a:12.1f} {b:12.1f} {rust_text} {ratio:7.1f}x {behind_text}  {'; '.join(met)}")
+        table.append({"workload": label, "pynetwork": a, "quicswarm_python": b, "rust_api": r,
+                      "ratio_vs_pynetwork": ratio, "python_behind_rust": behind, "target": target})
     if args.json:
         pathlib.Path(args.json).write_text(json.dumps(table, indent=2))
 
