@@ -92,6 +92,25 @@ impl Controller {
     }
 }
 
+impl Controller {
+    /// The Rust controller, for sessions.
+    pub(crate) fn handle(&self) -> quicswarm::Controller {
+        self.inner.clone()
+    }
+}
+
+/// A `delivery=` argument.
+pub(crate) fn parse_delivery(delivery: &str) -> PyResult<Delivery> {
+    match delivery {
+        "reliable" => Ok(Delivery::Reliable),
+        "latest" => Ok(Delivery::Latest),
+        "datagram" => Ok(Delivery::Datagram),
+        other => Err(PyTypeError::new_err(format!(
+            "delivery={other:?}: \"reliable\", \"latest\" or \"datagram\""
+        ))),
+    }
+}
+
 /// One handler/client pair: a connection to a gateway. Every operation is its own stream, so
 /// a ping is answered while a big stream runs. A context manager: leaving it closes the
 /// client and frees its handler slot.
@@ -186,17 +205,7 @@ impl Client {
         priority: i32,
         kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<ItemIter> {
-        let delivery = match delivery {
-            "reliable" => Delivery::Reliable,
-            "latest" => Delivery::Latest,
-            "datagram" => Delivery::Datagram,
-            other => {
-                return Err(PyTypeError::new_err(format!(
-                    "delivery={other:?}: \"reliable\", \"latest\" or \"datagram\""
-                )))
-            }
-        };
-        let mut options = SubscribeOptions::delivery(delivery);
+        let mut options = SubscribeOptions::delivery(parse_delivery(delivery)?);
         options.priority = priority;
         options.max_age = max_age
             .map(std::time::Duration::try_from_secs_f64)

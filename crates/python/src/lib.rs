@@ -12,6 +12,7 @@ mod errors;
 mod files;
 mod gateway;
 mod runtime;
+mod session;
 
 use pyo3::prelude::*;
 
@@ -21,6 +22,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<client::Controller>()?;
     m.add_class::<client::Client>()?;
     m.add_class::<client::ItemIter>()?;
+    m.add_class::<session::Session>()?;
+    m.add_class::<session::ResumingIter>()?;
     m.add_class::<aio::AsyncClient>()?;
     m.add_class::<aio::AsyncItemIter>()?;
     Ok(())

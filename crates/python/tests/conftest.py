@@ -102,8 +102,13 @@ def cli():
 @pytest.fixture
 def cli_gateway(cli, tmp_path):
     """`quicswarm gateway --demo` in its own process."""
+    served = tmp_path / "served"
+    (served / "sub").mkdir(parents=True)
+    for i in range(5):
+        (served / "sub" / f"{i}.log").write_bytes(bytes([i]) * 5000)
     proc = subprocess.Popen(
-        [cli, "gateway", "--listen", "127.0.0.1:0", "--demo", "--cert-dir", str(tmp_path / "certs")],
+        [cli, "gateway", "--listen", "127.0.0.1:0", "--demo", "--cert-dir", str(tmp_path / "certs"),
+         "--serve", f"logs={served}", "--upload-dir", str(tmp_path / "uploads")],
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "RUST_LOG": "warn"},

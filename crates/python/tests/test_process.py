@@ -98,7 +98,7 @@ def test_use_after_fork_is_a_clear_error_not_a_hang(client):
     assert out.stdout.strip() == "0", out.stderr
 
 
-def test_python_client_and_rust_gateway(cli_gateway):
+def test_python_client_and_rust_gateway(cli_gateway, tmp_path):
     addr, fingerprint = cli_gateway
     with quicswarm.Controller(fingerprint=fingerprint).get_client(addr) as c:
         assert c.call("echo", "from python") == b"from python"
@@ -107,6 +107,14 @@ def test_python_client_and_rust_gateway(cli_gateway):
         assert c.send("byte_sum", bytes([1, 2, 3, 250])) == 256
         with pytest.raises(quicswarm.SubroutineFailed):
             c.call("fail")
+        # Files from and to the Rust gateway.
+        dest = tmp_path / "from-rust"
+        summary = c.download("logs", dest, regex=r"\.log$")
+        assert summary["files"] == 5
+        assert (dest / "sub" / "3.log").read_bytes() == bytes([3]) * 5000
+        summary = c.upload([dest / "sub"], dest="back")
+        assert summary["files"] == 5
+        assert (tmp_path / "uploads" / "back" / "sub" / "4.log").read_bytes() == bytes([4]) * 5000
 
 
 def test_rust_cli_client_and_python_gateway(cli, gateway):

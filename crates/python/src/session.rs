@@ -1,0 +1,217 @@
+//! `quicswarm.Session`: a client that reconnects by itself after an outage or a gateway
+//! restart, resuming its subscriptions after the last item received.
+
+use std::sync::Arc;
+
+use pyo3::{
+    exceptions::PyRuntimeError,
+    prelude::*,
+    types::{PyBytes, PyDict, PyTuple},
+};
+use quicswarm::{Json, LinkState, ReconnectPolicy, SubscribeOptions};
+use tokio::sync::Mutex;
+
+use crate::{args, client::parse_delivery, errors, runtime};
+
+/// A client to one gateway that survives outages: calls wait for the link to come back
+/// (within the timeout), subscriptions resume by themselves. `state` is `"connected"`,
+/// `"reconnecting"` or `"closed"`; `wait_state_change()` blocks until it changes.
+///
+/// ```python
+/// session = quicswarm.Session(controller, "robot.local:1857")
+/// for ident, frame in session.subscribe("camera", delivery="latest"):
+///     ...  # keeps going across Wi-Fi drops
+/// ```
+#[pyclass(module = "quicswarm")]
+pub(crate) struct Session {
+    inner: Option<Arc<quicswarm::Session>>,
+}
+
+#[pymethods]
+impl Session {
+    #[new]
+    #[pyo3(signature = (controller, addr, max_attempts=None))]
+    fn new(
+        py: Python<'_>,
+        controller: PyRef<'_, crate::client::Controller>,
+        addr: String,
+        max_attempts: Option<u32>,
+    ) -> PyResult<Self> {
+        let controller = controller.handle();
+        let mut policy = ReconnectPolicy::default();
+        policy.max_attempts = max_attempts;
+        let session = runtime::wait(py, async move {
+            quicswarm::Session::connect(&controller, &addr, policy).await
+        })?
+        .map_err(errors::connect)?;
+        Ok(Self {
+            inner: Some(Arc::new(session)),
+        })
+    }
+
+    /// `"connected"`, `"reconnecting"` or `"closed"`.
+    #[getter]
+    fn state(&self) -> &'static str {
+        self.inner
+            .as_ref()
+            .map_or("closed", |session| state_name(session.state()))
+    }
+
+    /// Reconnections so far.
+    #[getter]
+    fn reconnects(&self) -> PyResult<u64> {
+        Ok(self.session()?.reconnects())
+    }
+
+    /// Waits (at most `timeout` seconds) until the state is no longer what it is now;
+    /// returns the state then (unchanged if the time ran out).
+    #[pyo3(signature = (timeout=30.0))]
+    fn wait_state_change(&self, py: Python<'_>, timeout: f64) -> PyResult<&'static str> {
+        let now = self.state();
+        self.wait_until(py, timeout, move |s| s != now)
+    }
+
+    /// Waits (at most `timeout` seconds) for `state`; whether it came.
+    #[pyo3(signature = (state, timeout=30.0))]
+    fn wait_for(&self, py: Python<'_>, state: String, timeout: f64) -> PyResult<bool> {
+        let reached = self.wait_until(py, timeout, move |s| s == state)?;
+        Ok(reached == self.state())
+    }
+
+    /// Calls a batch subroutine, waiting for the link if it is down.
+    #[pyo3(signature = (name, *args, **kwargs))]
+    fn call<'py>(
+        &self,
+        py: Python<'py>,
+        name: String,
+        args: &Bound<'py, PyTuple>,
+        kwargs: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let session = self.session()?;
+        let json = args::encode(py, args, kwargs)?;
+        let reply = runtime::wait(py, async move { session.call(&name, &Json(json)).await })?
+            .map_err(errors::call)?;
+        Ok(PyBytes::new(py, &reply))
+    }
+
+    /// Subscribes to a stream subroutine; the iterator resumes by itself after a reconnect.
+    #[pyo3(signature = (name, *args, delivery="reliable", max_age=None, priority=0, **kwargs))]
+    fn subscribe(
+        &self,
+        py: Python<'_>,
+        name: String,
+        args: &Bound<'_, PyTuple>,
+        delivery: &str,
+        max_age: Option<f64>,
+        priority: i32,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<ResumingIter> {
+        let mut options = SubscribeOptions::delivery(parse_delivery(delivery)?);
+        options.priority = priority;
+        options.max_age = max_age.map(|s| std::time::Duration::from_secs_f64(s.max(0.0)));
+        let session = self.session()?;
+        let json = args::encode(py, args, kwargs)?;
+        let stream = runtime::wait(py, async move {
+            session.subscribe(&name, &Json(json), &options).await
+        })?
+        .map_err(errors::call)?;
+        Ok(ResumingIter {
+            stream: Arc::new(Mutex::new(Some(stream))),
+        })
+    }
+
+    /// Stops reconnecting and closes the connection.
+    fn close(&mut self, py: Python<'_>) -> PyResult<()> {
+        if let Some(session) = self.inner.take() {
+            if let Ok(session) = Arc::try_unwrap(session) {
+                runtime::wait(py, session.close())?;
+            }
+        }
+        Ok(())
+    }
+
+    fn __enter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    #[pyo3(signature = (*_exc))]
+    fn __exit__(&mut self, py: Python<'_>, _exc: &Bound<'_, PyTuple>) -> PyResult<bool> {
+        self.close(py)?;
+        Ok(false)
+    }
+}
+
+impl Session {
+    /// Waits until `done(state name)` holds or `timeout` passes; the state name then.
+    fn wait_until(
+        &self,
+        py: Python<'_>,
+        timeout: f64,
+        done: impl Fn(&str) -> bool + Send + Sync + 'static,
+    ) -> PyResult<&'static str> {
+        let mut states = self.session()?.watch_state();
+        let limit = std::time::Duration::from_secs_f64(timeout.max(0.0));
+        runtime::wait(py, async move {
+            let reached = tokio::time::timeout(limit, states.wait_for(|s| done(state_name(*s))))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .map(|state| state_name(*state));
+            reached.unwrap_or_else(|| state_name(*states.borrow()))
+        })
+    }
+
+    fn session(&self) -> PyResult<Arc<quicswarm::Session>> {
+        self.inner
+            .clone()
+            .ok_or_else(|| PyRuntimeError::new_err("the session is closed"))
+    }
+}
+
+fn state_name(state: LinkState) -> &'static str {
+    match state {
+        LinkState::Connected => "connected",
+        LinkState::Reconnecting { .. } => "reconnecting",
+        _ => "closed",
+    }
+}
+
+/// The items of a session's subscription, across reconnects.
+#[pyclass(module = "quicswarm")]
+pub(crate) struct ResumingIter {
+    stream: Arc<Mutex<Option<quicswarm::ResumingStream>>>,
+}
+
+#[pymethods]
+impl ResumingIter {
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Option<(i64, Bound<'py, PyBytes>)>> {
+        let stream = self.stream.clone();
+        let next = runtime::wait(py, async move {
+            let mut guard = stream.lock().await;
+            match guard.as_mut() {
+                Some(s) => s.next().await,
+                None => Ok(None),
+            }
+        });
+        match next {
+            Ok(next) => Ok(next
+                .map_err(errors::call)?
+                .map(|(ident, data)| (ident, PyBytes::new(py, &data)))),
+            Err(interrupted) => {
+                self.close();
+                Err(interrupted)
+            }
+        }
+    }
+
+    /// Ends the subscription.
+    fn close(&self) {
+        if let Ok(mut guard) = self.stream.try_lock() {
+            guard.take();
+        }
+    }
+}

@@ -1,0 +1,28 @@
+"""quicswarm.Session: survives a gateway restart, with its state visible from Python."""
+
+import quicswarm
+
+
+def serve(listen, cert_dir):
+    gw = quicswarm.Gateway(listen=listen, cert_dir=cert_dir)
+    gw.add_subroutine("echo", lambda text: text)
+    gw.start()
+    return gw
+
+
+def test_a_session_reconnects_after_a_gateway_restart(tmp_path):
+    gw = serve("127.0.0.1:0", tmp_path)
+    addr = gw.local_addr
+    controller = quicswarm.Controller(fingerprint=gw.fingerprint, timeout=10)
+    with quicswarm.Session(controller, addr) as session:
+        assert session.state == "connected"
+        assert session.call("echo", "before") == b"before"
+        gw.close()
+        assert session.wait_state_change(10) == "reconnecting"
+        # The same port and certificate folder: the same gateway, back.
+        gw = serve(addr, tmp_path)
+        assert session.wait_for("connected", 10)
+        assert session.call("echo", "after") == b"after"
+        assert session.reconnects >= 1
+    assert session.state == "closed"
+    gw.close()
