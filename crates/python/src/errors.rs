@@ -13,7 +13,7 @@ pub(crate) fn raise(class_name: &str, message: String, code: Option<ErrorCode>) 
             if let Some(code) = code {
                 kwargs.set_item("code", code.to_u32())?;
             }
-            let value = class.call((message.clone(),), Some(&kwargs))?;
+            let value = class.call((message.as_str(),), Some(&kwargs))?;
             Ok(PyErr::from_value(value))
         })();
         made.unwrap_or_else(|e| e)
@@ -62,17 +62,14 @@ pub(crate) fn gateway(e: GatewayError) -> PyErr {
 /// The exception for a failed transfer: `TransferFailed`, with `failures` listing each
 /// failed file's `(path, message)` when only some failed.
 pub(crate) fn transfer(e: TransferError) -> PyErr {
-    let failures: Vec<(String, String)> = match &e {
-        TransferError::Call(_) => Vec::new(),
-        TransferError::Partial { failed, .. } => failed
+    let failures: Vec<(String, String)> = match e {
+        TransferError::Call(e) => return call(e),
+        TransferError::Partial { ref failed, .. } => failed
             .iter()
             .map(|(path, e)| (path.clone(), e.to_string()))
             .collect(),
-        other => vec![(String::new(), other.to_string())],
+        ref other => vec![(String::new(), other.to_string())],
     };
-    if let TransferError::Call(e) = e {
-        return call(e);
-    }
     let error = raise("TransferFailed", e.to_string(), None);
     Python::attach(|py| {
         let _ = error.value(py).setattr("failures", failures);

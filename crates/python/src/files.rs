@@ -87,11 +87,9 @@ pub(crate) fn transfer<'py>(
     let (tx, rx) = std::sync::mpsc::channel::<Progress>();
     let mut options = TransferOptions::default();
     if progress.is_some() {
-        let tx = std::sync::Mutex::new(tx);
         options.progress = Some(Arc::new(move |p: &Progress| {
-            if let Ok(tx) = tx.lock() {
-                let _ = tx.send(*p);
-            }
+            // The receiver is gone once the transfer has returned: nothing to report to.
+            let _ = tx.send(*p);
         }));
     }
     let job = async move {

@@ -232,13 +232,6 @@ impl Gateway {
     }
 }
 
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        // Dropping the handle closes the endpoint at once; no Python is involved.
-        drop(self.running.take());
-    }
-}
-
 /// Whether `function` makes a generator: a generator function, one wrapped by decorators or
 /// `functools.partial`, or an object whose `__call__` is one.
 fn is_generator_function(py: Python<'_>, function: &Bound<'_, PyAny>) -> PyResult<bool> {

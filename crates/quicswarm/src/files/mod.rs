@@ -577,12 +577,13 @@ impl Job {
                 }
                 Need::Ranges(missing) => {
                     job.files_total += 1;
-                    let indices = missing.iter().flat_map(|r| r.indices());
-                    job.bytes_total += indices
-                        .clone()
+                    job.bytes_total += missing
+                        .iter()
+                        .flat_map(|r| r.indices())
                         .map(|r| rs.min(e.size.saturating_sub(u64::from(r) * rs)))
                         .sum::<u64>();
-                    ranges_left.insert(i, indices.count());
+                    let count: u64 = missing.iter().map(|r| u64::from(r.count)).sum();
+                    ranges_left.insert(i, count as usize);
                 }
             }
         }

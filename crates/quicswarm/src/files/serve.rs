@@ -375,27 +375,40 @@ const MAX_RUNS_PER_ANSWER: usize = 65_536;
 /// them: a valid range size, no file cut into more ranges than the protocol allows, no path
 /// twice (each would be hashed again).
 fn check_upload(entries: &[FileEntry], range_size: u64) -> Result<(), Response> {
-    let bad_args = |m: String| Response::Error(ErrorReply::new(ErrorCode::BadArgs, m));
-    check_range_size(range_size).map_err(bad_args)?;
-    for e in entries {
-        if let Err(count) = check_ranges(e.size, range_size) {
-            let error = TransferError::LimitExceeded {
-                limit: "ranges per file",
-                max: MAX_RANGES_PER_FILE,
-                asked: count,
-            };
-            return Err(Response::Error(ErrorReply::new(
-                ErrorCode::LimitExceeded,
-                format!("{:?}: {error}", e.path),
-            )));
-        }
-    }
+    check_ranged(entries.iter(), range_size)?;
     let mut paths: Vec<&str> = entries.iter().map(|e| e.path.as_str()).collect();
     paths.sort_unstable();
     if let Some(w) = paths.windows(2).find(|w| w[0] == w[1]) {
-        return Err(bad_args(format!("{:?} is named twice", w[0])));
+        let message = format!("{:?} is named twice", w[0]);
+        return Err(Response::Error(ErrorReply::new(
+            ErrorCode::BadArgs,
+            message,
+        )));
     }
     Ok(())
+}
+
+/// The range size of an upload, and the declared size of each of `entries`, against the
+/// protocol's bounds (before anything is planned for them).
+fn check_ranged<'a>(
+    mut entries: impl Iterator<Item = &'a FileEntry>,
+    range_size: u64,
+) -> Result<(), Response> {
+    check_range_size(range_size)
+        .map_err(|m| Response::Error(ErrorReply::new(ErrorCode::BadArgs, m)))?;
+    entries.try_for_each(|e| {
+        check_ranges(e.size, range_size).map(drop).map_err(|asked| {
+            let error = TransferError::LimitExceeded {
+                limit: "ranges per file",
+                max: MAX_RANGES_PER_FILE,
+                asked,
+            };
+            Response::Error(ErrorReply::new(
+                ErrorCode::LimitExceeded,
+                format!("{:?}: {error}", e.path),
+            ))
+        })
+    })
 }
 
 pub(crate) async fn put(
@@ -424,29 +437,11 @@ pub(crate) async fn put(
             };
             return Err(Response::Error(error.to_reply()));
         }
-        let ranged: Vec<FileEntry> = items
-            .iter()
-            .filter(|i| i.range.is_some())
-            .map(|i| i.entry.clone())
-            .collect();
-        if ranged.is_empty() {
+        let mut ranged = items.iter().filter(|i| i.range.is_some()).peekable();
+        if ranged.peek().is_none() {
             return Ok(());
         }
-        check_range_size(range_size)
-            .map_err(|m| Response::Error(ErrorReply::new(ErrorCode::BadArgs, m)))?;
-        ranged
-            .iter()
-            .try_for_each(|e| match check_ranges(e.size, range_size) {
-                Ok(_) => Ok(()),
-                Err(count) => Err(Response::Error(
-                    TransferError::LimitExceeded {
-                        limit: "ranges per file",
-                        max: MAX_RANGES_PER_FILE,
-                        asked: count,
-                    }
-                    .to_reply(),
-                )),
-            })
+        check_ranged(ranged.map(|i| &i.entry), range_size)
     });
     // The bytes are held until written: charged before any is read.
     let charge = match checked {
