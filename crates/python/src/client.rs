@@ -168,7 +168,7 @@ impl Client {
         let target = name.clone();
         let items = runtime::wait(py, async move { client.stream(&target, &Json(json)).await })?
             .map_err(errors::call)?;
-        let iter = ItemIter::new(items);
+        let iter = ItemIter::new(Source::Items(items));
         let Some(callback) = callback else {
             return Ok(Py::new(py, iter)?.into_any());
         };
@@ -217,7 +217,7 @@ impl Client {
             client.subscribe(&name, &Json(json), &options).await
         })?
         .map_err(errors::call)?;
-        Ok(ItemIter::new(items))
+        Ok(ItemIter::new(Source::Items(items)))
     }
 
     /// The files of gateway root `root` picked by a glob, a regex or explicit paths, as
@@ -396,7 +396,7 @@ pub(crate) fn buffer_bytes(buffer: &Bound<'_, PyAny>) -> PyResult<Bytes> {
 /// crossing threads.
 #[pyclass(module = "quicswarm")]
 pub(crate) struct ItemIter {
-    items: Arc<Mutex<Option<quicswarm::ItemStream>>>,
+    items: Arc<Mutex<Option<Source>>>,
     ready: std::sync::Mutex<std::collections::VecDeque<(i64, Bytes)>>,
     /// A failure that came behind items still to hand out.
     failed: std::sync::Mutex<Option<quicswarm::CallError>>,
@@ -405,8 +405,30 @@ pub(crate) struct ItemIter {
 /// Most items handed over per wait.
 const BATCH: usize = 256;
 
+/// Where an iterator's items come from.
+pub(crate) enum Source {
+    /// A client's stream or subscription.
+    Items(quicswarm::ItemStream),
+    /// A session's subscription, which resumes after a reconnect.
+    Resuming(quicswarm::ResumingStream),
+}
+
+impl Source {
+    async fn next(&mut self) -> Result<Option<(i64, Bytes)>, quicswarm::CallError> {
+        match self {
+            Self::Items(items) => items.next().await,
+            Self::Resuming(items) => items.next().await,
+        }
+    }
+
+    /// Whether `next` may be polled once and dropped: a resuming stream may be reconnecting.
+    fn cancel_safe(&self) -> bool {
+        matches!(self, Self::Items(_))
+    }
+}
+
 impl ItemIter {
-    pub(crate) fn new(items: quicswarm::ItemStream) -> Self {
+    pub(crate) fn new(items: Source) -> Self {
         Self {
             items: Arc::new(Mutex::new(Some(items))),
             ready: std::sync::Mutex::default(),
@@ -446,7 +468,7 @@ impl ItemIter {
             };
             let mut failure = None;
             // Whatever is ready already, without waiting (`next` is cancel-safe).
-            while batch.len() < BATCH {
+            while batch.len() < BATCH && stream.cancel_safe() {
                 match stream.next().now_or_never() {
                     Some(Ok(Some(item))) => batch.push(item),
                     Some(Ok(None)) => {

@@ -23,7 +23,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<client::Client>()?;
     m.add_class::<client::ItemIter>()?;
     m.add_class::<session::Session>()?;
-    m.add_class::<session::ResumingIter>()?;
     m.add_class::<aio::AsyncClient>()?;
     m.add_class::<aio::AsyncItemIter>()?;
     Ok(())

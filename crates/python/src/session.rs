@@ -9,9 +9,12 @@ use pyo3::{
     types::{PyBytes, PyDict, PyTuple},
 };
 use quicswarm::{Json, LinkState, ReconnectPolicy, SubscribeOptions};
-use tokio::sync::Mutex;
 
-use crate::{args, client::parse_delivery, errors, runtime};
+use crate::{
+    args,
+    client::{parse_delivery, ItemIter, Source},
+    errors, runtime,
+};
 
 /// A client to one gateway that survives outages: calls wait for the link to come back
 /// (within the timeout), subscriptions resume by themselves. `state` is `"connected"`,
@@ -94,7 +97,8 @@ impl Session {
         Ok(PyBytes::new(py, &reply))
     }
 
-    /// Subscribes to a stream subroutine; the iterator resumes by itself after a reconnect.
+    /// Subscribes to a stream subroutine; the iterator (a `quicswarm.ItemIter`) resumes by
+    /// itself after a reconnect, from the item after the last one received.
     #[pyo3(signature = (name, *args, delivery="reliable", max_age=None, priority=0, **kwargs))]
     fn subscribe(
         &self,
@@ -105,7 +109,7 @@ impl Session {
         max_age: Option<f64>,
         priority: i32,
         kwargs: Option<&Bound<'_, PyDict>>,
-    ) -> PyResult<ResumingIter> {
+    ) -> PyResult<ItemIter> {
         let mut options = SubscribeOptions::delivery(parse_delivery(delivery)?);
         options.priority = priority;
         options.max_age = max_age.map(|s| std::time::Duration::from_secs_f64(s.max(0.0)));
@@ -115,9 +119,7 @@ impl Session {
             session.subscribe(&name, &Json(json), &options).await
         })?
         .map_err(errors::call)?;
-        Ok(ResumingIter {
-            stream: Arc::new(Mutex::new(Some(stream))),
-        })
+        Ok(ItemIter::new(Source::Resuming(stream)))
     }
 
     /// Stops reconnecting and closes the connection.
@@ -173,45 +175,5 @@ fn state_name(state: LinkState) -> &'static str {
         LinkState::Connected => "connected",
         LinkState::Reconnecting { .. } => "reconnecting",
         _ => "closed",
-    }
-}
-
-/// The items of a session's subscription, across reconnects.
-#[pyclass(module = "quicswarm")]
-pub(crate) struct ResumingIter {
-    stream: Arc<Mutex<Option<quicswarm::ResumingStream>>>,
-}
-
-#[pymethods]
-impl ResumingIter {
-    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
-        slf
-    }
-
-    fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Option<(i64, Bound<'py, PyBytes>)>> {
-        let stream = self.stream.clone();
-        let next = runtime::wait(py, async move {
-            let mut guard = stream.lock().await;
-            match guard.as_mut() {
-                Some(s) => s.next().await,
-                None => Ok(None),
-            }
-        });
-        match next {
-            Ok(next) => Ok(next
-                .map_err(errors::call)?
-                .map(|(ident, data)| (ident, PyBytes::new(py, &data)))),
-            Err(interrupted) => {
-                self.close();
-                Err(interrupted)
-            }
-        }
-    }
-
-    /// Ends the subscription.
-    fn close(&self) {
-        if let Ok(mut guard) = self.stream.try_lock() {
-            guard.take();
-        }
     }
 }

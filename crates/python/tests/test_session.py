@@ -26,3 +26,18 @@ def test_a_session_reconnects_after_a_gateway_restart(tmp_path):
         assert session.reconnects >= 1
     assert session.state == "closed"
     gw.close()
+
+
+def test_a_session_subscription_yields_every_item(tmp_path):
+    gw = serve("127.0.0.1:0", tmp_path)
+
+    def count(n):
+        for i in range(n):
+            yield i, bytes([i % 256])
+
+    gw.add_subroutine("count", count)
+    controller = quicswarm.Controller(fingerprint=gw.fingerprint, timeout=10)
+    with quicswarm.Session(controller, gw.local_addr) as session:
+        items = list(session.subscribe("count", 300))
+    assert items == [(i, bytes([i % 256])) for i in range(300)]
+    gw.close()
