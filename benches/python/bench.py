@@ -108,50 +108,61 @@ def pyn_gateway(port):
 def pyn_client(port, data, sizes):
     from pynetwork.Controller import Controller
 
-    out = {}
     dest = pathlib.Path(tempfile.mkdtemp())
     controller = Controller(gateway_ip="127.0.0.1", port=port, download_dir=str(dest))
     with controller.get_client() as c:
-        out.update(measure_pyn(c, sizes, data, dest))
-    return out
+
+        class Pynetwork:
+            ping = staticmethod(lambda: c.ping("p"))
+            call = staticmethod(lambda: c.get_subroutine_batch("echo64"))
+            send = staticmethod(lambda buf: c.send_subroutine_batch("sink", buffer=buf))
+
+            @staticmethod
+            def stream(n, size):
+                got = []
+                c.get_subroutine_stream("items", lambda name, i, b: got.append(len(b)),
+                                        arguments=[n, size])
+                assert set(got) <= {size}
+                return len(got)
+
+            @staticmethod
+            def download(root, target):
+                target.mkdir()
+                c.download_dir = str(target)
+                c.get_files_from_gateway(folder=str(data / root))
+
+        return measure(Pynetwork, {k: v[0] if isinstance(v, tuple) else v for k, v in sizes.items()},
+                       data, dest)
 
 
-def measure_pyn(c, sizes, data, dest):
+def measure(api, counts, data, dest):
+    """The workloads, timed the same way whatever the API."""
     out = {}
     samples = []
-    for _ in range(sizes["ping"][0]):
+    for _ in range(counts["ping"]):
         t = time.perf_counter()
-        c.ping("p")
+        api.ping()
         samples.append(time.perf_counter() - t)
     out["ping_p50_us"] = statistics.median(samples) * 1e6
-    n = sizes["call"][0]
     t = time.perf_counter()
-    for _ in range(n):
-        assert len(c.get_subroutine_batch("echo64")) == 64
-    out["call_per_s"] = n / (time.perf_counter() - t)
+    for _ in range(counts["call"]):
+        assert len(api.call()) == 64
+    out["call_per_s"] = counts["call"] / (time.perf_counter() - t)
     for key, size in (("stream1k", 1024), ("stream64k", 65536)):
-        n = sizes[key][0]
-        got = []
         t = time.perf_counter()
-        c.get_subroutine_stream("items", lambda name, i, b: got.append(len(b)), arguments=[n, size])
-        elapsed = time.perf_counter() - t
-        assert len(got) == n and set(got) == {size}
-        out[f"{key}_items_per_s"] = n / elapsed
-    n = sizes["send"][0]
+        assert api.stream(counts[key], size) == counts[key]
+        out[f"{key}_items_per_s"] = counts[key] / (time.perf_counter() - t)
     buf = os.urandom(4 << 20)
     t = time.perf_counter()
-    for _ in range(n):
-        assert c.send_subroutine_batch("sink", buffer=buf) == len(buf)
-    out["send_mb_per_s"] = n * len(buf) / (time.perf_counter() - t) / 1e6
-    for key, folder in (("files", "small"), ("big", "big")):
+    for _ in range(counts["send"]):
+        assert api.send(buf) == len(buf)
+    out["send_mb_per_s"] = counts["send"] * len(buf) / (time.perf_counter() - t) / 1e6
+    for key, root in (("files", "small"), ("big", "big")):
         target = dest / key
-        target.mkdir()
-        c.download_dir = str(target)
         t = time.perf_counter()
-        c.get_files_from_gateway(folder=str(data / folder))
-        elapsed = time.perf_counter() - t
-        assert same_files(data / folder, target), key
-        out[f"{key}_s"] = elapsed
+        api.download(root, target)
+        out[f"{key}_s"] = time.perf_counter() - t
+        assert same_files(data / root, target), key
     return out
 
 
@@ -173,43 +184,18 @@ def qs_gateway(data):
 def qs_client(addr, fingerprint, data, sizes):
     import quicswarm
 
-    out = {}
     dest = pathlib.Path(tempfile.mkdtemp())
     with quicswarm.Controller(fingerprint=fingerprint).get_client(addr) as c:
-        samples = []
-        for _ in range(sizes["ping"][1]):
-            t = time.perf_counter()
-            c.ping()
-            samples.append(time.perf_counter() - t)
-        out["ping_p50_us"] = statistics.median(samples) * 1e6
-        n = sizes["call"][1]
-        t = time.perf_counter()
-        for _ in range(n):
-            assert len(c.call("echo64")) == 64
-        out["call_per_s"] = n / (time.perf_counter() - t)
-        for key, size in (("stream1k", 1024), ("stream64k", 65536)):
-            n = sizes[key][1]
-            count = 0
-            t = time.perf_counter()
-            for _, b in c.stream("items", n, size):
-                count += 1
-            elapsed = time.perf_counter() - t
-            assert count == n
-            out[f"{key}_items_per_s"] = n / elapsed
-        n = sizes["send"][1]
-        buf = os.urandom(4 << 20)
-        t = time.perf_counter()
-        for _ in range(n):
-            assert c.send("sink", buf) == len(buf)
-        out["send_mb_per_s"] = n * len(buf) / (time.perf_counter() - t) / 1e6
-        for key, root in (("files", "small"), ("big", "big")):
-            target = dest / key
-            t = time.perf_counter()
-            c.download(root, target, swarm=4)
-            elapsed = time.perf_counter() - t
-            assert same_files(data / root, target), key
-            out[f"{key}_s"] = elapsed
-    return out
+
+        class Quicswarm:
+            ping = staticmethod(c.ping)
+            call = staticmethod(lambda: c.call("echo64"))
+            send = staticmethod(lambda buf: c.send("sink", buf))
+            stream = staticmethod(lambda n, size: sum(1 for _ in c.stream("items", n, size)))
+            download = staticmethod(lambda root, target: c.download(root, target, swarm=4))
+
+        return measure(Quicswarm, {k: v[1] if isinstance(v, tuple) else v for k, v in sizes.items()},
+                       data, dest)
 
 
 # --- the run -------------------------------------------------------------------------------
