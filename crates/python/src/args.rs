@@ -80,3 +80,30 @@ pub(crate) fn decode<'py>(
     }
     Ok((PyTuple::new(py, [value])?, kwargs))
 }
+
+/// Most bytes of JSON arguments a Python subroutine takes: `json.loads` turns them into
+/// Python objects several times their size, so a peer's arguments are bounded first.
+pub(crate) const MAX_ARGS_LEN: usize = 1 << 20;
+
+/// A call's JSON arguments as received: the text, not a decoded tree (a `serde_json::Value`
+/// costs tens of bytes per element), at most [`MAX_ARGS_LEN`] long.
+pub(crate) struct JsonArgs(Box<serde_json::value::RawValue>);
+
+impl JsonArgs {
+    pub(crate) fn text(&self) -> &str {
+        self.0.get()
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for JsonArgs {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = Box::<serde_json::value::RawValue>::deserialize(deserializer)?;
+        if raw.get().len() > MAX_ARGS_LEN {
+            return Err(serde::de::Error::custom(format!(
+                "{} bytes of arguments: a Python subroutine takes at most {MAX_ARGS_LEN}",
+                raw.get().len()
+            )));
+        }
+        Ok(Self(raw))
+    }
+}

@@ -14,9 +14,11 @@ use pyo3::{
     types::{PyBytes, PyDict, PyString},
 };
 use quicswarm::Registry;
-use serde_json::Value;
 
-use crate::{args, errors, runtime};
+use crate::{
+    args::{self, JsonArgs},
+    errors, runtime,
+};
 
 /// A gateway: a server of subroutines and files on one UDP port.
 ///
@@ -97,7 +99,7 @@ impl Gateway {
         };
         if is_generator {
             let function = Arc::new(r#fn);
-            self.registry.stream(name, move |value: Value, _ctx| {
+            self.registry.stream(name, move |value: JsonArgs, _ctx| {
                 let (tx, rx) = tokio::sync::mpsc::channel(STREAM_QUEUE);
                 let function = function.clone();
                 tokio::task::spawn_blocking(move || {
@@ -108,7 +110,7 @@ impl Gateway {
                 })
             });
         } else {
-            self.registry.batch_blocking(name, move |value: Value| {
+            self.registry.batch_blocking(name, move |value: JsonArgs| {
                 Python::attach(|py| -> Result<Bytes, String> {
                     let result = call(py, &r#fn, &value, None)?;
                     to_bytes(&result).map_err(|e| describe(py, &e))
@@ -125,7 +127,7 @@ impl Gateway {
             return Err(PyTypeError::new_err(format!("{name}: not callable")));
         }
         self.registry
-            .sink_blocking(name, move |value: Value, buffer: Bytes| {
+            .sink_blocking(name, move |value: JsonArgs, buffer: Bytes| {
                 Python::attach(|py| -> Result<i64, String> {
                     let result = call(py, &r#fn, &value, Some(&buffer))?;
                     if result.is_none() {
@@ -261,11 +263,10 @@ fn is_generator_function(py: Python<'_>, function: &Bound<'_, PyAny>) -> PyResul
 fn call<'py>(
     py: Python<'py>,
     function: &Py<PyAny>,
-    value: &Value,
+    value: &JsonArgs,
     buffer: Option<&Bytes>,
 ) -> Result<Bound<'py, PyAny>, String> {
-    let text = value.to_string();
-    let (positional, keywords) = args::decode(py, &text).map_err(|e| describe(py, &e))?;
+    let (positional, keywords) = args::decode(py, value.text()).map_err(|e| describe(py, &e))?;
     if let Some(buffer) = buffer {
         keywords
             .set_item("buffer", PyBytes::new(py, buffer))
@@ -290,7 +291,7 @@ type Item = Result<(i64, Bytes), String>;
 fn run_generator(
     py: Python<'_>,
     function: &Py<PyAny>,
-    value: &Value,
+    value: &JsonArgs,
     tx: &tokio::sync::mpsc::Sender<Item>,
 ) {
     let send = |item: Item| -> bool {

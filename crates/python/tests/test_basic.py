@@ -130,3 +130,9 @@ def test_subscriptions_in_each_delivery_mode(client, delivery):
     assert all(len(b) == 100 for _, b in items)
     with pytest.raises(TypeError):
         client.subscribe("count", 1, delivery="carrier pigeon")
+
+
+def test_arguments_over_the_python_limit_are_refused_before_decoding(client):
+    with pytest.raises(quicswarm.BadArgs, match="at most 1048576"):
+        client.call("echo", "x" * (2 << 20))
+    assert client.call("echo", "y" * (1 << 19)) == b"y" * (1 << 19)
