@@ -1,18 +1,24 @@
 //! The Rust API on the workloads of `benches/python/bench.py`, for its "Rust API" column:
-//! a Rust gateway and a Rust client in one process, the same subroutines, counts and data.
+//! a Rust gateway and a Rust client with the same subroutines, counts and data, each in a
+//! process of its own as the Python side runs them (this binary starts itself again as the
+//! gateway), so the column differs from the Python one only by the Python layer.
 //!
 //! ```text
 //! cargo bench -p quicswarm-benches --bench python_ref -- --data DIR [--quick]
 //! ```
 //! `DIR` holds `small/` and `big/` as the Python bench makes them. Prints one JSON object.
 
-use std::{path::PathBuf, time::Instant};
+use std::{
+    io::BufRead,
+    path::{Path, PathBuf},
+    time::Instant,
+};
 
 use anyhow::{Context, Result};
 use futures_util::stream;
 use quicswarm::{
     files::{Selector, Swarm, TransferOptions},
-    Controller, ControllerConfig, Gateway, Identity, Json, Registry, SinkData, Trust,
+    Controller, ControllerConfig, Fingerprint, Gateway, Identity, Json, Registry, SinkData, Trust,
 };
 
 #[tokio::main]
@@ -25,13 +31,31 @@ async fn main() -> Result<()> {
         .and_then(|i| args.get(i + 1))
         .context("--data DIR")?
         .into();
-    // The quicswarm counts of bench.py.
-    let (pings, calls, items1k, items64k, sends) = if quick {
-        (200, 200, 20_000, 500, 5)
-    } else {
-        (2000, 2000, 200_000, 5000, 50)
-    };
+    if args.iter().any(|a| a == "--gateway") {
+        return gateway(&data).await;
+    }
+    // The gateway in a process of its own; it prints its address and fingerprint.
+    let mut child = std::process::Command::new(std::env::current_exe()?)
+        .args(["--gateway", "--data"])
+        .arg(&data)
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    let stdout = child.stdout.take().context("the gateway's stdout")?;
+    let mut line = String::new();
+    std::io::BufReader::new(stdout).read_line(&mut line)?;
+    let mut words = line.split_whitespace();
+    let (addr, fingerprint) = (
+        words.next().context("the gateway's address")?.to_string(),
+        words.next().context("the gateway's fingerprint")?.parse()?,
+    );
+    let result = client(&addr, fingerprint, quick).await;
+    child.kill()?;
+    child.wait()?;
+    result
+}
 
+/// Serves the bench's subroutines and `small/`, `big/` until killed.
+async fn gateway(data: &Path) -> Result<()> {
     let registry = Registry::new();
     registry
         .batch("echo64", |_: serde_json::Value| async {
@@ -61,11 +85,23 @@ async fn main() -> Result<()> {
         .serve("big", data.join("big"))
         .spawn()
         .await?;
-    let addr = gateway.local_addr().to_string();
+    println!("{} {}", gateway.local_addr(), fingerprint);
+    std::future::pending::<()>().await;
+    Ok(())
+}
+
+/// The workloads, against the gateway at `addr`; prints them as one JSON object.
+async fn client(addr: &str, fingerprint: Fingerprint, quick: bool) -> Result<()> {
+    // The quicswarm counts of bench.py.
+    let (pings, calls, items1k, items64k, sends) = if quick {
+        (200, 200, 20_000, 500, 5)
+    } else {
+        (2000, 2000, 200_000, 5000, 50)
+    };
     let controller = Controller::new(ControllerConfig::with_trust(Trust::Fingerprints(vec![
         fingerprint,
     ])))?;
-    let client = controller.get_client(&addr).await?;
+    let client = controller.get_client(addr).await?;
 
     let mut samples = Vec::with_capacity(pings);
     for _ in 0..pings {
@@ -106,9 +142,12 @@ async fn main() -> Result<()> {
     let dest = tempfile::tempdir()?;
     let mut seconds = Vec::new();
     for root in ["small", "big"] {
+        // As bench.py does: what others left dirty is flushed first, so the download's
+        // own syncfs pays only for its own files.
+        rustix::fs::sync();
         // As the Python API does per download: the swarm's connections are part of it.
         let t = Instant::now();
-        let swarm = Swarm::connect(&controller, &addr, 4).await?;
+        let swarm = Swarm::connect(&controller, addr, 4).await?;
         swarm
             .download(
                 root,
@@ -121,7 +160,6 @@ async fn main() -> Result<()> {
         seconds.push(t.elapsed().as_secs_f64());
     }
     client.close().await?;
-    gateway.shutdown(std::time::Duration::from_secs(1)).await;
     println!(
         "{}",
         serde_json::json!({
