@@ -16,7 +16,7 @@ use std::{
     io::Write,
     path::{Path, PathBuf},
     sync::{
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         Arc, Condvar, Mutex, OnceLock, PoisonError,
     },
 };
@@ -41,13 +41,25 @@ pub(crate) struct Destination {
     /// then needs no look for existing files in it (one `stat` less per file).
     dirs: Arc<Mutex<HashMap<PathBuf, bool>>>,
     committer: Arc<Committer>,
+    /// Set once the transfer writing here is over (see [`Destination::stop_guard`]).
+    stopped: Arc<AtomicBool>,
+}
+
+/// Ends a transfer's writes to part files when dropped: see [`Destination::stop_guard`].
+#[derive(Debug)]
+pub(crate) struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
 }
 
 /// Serialises work on one part file across concurrent requests (ranges of the same file may
 /// arrive on several connections at once), and remembers the ranges this process verified.
 #[derive(Debug, Default)]
 pub(crate) struct FileLocks {
-    map: Mutex<HashMap<PathBuf, Arc<Mutex<()>>>>,
+    map: Arc<PartLocks>,
     /// Per part file, the hash of each range this process received and checked: with all of
     /// them the whole-file hash is merged instead of read again (see [`super::tree`]).
     /// Ranges from an earlier run are not in it (they may not have reached the disk before a
@@ -55,12 +67,26 @@ pub(crate) struct FileLocks {
     verified: Mutex<HashMap<PathBuf, Vec<Option<Hash>>>>,
 }
 
+/// One lock per part file.
+type PartLocks = Mutex<HashMap<PathBuf, Arc<Mutex<()>>>>;
+
 /// Ranges whose hashes are remembered at once, over all part files (2 MiB of them: 256 GiB in
 /// 4 MiB ranges); beyond, the memory is dropped and those files are hashed whole at the end
 /// (slower, never wrong). Bounds what interrupted transfers that never return leave behind.
 const MAX_TRACKED_RANGES: usize = 1 << 16;
 
 impl FileLocks {
+    /// For one download: its part files' locks are the ones every download of this process
+    /// shares (a new run of a cancelled download must wait for the old run's last write to
+    /// its part file); the verified ranges are its own.
+    pub(crate) fn for_download() -> Arc<Self> {
+        static SHARED: OnceLock<Arc<PartLocks>> = OnceLock::new();
+        Arc::new(Self {
+            map: SHARED.get_or_init(Arc::default).clone(),
+            verified: Mutex::default(),
+        })
+    }
+
     fn get(&self, path: &Path) -> Arc<Mutex<()>> {
         let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
         // Forget locks nobody holds, so the map does not grow with every file ever written.
@@ -175,7 +201,17 @@ impl Destination {
             locks,
             dirs: Arc::default(),
             committer: Arc::default(),
+            stopped: Arc::default(),
         }
+    }
+
+    /// A guard for the transfer writing here, held for as long as it runs. A cancelled
+    /// transfer's future is dropped while its `spawn_blocking` writes run on; once the guard
+    /// is dropped, such a straggler writes nothing more to a part file. Without it, one that
+    /// came in after a new run of the transfer had completed the file would make its part
+    /// file again, beside the finished file.
+    pub(crate) fn stop_guard(&self) -> StopOnDrop {
+        StopOnDrop(self.stopped.clone())
     }
 
     /// The final path of `rel`, after checking it is portable and that no existing folder
@@ -430,6 +466,11 @@ impl Destination {
         let (part, state_path) = part_paths(&target, &whole);
         let lock = self.locks.get(&part);
         let _guard = lock.lock().unwrap_or_else(PoisonError::into_inner);
+        // Checked under the lock that a new run takes too: a straggler either finishes
+        // before that run looks at the part file, or stops here.
+        if self.stopped.load(Ordering::Acquire) {
+            return Err(TransferError::Cancelled);
+        }
 
         let fresh = PartState::fresh(entry.size, range_size, whole, count);
         let resumed = read_state(&state_path).filter(|s| s.fits(&fresh) && part.exists());

@@ -76,6 +76,10 @@ pub enum TransferError {
         /// Units not done.
         left: usize,
     },
+    /// The transfer was cancelled before this file was complete; what arrived stays in its
+    /// part file for the next run to resume.
+    #[error("the transfer was cancelled")]
+    Cancelled,
     /// Some files failed; the others were transferred.
     #[error("{} of {total} files failed; first: {}: {}", failed.len(), failed[0].0, failed[0].1)]
     Partial {
@@ -135,6 +139,7 @@ impl TransferError {
                 ..
             } => ErrorCode::NotFound,
             Self::Call(e) => e.code(),
+            Self::Cancelled => ErrorCode::Cancelled,
             _ => ErrorCode::Internal,
         };
         ErrorReply::new(code, self.to_string())

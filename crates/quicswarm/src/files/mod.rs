@@ -238,8 +238,8 @@ impl Swarm {
         for e in &listing.entries {
             path::validate(&e.path).map_err(|err| TransferError::unsafe_path(&e.path, err))?;
         }
-        let destination =
-            Destination::new(dest.as_ref().to_path_buf(), Arc::new(FileLocks::default()));
+        let destination = Destination::new(dest.as_ref().to_path_buf(), FileLocks::for_download());
+        let _stop = destination.stop_guard();
         let range_size = options.range_size.max(1);
         TransferError::check("range size", range_size, MAX_RANGE_SIZE)?;
         self.fetch_hashes(root, &destination, &mut listing.entries, range_size)

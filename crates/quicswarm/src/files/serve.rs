@@ -426,6 +426,7 @@ pub(crate) async fn put(
             return write_frame(send, &reply).await.map_err(drop);
         }
     };
+    let _stop = dest.stop_guard();
     let len_of = |i: &PutItem| i.range.map_or(i.entry.size, |r| r.len);
     let total = items.iter().map(len_of).fold(0u64, u64::saturating_add);
     let checked = check("put items", items.len(), ctx.max_items).and_then(|()| {
