@@ -126,6 +126,11 @@ pub struct StreamContext {
     pub resume_after: Option<i64>,
 }
 
+/// Items a blocking producer may run ahead of its client. Handing them over one by one (a
+/// queue of two) cost a thread switch per item; with room for a few dozen the producer runs
+/// while the connection drains, and an abort still reaches it within this many items.
+const EMIT_QUEUE: usize = 64;
+
 /// The sending side handed to a blocking stream subroutine.
 #[derive(Debug)]
 pub struct Emitter {
@@ -154,6 +159,24 @@ impl Emitter {
         self.tx
             .blocking_send(Ok((ident, data.into())))
             .map_err(|_| Aborted)
+    }
+
+    /// Sends one item if the queue has room now, without waiting; a full queue hands the
+    /// item back (`Ok(Some(item))`), so the caller can let go of what it holds (a Python
+    /// producer, its GIL) before it [`emit`](Self::emit)s it.
+    ///
+    /// # Errors
+    /// [`Aborted`] once the client has aborted or vanished.
+    pub fn try_emit(
+        &mut self,
+        ident: i64,
+        data: impl Into<Bytes>,
+    ) -> Result<Option<(i64, Bytes)>, Aborted> {
+        match self.tx.try_send(Ok((ident, data.into()))) {
+            Ok(()) => Ok(None),
+            Err(mpsc::error::TrySendError::Full(Ok(item))) => Ok(Some(item)),
+            Err(_) => Err(Aborted),
+        }
     }
 
     /// The subscription's context.
@@ -469,8 +492,7 @@ impl Registry {
             name,
             Handler::Stream(Arc::new(move |args, context| {
                 let args = decode_args::<A>(&args)?;
-                // Small queue: an abort reaches the producer after at most a few items.
-                let (tx, rx) = mpsc::channel(2);
+                let (tx, rx) = mpsc::channel(EMIT_QUEUE);
                 let f = f.clone();
                 let failure_tx = tx.clone();
                 tokio::task::spawn_blocking(move || {
