@@ -221,8 +221,9 @@ impl Session {
         })
     }
 
-    /// Stops reconnecting and closes the connection politely.
-    pub async fn close(self) {
+    /// Stops reconnecting and closes the connection politely. Other holders of the session
+    /// (a call in flight on another task) see it closed.
+    pub async fn close(&self) {
         self.supervisor.abort();
         let _ = self.shared.state.send(LinkState::Closed);
         let _ = self.client().close().await;
