@@ -15,7 +15,7 @@ use pyo3::{
 use quicswarm::Json;
 use tokio::sync::Mutex;
 
-use crate::{args, client::Client, errors, runtime};
+use crate::{args, buffer, client::Client, errors, runtime};
 
 /// Runs `fut` on the runtime and returns an asyncio future of the running loop that gets its
 /// result, converted by `convert` with the GIL; cancelling that future aborts `fut`.
@@ -137,7 +137,8 @@ impl AsyncClient {
         kwargs: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let json = args::encode(py, args, kwargs)?;
-        let data = crate::client::buffer_bytes(buffer)?;
+        let data = buffer::to_bytes(buffer)
+            .map_err(|_| pyo3::exceptions::PyTypeError::new_err(buffer::SEND_TAKES))?;
         let client = self.inner.clone();
         awaitable(
             py,

@@ -12,7 +12,7 @@ use pyo3::{
 use quicswarm::{ControllerConfig, Delivery, Fingerprint, Identity, Json, SubscribeOptions, Trust};
 use tokio::sync::Mutex;
 
-use crate::{args, errors, files, runtime};
+use crate::{args, buffer, errors, files, runtime};
 
 /// One endpoint reaching any number of gateways.
 ///
@@ -85,7 +85,7 @@ impl Controller {
         let client = runtime::wait(py, async move { controller.get_client(&target).await })?
             .map_err(errors::connect)?;
         Ok(Client {
-            inner: Some(client),
+            inner: std::sync::Mutex::new(Some(client)),
             controller: self.inner.clone(),
             addr,
         })
@@ -116,7 +116,9 @@ pub(crate) fn parse_delivery(delivery: &str) -> PyResult<Delivery> {
 /// client and frees its handler slot.
 #[pyclass(module = "quicswarm")]
 pub(crate) struct Client {
-    inner: Option<quicswarm::Client>,
+    /// Behind a lock, so that `close()` works from inside a callback of this client's own
+    /// `stream()`.
+    inner: std::sync::Mutex<Option<quicswarm::Client>>,
     /// For the extra connections of a swarm transfer.
     controller: quicswarm::Controller,
     addr: String,
@@ -322,7 +324,8 @@ impl Client {
     ) -> PyResult<i64> {
         let client = self.client()?;
         let json = args::encode(py, args, kwargs)?;
-        let data = buffer_bytes(buffer)?;
+        let data =
+            buffer::to_bytes(buffer).map_err(|_| PyTypeError::new_err(buffer::SEND_TAKES))?;
         runtime::wait(
             py,
             async move { client.send(&name, &Json(json), data).await },
@@ -337,8 +340,13 @@ impl Client {
     }
 
     /// Closes the client politely: the gateway frees its handler slot.
-    fn close(&mut self, py: Python<'_>) -> PyResult<()> {
-        if let Some(client) = self.inner.take() {
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        let taken = self
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(client) = taken {
             runtime::wait(py, async move { client.close().await })?.map_err(errors::call)?;
         }
         Ok(())
@@ -349,7 +357,7 @@ impl Client {
     }
 
     #[pyo3(signature = (*_exc))]
-    fn __exit__(&mut self, py: Python<'_>, _exc: &Bound<'_, PyTuple>) -> PyResult<bool> {
+    fn __exit__(&self, py: Python<'_>, _exc: &Bound<'_, PyTuple>) -> PyResult<bool> {
         self.close(py)?;
         Ok(false)
     }
@@ -363,30 +371,11 @@ impl Client {
 
     fn client(&self) -> PyResult<quicswarm::Client> {
         self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
             .ok_or_else(|| PyRuntimeError::new_err("the client is closed"))
     }
-}
-
-/// The bytes of anything with the buffer protocol. `bytes` are copied once; other buffers
-/// (bytearray, memoryview, numpy arrays) go through `memoryview(...).tobytes()` first: the
-/// stable ABI of Python 3.9 has no buffer access from Rust.
-pub(crate) fn buffer_bytes(buffer: &Bound<'_, PyAny>) -> PyResult<Bytes> {
-    if let Ok(bytes) = buffer.cast::<PyBytes>() {
-        return Ok(Bytes::copy_from_slice(bytes.as_bytes()));
-    }
-    let py = buffer.py();
-    let view = py
-        .import("builtins")?
-        .getattr("memoryview")?
-        .call1((buffer,))
-        .map_err(|_| {
-            PyTypeError::new_err(
-                "send() takes bytes, bytearray, memoryview or another object with the buffer protocol",
-            )
-        })?;
-    let copied = view.call_method1("cast", ("B",))?.call_method0("tobytes")?;
-    Ok(Bytes::copy_from_slice(copied.cast::<PyBytes>()?.as_bytes()))
 }
 
 /// The items of a stream subscription.

@@ -5,7 +5,7 @@
 //! gateway. A subroutine that raises fails only its request; the caller gets the exception's
 //! type and message.
 
-use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, time::Duration};
 
 use bytes::Bytes;
 use pyo3::{
@@ -13,11 +13,11 @@ use pyo3::{
     prelude::*,
     types::{PyBytes, PyDict, PyString},
 };
-use quicswarm::Registry;
+use quicswarm::{Emitter, Registry};
 
 use crate::{
     args::{self, JsonArgs},
-    errors, runtime,
+    buffer, errors, runtime,
 };
 
 /// A gateway: a server of subroutines and files on one UDP port.
@@ -38,7 +38,9 @@ pub(crate) struct Gateway {
     upload_dir: Option<PathBuf>,
     allow_close: bool,
     client_ca: Option<PathBuf>,
-    running: Option<quicswarm::Gateway>,
+    /// Behind a lock, so that `close()` works from inside a subroutine, or from another
+    /// thread while `start(blocking=True)` waits.
+    running: std::sync::Mutex<Option<quicswarm::Gateway>>,
 }
 
 #[pymethods]
@@ -66,7 +68,7 @@ impl Gateway {
             upload_dir,
             allow_close,
             client_ca,
-            running: None,
+            running: std::sync::Mutex::default(),
         })
     }
 
@@ -98,17 +100,10 @@ impl Gateway {
             None => is_generator_function(py, function)?,
         };
         if is_generator {
-            let function = Arc::new(r#fn);
-            self.registry.stream(name, move |value: JsonArgs, _ctx| {
-                let (tx, rx) = tokio::sync::mpsc::channel(STREAM_QUEUE);
-                let function = function.clone();
-                tokio::task::spawn_blocking(move || {
-                    Python::attach(|py| run_generator(py, &function, &value, &tx));
+            self.registry
+                .stream_blocking(name, move |value: JsonArgs, emitter: &mut Emitter| {
+                    Python::attach(|py| run_generator(py, &r#fn, &value, emitter))
                 });
-                futures_util::stream::unfold(rx, |mut rx| async move {
-                    rx.recv().await.map(|item| (item, rx))
-                })
-            });
         } else {
             self.registry.batch_blocking(name, move |value: JsonArgs| {
                 Python::attach(|py| -> Result<Bytes, String> {
@@ -147,8 +142,8 @@ impl Gateway {
     /// Starts serving. With `blocking=True`, serves until the gateway is closed (by
     /// `close()`, an allowed `close_gateway`, or Ctrl-C, which closes it).
     #[pyo3(signature = (blocking=false))]
-    fn start(&mut self, py: Python<'_>, blocking: bool) -> PyResult<()> {
-        if self.running.is_none() {
+    fn start(&self, py: Python<'_>, blocking: bool) -> PyResult<()> {
+        if self.running().is_none() {
             let mut builder = quicswarm::Gateway::builder()
                 .listen(self.listen)
                 .pool_size(self.pool_size)
@@ -166,11 +161,13 @@ impl Gateway {
                     .map_err(|e| errors::raise("Error", e.to_string(), None))?;
                 builder = builder.client_ca(roots);
             }
+            // Not under the lock: the wait lets other Python threads run.
             let gateway = runtime::wait(py, builder.spawn())?.map_err(errors::gateway)?;
-            self.running = Some(gateway);
+            // Two threads that started it at once: the second gateway is dropped (closed).
+            self.running().get_or_insert(gateway);
         }
         if blocking {
-            let closed = self.handle()?.closed_owned();
+            let closed = self.with_handle(|gateway| gateway.closed_owned())?;
             let served = runtime::wait(py, closed);
             if served.is_err() {
                 // Ctrl-C: stop serving, then let the interrupt through.
@@ -183,16 +180,18 @@ impl Gateway {
 
     /// Serves `dir` as the read root `name` (before `start`).
     fn serve(&mut self, name: String, dir: PathBuf) -> PyResult<()> {
-        if self.running.is_some() {
+        if self.running().is_some() {
             return Err(PyRuntimeError::new_err("serve() must come before start()"));
         }
         self.serve.insert(name, dir);
         Ok(())
     }
 
-    /// Stops serving: in-flight operations get a short grace period.
-    fn close(&mut self, py: Python<'_>) -> PyResult<()> {
-        if let Some(gateway) = self.running.take() {
+    /// Stops serving: in-flight operations get a short grace period. From inside a
+    /// subroutine, that grace period is spent waiting for the subroutine itself.
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        let taken = self.running().take();
+        if let Some(gateway) = taken {
             runtime::wait(py, gateway.shutdown(Duration::from_secs(2)))?;
         }
         Ok(())
@@ -201,35 +200,38 @@ impl Gateway {
     /// The certificate's SHA-256 fingerprint, for clients to pin.
     #[getter]
     fn fingerprint(&self) -> PyResult<String> {
-        Ok(self.handle()?.fingerprint().to_string())
+        self.with_handle(|gateway| gateway.fingerprint().to_string())
     }
 
     /// The address the gateway listens on, `host:port`.
     #[getter]
     fn local_addr(&self) -> PyResult<String> {
-        Ok(self.handle()?.local_addr().to_string())
+        self.with_handle(|gateway| gateway.local_addr().to_string())
     }
 
-    fn __enter__<'a>(mut slf: PyRefMut<'a, Self>, py: Python<'a>) -> PyResult<PyRefMut<'a, Self>> {
+    fn __enter__<'a>(slf: PyRef<'a, Self>, py: Python<'a>) -> PyResult<PyRef<'a, Self>> {
         slf.start(py, false)?;
         Ok(slf)
     }
 
     #[pyo3(signature = (*_exc))]
-    fn __exit__(
-        &mut self,
-        py: Python<'_>,
-        _exc: &Bound<'_, pyo3::types::PyTuple>,
-    ) -> PyResult<bool> {
+    fn __exit__(&self, py: Python<'_>, _exc: &Bound<'_, pyo3::types::PyTuple>) -> PyResult<bool> {
         self.close(py)?;
         Ok(false)
     }
 }
 
 impl Gateway {
-    fn handle(&self) -> PyResult<&quicswarm::Gateway> {
+    fn running(&self) -> std::sync::MutexGuard<'_, Option<quicswarm::Gateway>> {
         self.running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn with_handle<T>(&self, f: impl FnOnce(&quicswarm::Gateway) -> T) -> PyResult<T> {
+        self.running()
             .as_ref()
+            .map(f)
             .ok_or_else(|| PyRuntimeError::new_err("the gateway is not started (call start())"))
     }
 }
@@ -279,90 +281,57 @@ fn call<'py>(
         .map_err(|e| describe(py, &e))
 }
 
-/// Items a stream subroutine may run ahead of its client. Handing them over one by one (a
-/// queue of two) cost a thread switch per item; with room for a few dozen the producer runs
-/// while the connection drains, and an abort still reaches it within this many items.
-const STREAM_QUEUE: usize = 64;
-
-type Item = Result<(i64, Bytes), String>;
-
-/// Runs a generator subroutine, queueing each item for the client; stops (closing the
-/// generator) when the client has gone. The GIL is let go only when the queue is full.
+/// Runs a generator subroutine, emitting each item for the client; stops (closing the
+/// generator) when the client has gone. The GIL is let go only while the queue is full.
 fn run_generator(
     py: Python<'_>,
     function: &Py<PyAny>,
     value: &JsonArgs,
-    tx: &tokio::sync::mpsc::Sender<Item>,
-) {
-    let send = |item: Item| -> bool {
-        match tx.try_send(item) {
-            Ok(()) => true,
-            Err(tokio::sync::mpsc::error::TrySendError::Full(item)) => {
-                py.detach(|| tx.blocking_send(item).is_ok())
-            }
-            Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => false,
-        }
-    };
-    let generator = match call(py, function, value, None) {
-        Ok(generator) => generator,
-        Err(e) => {
-            send(Err(e));
-            return;
-        }
-    };
-    let mut items = match generator.try_iter() {
-        Ok(items) => items,
-        Err(e) => {
-            send(Err(describe(py, &e)));
-            return;
-        }
-    };
+    emitter: &mut Emitter,
+) -> Result<(), String> {
+    let generator = call(py, function, value, None)?;
+    let mut items = generator.try_iter().map_err(|e| describe(py, &e))?;
     loop {
         let item = match items.next() {
-            None => return,
-            Some(Err(e)) => {
-                send(Err(describe(py, &e)));
-                return;
-            }
-            Some(Ok(item)) => item,
+            None => return Ok(()),
+            Some(item) => item.map_err(|e| describe(py, &e))?,
         };
         let pair: Result<(i64, Bound<'_, PyAny>), _> = item.extract();
         let Ok((ident, data)) = pair else {
-            send(Err(format!(
+            return Err(format!(
                 "TypeError: a stream subroutine yields (ident, bytes) pairs, not {}",
                 type_name(&item)
-            )));
-            return;
+            ));
         };
         if ident < 0 {
-            return;
+            return Ok(());
         }
-        let data = match to_bytes(&data) {
-            Ok(data) => data,
-            Err(e) => {
-                send(Err(describe(py, &e)));
-                return;
-            }
+        let data = to_bytes(&data).map_err(|e| describe(py, &e))?;
+        let sent = match emitter.try_emit(ident, data) {
+            Ok(None) => Ok(()),
+            Ok(Some((ident, data))) => py.detach(|| emitter.emit(ident, data)),
+            Err(aborted) => Err(aborted),
         };
-        if !send(Ok((ident, data))) {
+        if sent.is_err() {
+            // The client has gone: the generator's `finally` blocks run now.
             let _ = generator.call_method0("close");
-            return;
+            return Ok(());
         }
     }
 }
 
-/// The bytes of a subroutine's result.
+/// The bytes of a subroutine's result: `str` as UTF-8, anything with the buffer protocol as
+/// [`buffer::to_bytes`] takes it (`bytes` with no copy).
 fn to_bytes(value: &Bound<'_, PyAny>) -> PyResult<Bytes> {
     if value.is_instance_of::<PyString>() {
         return Ok(Bytes::from(value.extract::<String>()?));
     }
-    match value.extract::<Vec<u8>>() {
-        Ok(bytes) if !value.is_instance_of::<pyo3::types::PyList>() => Ok(Bytes::from(bytes)),
-        _ => Err(PyTypeError::new_err(format!(
+    buffer::to_bytes(value).map_err(|_| {
+        PyTypeError::new_err(format!(
             "a subroutine returns bytes, bytearray, memoryview or str, not {}",
             type_name(value)
-        ))),
-    }
+        ))
+    })
 }
 
 /// `Type: message` of a Python exception.

@@ -7,6 +7,7 @@
 
 mod aio;
 mod args;
+mod buffer;
 mod client;
 mod errors;
 mod files;

@@ -27,7 +27,8 @@ use crate::{
 /// ```
 #[pyclass(module = "quicswarm")]
 pub(crate) struct Session {
-    inner: Option<Arc<quicswarm::Session>>,
+    /// Behind a lock, so that `close()` works while another thread's call waits on it.
+    inner: std::sync::Mutex<Option<Arc<quicswarm::Session>>>,
 }
 
 #[pymethods]
@@ -48,15 +49,14 @@ impl Session {
         })?
         .map_err(errors::connect)?;
         Ok(Self {
-            inner: Some(Arc::new(session)),
+            inner: std::sync::Mutex::new(Some(Arc::new(session))),
         })
     }
 
     /// `"connected"`, `"reconnecting"` or `"closed"`.
     #[getter]
     fn state(&self) -> &'static str {
-        self.inner
-            .as_ref()
+        self.session()
             .map_or("closed", |session| state_name(session.state()))
     }
 
@@ -123,11 +123,14 @@ impl Session {
     }
 
     /// Stops reconnecting and closes the connection.
-    fn close(&mut self, py: Python<'_>) -> PyResult<()> {
-        if let Some(session) = self.inner.take() {
-            if let Ok(session) = Arc::try_unwrap(session) {
-                runtime::wait(py, session.close())?;
-            }
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        let taken = self
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(session) = taken {
+            runtime::wait(py, async move { session.close().await })?;
         }
         Ok(())
     }
@@ -137,7 +140,7 @@ impl Session {
     }
 
     #[pyo3(signature = (*_exc))]
-    fn __exit__(&mut self, py: Python<'_>, _exc: &Bound<'_, PyTuple>) -> PyResult<bool> {
+    fn __exit__(&self, py: Python<'_>, _exc: &Bound<'_, PyTuple>) -> PyResult<bool> {
         self.close(py)?;
         Ok(false)
     }
@@ -165,6 +168,8 @@ impl Session {
 
     fn session(&self) -> PyResult<Arc<quicswarm::Session>> {
         self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
             .ok_or_else(|| PyRuntimeError::new_err("the session is closed"))
     }

@@ -136,6 +136,34 @@ def test_rust_cli_client_and_python_gateway(cli, gateway):
     assert sent["result"] == 1000, sent
 
 
+def test_rust_cli_client_and_python_gateway_files(cli, tmp_path):
+    served = tmp_path / "served"
+    (served / "sub").mkdir(parents=True)
+    for i in range(6):
+        (served / "sub" / f"{i}.log").write_bytes(bytes([i]) * (3000 + i))
+    (served / "skip.txt").write_text("not a log")
+    uploads = tmp_path / "uploads"
+    with quicswarm.Gateway(listen="127.0.0.1:0", cert_dir=tmp_path / "certs",
+                           serve={"logs": served}, upload_dir=uploads) as gw:
+
+        def run(*args):
+            out = subprocess.run(
+                [cli, *args, "--fingerprint", gw.fingerprint, "--timeout", "10", "--json"],
+                capture_output=True, text=True, timeout=60)
+            assert out.returncode == 0, out.stderr
+            return json.loads(out.stdout.strip().splitlines()[-1])
+
+        dest = tmp_path / "from-python"
+        got = run("get", gw.local_addr, "logs", str(dest), "--regex", r"\.log$", "--swarm", "3")
+        assert got["files"] == 6, got
+        for i in range(6):
+            assert (dest / "sub" / f"{i}.log").read_bytes() == bytes([i]) * (3000 + i)
+        assert not (dest / "skip.txt").exists()
+        put = run("put", gw.local_addr, "back", str(dest / "sub"), "--swarm", "2")
+        assert put["files"] == 6, put
+        assert (uploads / "back" / "sub" / "5.log").read_bytes() == bytes([5]) * 3005
+
+
 def test_camera_viewer_example_receives_fresh_frames():
     example = pathlib.Path(__file__).resolve().parents[3] / "examples" / "python" / "camera_viewer.py"
     out = subprocess.run([sys.executable, str(example), "--demo", "--seconds", "1"],
