@@ -1,18 +1,20 @@
 //! `quicswarm.Controller` and `quicswarm.Client`: the calling side, blocking, with the GIL
 //! released while waiting (other Python threads run) and Ctrl-C interrupting any wait.
 
-use std::{path::PathBuf, sync::Arc};
+use std::path::PathBuf;
 
-use bytes::Bytes;
 use pyo3::{
     exceptions::{PyRuntimeError, PyTypeError},
     prelude::*,
     types::{PyBytes, PyDict, PyTuple},
 };
 use quicswarm::{ControllerConfig, Delivery, Fingerprint, Identity, Json, SubscribeOptions, Trust};
-use tokio::sync::Mutex;
 
-use crate::{args, buffer, errors, files, runtime};
+use crate::{
+    args, buffer, errors, files,
+    items::{ItemIter, Source},
+    runtime,
+};
 
 /// One endpoint reaching any number of gateways.
 ///
@@ -100,7 +102,7 @@ impl Controller {
 }
 
 /// A `delivery=` argument.
-pub(crate) fn parse_delivery(delivery: &str) -> PyResult<Delivery> {
+fn parse_delivery(delivery: &str) -> PyResult<Delivery> {
     match delivery {
         "reliable" => Ok(Delivery::Reliable),
         "latest" => Ok(Delivery::Latest),
@@ -109,6 +111,38 @@ pub(crate) fn parse_delivery(delivery: &str) -> PyResult<Delivery> {
             "delivery={other:?}: \"reliable\", \"latest\" or \"datagram\""
         ))),
     }
+}
+
+/// The options of `subscribe(delivery=, max_age=, priority=)`.
+pub(crate) fn subscribe_options(
+    delivery: &str,
+    max_age: Option<f64>,
+    priority: i32,
+) -> PyResult<SubscribeOptions> {
+    let mut options = SubscribeOptions::delivery(parse_delivery(delivery)?);
+    options.priority = priority;
+    options.max_age = max_age
+        .map(std::time::Duration::try_from_secs_f64)
+        .transpose()
+        .map_err(|e| PyTypeError::new_err(format!("max_age: {e}")))?;
+    Ok(options)
+}
+
+/// A client's connection statistics as a dict.
+pub(crate) fn stats_dict<'py>(
+    py: Python<'py>,
+    client: &quicswarm::Client,
+) -> PyResult<Bound<'py, PyDict>> {
+    let s = client.stats();
+    let d = PyDict::new(py);
+    d.set_item("rtt", s.rtt.as_secs_f64())?;
+    d.set_item("sent_packets", s.sent_packets)?;
+    d.set_item("lost_packets", s.lost_packets)?;
+    d.set_item("congestion_events", s.congestion_events)?;
+    d.set_item("cwnd", s.cwnd)?;
+    d.set_item("bytes_sent", s.bytes_sent)?;
+    d.set_item("bytes_received", s.bytes_received)?;
+    Ok(d)
 }
 
 /// One handler/client pair: a connection to a gateway. Every operation is its own stream, so
@@ -207,12 +241,7 @@ impl Client {
         priority: i32,
         kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<ItemIter> {
-        let mut options = SubscribeOptions::delivery(parse_delivery(delivery)?);
-        options.priority = priority;
-        options.max_age = max_age
-            .map(std::time::Duration::try_from_secs_f64)
-            .transpose()
-            .map_err(|e| PyTypeError::new_err(format!("max_age: {e}")))?;
+        let options = subscribe_options(delivery, max_age, priority)?;
         let client = self.client()?;
         let json = args::encode(py, args, kwargs)?;
         let items = runtime::wait(py, async move {
@@ -299,16 +328,7 @@ impl Client {
     /// The connection's statistics: `rtt` (seconds), packets sent and lost, congestion
     /// window, bytes each way.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let s = self.client()?.stats();
-        let d = PyDict::new(py);
-        d.set_item("rtt", s.rtt.as_secs_f64())?;
-        d.set_item("sent_packets", s.sent_packets)?;
-        d.set_item("lost_packets", s.lost_packets)?;
-        d.set_item("congestion_events", s.congestion_events)?;
-        d.set_item("cwnd", s.cwnd)?;
-        d.set_item("bytes_sent", s.bytes_sent)?;
-        d.set_item("bytes_received", s.bytes_received)?;
-        Ok(d)
+        stats_dict(py, &self.client()?)
     }
 
     /// Sends `buffer` (anything with the buffer protocol: bytes, bytearray, memoryview, a
@@ -369,156 +389,16 @@ impl Client {
         self.client()
     }
 
+    /// The controller and address a swarm's extra connections are made with.
+    pub(crate) fn swarm_parts(&self) -> (quicswarm::Controller, String) {
+        (self.controller.clone(), self.addr.clone())
+    }
+
     fn client(&self) -> PyResult<quicswarm::Client> {
         self.inner
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
             .ok_or_else(|| PyRuntimeError::new_err("the client is closed"))
-    }
-}
-
-/// The items of a stream subscription.
-///
-/// Items already received travel to Python in batches: one wait on the runtime hands over
-/// every item ready then (up to [`BATCH`]), and the next calls take them from here without
-/// crossing threads.
-#[pyclass(module = "quicswarm")]
-pub(crate) struct ItemIter {
-    items: Arc<Mutex<Option<Source>>>,
-    ready: std::sync::Mutex<std::collections::VecDeque<(i64, Bytes)>>,
-    /// A failure that came behind items still to hand out.
-    failed: std::sync::Mutex<Option<quicswarm::CallError>>,
-}
-
-/// Most items handed over per wait.
-const BATCH: usize = 256;
-
-/// Where an iterator's items come from.
-pub(crate) enum Source {
-    /// A client's stream or subscription.
-    Items(quicswarm::ItemStream),
-    /// A session's subscription, which resumes after a reconnect.
-    Resuming(quicswarm::ResumingStream),
-}
-
-impl Source {
-    async fn next(&mut self) -> Result<Option<(i64, Bytes)>, quicswarm::CallError> {
-        match self {
-            Self::Items(items) => items.next().await,
-            Self::Resuming(items) => items.next().await,
-        }
-    }
-
-    /// Whether `next` may be polled once and dropped: a resuming stream may be reconnecting.
-    fn cancel_safe(&self) -> bool {
-        matches!(self, Self::Items(_))
-    }
-}
-
-impl ItemIter {
-    pub(crate) fn new(items: Source) -> Self {
-        Self {
-            items: Arc::new(Mutex::new(Some(items))),
-            ready: std::sync::Mutex::default(),
-            failed: std::sync::Mutex::default(),
-        }
-    }
-}
-
-#[pymethods]
-impl ItemIter {
-    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
-        slf
-    }
-
-    fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Option<(i64, Bound<'py, PyBytes>)>> {
-        if let Some((ident, data)) = self.pop() {
-            return Ok(Some((ident, PyBytes::new(py, &data))));
-        }
-        if let Some(failure) = self.failed.lock().ok().and_then(|mut f| f.take()) {
-            return Err(errors::call(failure));
-        }
-        let items = self.items.clone();
-        let next = runtime::wait(py, async move {
-            use futures_util::FutureExt as _;
-            let mut guard = items.lock().await;
-            let Some(stream) = guard.as_mut() else {
-                return Ok((Vec::new(), None));
-            };
-            let first = stream.next().await;
-            let mut batch = match first {
-                Ok(Some(item)) => vec![item],
-                other => {
-                    // Ended or failed: nothing more will come.
-                    *guard = None;
-                    return other.map(|_| (Vec::new(), None));
-                }
-            };
-            let mut failure = None;
-            // Whatever is ready already, without waiting (`next` is cancel-safe).
-            while batch.len() < BATCH && stream.cancel_safe() {
-                match stream.next().now_or_never() {
-                    Some(Ok(Some(item))) => batch.push(item),
-                    Some(Ok(None)) => {
-                        *guard = None;
-                        break;
-                    }
-                    Some(Err(e)) => {
-                        // Handed out after these items, at the call that finds none left.
-                        failure = Some(e);
-                        *guard = None;
-                        break;
-                    }
-                    None => break,
-                }
-            }
-            Ok((batch, failure))
-        });
-        let (batch, failure) = match next {
-            Ok(batch) => batch.map_err(errors::call)?,
-            Err(interrupted) => {
-                // Interrupted mid-read: the stream is abandoned (and so aborted).
-                self.abort();
-                return Err(interrupted);
-            }
-        };
-        let mut batch = batch.into_iter();
-        let Some((ident, data)) = batch.next() else {
-            return Ok(None);
-        };
-        if let Ok(mut ready) = self.ready.lock() {
-            ready.extend(batch);
-        }
-        if let (Some(failure), Ok(mut failed)) = (failure, self.failed.lock()) {
-            *failed = Some(failure);
-        }
-        Ok(Some((ident, PyBytes::new(py, &data))))
-    }
-
-    /// Aborts the stream: the gateway stops its producer.
-    fn close(&self) {
-        self.abort();
-    }
-}
-
-impl ItemIter {
-    fn pop(&self) -> Option<(i64, Bytes)> {
-        self.ready.lock().ok()?.pop_front()
-    }
-
-    pub(crate) fn abort(&self) {
-        if let Ok(mut ready) = self.ready.lock() {
-            ready.clear();
-        }
-        if let Ok(mut guard) = self.items.try_lock() {
-            guard.take();
-        }
-    }
-}
-
-impl Drop for ItemIter {
-    fn drop(&mut self) {
-        self.abort();
     }
 }

@@ -1,11 +1,12 @@
-//! Files from Python: `Client.list`, `Client.download` and `Client.upload`, spread over a
-//! swarm of connections to the client's gateway, with progress reported on the caller's
-//! thread (the callback runs where the call waits, never on the runtime's workers).
+//! Files from Python: `list`, `download` and `upload`, spread over a swarm of connections to
+//! the client's gateway. The blocking client reports progress on the caller's thread (the
+//! callback runs where the call waits, never on the runtime's workers); the asyncio client on
+//! its event loop. Both run the same [`job`].
 
 use std::{path::PathBuf, sync::Arc};
 
 use pyo3::{prelude::*, types::PyDict};
-use quicswarm::files::{Progress, Selector, Swarm, TransferOptions, TransferSummary};
+use quicswarm::files::{Listing, Progress, Selector, Swarm, TransferOptions, TransferSummary};
 
 use crate::{errors, runtime};
 
@@ -38,6 +39,14 @@ pub(crate) fn list<'py>(
         async move { client.list_with(&root, &selector, hash).await },
     )?
     .map_err(errors::call)?;
+    listing_dicts(py, &listing)
+}
+
+/// A listing as dicts: `path`, `size`, `mtime` (seconds), `mode`, `hash` (hex, or `None`).
+pub(crate) fn listing_dicts<'py>(
+    py: Python<'py>,
+    listing: &Listing,
+) -> PyResult<Vec<Bound<'py, PyDict>>> {
     listing
         .entries
         .iter()
@@ -73,8 +82,42 @@ pub(crate) enum Direction {
     },
 }
 
-/// Runs a transfer over `swarm` connections (the client's and `swarm - 1` more, closed after)
-/// and returns its summary as a dict; `progress(dict)` is called as files and ranges land.
+/// A transfer over `swarm` connections: the client's and `swarm - 1` more (fewer if the
+/// gateway's pool fills up), closed after.
+pub(crate) async fn job(
+    controller: quicswarm::Controller,
+    client: quicswarm::Client,
+    addr: String,
+    swarm: usize,
+    direction: Direction,
+    options: TransferOptions,
+) -> Result<TransferSummary, quicswarm::files::TransferError> {
+    let mut clients = vec![client];
+    for _ in 1..swarm.max(1) {
+        match controller.get_client(&addr).await {
+            Ok(c) => clients.push(c),
+            // A full pool: go on with the connections there are.
+            Err(_) => break,
+        }
+    }
+    let extra: Vec<quicswarm::Client> = clients[1..].to_vec();
+    let swarm = Swarm::new(clients);
+    let result = match direction {
+        Direction::Download {
+            root,
+            selector,
+            dest,
+        } => swarm.download(&root, &selector, dest, &options).await,
+        Direction::Upload { paths, dest } => swarm.upload(&paths, &dest, &options).await,
+    };
+    for c in extra {
+        let _ = c.close().await;
+    }
+    result
+}
+
+/// Runs a transfer, waiting on the caller's thread, and returns its summary as a dict;
+/// `progress(dict)` is called there as files and ranges land.
 pub(crate) fn transfer<'py>(
     py: Python<'py>,
     controller: quicswarm::Controller,
@@ -92,30 +135,6 @@ pub(crate) fn transfer<'py>(
             let _ = tx.send(*p);
         }));
     }
-    let job = async move {
-        let mut clients = vec![client];
-        for _ in 1..swarm.max(1) {
-            match controller.get_client(&addr).await {
-                Ok(c) => clients.push(c),
-                // A full pool: go on with the connections there are.
-                Err(_) => break,
-            }
-        }
-        let extra: Vec<quicswarm::Client> = clients[1..].to_vec();
-        let swarm = Swarm::new(clients);
-        let result = match direction {
-            Direction::Download {
-                root,
-                selector,
-                dest,
-            } => swarm.download(&root, &selector, dest, &options).await,
-            Direction::Upload { paths, dest } => swarm.upload(&paths, &dest, &options).await,
-        };
-        for c in extra {
-            let _ = c.close().await;
-        }
-        result
-    };
     let report = |py: Python<'_>| -> PyResult<()> {
         if let Some(callback) = &progress {
             for p in rx.try_iter() {
@@ -124,12 +143,14 @@ pub(crate) fn transfer<'py>(
         }
         Ok(())
     };
+    let job = job(controller, client, addr, swarm, direction, options);
     let summary = runtime::wait_reporting(py, job, report)?;
     report(py)?;
     summary_dict(py, &summary.map_err(errors::transfer)?)
 }
 
-fn progress_dict<'py>(py: Python<'py>, p: &Progress) -> PyResult<Bound<'py, PyDict>> {
+/// A progress report as a dict.
+pub(crate) fn progress_dict<'py>(py: Python<'py>, p: &Progress) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
     d.set_item("files_done", p.files_done)?;
     d.set_item("files_total", p.files_total)?;
@@ -140,7 +161,11 @@ fn progress_dict<'py>(py: Python<'py>, p: &Progress) -> PyResult<Bound<'py, PyDi
     Ok(d)
 }
 
-fn summary_dict<'py>(py: Python<'py>, s: &TransferSummary) -> PyResult<Bound<'py, PyDict>> {
+/// A transfer's summary as a dict.
+pub(crate) fn summary_dict<'py>(
+    py: Python<'py>,
+    s: &TransferSummary,
+) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
     d.set_item("files", s.files)?;
     d.set_item("bytes", s.bytes)?;

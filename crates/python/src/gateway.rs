@@ -28,7 +28,7 @@ use crate::{
 /// gw.start()                 # in the background; start(blocking=True) serves until closed
 /// print(gw.local_addr, gw.fingerprint)
 /// ```
-#[pyclass(module = "quicswarm")]
+#[pyclass(module = "quicswarm", subclass)]
 pub(crate) struct Gateway {
     registry: Registry,
     listen: SocketAddr,

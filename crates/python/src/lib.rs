@@ -12,6 +12,7 @@ mod client;
 mod errors;
 mod files;
 mod gateway;
+mod items;
 mod runtime;
 mod session;
 
@@ -22,9 +23,10 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<gateway::Gateway>()?;
     m.add_class::<client::Controller>()?;
     m.add_class::<client::Client>()?;
-    m.add_class::<client::ItemIter>()?;
+    m.add_class::<items::ItemIter>()?;
     m.add_class::<session::Session>()?;
     m.add_class::<aio::AsyncClient>()?;
     m.add_class::<aio::AsyncItemIter>()?;
+    m.add_class::<aio::AsyncSession>()?;
     Ok(())
 }

@@ -8,12 +8,14 @@ use pyo3::{
     prelude::*,
     types::{PyBytes, PyDict, PyTuple},
 };
-use quicswarm::{Json, LinkState, ReconnectPolicy, SubscribeOptions};
+use quicswarm::{Json, LinkState, ReconnectPolicy};
 
 use crate::{
     args,
-    client::{parse_delivery, ItemIter, Source},
-    errors, runtime,
+    client::subscribe_options,
+    errors,
+    items::{ItemIter, Source},
+    runtime,
 };
 
 /// A client to one gateway that survives outages: calls wait for the link to come back
@@ -110,9 +112,7 @@ impl Session {
         priority: i32,
         kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<ItemIter> {
-        let mut options = SubscribeOptions::delivery(parse_delivery(delivery)?);
-        options.priority = priority;
-        options.max_age = max_age.map(|s| std::time::Duration::from_secs_f64(s.max(0.0)));
+        let options = subscribe_options(delivery, max_age, priority)?;
         let session = self.session()?;
         let json = args::encode(py, args, kwargs)?;
         let stream = runtime::wait(py, async move {
@@ -154,16 +154,13 @@ impl Session {
         timeout: f64,
         done: impl Fn(&str) -> bool + Send + Sync + 'static,
     ) -> PyResult<&'static str> {
-        let mut states = self.session()?.watch_state();
-        let limit = std::time::Duration::from_secs_f64(timeout.max(0.0));
-        runtime::wait(py, async move {
-            let reached = tokio::time::timeout(limit, states.wait_for(|s| done(state_name(*s))))
-                .await
-                .ok()
-                .and_then(Result::ok)
-                .map(|state| state_name(*state));
-            reached.unwrap_or_else(|| state_name(*states.borrow()))
-        })
+        let session = self.session()?;
+        runtime::wait(py, state_reached(&session, timeout, done))
+    }
+
+    /// The Rust session, for the asyncio one that shares it.
+    pub(crate) fn handle(&self) -> PyResult<Arc<quicswarm::Session>> {
+        self.session()
     }
 
     fn session(&self) -> PyResult<Arc<quicswarm::Session>> {
@@ -175,7 +172,26 @@ impl Session {
     }
 }
 
-fn state_name(state: LinkState) -> &'static str {
+/// Waits until `done(state name)` holds or `timeout` (seconds) passes; the state name then.
+pub(crate) fn state_reached(
+    session: &quicswarm::Session,
+    timeout: f64,
+    done: impl Fn(&str) -> bool + Send + Sync + 'static,
+) -> impl std::future::Future<Output = &'static str> + Send + 'static {
+    let mut states = session.watch_state();
+    let limit = std::time::Duration::from_secs_f64(timeout.max(0.0));
+    async move {
+        let reached = tokio::time::timeout(limit, states.wait_for(|s| done(state_name(*s))))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .map(|state| state_name(*state));
+        reached.unwrap_or_else(|| state_name(*states.borrow()))
+    }
+}
+
+/// How Python names a link state.
+pub(crate) fn state_name(state: LinkState) -> &'static str {
     match state {
         LinkState::Connected => "connected",
         LinkState::Reconnecting { .. } => "reconnecting",
