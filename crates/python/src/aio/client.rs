@@ -5,14 +5,14 @@ use std::sync::Arc;
 use pyo3::{
     exceptions::PyTypeError,
     prelude::*,
-    types::{PyBytes, PyDict, PyTuple},
+    types::{PyDict, PyTuple},
 };
 use quicswarm::{
     files::{Progress, TransferOptions},
     Json,
 };
 
-use super::{awaitable, awaitable_with, ready, AsyncItemIter, Target};
+use super::{awaitable, awaitable_with, bytes, done, items, ready, value, Target};
 use crate::{
     args, buffer,
     client::{stats_dict, subscribe_options, Client},
@@ -31,11 +31,6 @@ pub(crate) struct AsyncClient {
     addr: String,
 }
 
-/// Python's `None`, as an operation's result.
-fn none(py: Python<'_>) -> PyResult<Py<PyAny>> {
-    Ok(py.None())
-}
-
 #[pymethods]
 impl AsyncClient {
     /// Wraps a (blocking) client's connection; both may be used.
@@ -52,14 +47,8 @@ impl AsyncClient {
     /// A round trip, in seconds.
     fn ping<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let client = self.inner.clone();
-        awaitable(py, async move { client.ping().await }, |py, rtt| {
-            Ok(rtt
-                .map_err(errors::call)?
-                .as_secs_f64()
-                .into_pyobject(py)?
-                .into_any()
-                .unbind())
-        })
+        let rtt = async move { client.ping().await.map(|rtt| rtt.as_secs_f64()) };
+        awaitable(py, rtt, value)
     }
 
     /// Calls a batch subroutine; its bytes.
@@ -76,11 +65,7 @@ impl AsyncClient {
         awaitable(
             py,
             async move { client.call(&name, &Json(json)).await },
-            |py, reply| {
-                Ok(PyBytes::new(py, &reply.map_err(errors::call)?)
-                    .into_any()
-                    .unbind())
-            },
+            bytes,
         )
     }
 
@@ -101,12 +86,7 @@ impl AsyncClient {
         awaitable(
             py,
             async move { client.send(&name, &Json(json), data).await },
-            |py, n| {
-                Ok(n.map_err(errors::call)?
-                    .into_pyobject(py)?
-                    .into_any()
-                    .unbind())
-            },
+            value,
         )
     }
 
@@ -123,11 +103,8 @@ impl AsyncClient {
         let client = self.inner.clone();
         awaitable(
             py,
-            async move { client.stream(&name, &Json(json)).await },
-            |py, items| {
-                let items = items.map_err(errors::call)?;
-                Ok(Py::new(py, AsyncItemIter::new(Source::Items(items)))?.into_any())
-            },
+            async move { client.stream(&name, &Json(json)).await.map(Source::Items) },
+            items,
         )
     }
 
@@ -149,11 +126,11 @@ impl AsyncClient {
         let client = self.inner.clone();
         awaitable(
             py,
-            async move { client.subscribe(&name, &Json(json), &options).await },
-            |py, items| {
-                let items = items.map_err(errors::call)?;
-                Ok(Py::new(py, AsyncItemIter::new(Source::Items(items)))?.into_any())
+            async move {
+                let subscribed = client.subscribe(&name, &Json(json), &options).await;
+                subscribed.map(Source::Items)
             },
+            items,
         )
     }
 
@@ -227,23 +204,13 @@ impl AsyncClient {
     /// Asks the gateway to shut down (it must allow it).
     fn close_gateway<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let client = self.inner.clone();
-        awaitable(
-            py,
-            async move { client.close_gateway().await },
-            |py, done| {
-                done.map_err(errors::call)?;
-                none(py)
-            },
-        )
+        awaitable(py, async move { client.close_gateway().await }, done)
     }
 
     /// Closes the client politely.
     fn close<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let client = self.inner.clone();
-        awaitable(py, async move { client.close().await }, |py, done| {
-            done.map_err(errors::call)?;
-            none(py)
-        })
+        awaitable(py, async move { client.close().await }, done)
     }
 
     fn __aenter__(slf: Bound<'_, Self>) -> PyResult<Bound<'_, PyAny>> {

@@ -14,6 +14,7 @@ use pyo3::{
     exceptions::PyStopAsyncIteration,
     prelude::*,
     types::{PyBytes, PyString, PyTuple},
+    IntoPyObjectExt,
 };
 
 pub(crate) use self::{client::AsyncClient, session::AsyncSession};
@@ -101,6 +102,37 @@ fn new_future(py: Python<'_>) -> PyResult<(Bound<'_, PyAny>, Bound<'_, PyAny>)> 
     let event_loop = py.import("asyncio")?.call_method0("get_running_loop")?;
     let future = event_loop.call_method0("create_future")?;
     Ok((event_loop, future))
+}
+
+/// An operation's value as Python's (its error as the typed exception).
+fn value<T>(py: Python<'_>, result: Result<T, quicswarm::CallError>) -> PyResult<Py<PyAny>>
+where
+    T: for<'py> IntoPyObject<'py>,
+{
+    let value = result.map_err(errors::call)?;
+    value.into_py_any(py)
+}
+
+/// An operation's bytes as Python's `bytes`.
+fn bytes(
+    py: Python<'_>,
+    result: Result<bytes::Bytes, quicswarm::CallError>,
+) -> PyResult<Py<PyAny>> {
+    Ok(PyBytes::new(py, &result.map_err(errors::call)?)
+        .into_any()
+        .unbind())
+}
+
+/// An operation that returns nothing: `None`.
+fn done(py: Python<'_>, result: Result<(), quicswarm::CallError>) -> PyResult<Py<PyAny>> {
+    result.map_err(errors::call)?;
+    Ok(py.None())
+}
+
+/// A stream's items, for `async for`.
+fn items(py: Python<'_>, source: Result<Source, quicswarm::CallError>) -> PyResult<Py<PyAny>> {
+    let iter = AsyncItemIter::new(source.map_err(errors::call)?);
+    Ok(Py::new(py, iter)?.into_any())
 }
 
 /// An asyncio future that is already done, for an answer at hand (no thread crossing).

@@ -5,15 +5,14 @@ use std::sync::Arc;
 use pyo3::{
     exceptions::PyRuntimeError,
     prelude::*,
-    types::{PyBytes, PyDict, PyTuple},
+    types::{PyDict, PyTuple},
 };
 use quicswarm::Json;
 
-use super::{awaitable, ready, AsyncItemIter};
+use super::{awaitable, bytes, items, ready};
 use crate::{
     args,
     client::subscribe_options,
-    errors,
     items::Source,
     session::{state_name, state_reached, Session},
 };
@@ -91,11 +90,7 @@ impl AsyncSession {
         awaitable(
             py,
             async move { session.call(&name, &Json(json)).await },
-            |py, reply| {
-                Ok(PyBytes::new(py, &reply.map_err(errors::call)?)
-                    .into_any()
-                    .unbind())
-            },
+            bytes,
         )
     }
 
@@ -117,11 +112,11 @@ impl AsyncSession {
         let json = args::encode(py, args, kwargs)?;
         awaitable(
             py,
-            async move { session.subscribe(&name, &Json(json), &options).await },
-            |py, stream| {
-                let stream = stream.map_err(errors::call)?;
-                Ok(Py::new(py, AsyncItemIter::new(Source::Resuming(stream)))?.into_any())
+            async move {
+                let subscribed = session.subscribe(&name, &Json(json), &options).await;
+                subscribed.map(Source::Resuming)
             },
+            items,
         )
     }
 
