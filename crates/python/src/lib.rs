@@ -1,6 +1,12 @@
 //! The native half of the `quicswarm` Python package (`quicswarm._native`): the Rust library's
 //! gateway, controller and client, with Python functions as subroutines. The Python half
 //! (`python/quicswarm`) re-exports these and defines the exception hierarchy.
+//!
+//! Layout: `runtime` (the one tokio runtime, and how a Python thread waits on it), `gateway`
+//! (Python functions as subroutines), `client` (controller and client), `session`, `items`
+//! (stream items handed to Python in batches), `files` (list, download, upload), `aio/` (the
+//! asyncio client and session), and the conversions: `args` (JSON arguments), `buffer`
+//! (Python buffers as bytes), `errors` (the exception hierarchy).
 
 // Python methods take their keyword arguments as Rust parameters: many of them, by design.
 #![allow(clippy::too_many_arguments)]
