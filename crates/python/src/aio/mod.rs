@@ -4,6 +4,10 @@
 //! loop with `call_soon_threadsafe`, so nothing blocks the loop. Cancelling the awaiting task
 //! (a timeout, `task.cancel()`) aborts the operation: its stream is reset and the gateway
 //! stops the subroutine.
+//!
+//! The bridge is our own, a few dozen lines: pyo3-async-runtimes, which does the same (a
+//! future of the running loop, completed with `call_soon_threadsafe`), is built on PyO3 0.29
+//! in its newest release, and this crate is on 0.30.
 
 mod client;
 mod session;
