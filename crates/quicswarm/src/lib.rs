@@ -105,7 +105,6 @@ mod error;
 pub mod files;
 mod gateway;
 pub mod gateway_config;
-mod handler;
 mod io;
 mod permissions;
 mod session;

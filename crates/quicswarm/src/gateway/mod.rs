@@ -1,4 +1,24 @@
-//! The gateway: a QUIC listener holding subroutines and a handler pool.
+//! The gateway: a QUIC listener (and, with `tcp`, a TLS-over-TCP one) holding subroutines,
+//! file roots and a handler pool.
+//!
+//! Layout, in the order a connection meets it:
+//! - `mod.rs`: [`GatewayBuilder`] and the [`Gateway`] handle;
+//! - `state.rs`: what every task of the gateway shares: policy, admission, lifecycle and
+//!   counters;
+//! - `accept.rs`: the QUIC and TCP accept loops, with the per-address and handshake limits;
+//! - `conn.rs`: one handler/client pair: the hello, its operation streams, its close;
+//! - `dispatch.rs`: one operation: the request read, admitted, and run by kind;
+//! - `deliver/`: how a stream subroutine's items reach the client (reliable, latest,
+//!   datagram).
+//!
+//! Everything depends on `state.rs`; nothing depends back on `mod.rs`.
+
+mod accept;
+mod conn;
+mod deliver;
+mod dispatch;
+mod reply;
+mod state;
 
 use std::{
     net::SocketAddr,
@@ -16,17 +36,21 @@ use quicswarm_proto::ErrorCode;
 use rustls::pki_types::CertificateDer;
 use tokio::sync::{watch, Semaphore};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
-use tracing::{debug, info, warn};
+use tracing::info;
 
 use crate::{
     config::{self, Limits, SocketWrapper, TransportTuning},
     error::GatewayError,
     files::serve::FileConfig,
-    handler,
     io::varint,
     permissions::Permissions,
     subroutine::Registry,
     tls::{Fingerprint, Identity},
+};
+
+use self::{
+    accept::{accept_loop, accept_tcp_loop, tcp_tls},
+    state::State,
 };
 
 /// The default listen address.
@@ -265,7 +289,7 @@ impl GatewayBuilder {
         info!(%local_addr, %fingerprint, pool = self.pool_size, tcp = self.tcp, "gateway listening");
 
         let (handlers_tx, _) = watch::channel(0usize);
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(State {
             endpoint,
             registry: self.registry,
             files: self.files,
@@ -323,226 +347,6 @@ impl GatewayBuilder {
     }
 }
 
-/// State shared by the accept loop, the handlers and the [`Gateway`] handle.
-pub(crate) struct Shared {
-    pub(crate) endpoint: quinn::Endpoint,
-    pub(crate) registry: Registry,
-    pub(crate) files: FileConfig,
-    pub(crate) permissions: HashMap<String, Permissions>,
-    pub(crate) default_permissions: Permissions,
-    pub(crate) pool: Arc<Semaphore>,
-    /// One permit per handshake in progress (`Limits::max_pending_handshakes`).
-    pub(crate) handshakes: Arc<Semaphore>,
-    pub(crate) pool_size: u32,
-    /// What operations may hold in memory (`Limits::*_budget`).
-    pub(crate) budget: crate::budget::Budget,
-    pub(crate) limits: Limits,
-    /// Cancelled when shutdown starts: no new connections or operations.
-    pub(crate) stop_accepting: CancellationToken,
-    /// Cancelled when connections must close now (grace over, or the gateway dropped): QUIC
-    /// ones close with the endpoint, TCP ones watch this.
-    pub(crate) force_close: CancellationToken,
-    /// Cancelled when the endpoint is closed.
-    pub(crate) closed: CancellationToken,
-    shutting_down: AtomicBool,
-    /// Every connection and operation task.
-    pub(crate) tracker: TaskTracker,
-    pub(crate) next_handler_id: AtomicU64,
-    /// Connections (handshaking or established) per source address.
-    per_ip: std::sync::Mutex<HashMap<std::net::IpAddr, usize>>,
-    /// Connections alive now (handshaking or established, with or without a handler).
-    connections: watch::Sender<usize>,
-    /// Requests run from 0-RTT early data.
-    pub(crate) early_served: AtomicU64,
-    /// Requests refused in early data as not replay-safe.
-    pub(crate) too_early: AtomicU64,
-    /// Connection attempts answered with a Retry (address validation).
-    pub(crate) retries: AtomicU64,
-    /// Handlers alive now.
-    pub(crate) handlers: watch::Sender<usize>,
-}
-
-impl Shared {
-    /// The permissions of a client.
-    pub(crate) fn permissions_of(&self, identity: Option<&str>) -> &Permissions {
-        identity
-            .and_then(|id| self.permissions.get(id))
-            .unwrap_or(&self.default_permissions)
-    }
-
-    /// Stops accepting, lets in-flight work finish within `grace`, then closes the endpoint.
-    /// Idempotent: a second caller waits for the first to finish.
-    pub(crate) async fn shutdown(self: &Arc<Self>, grace: Duration) {
-        if self.shutting_down.swap(true, Ordering::SeqCst) {
-            self.closed.cancelled().await;
-            return;
-        }
-        info!(?grace, "gateway shutting down");
-        self.stop_accepting.cancel();
-        // Refuse new handshakes at the QUIC level.
-        self.endpoint.set_server_config(None);
-        self.tracker.close();
-        if tokio::time::timeout(grace, self.tracker.wait())
-            .await
-            .is_err()
-        {
-            warn!("grace period over: closing with operations still running");
-        }
-        self.force_close.cancel();
-        self.endpoint
-            .close(varint(ErrorCode::ShuttingDown), b"gateway shutting down");
-        // Bounded: a peer that never acknowledges the close must not hold us.
-        let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
-        self.closed.cancel();
-        info!("gateway closed");
-    }
-}
-
-impl std::fmt::Debug for Shared {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shared")
-            .field("pool_size", &self.pool_size)
-            .finish_non_exhaustive()
-    }
-}
-
-async fn accept_loop(shared: Arc<Shared>) {
-    loop {
-        let incoming = tokio::select! {
-            _ = shared.stop_accepting.cancelled() => break,
-            incoming = shared.endpoint.accept() => incoming,
-        };
-        let Some(incoming) = incoming else { break };
-        let ip = incoming.remote_address().ip();
-        let Some(slot) = IpSlot::take(&shared, ip) else {
-            // One address may not take every connection the gateway can hold.
-            warn!(%ip, "too many connections from one address: refused");
-            incoming.refuse();
-            continue;
-        };
-        let in_progress =
-            shared.limits.max_pending_handshakes.max(1) - shared.handshakes.available_permits();
-        if in_progress >= shared.limits.retry_above_handshakes
-            && !incoming.remote_address_validated()
-            && incoming.may_retry()
-        {
-            // Many handshakes at once: make a sender prove its address (one round trip of
-            // Retry) before it costs us a handshake. Spoofed floods never come back.
-            shared.retries.fetch_add(1, Ordering::Relaxed);
-            if let Err(e) = incoming.retry() {
-                debug!("retry refused: {e}");
-            }
-            drop(slot);
-            continue;
-        }
-        let Ok(handshake) = shared.handshakes.clone().try_acquire_owned() else {
-            // Many addresses at once (a flood): handshakes cost CPU, so bound them.
-            warn!(%ip, "too many handshakes in progress: refused");
-            incoming.refuse();
-            continue;
-        };
-        debug!(remote = %incoming.remote_address(), "incoming connection");
-        shared.tracker.spawn(async move {
-            handler::serve_connection(slot.shared.clone(), incoming, handshake).await;
-            drop(slot);
-        });
-    }
-}
-
-async fn accept_tcp_loop(
-    shared: Arc<Shared>,
-    listener: tokio::net::TcpListener,
-    acceptor: tokio_rustls::TlsAcceptor,
-    transport: TransportTuning,
-) {
-    loop {
-        let accepted = tokio::select! {
-            _ = shared.stop_accepting.cancelled() => break,
-            accepted = listener.accept() => accepted,
-        };
-        let (socket, remote) = match accepted {
-            Ok(pair) => pair,
-            Err(e) => {
-                // Out of descriptors, say: back off briefly rather than spin.
-                warn!("TCP accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let Some(slot) = IpSlot::take(&shared, remote.ip()) else {
-            warn!(ip = %remote.ip(), "too many connections from one address: refused");
-            continue;
-        };
-        let Ok(handshake) = shared.handshakes.clone().try_acquire_owned() else {
-            warn!(ip = %remote.ip(), "too many handshakes in progress: refused");
-            continue;
-        };
-        if let Err(e) = crate::transport::tcp::tune_socket(&socket, &transport) {
-            debug!(%remote, "TCP socket options: {e}");
-        }
-        debug!(%remote, "incoming TCP connection");
-        let acceptor = acceptor.clone();
-        shared.tracker.spawn(async move {
-            handler::serve_tcp(slot.shared.clone(), socket, acceptor, handshake).await;
-            drop(slot);
-        });
-    }
-}
-
-/// The TLS config of TLS-over-TCP connections: the QUIC one without early data. Over TCP
-/// nothing checks whether a request arrived early (QUIC streams say so; a TLS stream does
-/// not), so 0-RTT data, which an attacker can replay, is never accepted there.
-fn tcp_tls(mut quic: rustls::ServerConfig) -> rustls::ServerConfig {
-    quic.max_early_data_size = 0;
-    quic
-}
-
-/// One connection counted against its source address; released on drop.
-struct IpSlot {
-    shared: Arc<Shared>,
-    ip: std::net::IpAddr,
-}
-
-impl IpSlot {
-    fn take(shared: &Arc<Shared>, ip: std::net::IpAddr) -> Option<Self> {
-        let mut map = shared
-            .per_ip
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let n = map.entry(ip).or_insert(0);
-        if *n >= shared.limits.max_connections_per_ip {
-            return None;
-        }
-        *n += 1;
-        drop(map);
-        shared.connections.send_modify(|c| *c += 1);
-        Some(Self {
-            shared: shared.clone(),
-            ip,
-        })
-    }
-}
-
-impl Drop for IpSlot {
-    fn drop(&mut self) {
-        let mut map = self
-            .shared
-            .per_ip
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(n) = map.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                map.remove(&self.ip);
-            }
-        }
-        drop(map);
-        self.shared
-            .connections
-            .send_modify(|c| *c = c.saturating_sub(1));
-    }
-}
-
 /// Counters of a gateway; see [`Gateway::stats`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -568,7 +372,7 @@ pub struct GatewayStats {
 /// `ShuttingDown`). Call [`shutdown`](Self::shutdown) for the graceful path.
 #[derive(Debug)]
 pub struct Gateway {
-    shared: Arc<Shared>,
+    shared: Arc<State>,
     accept: tokio::task::JoinHandle<()>,
     accept_tcp: Option<tokio::task::JoinHandle<()>>,
     tcp_addr: Option<SocketAddr>,
@@ -669,18 +473,5 @@ impl Drop for Gateway {
                 .endpoint
                 .close(varint(ErrorCode::ShuttingDown), b"gateway dropped");
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tls_over_tcp_accepts_no_early_data() {
-        let identity = Identity::self_signed(&[]).unwrap();
-        let quic = identity.server_config().unwrap();
-        assert!(quic.max_early_data_size > 0, "QUIC keeps 0-RTT");
-        assert_eq!(tcp_tls(quic).max_early_data_size, 0);
     }
 }

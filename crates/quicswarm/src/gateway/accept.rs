@@ -1,0 +1,120 @@
+//! The accept loops: QUIC connections from the endpoint, TLS-over-TCP ones from the listener,
+//! each admitted against the per-address and handshake limits, then served by `conn`.
+
+use std::{
+    sync::{atomic::Ordering, Arc},
+    time::Duration,
+};
+
+use tracing::{debug, warn};
+
+use super::{
+    conn,
+    state::{IpSlot, State},
+};
+use crate::config::TransportTuning;
+
+pub(super) async fn accept_loop(shared: Arc<State>) {
+    loop {
+        let incoming = tokio::select! {
+            _ = shared.stop_accepting.cancelled() => break,
+            incoming = shared.endpoint.accept() => incoming,
+        };
+        let Some(incoming) = incoming else { break };
+        let ip = incoming.remote_address().ip();
+        let Some(slot) = IpSlot::take(&shared, ip) else {
+            // One address may not take every connection the gateway can hold.
+            warn!(%ip, "too many connections from one address: refused");
+            incoming.refuse();
+            continue;
+        };
+        let in_progress =
+            shared.limits.max_pending_handshakes.max(1) - shared.handshakes.available_permits();
+        if in_progress >= shared.limits.retry_above_handshakes
+            && !incoming.remote_address_validated()
+            && incoming.may_retry()
+        {
+            // Many handshakes at once: make a sender prove its address (one round trip of
+            // Retry) before it costs us a handshake. Spoofed floods never come back.
+            shared.retries.fetch_add(1, Ordering::Relaxed);
+            if let Err(e) = incoming.retry() {
+                debug!("retry refused: {e}");
+            }
+            drop(slot);
+            continue;
+        }
+        let Ok(handshake) = shared.handshakes.clone().try_acquire_owned() else {
+            // Many addresses at once (a flood): handshakes cost CPU, so bound them.
+            warn!(%ip, "too many handshakes in progress: refused");
+            incoming.refuse();
+            continue;
+        };
+        debug!(remote = %incoming.remote_address(), "incoming connection");
+        shared.tracker.spawn(async move {
+            conn::serve_connection(slot.shared.clone(), incoming, handshake).await;
+            drop(slot);
+        });
+    }
+}
+
+pub(super) async fn accept_tcp_loop(
+    shared: Arc<State>,
+    listener: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    transport: TransportTuning,
+) {
+    loop {
+        let accepted = tokio::select! {
+            _ = shared.stop_accepting.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (socket, remote) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                // Out of descriptors, say: back off briefly rather than spin.
+                warn!("TCP accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Some(slot) = IpSlot::take(&shared, remote.ip()) else {
+            warn!(ip = %remote.ip(), "too many connections from one address: refused");
+            continue;
+        };
+        let Ok(handshake) = shared.handshakes.clone().try_acquire_owned() else {
+            warn!(ip = %remote.ip(), "too many handshakes in progress: refused");
+            continue;
+        };
+        if let Err(e) = crate::transport::tcp::tune_socket(&socket, &transport) {
+            debug!(%remote, "TCP socket options: {e}");
+        }
+        debug!(%remote, "incoming TCP connection");
+        let acceptor = acceptor.clone();
+        shared.tracker.spawn(async move {
+            conn::serve_tcp(slot.shared.clone(), socket, acceptor, handshake).await;
+            drop(slot);
+        });
+    }
+}
+
+/// The TLS config of TLS-over-TCP connections: the QUIC one without early data. Over TCP
+/// nothing checks whether a request arrived early (QUIC streams say so; a TLS stream does
+/// not), so 0-RTT data, which an attacker can replay, is never accepted there.
+pub(super) fn tcp_tls(mut quic: rustls::ServerConfig) -> rustls::ServerConfig {
+    quic.max_early_data_size = 0;
+    quic
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tls::Identity;
+
+    #[test]
+    fn tls_over_tcp_accepts_no_early_data() {
+        let identity = Identity::self_signed(&[]).unwrap();
+        let quic = identity.server_config().unwrap();
+        assert!(quic.max_early_data_size > 0, "QUIC keeps 0-RTT");
+        assert_eq!(tcp_tls(quic).max_early_data_size, 0);
+    }
+}

@@ -1,0 +1,292 @@
+//! The gateway side of one handler/client pair: the hello exchange, the pool slot, one task
+//! per operation stream, and the close.
+
+use std::sync::{atomic::Ordering, Arc, Mutex, PoisonError};
+
+use quicswarm_proto::{ErrorCode, Hello, HelloReply, Welcome, PROTOCOL_VERSION};
+use tokio::sync::OwnedSemaphorePermit;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tracing::{debug, info, info_span, warn, Instrument};
+
+use super::{dispatch::operation, state::State};
+use crate::{
+    budget::ConnectionBudget,
+    io::{varint, write_frame, FrameReader},
+    transport::{Connection, SendStream},
+};
+
+/// Longest `Hello` accepted (its client name is free text).
+const MAX_HELLO_LEN: usize = 4096;
+
+/// How long operations still running on a connection whose client closed its handler may
+/// finish before the gateway closes the connection.
+const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Per-connection state shared by its operation tasks.
+pub(super) struct Pair {
+    pub(super) conn: Connection,
+    pub(super) id: u64,
+    /// The pool slot; taken (and so released) by `CloseHandler`.
+    pub(super) permit: Mutex<Option<OwnedSemaphorePermit>>,
+    /// Cancelled when the client asked to close this handler.
+    pub(super) closing: CancellationToken,
+    /// This pair's operation tasks.
+    pub(super) ops: TaskTracker,
+    /// The client certificate's name (mutual TLS), `None` for an anonymous client.
+    pub(super) identity: Option<String>,
+    /// What this connection's operations may hold in memory.
+    pub(super) budget: ConnectionBudget,
+}
+
+impl Pair {
+    pub(super) fn release_slot(&self, shared: &State) {
+        let permit = self
+            .permit
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if permit.is_some() {
+            drop(permit);
+            shared.handlers.send_modify(|n| *n = n.saturating_sub(1));
+        }
+    }
+}
+
+pub(super) async fn serve_connection(
+    shared: Arc<State>,
+    incoming: quinn::Incoming,
+    handshake: OwnedSemaphorePermit,
+) {
+    let remote = incoming.remote_address();
+    let connecting = match incoming.accept() {
+        Ok(connecting) => connecting,
+        Err(e) => {
+            debug!(%remote, "refused: {e}");
+            return;
+        }
+    };
+    // Accept 0-RTT: requests may arrive as early data, and each operation checks whether its
+    // request is replay-safe before running it (see `operation`).
+    let conn = match connecting.into_0rtt() {
+        Ok((conn, established)) => {
+            // The handshake is still finishing: its permit is held until it has (or the
+            // request-header timeout closes the connection), so the bound on handshakes in
+            // progress holds for 0-RTT ones too.
+            let (watched, timeout) = (conn.clone(), shared.limits.request_header_timeout);
+            tokio::spawn(async move {
+                if tokio::time::timeout(timeout, established).await.is_err() {
+                    debug!(%remote, "handshake not finished in time");
+                    watched.close(varint(ErrorCode::Timeout), b"handshake too slow");
+                }
+                drop(handshake);
+            });
+            conn
+        }
+        Err(connecting) => {
+            let finished = tokio::time::timeout(shared.limits.request_header_timeout, connecting);
+            let conn = match finished.await {
+                Ok(Ok(conn)) => conn,
+                Ok(Err(e)) => {
+                    debug!(%remote, "handshake failed: {e}");
+                    return;
+                }
+                Err(_) => {
+                    debug!(%remote, "handshake not finished in time");
+                    return;
+                }
+            };
+            drop(handshake);
+            conn
+        }
+    };
+    serve_pair(shared, Connection::from(conn), remote).await;
+}
+
+/// Serves one TLS-over-TCP connection: the TLS handshake (bounded like a QUIC handshake by
+/// the request-header timeout), then the same hello and operations as over QUIC.
+pub(super) async fn serve_tcp(
+    shared: Arc<State>,
+    socket: tokio::net::TcpStream,
+    acceptor: tokio_rustls::TlsAcceptor,
+    handshake: OwnedSemaphorePermit,
+) {
+    let Ok(remote) = socket.peer_addr() else {
+        return;
+    };
+    let max_streams = shared.limits.max_concurrent_ops as usize;
+    let tls = crate::transport::tcp::accept(socket, acceptor, max_streams);
+    let conn = match tokio::time::timeout(shared.limits.request_header_timeout, tls).await {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(e)) => {
+            debug!(%remote, "TLS over TCP handshake failed: {e}");
+            return;
+        }
+        Err(_) => {
+            debug!(%remote, "TLS over TCP handshake timed out");
+            return;
+        }
+    };
+    drop(handshake);
+    serve_pair(shared, Connection::from(conn), remote).await;
+}
+
+async fn serve_pair(shared: Arc<State>, conn: Connection, remote: std::net::SocketAddr) {
+    let Some(pair) = hello(&shared, conn).await else {
+        return;
+    };
+    let client = pair.identity.as_deref().unwrap_or("anonymous");
+    let span = info_span!("handler", id = pair.id, %remote, client);
+    async {
+        info!("handler started");
+        loop {
+            let stream = tokio::select! {
+                _ = shared.stop_accepting.cancelled() => break,
+                _ = pair.closing.cancelled() => break,
+                stream = pair.conn.accept_bi() => stream,
+            };
+            match stream {
+                Ok((send, recv)) => {
+                    let op = operation(shared.clone(), pair.clone(), send, recv);
+                    pair.ops.spawn(op.instrument(tracing::Span::current()));
+                }
+                Err(e) => {
+                    debug!("connection ended: {e}");
+                    break;
+                }
+            }
+        }
+        pair.ops.close();
+        if pair.closing.is_cancelled() {
+            // CloseHandler: the client is done with this connection. Let its last replies be
+            // delivered (bounded), then close it: nothing more is accepted on it.
+            let _ = tokio::time::timeout(CLOSE_GRACE, pair.ops.wait()).await;
+            pair.conn
+                .close(ErrorCode::HandlerClosed.to_u32(), b"handler closed");
+        }
+        // The slot is held until the connection is really gone (or released by CloseHandler).
+        tokio::select! {
+            _ = pair.conn.closed() => {}
+            _ = shared.stop_accepting.cancelled() => {
+                // Shutdown: in-flight operations finish (the gateway bounds this by its grace
+                // period), then the client is told why the connection ends.
+                tokio::select! {
+                    () = pair.ops.wait() => {}
+                    () = shared.force_close.cancelled() => {}
+                }
+                pair.conn.close(ErrorCode::ShuttingDown.to_u32(), b"gateway shutting down");
+            }
+        }
+        pair.release_slot(&shared);
+        info!("handler ended");
+    }
+    .instrument(span)
+    .await;
+}
+
+/// The name in the client's certificate, if it presented one.
+fn peer_name(conn: &Connection) -> Option<String> {
+    let certs = conn.peer_certificates()?;
+    certs.first().and_then(crate::tls::certificate_name)
+}
+
+/// Reads `Hello`, takes a pool slot and answers. `None` when the pair was refused.
+async fn hello(shared: &Arc<State>, conn: Connection) -> Option<Arc<Pair>> {
+    let timeout = shared.limits.request_header_timeout;
+    let exchange = async {
+        let (mut send, recv) = conn.accept_bi().await.ok()?;
+        // Before it holds a pool slot a connection may cost little: a hello is a few bytes.
+        let mut reader = FrameReader::new(recv, MAX_HELLO_LEN);
+        let hello: Hello = match reader.expect_frame().await {
+            Ok(hello) => hello,
+            Err(e) => {
+                conn.close(e.code().to_u32(), b"bad hello");
+                return None;
+            }
+        };
+        Some((
+            send_hello_reply(shared, &conn, &mut send, &hello).await,
+            send,
+        ))
+    };
+    let (outcome, mut send) = match tokio::time::timeout(timeout, exchange).await {
+        Ok(Some(v)) => v,
+        Ok(None) => return None,
+        Err(_) => {
+            conn.close(ErrorCode::Timeout.to_u32(), b"no hello in time");
+            return None;
+        }
+    };
+    let _ = send.finish();
+    match outcome {
+        Ok(pair) => Some(pair),
+        Err(code) => {
+            // Let the client read the refusal and close first; bounded in case it vanished.
+            let _ = tokio::time::timeout(
+                timeout.min(std::time::Duration::from_secs(2)),
+                conn.closed(),
+            )
+            .await;
+            conn.close(code.to_u32(), code.reason().as_bytes());
+            None
+        }
+    }
+}
+
+async fn send_hello_reply(
+    shared: &Arc<State>,
+    conn: &Connection,
+    send: &mut SendStream,
+    hello: &Hello,
+) -> Result<Arc<Pair>, ErrorCode> {
+    let refuse = |code: ErrorCode, message: String| HelloReply::Refused {
+        code,
+        pool_size: shared.pool_size,
+        message,
+    };
+    if hello.version != PROTOCOL_VERSION {
+        let reply = refuse(
+            ErrorCode::UnsupportedVersion,
+            format!(
+                "gateway speaks version {PROTOCOL_VERSION}, client {}",
+                hello.version
+            ),
+        );
+        let _ = write_frame(send, &reply).await;
+        return Err(ErrorCode::UnsupportedVersion);
+    }
+    let permit = match shared.pool.clone().try_acquire_owned() {
+        Ok(permit) => permit,
+        Err(_) => {
+            warn!(client = %hello.name, remote = %conn.remote_address(), "handler pool full");
+            let reply = refuse(
+                ErrorCode::PoolFull,
+                format!("all {} handlers are in use", shared.pool_size),
+            );
+            let _ = write_frame(send, &reply).await;
+            return Err(ErrorCode::PoolFull);
+        }
+    };
+    let pool_used = shared.pool_size - shared.pool.available_permits() as u32;
+    shared.handlers.send_modify(|n| *n += 1);
+    let pair = Arc::new(Pair {
+        conn: conn.clone(),
+        id: shared.next_handler_id.fetch_add(1, Ordering::Relaxed),
+        permit: Mutex::new(Some(permit)),
+        closing: CancellationToken::new(),
+        ops: TaskTracker::new(),
+        identity: peer_name(conn),
+        budget: shared.budget.connection(),
+    });
+    let welcome = HelloReply::Welcome(Welcome {
+        handler_id: pair.id,
+        pool_used,
+        pool_size: shared.pool_size,
+        max_frame_len: shared.limits.max_frame_len as u64,
+        subroutines: shared.registry.list(),
+    });
+    if write_frame(send, &welcome).await.is_err() {
+        pair.release_slot(shared);
+        return Err(ErrorCode::Cancelled);
+    }
+    Ok(pair)
+}

@@ -1,0 +1,57 @@
+//! Datagram delivery: one unreliable QUIC datagram per item, never waiting for a
+//! retransmission.
+
+use quicswarm_proto::{datagram, ErrorCode, ErrorReply, Response, StreamFrame};
+
+use super::super::reply::{log_failure, write_error};
+use super::{next_or_abort, now_us};
+use crate::{
+    io::write_frame,
+    subroutine::Failure,
+    transport::{Connection, SendStream},
+};
+
+/// `Datagram` delivery: each item in one QUIC datagram; an item too large for the path is a
+/// typed error that ends the subscription.
+pub(in crate::gateway) async fn run_datagram(
+    conn: &Connection,
+    send: &mut SendStream,
+    producer: Result<crate::subroutine::ItemStream, Failure>,
+    name: &str,
+    id: u32,
+) -> Result<(), ()> {
+    let mut producer = match producer {
+        Ok(p) => p,
+        Err(failure) => return write_error(send, log_failure(name, failure)).await,
+    };
+    write_frame(send, &Response::Accepted).await.map_err(drop)?;
+    let end = loop {
+        let Some(next) = next_or_abort(&mut producer, send).await else {
+            return Err(());
+        };
+        match next {
+            Some(Ok((ident, data))) if ident >= 0 => {
+                let mut datagram = datagram::header(id, ident, now_us());
+                let max = conn.max_datagram_size().unwrap_or(0);
+                if datagram.len() + data.len() > max {
+                    break StreamFrame::Error(ErrorReply::new(
+                        ErrorCode::FrameTooLarge,
+                        format!("item {ident} of {} bytes does not fit a datagram ({max} bytes with header)", data.len()),
+                    ));
+                }
+                datagram.extend_from_slice(&data);
+                // A full send buffer drops the oldest datagram: latest value wins.
+                if let Err(e) = conn.send_datagram(datagram.into()) {
+                    break StreamFrame::Error(ErrorReply::new(
+                        ErrorCode::Internal,
+                        format!("datagram: {e}"),
+                    ));
+                }
+            }
+            Some(Ok(_)) | None => break StreamFrame::End,
+            Some(Err(failure)) => break StreamFrame::Error(log_failure(name, failure)),
+        }
+    };
+    drop(producer);
+    write_frame(send, &end).await.map_err(drop)
+}

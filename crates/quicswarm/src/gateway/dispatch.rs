@@ -1,0 +1,406 @@
+//! One operation stream, from its request to its last frame: the request read within its
+//! limits, admitted (early data, permission, lookup), then run by kind.
+
+use std::sync::{atomic::Ordering, Arc};
+
+use bytes::Bytes;
+use quicswarm_proto::{Delivery, ErrorCode, ErrorReply, Request, Response, SubroutineKind};
+use tracing::{debug, info, info_span, warn, Instrument};
+
+use super::{
+    conn::Pair,
+    deliver::{run_datagram, run_latest, run_stream},
+    reply::{log_failure, write_error},
+    state::State,
+};
+use crate::{
+    budget::Charge,
+    files,
+    io::{varint, write_frame, write_frame_and_bytes, FrameReader},
+    subroutine::{Failure, Handler, SinkData, StreamContext},
+    transport::{RecvStream, SendStream},
+};
+
+/// One operation stream, from its request to its last frame.
+pub(super) async fn operation(
+    shared: Arc<State>,
+    pair: Arc<Pair>,
+    mut send: SendStream,
+    mut recv: RecvStream,
+) {
+    // A client that stops reading (or sending) mid-operation holds a task, buffers and a
+    // stream: after this long without progress the operation ends with `Timeout`.
+    send.set_stall_timeout(shared.limits.stall_timeout);
+    recv.set_stall_timeout(shared.limits.stall_timeout);
+    let mut reader = FrameReader::new(recv, shared.limits.max_frame_len);
+    let (request, _request_charge) = match read_request(&shared, &pair, &mut reader).await {
+        Ok(Some(request)) => request,
+        Ok(None) => return,
+        Err(RequestError::Frame(e)) => {
+            debug!("bad request frame: {e}");
+            let code = e.code();
+            reader.stop(code);
+            let _ = write_frame(
+                &mut send,
+                &Response::Error(ErrorReply::new(code, e.to_string())),
+            )
+            .await;
+            let _ = send.finish();
+            return;
+        }
+        Err(RequestError::Refused(reply)) => {
+            reader.stop(reply.code);
+            let _ = write_frame(&mut send, &Response::Error(reply)).await;
+            let _ = send.finish();
+            return;
+        }
+        Err(RequestError::Timeout) => {
+            reader.stop(ErrorCode::Timeout);
+            let _ = send.reset(varint(ErrorCode::Timeout));
+            return;
+        }
+    };
+    if reader.is_0rtt() {
+        if replay_safe(&shared, &request) {
+            shared.early_served.fetch_add(1, Ordering::Relaxed);
+        } else {
+            // Early data can be replayed by an attacker: only idempotent requests run from it.
+            shared.too_early.fetch_add(1, Ordering::Relaxed);
+            debug!("request refused in 0-RTT: not replay-safe");
+            reader.stop(ErrorCode::TooEarly);
+            let reply = ErrorReply::new(
+                ErrorCode::TooEarly,
+                "not replay-safe: re-send after the handshake",
+            );
+            let _ = write_frame(&mut send, &Response::Error(reply)).await;
+            let _ = send.finish();
+            return;
+        }
+    }
+    if let Err(reply) = permitted(&shared, pair.identity.as_deref(), &request) {
+        warn!("denied: {}", reply.message);
+        // Do not make the client upload what nobody will read.
+        reader.stop(ErrorCode::PermissionDenied);
+        let _ = write_frame(&mut send, &Response::Error(reply)).await;
+        let _ = send.finish();
+        return;
+    }
+    let result = match request {
+        Request::Ping { nonce } => write_frame(&mut send, &Response::Pong { nonce })
+            .await
+            .map_err(drop),
+        Request::Call {
+            name,
+            args,
+            deadline_ms,
+        } => match lookup(&shared, &name, SubroutineKind::Batch) {
+            Ok(Handler::Batch(f)) => {
+                let span = info_span!("call", %name);
+                let outcome = within_deadline(deadline_ms, f(args).instrument(span)).await;
+                reply_value(&mut send, outcome, &name).await
+            }
+            Ok(_) => unreachable_kind(&mut send).await,
+            Err(reply) => write_error(&mut send, reply).await,
+        },
+        Request::Stream {
+            name,
+            args,
+            resume_after,
+            options,
+        } => match lookup(&shared, &name, SubroutineKind::Stream) {
+            Ok(Handler::Stream(f))
+                if options.delivery != Delivery::Reliable
+                    && pair.conn.kind() == crate::TransportKind::Tcp =>
+            {
+                drop(f);
+                let reply = ErrorReply::new(
+                    ErrorCode::Unsupported,
+                    "latest-value and datagram delivery need QUIC; this client is on TCP",
+                );
+                write_error(&mut send, reply).await
+            }
+            Ok(Handler::Stream(f)) => {
+                let producer = f(args, StreamContext { resume_after });
+                send.set_priority(options.priority);
+                // Boxed: keeps the common (small) operations' task small to spawn.
+                match options.delivery {
+                    Delivery::Reliable => Box::pin(run_stream(&mut send, producer, &name)).await,
+                    Delivery::Latest { id } => {
+                        let conn = &pair.conn;
+                        let max_age = options
+                            .max_age_ms
+                            .map(|ms| std::time::Duration::from_millis(u64::from(ms)));
+                        let p = (options.priority, max_age);
+                        Box::pin(run_latest(conn, &mut send, producer, &name, id, p)).await
+                    }
+                    Delivery::Datagram { id } => {
+                        Box::pin(run_datagram(&pair.conn, &mut send, producer, &name, id)).await
+                    }
+                }
+            }
+            Ok(_) => unreachable_kind(&mut send).await,
+            Err(reply) => write_error(&mut send, reply).await,
+        },
+        Request::Send {
+            name,
+            args,
+            len,
+            deadline_ms,
+        } => match lookup(&shared, &name, SubroutineKind::Sink) {
+            Ok(Handler::Sink(f)) => {
+                let data = SinkData::new(reader, len, shared.limits.max_sink_len);
+                let span = info_span!("send", %name);
+                let outcome = within_deadline(deadline_ms, f(args, data).instrument(span)).await;
+                let reply = match outcome {
+                    Ok(value) => Response::Count { value },
+                    Err(failure) => Response::Error(log_failure(&name, failure)),
+                };
+                write_frame(&mut send, &reply).await.map_err(drop)
+            }
+            Ok(_) => unreachable_kind(&mut send).await,
+            Err(reply) => {
+                // Do not make the client upload a buffer nobody will read.
+                let mut reader = reader;
+                reader.stop(reply.code);
+                write_error(&mut send, reply).await
+            }
+        },
+        Request::List {
+            root,
+            selector,
+            hash,
+        } => {
+            Box::pin(files::serve::list(
+                serve_ctx(&shared, &pair),
+                &mut send,
+                root,
+                selector,
+                hash,
+            ))
+            .await
+        }
+        Request::Get { root, items } => {
+            Box::pin(files::serve::get(
+                serve_ctx(&shared, &pair),
+                &mut send,
+                root,
+                items,
+            ))
+            .await
+        }
+        Request::PutCheck {
+            dest,
+            entries,
+            range_size,
+        } => {
+            Box::pin(files::serve::put_check(
+                serve_ctx(&shared, &pair),
+                &mut send,
+                dest,
+                entries,
+                range_size,
+            ))
+            .await
+        }
+        Request::Put {
+            dest,
+            items,
+            range_size,
+        } => {
+            let mut reader = reader;
+            Box::pin(files::serve::put(
+                serve_ctx(&shared, &pair),
+                &mut send,
+                &mut reader,
+                dest,
+                items,
+                range_size,
+            ))
+            .await
+        }
+        Request::CloseHandler => {
+            // Free the slot before answering, so a client that reconnects right after its
+            // close returns finds it free.
+            pair.release_slot(&shared);
+            pair.closing.cancel();
+            write_frame(&mut send, &Response::Done).await.map_err(drop)
+        }
+        Request::CloseGateway => {
+            // Allowed: `permitted` checked it.
+            info!("close_gateway requested");
+            // Not tracked by the gateway: shutdown waits for the tracked tasks. This
+            // operation is still tracked by its pair, so its `Done` is delivered before the
+            // connection is closed.
+            let s = shared.clone();
+            tokio::spawn(async move { s.shutdown(s.limits.shutdown_grace).await });
+            write_frame(&mut send, &Response::Done).await.map_err(drop)
+        }
+    };
+    if result.is_ok() && send.finish().is_ok() {
+        // Hold the connection until the reply is acknowledged: if this were the last handle
+        // (during shutdown), dropping it would close the connection and lose the reply.
+        // Bounded by the connection: `stopped` fails when it is lost or times out.
+        let _ = send.stopped().await;
+    }
+}
+
+/// What a file operation of `pair` may use.
+fn serve_ctx<'a>(shared: &'a State, pair: &'a Pair) -> files::serve::Serve<'a> {
+    files::serve::Serve {
+        files: &shared.files,
+        budget: &pair.budget,
+        max_items: shared.limits.request_items(),
+    }
+}
+
+/// Why a request could not be read.
+enum RequestError {
+    Frame(crate::io::FrameError),
+    Refused(ErrorReply),
+    Timeout,
+}
+
+/// Reads an operation's request within the header timeout, its decoded size charged to the
+/// connection's budget before the body is read: the decoders cap every sequence
+/// ([`quicswarm_proto::limits`]), so a request decodes into at most its bytes plus
+/// [`DECODED_PER_ELEMENT`] per element.
+async fn read_request(
+    shared: &State,
+    pair: &Pair,
+    reader: &mut FrameReader,
+) -> Result<Option<(Request, Charge)>, RequestError> {
+    let timeout = shared.limits.request_header_timeout;
+    let deadline = tokio::time::Instant::now() + timeout;
+    let len = match tokio::time::timeout_at(deadline, reader.next_frame_len()).await {
+        Ok(Ok(Some(len))) => len as u64,
+        Ok(Ok(None)) => return Ok(None),
+        Ok(Err(e)) => return Err(RequestError::Frame(e)),
+        Err(_) => return Err(RequestError::Timeout),
+    };
+    let elements = len.min(quicswarm_proto::limits::MAX_SEQ_LEN as u64);
+    let decoded = len + elements * DECODED_PER_ELEMENT;
+    // Pings, calls and other small requests are bounded by the operations a client may run.
+    let bytes = if len <= SMALL_REQUEST { 0 } else { decoded };
+    let charge = pair
+        .budget
+        .charge("request", bytes)
+        .await
+        .map_err(RequestError::Refused)?;
+    match tokio::time::timeout_at(deadline, reader.read_frame()).await {
+        Ok(Ok(Some(request))) => Ok(Some((request, charge))),
+        Ok(Ok(None)) => Ok(None),
+        Ok(Err(e)) => Err(RequestError::Frame(e)),
+        Err(_) => Err(RequestError::Timeout),
+    }
+}
+
+/// The most memory one element of a request's sequences decodes into beyond its bytes (a
+/// `PutItem`: entry, range, hash and a path's `String`).
+const DECODED_PER_ELEMENT: u64 = 160;
+/// Requests up to this long are not charged.
+const SMALL_REQUEST: u64 = 1024;
+
+/// Checks `request` against the client's permissions. Done for every request, 0-RTT ones
+/// included, so an identity downgraded since its session ticket was issued gets no more than
+/// it has now.
+fn permitted(shared: &State, identity: Option<&str>, request: &Request) -> Result<(), ErrorReply> {
+    let p = shared.permissions_of(identity);
+    let who = identity.map_or_else(
+        || "an anonymous client".to_string(),
+        |id| format!("client {id:?}"),
+    );
+    let denied = |what: String| {
+        Err(ErrorReply::new(
+            ErrorCode::PermissionDenied,
+            format!("{who} may not {what}"),
+        ))
+    };
+    match request {
+        Request::Call { name, .. } | Request::Stream { name, .. } | Request::Send { name, .. }
+            if !p.subroutines.allows(name) =>
+        {
+            denied(format!("call subroutine {name:?}"))
+        }
+        Request::List { root, .. } | Request::Get { root, .. } if !p.roots.allows(root) => {
+            denied(format!("read root {root:?}"))
+        }
+        Request::PutCheck { .. } | Request::Put { .. } if !p.upload => {
+            denied("upload files".into())
+        }
+        Request::CloseGateway if !p.close_gateway => {
+            denied("close this gateway (close_gateway)".into())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Whether `request` may run from 0-RTT early data, which an attacker can replay: reads
+/// (`Ping`, `List`, `Get`) and subroutines registered as replay-safe.
+fn replay_safe(shared: &State, request: &Request) -> bool {
+    match request {
+        Request::Ping { .. } | Request::List { .. } | Request::Get { .. } => true,
+        Request::Call { name, .. } | Request::Stream { name, .. } => {
+            shared.registry.get(name).is_some_and(|e| e.replay_safe)
+        }
+        _ => false,
+    }
+}
+
+/// Runs a subroutine until the client's deadline: past it the subroutine's future is dropped
+/// (cancelled; a blocking one finishes on its thread but its answer is dropped).
+async fn within_deadline<T>(
+    deadline_ms: Option<u32>,
+    run: impl std::future::Future<Output = Result<T, Failure>>,
+) -> Result<T, Failure> {
+    match deadline_ms {
+        None => run.await,
+        Some(ms) => {
+            let limit = std::time::Duration::from_millis(u64::from(ms));
+            tokio::time::timeout(limit, run)
+                .await
+                .unwrap_or(Err(Failure::Timeout(limit)))
+        }
+    }
+}
+
+/// Finds `name` and checks its kind.
+fn lookup(shared: &State, name: &str, kind: SubroutineKind) -> Result<Handler, ErrorReply> {
+    match shared.registry.get(name) {
+        None => Err(ErrorReply::new(
+            ErrorCode::UnknownSubroutine,
+            format!("no subroutine named {name:?}"),
+        )),
+        Some(entry) if entry.handler.kind() != kind => Err(ErrorReply::new(
+            ErrorCode::WrongKind,
+            format!(
+                "{name:?} is a {:?} subroutine, not {kind:?}",
+                entry.handler.kind()
+            ),
+        )),
+        Some(entry) => Ok(entry.handler),
+    }
+}
+
+async fn unreachable_kind(send: &mut SendStream) -> Result<(), ()> {
+    // `lookup` checked the kind; kept as a typed error rather than a panic.
+    write_error(send, ErrorReply::new(ErrorCode::Internal, "kind mismatch")).await
+}
+
+async fn reply_value(
+    send: &mut SendStream,
+    outcome: Result<Bytes, Failure>,
+    name: &str,
+) -> Result<(), ()> {
+    match outcome {
+        Ok(value) => write_frame_and_bytes(
+            send,
+            &Response::Value {
+                len: value.len() as u64,
+            },
+            value,
+        )
+        .await
+        .map_err(drop),
+        Err(failure) => write_error(send, log_failure(name, failure)).await,
+    }
+}
