@@ -270,9 +270,9 @@ impl SinkData {
 #[error("sink input: {0}")]
 pub struct SinkError(String);
 
-type BatchFn = dyn Fn(Args) -> BoxFuture<Result<Bytes, Failure>> + Send + Sync;
-type StreamFn = dyn Fn(Args, StreamContext) -> Result<ItemStream, Failure> + Send + Sync;
-type SinkFn = dyn Fn(Args, SinkData) -> BoxFuture<Result<i64, Failure>> + Send + Sync;
+pub(crate) type BatchFn = dyn Fn(Args) -> BoxFuture<Result<Bytes, Failure>> + Send + Sync;
+pub(crate) type StreamFn = dyn Fn(Args, StreamContext) -> Result<ItemStream, Failure> + Send + Sync;
+pub(crate) type SinkFn = dyn Fn(Args, SinkData) -> BoxFuture<Result<i64, Failure>> + Send + Sync;
 
 #[derive(Clone)]
 pub(crate) enum Handler {

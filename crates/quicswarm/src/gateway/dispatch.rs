@@ -4,7 +4,9 @@
 use std::sync::{atomic::Ordering, Arc};
 
 use bytes::Bytes;
-use quicswarm_proto::{Delivery, ErrorCode, ErrorReply, Request, Response, SubroutineKind};
+use quicswarm_proto::{
+    Args, Delivery, ErrorCode, ErrorReply, Request, Response, StreamOptions, SubroutineKind,
+};
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use super::{
@@ -17,7 +19,7 @@ use crate::{
     budget::Charge,
     files,
     io::{varint, write_frame, write_frame_and_bytes, FrameReader},
-    subroutine::{Failure, Handler, SinkData, StreamContext},
+    subroutine::{BatchFn, Failure, Handler, SinkData, SinkFn, StreamContext, StreamFn},
     transport::{RecvStream, SendStream},
 };
 
@@ -33,214 +35,268 @@ pub(super) async fn operation(
     send.set_stall_timeout(shared.limits.stall_timeout);
     recv.set_stall_timeout(shared.limits.stall_timeout);
     let mut reader = FrameReader::new(recv, shared.limits.max_frame_len);
-    let (request, _request_charge) = match read_request(&shared, &pair, &mut reader).await {
-        Ok(Some(request)) => request,
+    let admitted = match read_request(&shared, &pair, &mut reader).await {
+        Ok(Some((request, charge))) => {
+            admit(&shared, &pair, request, reader.is_0rtt()).map(|op| (op, charge))
+        }
         Ok(None) => return,
         Err(RequestError::Frame(e)) => {
             debug!("bad request frame: {e}");
-            let code = e.code();
-            reader.stop(code);
-            let _ = write_frame(
-                &mut send,
-                &Response::Error(ErrorReply::new(code, e.to_string())),
-            )
-            .await;
-            let _ = send.finish();
-            return;
+            Err(ErrorReply::new(e.code(), e.to_string()))
         }
-        Err(RequestError::Refused(reply)) => {
-            reader.stop(reply.code);
-            let _ = write_frame(&mut send, &Response::Error(reply)).await;
-            let _ = send.finish();
-            return;
-        }
+        Err(RequestError::Refused(reply)) => Err(reply),
         Err(RequestError::Timeout) => {
             reader.stop(ErrorCode::Timeout);
             let _ = send.reset(varint(ErrorCode::Timeout));
             return;
         }
     };
-    if reader.is_0rtt() {
-        if replay_safe(&shared, &request) {
-            shared.early_served.fetch_add(1, Ordering::Relaxed);
-        } else {
-            // Early data can be replayed by an attacker: only idempotent requests run from it.
-            shared.too_early.fetch_add(1, Ordering::Relaxed);
-            debug!("request refused in 0-RTT: not replay-safe");
-            reader.stop(ErrorCode::TooEarly);
-            let reply = ErrorReply::new(
-                ErrorCode::TooEarly,
-                "not replay-safe: re-send after the handshake",
-            );
-            let _ = write_frame(&mut send, &Response::Error(reply)).await;
+    let (op, _request_charge) = match admitted {
+        Ok(admitted) => admitted,
+        Err(reply) => {
+            // Do not make the client upload what nobody will read.
+            reader.stop(reply.code);
+            let _ = write_error(&mut send, reply).await;
             let _ = send.finish();
             return;
         }
+    };
+    let result = run(&shared, &pair, &mut send, reader, op).await;
+    if result.is_ok() && send.finish().is_ok() {
+        // Hold the connection until the reply is acknowledged: if this were the last handle
+        // (during shutdown), dropping it would close the connection and lose the reply.
+        // Bounded by the connection: `stopped` fails when it is lost or times out.
+        let _ = send.stopped().await;
     }
-    if let Err(reply) = permitted(&shared, pair.identity.as_deref(), &request) {
+}
+
+/// A request that may run: its subroutine found, of the right kind.
+enum Admitted {
+    Ping {
+        nonce: u64,
+    },
+    Call {
+        name: String,
+        f: Arc<BatchFn>,
+        args: Args,
+        deadline_ms: Option<u32>,
+    },
+    Stream {
+        name: String,
+        f: Arc<StreamFn>,
+        args: Args,
+        resume_after: Option<i64>,
+        options: StreamOptions,
+    },
+    Send {
+        name: String,
+        f: Arc<SinkFn>,
+        args: Args,
+        len: Option<u64>,
+        deadline_ms: Option<u32>,
+    },
+    /// `List`, `Get`, `PutCheck` or `Put`: run by `files::serve`.
+    Files(Request),
+    CloseHandler,
+    CloseGateway,
+}
+
+/// Every check a request passes before it runs, in one place: early data only for
+/// replay-safe requests, the client's permissions, and the subroutine's name and kind.
+fn admit(
+    shared: &State,
+    pair: &Pair,
+    request: Request,
+    early: bool,
+) -> Result<Admitted, ErrorReply> {
+    if early {
+        if !replay_safe(shared, &request) {
+            // Early data can be replayed by an attacker: only idempotent requests run from it.
+            shared.too_early.fetch_add(1, Ordering::Relaxed);
+            debug!("request refused in 0-RTT: not replay-safe");
+            return Err(ErrorReply::new(
+                ErrorCode::TooEarly,
+                "not replay-safe: re-send after the handshake",
+            ));
+        }
+        shared.early_served.fetch_add(1, Ordering::Relaxed);
+    }
+    permitted(shared, pair.identity.as_deref(), &request).inspect_err(|reply| {
         warn!("denied: {}", reply.message);
-        // Do not make the client upload what nobody will read.
-        reader.stop(ErrorCode::PermissionDenied);
-        let _ = write_frame(&mut send, &Response::Error(reply)).await;
-        let _ = send.finish();
-        return;
-    }
-    let result = match request {
-        Request::Ping { nonce } => write_frame(&mut send, &Response::Pong { nonce })
-            .await
-            .map_err(drop),
+    })?;
+    Ok(match request {
+        Request::Ping { nonce } => Admitted::Ping { nonce },
         Request::Call {
             name,
             args,
             deadline_ms,
-        } => match lookup(&shared, &name, SubroutineKind::Batch) {
-            Ok(Handler::Batch(f)) => {
-                let span = info_span!("call", %name);
-                let outcome = within_deadline(deadline_ms, f(args).instrument(span)).await;
-                reply_value(&mut send, outcome, &name).await
-            }
-            Ok(_) => unreachable_kind(&mut send).await,
-            Err(reply) => write_error(&mut send, reply).await,
+        } => match lookup(shared, &name, SubroutineKind::Batch)? {
+            Handler::Batch(f) => Admitted::Call {
+                name,
+                f,
+                args,
+                deadline_ms,
+            },
+            _ => return Err(kind_mismatch()),
         },
         Request::Stream {
             name,
             args,
             resume_after,
             options,
-        } => match lookup(&shared, &name, SubroutineKind::Stream) {
-            Ok(Handler::Stream(f))
+        } => match lookup(shared, &name, SubroutineKind::Stream)? {
+            Handler::Stream(_)
                 if options.delivery != Delivery::Reliable
                     && pair.conn.kind() == crate::TransportKind::Tcp =>
             {
-                drop(f);
-                let reply = ErrorReply::new(
+                return Err(ErrorReply::new(
                     ErrorCode::Unsupported,
                     "latest-value and datagram delivery need QUIC; this client is on TCP",
-                );
-                write_error(&mut send, reply).await
+                ))
             }
-            Ok(Handler::Stream(f)) => {
-                let producer = f(args, StreamContext { resume_after });
-                send.set_priority(options.priority);
-                // Boxed: keeps the common (small) operations' task small to spawn.
-                match options.delivery {
-                    Delivery::Reliable => Box::pin(run_stream(&mut send, producer, &name)).await,
-                    Delivery::Latest { id } => {
-                        let conn = &pair.conn;
-                        let max_age = options
-                            .max_age_ms
-                            .map(|ms| std::time::Duration::from_millis(u64::from(ms)));
-                        let p = (options.priority, max_age);
-                        Box::pin(run_latest(conn, &mut send, producer, &name, id, p)).await
-                    }
-                    Delivery::Datagram { id } => {
-                        Box::pin(run_datagram(&pair.conn, &mut send, producer, &name, id)).await
-                    }
-                }
-            }
-            Ok(_) => unreachable_kind(&mut send).await,
-            Err(reply) => write_error(&mut send, reply).await,
+            Handler::Stream(f) => Admitted::Stream {
+                name,
+                f,
+                args,
+                resume_after,
+                options,
+            },
+            _ => return Err(kind_mismatch()),
         },
         Request::Send {
             name,
             args,
             len,
             deadline_ms,
-        } => match lookup(&shared, &name, SubroutineKind::Sink) {
-            Ok(Handler::Sink(f)) => {
-                let data = SinkData::new(reader, len, shared.limits.max_sink_len);
-                let span = info_span!("send", %name);
-                let outcome = within_deadline(deadline_ms, f(args, data).instrument(span)).await;
-                let reply = match outcome {
-                    Ok(value) => Response::Count { value },
-                    Err(failure) => Response::Error(log_failure(&name, failure)),
-                };
-                write_frame(&mut send, &reply).await.map_err(drop)
-            }
-            Ok(_) => unreachable_kind(&mut send).await,
-            Err(reply) => {
-                // Do not make the client upload a buffer nobody will read.
-                let mut reader = reader;
-                reader.stop(reply.code);
-                write_error(&mut send, reply).await
-            }
+        } => match lookup(shared, &name, SubroutineKind::Sink)? {
+            Handler::Sink(f) => Admitted::Send {
+                name,
+                f,
+                args,
+                len,
+                deadline_ms,
+            },
+            _ => return Err(kind_mismatch()),
         },
-        Request::List {
-            root,
-            selector,
-            hash,
+        files @ (Request::List { .. }
+        | Request::Get { .. }
+        | Request::PutCheck { .. }
+        | Request::Put { .. }) => Admitted::Files(files),
+        Request::CloseHandler => Admitted::CloseHandler,
+        // Allowed: `permitted` checked it.
+        Request::CloseGateway => Admitted::CloseGateway,
+    })
+}
+
+/// Runs an admitted request: a short arm per kind.
+async fn run(
+    shared: &Arc<State>,
+    pair: &Pair,
+    send: &mut SendStream,
+    reader: FrameReader,
+    op: Admitted,
+) -> Result<(), ()> {
+    match op {
+        Admitted::Ping { nonce } => write_frame(send, &Response::Pong { nonce })
+            .await
+            .map_err(drop),
+        Admitted::Call {
+            name,
+            f,
+            args,
+            deadline_ms,
         } => {
-            Box::pin(files::serve::list(
-                serve_ctx(&shared, &pair),
-                &mut send,
-                root,
-                selector,
-                hash,
-            ))
-            .await
+            let span = info_span!("call", %name);
+            let outcome = within_deadline(deadline_ms, f(args).instrument(span)).await;
+            reply_value(send, outcome, &name).await
         }
-        Request::Get { root, items } => {
-            Box::pin(files::serve::get(
-                serve_ctx(&shared, &pair),
-                &mut send,
-                root,
-                items,
-            ))
-            .await
-        }
-        Request::PutCheck {
-            dest,
-            entries,
-            range_size,
+        Admitted::Stream {
+            name,
+            f,
+            args,
+            resume_after,
+            options,
         } => {
-            Box::pin(files::serve::put_check(
-                serve_ctx(&shared, &pair),
-                &mut send,
-                dest,
-                entries,
-                range_size,
-            ))
-            .await
+            let producer = f(args, StreamContext { resume_after });
+            send.set_priority(options.priority);
+            // Boxed: keeps the common (small) operations' task small to spawn.
+            match options.delivery {
+                Delivery::Reliable => Box::pin(run_stream(send, producer, &name)).await,
+                Delivery::Latest { id } => {
+                    let max_age = options
+                        .max_age_ms
+                        .map(|ms| std::time::Duration::from_millis(u64::from(ms)));
+                    let p = (options.priority, max_age);
+                    Box::pin(run_latest(&pair.conn, send, producer, &name, id, p)).await
+                }
+                Delivery::Datagram { id } => {
+                    Box::pin(run_datagram(&pair.conn, send, producer, &name, id)).await
+                }
+            }
         }
-        Request::Put {
-            dest,
-            items,
-            range_size,
+        Admitted::Send {
+            name,
+            f,
+            args,
+            len,
+            deadline_ms,
         } => {
-            let mut reader = reader;
-            Box::pin(files::serve::put(
-                serve_ctx(&shared, &pair),
-                &mut send,
-                &mut reader,
-                dest,
-                items,
-                range_size,
-            ))
-            .await
+            let data = SinkData::new(reader, len, shared.limits.max_sink_len);
+            let span = info_span!("send", %name);
+            let outcome = within_deadline(deadline_ms, f(args, data).instrument(span)).await;
+            let reply = match outcome {
+                Ok(value) => Response::Count { value },
+                Err(failure) => Response::Error(log_failure(&name, failure)),
+            };
+            write_frame(send, &reply).await.map_err(drop)
         }
-        Request::CloseHandler => {
+        Admitted::Files(request) => Box::pin(run_files(shared, pair, send, reader, request)).await,
+        Admitted::CloseHandler => {
             // Free the slot before answering, so a client that reconnects right after its
             // close returns finds it free.
-            pair.release_slot(&shared);
+            pair.release_slot(shared);
             pair.closing.cancel();
-            write_frame(&mut send, &Response::Done).await.map_err(drop)
+            write_frame(send, &Response::Done).await.map_err(drop)
         }
-        Request::CloseGateway => {
-            // Allowed: `permitted` checked it.
+        Admitted::CloseGateway => {
             info!("close_gateway requested");
             // Not tracked by the gateway: shutdown waits for the tracked tasks. This
             // operation is still tracked by its pair, so its `Done` is delivered before the
             // connection is closed.
             let s = shared.clone();
             tokio::spawn(async move { s.shutdown(s.limits.shutdown_grace).await });
-            write_frame(&mut send, &Response::Done).await.map_err(drop)
+            write_frame(send, &Response::Done).await.map_err(drop)
         }
-    };
-    if result.is_ok() && send.finish().is_ok() {
-        // Hold the connection until the reply is acknowledged: if this were the last handle
-        // (during shutdown), dropping it would close the connection and lose the reply.
-        // Bounded by the connection: `stopped` fails when it is lost or times out.
-        let _ = send.stopped().await;
+    }
+}
+
+/// A file request, run by `files::serve`.
+async fn run_files(
+    shared: &State,
+    pair: &Pair,
+    send: &mut SendStream,
+    mut reader: FrameReader,
+    request: Request,
+) -> Result<(), ()> {
+    let ctx = serve_ctx(shared, pair);
+    match request {
+        Request::List {
+            root,
+            selector,
+            hash,
+        } => files::serve::list(ctx, send, root, selector, hash).await,
+        Request::Get { root, items } => files::serve::get(ctx, send, root, items).await,
+        Request::PutCheck {
+            dest,
+            entries,
+            range_size,
+        } => files::serve::put_check(ctx, send, dest, entries, range_size).await,
+        Request::Put {
+            dest,
+            items,
+            range_size,
+        } => files::serve::put(ctx, send, &mut reader, dest, items, range_size).await,
+        _ => write_error(send, kind_mismatch()).await,
     }
 }
 
@@ -381,9 +437,10 @@ fn lookup(shared: &State, name: &str, kind: SubroutineKind) -> Result<Handler, E
     }
 }
 
-async fn unreachable_kind(send: &mut SendStream) -> Result<(), ()> {
-    // `lookup` checked the kind; kept as a typed error rather than a panic.
-    write_error(send, ErrorReply::new(ErrorCode::Internal, "kind mismatch")).await
+/// A request routed to the wrong arm: `lookup` checked the kind, so this does not happen; a
+/// typed error rather than a panic all the same.
+fn kind_mismatch() -> ErrorReply {
+    ErrorReply::new(ErrorCode::Internal, "kind mismatch")
 }
 
 async fn reply_value(
