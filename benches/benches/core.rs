@@ -375,7 +375,7 @@ fn raw_server(cert: rustls::pki_types::CertificateDer<'static>, key: Vec<u8>) ->
         quinn::crypto::rustls::QuicServerConfig::try_from(tls)?,
     ));
     config.transport_config(transport());
-    let socket = quicswarm::udp_socket("127.0.0.1:0".parse()?)?;
+    let socket = quicswarm::testing::udp_socket("127.0.0.1:0".parse()?)?;
     Ok(Endpoint::new(
         quinn::EndpointConfig::default(),
         Some(config),
@@ -444,7 +444,7 @@ async fn raw_client(
     tls.alpn_protocols = vec![b"raw".to_vec()];
     let mut config = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(tls)?));
     config.transport_config(transport());
-    let socket = quicswarm::udp_socket("127.0.0.1:0".parse()?)?;
+    let socket = quicswarm::testing::udp_socket("127.0.0.1:0".parse()?)?;
     let endpoint = Endpoint::new(
         quinn::EndpointConfig::default(),
         None,

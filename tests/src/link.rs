@@ -99,9 +99,9 @@ impl Link {
 
     /// A socket wrapper applying this link, for `GatewayBuilder::socket_wrapper` or
     /// `ControllerConfig::socket_wrapper`.
-    pub fn wrapper(&self) -> quicswarm::SocketWrapper {
+    pub fn wrapper(&self) -> quicswarm::testing::SocketWrapper {
         let state = self.state.clone();
-        quicswarm::SocketWrapper(Arc::new(move |inner: Arc<dyn AsyncUdpSocket>| {
+        quicswarm::testing::SocketWrapper(Arc::new(move |inner: Arc<dyn AsyncUdpSocket>| {
             let (tx, rx) = mpsc::unbounded_channel();
             tokio::spawn(pace(inner.clone(), state.clone(), rx));
             Arc::new(Impaired {

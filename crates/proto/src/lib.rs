@@ -1,4 +1,4 @@
-//! The quicswarm wire protocol, version 1 — sans-IO.
+//! The quicswarm wire protocol, version 3 (ALPN `quicswarm/3`) — sans-IO.
 //!
 //! This crate holds everything two quicswarm peers must agree on, and nothing that touches a
 //! socket, a clock or a runtime: the message types, the framing codec, the error codes and the
@@ -74,8 +74,17 @@ pub use message::{
 /// Version 3: [`transfer::Need::Ranges`] carries runs of indices; [`ErrorCode::LimitExceeded`].
 pub const ALPN: &[u8] = b"quicswarm/3";
 
-/// The protocol version carried in [`Hello`].
-pub const PROTOCOL_VERSION: u32 = 1;
+/// The protocol version carried in [`Hello`]: the ALPN's.
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Default limit for one frame and for one stream item: 16 MiB.
 pub const DEFAULT_MAX_FRAME_LEN: usize = 16 * 1024 * 1024;
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_hello_version_is_the_alpn_version() {
+        let alpn = std::str::from_utf8(super::ALPN).unwrap();
+        assert_eq!(alpn, format!("quicswarm/{}", super::PROTOCOL_VERSION));
+    }
+}

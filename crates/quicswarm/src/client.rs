@@ -202,7 +202,6 @@ impl Client {
             mtu: s.path.current_mtu,
             bytes_sent: s.udp_tx.bytes,
             bytes_received: s.udp_rx.bytes,
-            reconnects: 0,
         }
     }
 
@@ -720,9 +719,6 @@ pub struct ClientStats {
     pub bytes_sent: u64,
     /// UDP bytes received.
     pub bytes_received: u64,
-    /// Reconnections: always 0 for a `Client`, which is one connection; a
-    /// [`Session`](crate::Session) counts its reconnections in `Session::reconnects`.
-    pub reconnects: u64,
 }
 
 /// How [`Client::stream_with`] ended.

@@ -260,7 +260,7 @@ mod tests {
         assert!(!viewer.upload && !viewer.close_gateway);
         assert_eq!(
             c.permissions["default"].to_permissions().unwrap(),
-            Permissions::all()
+            Permissions::all_but_close()
         );
     }
 

@@ -113,10 +113,14 @@ mod subscribe;
 pub mod tls;
 mod transport;
 
+/// For tests and benchmarks: sockets that a link emulator can wrap, and the UDP socket the
+/// library makes (its buffer sizes included), for a raw quinn endpoint to compare against.
+pub mod testing {
+    pub use crate::config::{udp_socket, SocketWrapper, WrapFn};
+}
+
 pub use client::{Client, ClientStats, ItemStream, Json, StreamOutcome, ToArgs};
-pub use config::{
-    udp_socket, Congestion, Limits, LinkPreset, SocketWrapper, TransportTuning, WrapFn,
-};
+pub use config::{Congestion, Limits, LinkPreset, TransportTuning};
 pub use controller::{Controller, ControllerConfig};
 pub use error::{CallError, ConnectError, GatewayError};
 pub use gateway::{Gateway, GatewayBuilder, GatewayStats, DEFAULT_LISTEN, DEFAULT_POOL_SIZE};

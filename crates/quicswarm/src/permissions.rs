@@ -58,7 +58,7 @@ pub struct Permissions {
 
 impl Permissions {
     /// Everything but `close_gateway`: the default for every client.
-    pub fn all() -> Self {
+    pub fn all_but_close() -> Self {
         Self {
             subroutines: Allow::All,
             roots: Allow::All,
@@ -80,6 +80,6 @@ impl Permissions {
 
 impl Default for Permissions {
     fn default() -> Self {
-        Self::all()
+        Self::all_but_close()
     }
 }

@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use crate::io::{FrameError, FrameReader};
 
 pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-pub(crate) type ItemStream = Pin<Box<dyn Stream<Item = Result<(i64, Bytes), Failure>> + Send>>;
+pub(crate) type Producer = Pin<Box<dyn Stream<Item = Result<(i64, Bytes), Failure>> + Send>>;
 
 /// How a subroutine run failed, before it becomes an [`ErrorReply`].
 #[derive(Debug)]
@@ -271,17 +271,17 @@ impl SinkData {
 pub struct SinkError(String);
 
 pub(crate) type BatchFn = dyn Fn(Args) -> BoxFuture<Result<Bytes, Failure>> + Send + Sync;
-pub(crate) type StreamFn = dyn Fn(Args, StreamContext) -> Result<ItemStream, Failure> + Send + Sync;
+pub(crate) type StreamFn = dyn Fn(Args, StreamContext) -> Result<Producer, Failure> + Send + Sync;
 pub(crate) type SinkFn = dyn Fn(Args, SinkData) -> BoxFuture<Result<i64, Failure>> + Send + Sync;
 
 #[derive(Clone)]
-pub(crate) enum Handler {
+pub(crate) enum Subroutine {
     Batch(Arc<BatchFn>),
     Stream(Arc<StreamFn>),
     Sink(Arc<SinkFn>),
 }
 
-impl Handler {
+impl Subroutine {
     pub(crate) fn kind(&self) -> SubroutineKind {
         match self {
             Self::Batch(_) => SubroutineKind::Batch,
@@ -293,7 +293,7 @@ impl Handler {
 
 #[derive(Clone)]
 pub(crate) struct Entry {
-    pub(crate) handler: Handler,
+    pub(crate) subroutine: Subroutine,
     pub(crate) replay_safe: bool,
 }
 
@@ -340,12 +340,12 @@ impl Registry {
         Self::default()
     }
 
-    fn insert(&self, name: &str, handler: Handler) -> &Self {
+    fn insert(&self, name: &str, subroutine: Subroutine) -> &Self {
         let mut entries = self.entries.write().unwrap_or_else(PoisonError::into_inner);
         entries.insert(
             name.to_string(),
             Entry {
-                handler,
+                subroutine,
                 replay_safe: false,
             },
         );
@@ -392,7 +392,7 @@ impl Registry {
             .iter()
             .map(|(name, e)| SubroutineInfo {
                 name: name.clone(),
-                kind: e.handler.kind(),
+                kind: e.subroutine.kind(),
                 replay_safe: e.replay_safe,
             })
             .collect();
@@ -412,7 +412,7 @@ impl Registry {
         let f = Arc::new(f);
         self.insert(
             name,
-            Handler::Batch(Arc::new(move |args| {
+            Subroutine::Batch(Arc::new(move |args| {
                 let f = f.clone();
                 Box::pin(async move {
                     let args = decode_args::<A>(&args)?;
@@ -433,7 +433,7 @@ impl Registry {
         let f = Arc::new(f);
         self.insert(
             name,
-            Handler::Batch(Arc::new(move |args| {
+            Subroutine::Batch(Arc::new(move |args| {
                 let f = f.clone();
                 Box::pin(async move {
                     let args = decode_args::<A>(&args)?;
@@ -463,7 +463,7 @@ impl Registry {
     {
         self.insert(
             name,
-            Handler::Stream(Arc::new(move |args, ctx| {
+            Subroutine::Stream(Arc::new(move |args, ctx| {
                 let args = decode_args::<A>(&args)?;
                 let stream = guarded(|| Ok(f(args, ctx)))?;
                 let stream = AssertUnwindSafe(stream)
@@ -473,7 +473,7 @@ impl Registry {
                         Ok(Err(e)) => Err(Failure::Failed(e.to_string())),
                         Err(p) => Err(Failure::Panicked(panic_message(p))),
                     });
-                Ok(Box::pin(stream) as ItemStream)
+                Ok(Box::pin(stream) as Producer)
             })),
         )
     }
@@ -490,7 +490,7 @@ impl Registry {
         let f = Arc::new(f);
         self.insert(
             name,
-            Handler::Stream(Arc::new(move |args, context| {
+            Subroutine::Stream(Arc::new(move |args, context| {
                 let args = decode_args::<A>(&args)?;
                 let (tx, rx) = mpsc::channel(EMIT_QUEUE);
                 let f = f.clone();
@@ -505,7 +505,7 @@ impl Registry {
                         let _ = failure_tx.blocking_send(Err(failure));
                     }
                 });
-                Ok(Box::pin(tokio_stream_from(rx)) as ItemStream)
+                Ok(Box::pin(tokio_stream_from(rx)) as Producer)
             })),
         )
     }
@@ -523,7 +523,7 @@ impl Registry {
         let f = Arc::new(f);
         self.insert(
             name,
-            Handler::Sink(Arc::new(move |args, data| {
+            Subroutine::Sink(Arc::new(move |args, data| {
                 let f = f.clone();
                 Box::pin(async move {
                     let args = decode_args::<A>(&args)?;
@@ -547,7 +547,7 @@ impl Registry {
         let f = Arc::new(f);
         self.insert(
             name,
-            Handler::Sink(Arc::new(move |args, data: SinkData| {
+            Subroutine::Sink(Arc::new(move |args, data: SinkData| {
                 let f = f.clone();
                 Box::pin(async move {
                     let args = decode_args::<A>(&args)?;

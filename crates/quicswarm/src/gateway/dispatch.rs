@@ -19,7 +19,7 @@ use crate::{
     budget::Charge,
     files,
     io::{varint, write_frame, write_frame_and_bytes, FrameReader},
-    subroutine::{BatchFn, Failure, Handler, SinkData, SinkFn, StreamContext, StreamFn},
+    subroutine::{BatchFn, Failure, SinkData, SinkFn, StreamContext, StreamFn, Subroutine},
     transport::{RecvStream, SendStream},
 };
 
@@ -131,7 +131,7 @@ fn admit(
             args,
             deadline_ms,
         } => match lookup(shared, &name, SubroutineKind::Batch)? {
-            Handler::Batch(f) => Admitted::Call {
+            Subroutine::Batch(f) => Admitted::Call {
                 name,
                 f,
                 args,
@@ -145,7 +145,7 @@ fn admit(
             resume_after,
             options,
         } => match lookup(shared, &name, SubroutineKind::Stream)? {
-            Handler::Stream(_)
+            Subroutine::Stream(_)
                 if options.delivery != Delivery::Reliable
                     && pair.conn.kind() == crate::TransportKind::Tcp =>
             {
@@ -154,7 +154,7 @@ fn admit(
                     "latest-value and datagram delivery need QUIC; this client is on TCP",
                 ))
             }
-            Handler::Stream(f) => Admitted::Stream {
+            Subroutine::Stream(f) => Admitted::Stream {
                 name,
                 f,
                 args,
@@ -169,7 +169,7 @@ fn admit(
             len,
             deadline_ms,
         } => match lookup(shared, &name, SubroutineKind::Sink)? {
-            Handler::Sink(f) => Admitted::Send {
+            Subroutine::Sink(f) => Admitted::Send {
                 name,
                 f,
                 args,
@@ -420,20 +420,20 @@ async fn within_deadline<T>(
 }
 
 /// Finds `name` and checks its kind.
-fn lookup(shared: &State, name: &str, kind: SubroutineKind) -> Result<Handler, ErrorReply> {
+fn lookup(shared: &State, name: &str, kind: SubroutineKind) -> Result<Subroutine, ErrorReply> {
     match shared.registry.get(name) {
         None => Err(ErrorReply::new(
             ErrorCode::UnknownSubroutine,
             format!("no subroutine named {name:?}"),
         )),
-        Some(entry) if entry.handler.kind() != kind => Err(ErrorReply::new(
+        Some(entry) if entry.subroutine.kind() != kind => Err(ErrorReply::new(
             ErrorCode::WrongKind,
             format!(
                 "{name:?} is a {:?} subroutine, not {kind:?}",
-                entry.handler.kind()
+                entry.subroutine.kind()
             ),
         )),
-        Some(entry) => Ok(entry.handler),
+        Some(entry) => Ok(entry.subroutine),
     }
 }
 

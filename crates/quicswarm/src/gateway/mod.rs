@@ -163,7 +163,7 @@ impl GatewayBuilder {
     }
 
     /// Permissions of anonymous clients and of identities without their own. Default:
-    /// [`Permissions::all`] (everything but `close_gateway`).
+    /// [`Permissions::all_but_close`] (everything but `close_gateway`).
     pub fn default_permissions(mut self, permissions: Permissions) -> Self {
         self.default_permissions = permissions;
         self

@@ -16,7 +16,7 @@ use crate::{
 pub(in crate::gateway) async fn run_datagram(
     conn: &Connection,
     send: &mut SendStream,
-    producer: Result<crate::subroutine::ItemStream, Failure>,
+    producer: Result<crate::subroutine::Producer, Failure>,
     name: &str,
     id: u32,
 ) -> Result<(), ()> {

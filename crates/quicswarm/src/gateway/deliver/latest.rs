@@ -31,7 +31,7 @@ const LATEST_IN_FLIGHT: usize = 2;
 pub(in crate::gateway) async fn run_latest(
     conn: &Connection,
     send: &mut SendStream,
-    producer: Result<crate::subroutine::ItemStream, Failure>,
+    producer: Result<crate::subroutine::Producer, Failure>,
     name: &str,
     id: u32,
     (priority, max_age): (i32, Option<std::time::Duration>),

@@ -22,7 +22,7 @@ fn now_us() -> u64 {
 
 /// The next item, or `None` when the client stopped the subscription.
 async fn next_or_abort(
-    producer: &mut crate::subroutine::ItemStream,
+    producer: &mut crate::subroutine::Producer,
     send: &mut SendStream,
 ) -> Option<Option<Result<(i64, Bytes), Failure>>> {
     tokio::select! {

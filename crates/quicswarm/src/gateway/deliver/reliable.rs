@@ -22,7 +22,7 @@ const BATCH_FLUSH: usize = 64 * 1024;
 /// has more ready; the producer is dropped as soon as the client stops the stream.
 pub(in crate::gateway) async fn run_stream(
     send: &mut SendStream,
-    producer: Result<crate::subroutine::ItemStream, Failure>,
+    producer: Result<crate::subroutine::Producer, Failure>,
     name: &str,
 ) -> Result<(), ()> {
     let mut producer = match producer {
