@@ -124,6 +124,13 @@ impl ErrorCode {
         Self::ALL.get(value as usize).copied()
     }
 
+    /// The code a peer sent in a stream reset, a stop or a connection close (QUIC carries
+    /// those as 62-bit varints). A value this version does not know, from a newer peer or
+    /// beyond 32 bits, reads as [`Internal`](Self::Internal): the one place codes are parsed.
+    pub fn from_wire(value: u64) -> Self {
+        u32::try_from(value).map_or(Self::Internal, Self::from)
+    }
+
     /// A short human-readable reason.
     pub const fn reason(self) -> &'static str {
         match self {
@@ -186,5 +193,21 @@ mod tests {
         }
         assert_eq!(ErrorCode::from_u32(ErrorCode::ALL.len() as u32), None);
         assert_eq!(ErrorCode::from(9999), ErrorCode::Internal);
+    }
+
+    #[test]
+    fn wire_values_from_resets_and_closes() {
+        for (wire, code) in [
+            (0, ErrorCode::NoError),
+            (3, ErrorCode::PoolFull),
+            (9, ErrorCode::ShuttingDown),
+            (22, ErrorCode::LimitExceeded),
+            (23, ErrorCode::Internal),
+            (u64::from(u32::MAX), ErrorCode::Internal),
+            (1 << 40, ErrorCode::Internal),
+            ((1 << 62) - 1, ErrorCode::Internal),
+        ] {
+            assert_eq!(ErrorCode::from_wire(wire), code, "{wire}");
+        }
     }
 }

@@ -192,6 +192,26 @@ pub enum Request {
     },
 }
 
+impl Request {
+    /// Whether the request may run from 0-RTT early data, which an attacker can replay:
+    /// reads (`Ping`, `List`, `Get`) always, `Call` and `Stream` when
+    /// `replay_safe_subroutine(name)` says their subroutine is, nothing that writes or closes.
+    /// Both sides apply it: the gateway refuses the rest with `TooEarly`, the client sends the
+    /// rest only once the handshake is confirmed.
+    pub fn replay_safe(&self, replay_safe_subroutine: impl FnOnce(&str) -> bool) -> bool {
+        // No catch-all: a new request must be placed on one side of the rule.
+        match self {
+            Self::Ping { .. } | Self::List { .. } | Self::Get { .. } => true,
+            Self::Call { name, .. } | Self::Stream { name, .. } => replay_safe_subroutine(name),
+            Self::Send { .. }
+            | Self::CloseHandler
+            | Self::CloseGateway
+            | Self::PutCheck { .. }
+            | Self::Put { .. } => false,
+        }
+    }
+}
+
 /// The gateway's first (often only) frame on an operation stream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Response {
@@ -305,6 +325,86 @@ impl ErrorReply {
         Self {
             code,
             message: message.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transfer::Selector;
+
+    #[test]
+    fn which_requests_are_replay_safe() {
+        let args = || Args::postcard(Vec::new());
+        let selector = Selector::default;
+        let call = |name: &str| Request::Call {
+            name: name.into(),
+            args: args(),
+            deadline_ms: None,
+        };
+        let table: Vec<(Request, bool)> = vec![
+            (Request::Ping { nonce: 1 }, true),
+            (
+                Request::List {
+                    root: "logs".into(),
+                    selector: selector(),
+                    hash: false,
+                },
+                true,
+            ),
+            (
+                Request::Get {
+                    root: "logs".into(),
+                    items: vec![],
+                },
+                true,
+            ),
+            (call("safe"), true),
+            (call("unsafe"), false),
+            (
+                Request::Stream {
+                    name: "safe".into(),
+                    args: args(),
+                    resume_after: None,
+                    options: StreamOptions::default(),
+                },
+                true,
+            ),
+            (
+                Request::Send {
+                    name: "safe".into(),
+                    args: args(),
+                    len: None,
+                    deadline_ms: None,
+                },
+                false,
+            ),
+            (Request::CloseHandler, false),
+            (Request::CloseGateway, false),
+            (
+                Request::PutCheck {
+                    dest: String::new(),
+                    entries: vec![],
+                    range_size: 1,
+                },
+                false,
+            ),
+            (
+                Request::Put {
+                    dest: String::new(),
+                    items: vec![],
+                    range_size: 1,
+                },
+                false,
+            ),
+        ];
+        for (request, safe) in table {
+            assert_eq!(
+                request.replay_safe(|name| name == "safe"),
+                safe,
+                "{request:?}"
+            );
         }
     }
 }

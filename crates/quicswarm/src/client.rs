@@ -99,13 +99,16 @@ impl ClientInner {
         }
     }
 
-    /// Whether a call of `name` may be answered from early data: unknown until the
-    /// gateway's `Welcome` arrives (then try, and re-send on `TooEarly`).
-    fn may_run_early(&self, name: &str) -> bool {
-        self.welcome.get().is_none_or(|w| {
-            w.subroutines
-                .iter()
-                .any(|s| s.name == name && s.replay_safe)
+    /// Whether `request` may be answered from early data, by the gateway's rule: for a
+    /// subroutine, unknown until the gateway's `Welcome` arrives (then try, and re-send on
+    /// `TooEarly`).
+    fn may_run_early(&self, request: &Request) -> bool {
+        request.replay_safe(|name| {
+            self.welcome.get().is_none_or(|w| {
+                w.subroutines
+                    .iter()
+                    .any(|s| s.name == name && s.replay_safe)
+            })
         })
     }
 }
@@ -317,18 +320,16 @@ impl Client {
         name: &str,
         args: &(impl ToArgs + ?Sized),
     ) -> Result<Bytes, CallError> {
-        let args = args.to_args()?;
-        if !self.inner.may_run_early(name) {
+        let request = Request::Call {
+            name: name.into(),
+            args: args.to_args()?,
+            deadline_ms: self.deadline_ms(),
+        };
+        if !self.inner.may_run_early(&request) {
             self.inner.confirmed().await;
         }
         self.timed(self.early(|| async {
-            let (mut send, mut reader) = self
-                .open(&Request::Call {
-                    name: name.into(),
-                    args: args.clone(),
-                    deadline_ms: self.deadline_ms(),
-                })
-                .await?;
+            let (mut send, mut reader) = self.open(&request).await?;
             let _ = send.finish();
             let mut unanswered = Unanswered(Some(send));
             let response = Self::response(&mut reader).await;
@@ -465,7 +466,7 @@ impl Client {
                     .map(|a| a.as_millis().min(u128::from(u32::MAX)) as u32),
             },
         };
-        if !self.inner.may_run_early(name) {
+        if !self.inner.may_run_early(&request) {
             self.inner.confirmed().await;
         }
         let reader = self

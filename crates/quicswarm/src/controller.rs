@@ -574,9 +574,7 @@ async fn blocking<T: Send + 'static>(
 /// A connection the gateway closed during hello: map its code to a typed refusal.
 fn refused_by_close(remote: SocketAddr, source: quinn::ConnectionError) -> ConnectError {
     if let quinn::ConnectionError::ApplicationClosed(close) = &source {
-        let code = u32::try_from(close.error_code.into_inner())
-            .map(ErrorCode::from)
-            .unwrap_or(ErrorCode::Internal);
+        let code = ErrorCode::from_wire(close.error_code.into_inner());
         if code == ErrorCode::PoolFull {
             return ConnectError::PoolFull {
                 gateway: remote,

@@ -195,10 +195,7 @@ impl CallError {
 
     /// The error for a code received in a reset, stop or close.
     pub(crate) fn from_code(code: u64, context: &str) -> Self {
-        let code = u32::try_from(code)
-            .map(ErrorCode::from)
-            .unwrap_or(ErrorCode::Internal);
-        Self::from(ErrorReply::new(code, context))
+        Self::from(ErrorReply::new(ErrorCode::from_wire(code), context))
     }
 }
 
@@ -228,11 +225,8 @@ impl From<quinn::ConnectionError> for CallError {
     fn from(e: quinn::ConnectionError) -> Self {
         match &e {
             quinn::ConnectionError::ApplicationClosed(close) => {
-                let code = u32::try_from(close.error_code.into_inner())
-                    .ok()
-                    .map(ErrorCode::from);
-                match code {
-                    Some(ErrorCode::ShuttingDown) => Self::ShuttingDown,
+                match ErrorCode::from_wire(close.error_code.into_inner()) {
+                    ErrorCode::ShuttingDown => Self::ShuttingDown,
                     _ => Self::ConnectionLost(e),
                 }
             }

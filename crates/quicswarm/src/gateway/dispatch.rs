@@ -110,7 +110,8 @@ fn admit(
     early: bool,
 ) -> Result<Admitted, ErrorReply> {
     if early {
-        if !replay_safe(shared, &request) {
+        let safe = |name: &str| shared.registry.get(name).is_some_and(|e| e.replay_safe);
+        if !request.replay_safe(safe) {
             // Early data can be replayed by an attacker: only idempotent requests run from it.
             shared.too_early.fetch_add(1, Ordering::Relaxed);
             debug!("request refused in 0-RTT: not replay-safe");
@@ -387,18 +388,6 @@ fn permitted(shared: &State, identity: Option<&str>, request: &Request) -> Resul
             denied("close this gateway (close_gateway)".into())
         }
         _ => Ok(()),
-    }
-}
-
-/// Whether `request` may run from 0-RTT early data, which an attacker can replay: reads
-/// (`Ping`, `List`, `Get`) and subroutines registered as replay-safe.
-fn replay_safe(shared: &State, request: &Request) -> bool {
-    match request {
-        Request::Ping { .. } | Request::List { .. } | Request::Get { .. } => true,
-        Request::Call { name, .. } | Request::Stream { name, .. } => {
-            shared.registry.get(name).is_some_and(|e| e.replay_safe)
-        }
-        _ => false,
     }
 }
 

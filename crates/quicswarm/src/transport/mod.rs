@@ -208,9 +208,9 @@ impl Connection {
     }
 }
 
-/// Our codes all fit in 32 bits; a larger one (from a newer peer) reads as `Internal`.
+/// A reset or stop code for the TCP transport's 32-bit field.
 fn code_u32(code: VarInt) -> u32 {
-    u32::try_from(code.into_inner()).unwrap_or(quicswarm_proto::ErrorCode::Internal.to_u32())
+    quicswarm_proto::ErrorCode::from_wire(code.into_inner()).to_u32()
 }
 
 /// The sending half of an operation's stream.
