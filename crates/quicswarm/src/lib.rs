@@ -101,6 +101,7 @@ mod client;
 mod config;
 mod controller;
 pub mod demo;
+mod ended;
 mod error;
 pub mod files;
 mod gateway;

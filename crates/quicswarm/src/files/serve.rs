@@ -2,7 +2,10 @@
 
 use std::{collections::BTreeMap, path::PathBuf, sync::Arc};
 
-use crate::transport::SendStream;
+use crate::{
+    ended::{Ended, Reply},
+    transport::SendStream,
+};
 use bytes::Bytes;
 use quicswarm_proto::{
     limits::MAX_RANGES_PER_FILE,
@@ -23,7 +26,6 @@ use super::{
 };
 use crate::budget::ConnectionBudget;
 use crate::io::{frame, frame_into, write_frame, FrameReader};
-use tracing::debug;
 
 /// Largest whole file or range sent in one piece.
 pub(crate) const MAX_PIECE: u64 = quicswarm_proto::limits::MAX_RANGE_SIZE;
@@ -55,8 +57,6 @@ pub(crate) struct FileConfig {
     /// Piece hashes of files hashed for listings, for their ranges.
     pub(crate) pieces: Arc<PieceCache>,
 }
-
-type Reply = Result<(), ()>;
 
 fn error(code: ErrorCode, message: impl Into<String>) -> Response {
     Response::Error(ErrorReply::new(code, message))
@@ -115,7 +115,7 @@ pub(crate) async fn list(
 ) -> Reply {
     let dir = match ctx.files.root(&root) {
         Ok(dir) => dir,
-        Err(reply) => return write_frame(send, &reply).await.map_err(drop),
+        Err(reply) => return write_frame(send, &reply).await.map_err(Ended::from),
     };
     let max = ctx.max_items;
     let plan = match blocking(move || source::plan_list(&dir, &selector, max)).await {
@@ -123,10 +123,12 @@ pub(crate) async fn list(
         Err(e) => {
             return write_frame(send, &Response::Error(e.to_reply()))
                 .await
-                .map_err(drop)
+                .map_err(Ended::from)
         }
     };
-    write_frame(send, &Response::Accepted).await.map_err(drop)?;
+    write_frame(send, &Response::Accepted)
+        .await
+        .map_err(Ended::from)?;
     // The walk runs on a blocking thread and hands over one frame at a time: it waits while
     // the client reads, and stops when the client is gone (the receiver is dropped).
     let (tx, mut rx) = tokio::sync::mpsc::channel::<ListFrame>(1);
@@ -156,7 +158,7 @@ pub(crate) async fn list(
         let _ = tx.blocking_send(last);
     });
     while let Some(frame) = rx.recv().await {
-        write_frame(send, &frame).await.map_err(drop)?;
+        write_frame(send, &frame).await.map_err(Ended::from)?;
     }
     Ok(())
 }
@@ -169,12 +171,14 @@ pub(crate) async fn get(
 ) -> Reply {
     let dir = match ctx.files.root(&root) {
         Ok(dir) => dir,
-        Err(reply) => return write_frame(send, &reply).await.map_err(drop),
+        Err(reply) => return write_frame(send, &reply).await.map_err(Ended::from),
     };
     if let Err(reply) = check("get items", items.len(), ctx.max_items) {
-        return write_frame(send, &reply).await.map_err(drop);
+        return write_frame(send, &reply).await.map_err(Ended::from);
     }
-    write_frame(send, &Response::Accepted).await.map_err(drop)?;
+    write_frame(send, &Response::Accepted)
+        .await
+        .map_err(Ended::from)?;
     let items = Arc::new(items);
     let root = Arc::new(source::Root::new(dir));
     let mut next = 0usize;
@@ -186,7 +190,7 @@ pub(crate) async fn get(
             Ok(charge) => charge,
             Err(reply) => {
                 let _ = send.reset(crate::io::varint(reply.code));
-                return Err(());
+                return Err(Ended::Reset(reply));
             }
         };
         let (items2, root2, pieces) = (items.clone(), root.clone(), ctx.files.pieces.clone());
@@ -194,7 +198,7 @@ pub(crate) async fn get(
             read_group(&root2, &items2[next..], allowance, &pieces)
         })
         .await
-        .map_err(drop)?;
+        .map_err(Ended::from)?;
         let index = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
         if let Some(large) = group.large {
             // The next item alone is larger than the allowance: sent chunk by chunk.
@@ -218,21 +222,23 @@ pub(crate) async fn get(
                     frame_into(&FileFrame::Hash(read.hash), &mut trailer);
                     send.write_all_chunks(&mut [frame(&header), read.data, Bytes::from(trailer)])
                         .await
-                        .map_err(drop)?;
+                        .map_err(Ended::from)?;
                 }
                 Err(e) => {
                     let frame = FileFrame::Failed {
                         index: index(next),
                         error: e.to_reply(),
                     };
-                    write_frame(send, &frame).await.map_err(drop)?;
+                    write_frame(send, &frame).await.map_err(Ended::from)?;
                 }
             }
             next += 1;
         }
         drop(charge);
     }
-    write_frame(send, &FileFrame::End).await.map_err(drop)
+    write_frame(send, &FileFrame::End)
+        .await
+        .map_err(Ended::from)
 }
 
 /// Sends one item larger than an operation reads ahead, a chunk at a time: each chunk is
@@ -251,7 +257,7 @@ async fn send_streamed(
         mtime: entry.mtime,
         mode: entry.mode,
     };
-    write_frame(send, &header).await.map_err(drop)?;
+    write_frame(send, &header).await.map_err(Ended::from)?;
     let chunk = READ_AHEAD.min(ctx.budget.per_operation());
     let mut large = large;
     while large.left() > 0 {
@@ -263,7 +269,7 @@ async fn send_streamed(
             Ok(charge) => charge,
             Err(reply) => {
                 let _ = send.reset(crate::io::varint(reply.code));
-                return Err(());
+                return Err(Ended::Reset(reply));
             }
         };
         let (back, data) = tokio::task::spawn_blocking(move || {
@@ -271,22 +277,22 @@ async fn send_streamed(
             (large, data)
         })
         .await
-        .map_err(drop)?;
+        .map_err(Ended::from)?;
         large = back;
         match data {
-            Ok(data) => send.write_chunk(data).await.map_err(drop)?,
+            Ok(data) => send.write_chunk(data).await.map_err(Ended::from)?,
             Err(e) => {
                 // The length is promised already: a file that shrank ends the request.
-                debug!("reading a streamed piece failed: {e}");
-                let _ = send.reset(crate::io::varint(e.to_reply().code));
-                return Err(());
+                let reply = e.to_reply();
+                let _ = send.reset(crate::io::varint(reply.code));
+                return Err(Ended::Reset(reply));
             }
         }
         drop(charge);
     }
     write_frame(send, &FileFrame::Hash(large.finish()))
         .await
-        .map_err(drop)
+        .map_err(Ended::from)
 }
 
 /// Items read by one blocking call.
@@ -335,12 +341,12 @@ pub(crate) async fn put_check(
 ) -> Reply {
     let dest = match ctx.files.upload_dest(&dest) {
         Ok(d) => d,
-        Err(reply) => return write_frame(send, &reply).await.map_err(drop),
+        Err(reply) => return write_frame(send, &reply).await.map_err(Ended::from),
     };
     if let Err(reply) = check("put-check entries", entries.len(), ctx.max_items)
         .and_then(|()| check_upload(&entries, range_size))
     {
-        return write_frame(send, &reply).await.map_err(drop);
+        return write_frame(send, &reply).await.map_err(Ended::from);
     }
     let needs = blocking(move || {
         let mut runs_left = MAX_RUNS_PER_ANSWER;
@@ -365,7 +371,7 @@ pub(crate) async fn put_check(
         Ok(needs) => Response::Needs(needs),
         Err(e) => Response::Error(e.to_reply()),
     };
-    write_frame(send, &reply).await.map_err(drop)
+    write_frame(send, &reply).await.map_err(Ended::from)
 }
 
 /// Most runs of missing ranges in one `Needs` answer (a few hundred KiB).
@@ -423,7 +429,7 @@ pub(crate) async fn put(
         Ok(d) => d,
         Err(reply) => {
             reader.stop(ErrorCode::PermissionDenied);
-            return write_frame(send, &reply).await.map_err(drop);
+            return write_frame(send, &reply).await.map_err(Ended::from);
         }
     };
     let _stop = dest.stop_guard();
@@ -461,7 +467,7 @@ pub(crate) async fn put(
                 _ => ErrorCode::LimitExceeded,
             };
             reader.stop(code);
-            return write_frame(send, &reply).await.map_err(drop);
+            return write_frame(send, &reply).await.map_err(Ended::from);
         }
     };
     let mut results: Vec<Option<ErrorReply>> = vec![None; items.len()];
@@ -470,11 +476,8 @@ pub(crate) async fn put(
         let len = item.range.map_or(item.entry.size, |r| r.len);
         let data = match reader.read_bytes(len as usize).await {
             Ok(data) => data,
-            Err(e) => {
-                // The client vanished or broke framing: nothing of this request is stored.
-                tracing::debug!("upload cut short: {e}");
-                return Err(());
-            }
+            // The client vanished or broke framing: nothing of this request is stored.
+            Err(e) => return Err(e.into()),
         };
         match item.range {
             None => whole.push((
@@ -500,12 +503,12 @@ pub(crate) async fn put(
         let (indices, batch): (Vec<usize>, Vec<WholeFile>) = whole.into_iter().unzip();
         let stored = tokio::task::spawn_blocking(move || d.write_batch(batch))
             .await
-            .map_err(drop)?;
+            .map_err(Ended::from)?;
         for (i, r) in indices.into_iter().zip(stored) {
             results[i] = r.err().map(|e| e.to_reply());
         }
     }
     write_frame(send, &Response::Stored(results))
         .await
-        .map_err(drop)
+        .map_err(Ended::from)
 }

@@ -17,6 +17,7 @@ use super::{
 };
 use crate::{
     budget::Charge,
+    ended::{Ended, Reply},
     files,
     io::{varint, write_frame, write_frame_and_bytes, FrameReader},
     subroutine::{BatchFn, Failure, SinkData, SinkFn, StreamContext, StreamFn, Subroutine},
@@ -61,12 +62,17 @@ pub(super) async fn operation(
             return;
         }
     };
-    let result = run(&shared, &pair, &mut send, reader, op).await;
-    if result.is_ok() && send.finish().is_ok() {
-        // Hold the connection until the reply is acknowledged: if this were the last handle
-        // (during shutdown), dropping it would close the connection and lose the reply.
-        // Bounded by the connection: `stopped` fails when it is lost or times out.
-        let _ = send.stopped().await;
+    match run(&shared, &pair, &mut send, reader, op).await {
+        Ok(()) => {
+            if send.finish().is_ok() {
+                // Hold the connection until the reply is acknowledged: if this were the last
+                // handle (during shutdown), dropping it would close the connection and lose
+                // the reply. Bounded by the connection: `stopped` fails when it is lost or
+                // times out.
+                let _ = send.stopped().await;
+            }
+        }
+        Err(ended) => debug!("operation ended early: {ended}"),
     }
 }
 
@@ -196,11 +202,11 @@ async fn run(
     send: &mut SendStream,
     reader: FrameReader,
     op: Admitted,
-) -> Result<(), ()> {
+) -> Reply {
     match op {
         Admitted::Ping { nonce } => write_frame(send, &Response::Pong { nonce })
             .await
-            .map_err(drop),
+            .map_err(Ended::from),
         Admitted::Call {
             name,
             f,
@@ -249,7 +255,7 @@ async fn run(
                 Ok(value) => Response::Count { value },
                 Err(failure) => Response::Error(log_failure(&name, failure)),
             };
-            write_frame(send, &reply).await.map_err(drop)
+            write_frame(send, &reply).await.map_err(Ended::from)
         }
         Admitted::Files(request) => Box::pin(run_files(shared, pair, send, reader, request)).await,
         Admitted::CloseHandler => {
@@ -257,7 +263,9 @@ async fn run(
             // close returns finds it free.
             pair.release_slot(shared);
             pair.closing.cancel();
-            write_frame(send, &Response::Done).await.map_err(drop)
+            write_frame(send, &Response::Done)
+                .await
+                .map_err(Ended::from)
         }
         Admitted::CloseGateway => {
             info!("close_gateway requested");
@@ -266,7 +274,9 @@ async fn run(
             // connection is closed.
             let s = shared.clone();
             tokio::spawn(async move { s.shutdown(s.limits.shutdown_grace).await });
-            write_frame(send, &Response::Done).await.map_err(drop)
+            write_frame(send, &Response::Done)
+                .await
+                .map_err(Ended::from)
         }
     }
 }
@@ -278,7 +288,7 @@ async fn run_files(
     send: &mut SendStream,
     mut reader: FrameReader,
     request: Request,
-) -> Result<(), ()> {
+) -> Reply {
     let ctx = serve_ctx(shared, pair);
     match request {
         Request::List {
@@ -432,11 +442,7 @@ fn kind_mismatch() -> ErrorReply {
     ErrorReply::new(ErrorCode::Internal, "kind mismatch")
 }
 
-async fn reply_value(
-    send: &mut SendStream,
-    outcome: Result<Bytes, Failure>,
-    name: &str,
-) -> Result<(), ()> {
+async fn reply_value(send: &mut SendStream, outcome: Result<Bytes, Failure>, name: &str) -> Reply {
     match outcome {
         Ok(value) => write_frame_and_bytes(
             send,
@@ -446,7 +452,7 @@ async fn reply_value(
             value,
         )
         .await
-        .map_err(drop),
+        .map_err(Ended::from),
         Err(failure) => write_error(send, log_failure(name, failure)).await,
     }
 }

@@ -3,13 +3,18 @@
 use quicswarm_proto::{ErrorReply, Response};
 use tracing::warn;
 
-use crate::{io::write_frame, subroutine::Failure, transport::SendStream};
+use crate::{
+    ended::{Ended, Reply},
+    io::write_frame,
+    subroutine::Failure,
+    transport::SendStream,
+};
 
 /// Writes `reply` as the operation's answer.
-pub(super) async fn write_error(send: &mut SendStream, reply: ErrorReply) -> Result<(), ()> {
+pub(super) async fn write_error(send: &mut SendStream, reply: ErrorReply) -> Reply {
     write_frame(send, &Response::Error(reply))
         .await
-        .map_err(drop)
+        .map_err(Ended::from)
 }
 
 /// The wire reply for a subroutine's failure, logged.

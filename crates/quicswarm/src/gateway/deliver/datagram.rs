@@ -6,6 +6,7 @@ use quicswarm_proto::{datagram, ErrorCode, ErrorReply, Response, StreamFrame};
 use super::super::reply::{log_failure, write_error};
 use super::{next_or_abort, now_us};
 use crate::{
+    ended::{Ended, Reply},
     io::write_frame,
     subroutine::Failure,
     transport::{Connection, SendStream},
@@ -19,15 +20,17 @@ pub(in crate::gateway) async fn run_datagram(
     producer: Result<crate::subroutine::Producer, Failure>,
     name: &str,
     id: u32,
-) -> Result<(), ()> {
+) -> Reply {
     let mut producer = match producer {
         Ok(p) => p,
         Err(failure) => return write_error(send, log_failure(name, failure)).await,
     };
-    write_frame(send, &Response::Accepted).await.map_err(drop)?;
+    write_frame(send, &Response::Accepted)
+        .await
+        .map_err(Ended::from)?;
     let end = loop {
         let Some(next) = next_or_abort(&mut producer, send).await else {
-            return Err(());
+            return Err(Ended::Stopped);
         };
         match next {
             Some(Ok((ident, data))) if ident >= 0 => {
@@ -53,5 +56,5 @@ pub(in crate::gateway) async fn run_datagram(
         }
     };
     drop(producer);
-    write_frame(send, &end).await.map_err(drop)
+    write_frame(send, &end).await.map_err(Ended::from)
 }

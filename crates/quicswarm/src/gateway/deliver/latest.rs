@@ -8,6 +8,7 @@ use quicswarm_proto::{ErrorCode, LatestHeader, Response, StreamFrame};
 use super::super::reply::{log_failure, write_error};
 use super::now_us;
 use crate::{
+    ended::{Ended, Reply},
     io::{varint, write_frame},
     subroutine::Failure,
     transport::{Connection, SendStream},
@@ -35,12 +36,14 @@ pub(in crate::gateway) async fn run_latest(
     name: &str,
     id: u32,
     (priority, max_age): (i32, Option<std::time::Duration>),
-) -> Result<(), ()> {
+) -> Reply {
     let mut producer = match producer {
         Ok(p) => p,
         Err(failure) => return write_error(send, log_failure(name, failure)).await,
     };
-    write_frame(send, &Response::Accepted).await.map_err(drop)?;
+    write_frame(send, &Response::Accepted)
+        .await
+        .map_err(Ended::from)?;
     // Items on their way: (ident, stream, sent at), oldest first.
     let mut in_flight: Vec<(i64, SendStream, std::time::Instant)> = Vec::new();
     let mut waiting: Option<(i64, Bytes)> = None;
@@ -53,7 +56,7 @@ pub(in crate::gateway) async fn run_latest(
             if sent_at.elapsed() > max && s.reset(varint(ErrorCode::Superseded)).is_ok() {
                 let frame = StreamFrame::Superseded { ident: *ident };
                 in_flight.remove(0);
-                write_frame(send, &frame).await.map_err(drop)?;
+                write_frame(send, &frame).await.map_err(Ended::from)?;
             }
         }
         if in_flight.len() < LATEST_IN_FLIGHT {
@@ -78,7 +81,7 @@ pub(in crate::gateway) async fn run_latest(
             next = producer.next(), if end.is_none() => match next {
                 Some(Ok((ident, data))) if ident >= 0 => {
                     if let Some((old, _)) = waiting.replace((ident, data)) {
-                        write_frame(send, &StreamFrame::Superseded { ident: old }).await.map_err(drop)?;
+                        write_frame(send, &StreamFrame::Superseded { ident: old }).await.map_err(Ended::from)?;
                     }
                 }
                 Some(Ok(_)) | None => end = Some(StreamFrame::End),
@@ -93,7 +96,7 @@ pub(in crate::gateway) async fn run_latest(
                 for (_, mut s, _) in in_flight {
                     let _ = s.reset(varint(ErrorCode::Cancelled));
                 }
-                return Err(());
+                return Err(Ended::Stopped);
             }
         }
     }
@@ -104,7 +107,7 @@ pub(in crate::gateway) async fn run_latest(
     }
     write_frame(send, &end.unwrap_or(StreamFrame::End))
         .await
-        .map_err(drop)
+        .map_err(Ended::from)
 }
 
 /// Opens the unidirectional stream of one `Latest` item; `None` if the client stopped it
@@ -115,11 +118,11 @@ async fn send_latest(
     ident: i64,
     data: Bytes,
     priority: i32,
-) -> Result<Option<SendStream>, ()> {
+) -> Result<Option<SendStream>, Ended> {
     let Some(uni) = conn.open_uni().await else {
-        return Err(());
+        return Err(Ended::Closed);
     };
-    let mut uni = uni.map_err(drop)?;
+    let mut uni = uni.map_err(Ended::from)?;
     uni.set_priority(priority);
     let header = LatestHeader {
         id,

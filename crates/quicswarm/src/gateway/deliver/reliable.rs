@@ -3,10 +3,10 @@
 use bytes::Bytes;
 use futures_util::{FutureExt, StreamExt};
 use quicswarm_proto::{Response, StreamFrame};
-use tracing::debug;
 
 use super::super::reply::{log_failure, write_error};
 use crate::{
+    ended::{Ended, Reply},
     io::{frame_into, write_frame},
     subroutine::Failure,
     transport::SendStream,
@@ -24,12 +24,14 @@ pub(in crate::gateway) async fn run_stream(
     send: &mut SendStream,
     producer: Result<crate::subroutine::Producer, Failure>,
     name: &str,
-) -> Result<(), ()> {
+) -> Reply {
     let mut producer = match producer {
         Ok(p) => p,
         Err(failure) => return write_error(send, log_failure(name, failure)).await,
     };
-    write_frame(send, &Response::Accepted).await.map_err(drop)?;
+    write_frame(send, &Response::Accepted)
+        .await
+        .map_err(Ended::from)?;
     // Grows to what the stream needs: a short stream never allocates the full flush size.
     let mut batch: Vec<u8> = Vec::new();
     loop {
@@ -41,13 +43,12 @@ pub(in crate::gateway) async fn run_stream(
                 if !batch.is_empty() {
                     send.write_chunk(take_batch(&mut batch))
                         .await
-                        .map_err(drop)?;
+                        .map_err(Ended::from)?;
                 }
                 tokio::select! {
                     next = producer.next() => next,
                     _ = send.stopped() => {
-                        debug!(subroutine = name, "client aborted the stream");
-                        return Err(());
+                        return Err(Ended::Stopped);
                     }
                 }
             }
@@ -66,13 +67,13 @@ pub(in crate::gateway) async fn run_stream(
                     let header = take_batch(&mut batch);
                     send.write_all_chunks(&mut [header, data])
                         .await
-                        .map_err(drop)?;
+                        .map_err(Ended::from)?;
                 } else {
                     batch.extend_from_slice(&data);
                     if batch.len() >= BATCH_FLUSH {
                         send.write_chunk(take_batch(&mut batch))
                             .await
-                            .map_err(drop)?;
+                            .map_err(Ended::from)?;
                     }
                 }
                 continue;
@@ -87,7 +88,7 @@ pub(in crate::gateway) async fn run_stream(
         } else {
             Bytes::copy_from_slice(&batch)
         };
-        return send.write_chunk(last).await.map_err(drop);
+        return send.write_chunk(last).await.map_err(Ended::from);
     }
 }
 
