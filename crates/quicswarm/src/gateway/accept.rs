@@ -17,7 +17,7 @@ use crate::config::TransportTuning;
 pub(super) async fn accept_loop(shared: Arc<State>) {
     loop {
         let incoming = tokio::select! {
-            _ = shared.stop_accepting.cancelled() => break,
+            _ = shared.lifecycle.stop_accepting.cancelled() => break,
             incoming = shared.endpoint.accept() => incoming,
         };
         let Some(incoming) = incoming else { break };
@@ -28,29 +28,29 @@ pub(super) async fn accept_loop(shared: Arc<State>) {
             incoming.refuse();
             continue;
         };
-        let in_progress =
-            shared.limits.max_pending_handshakes.max(1) - shared.handshakes.available_permits();
-        if in_progress >= shared.limits.retry_above_handshakes
+        let in_progress = shared.policy.limits.max_pending_handshakes.max(1)
+            - shared.admission.handshakes.available_permits();
+        if in_progress >= shared.policy.limits.retry_above_handshakes
             && !incoming.remote_address_validated()
             && incoming.may_retry()
         {
             // Many handshakes at once: make a sender prove its address (one round trip of
             // Retry) before it costs us a handshake. Spoofed floods never come back.
-            shared.retries.fetch_add(1, Ordering::Relaxed);
+            shared.counters.retries.fetch_add(1, Ordering::Relaxed);
             if let Err(e) = incoming.retry() {
                 debug!("retry refused: {e}");
             }
             drop(slot);
             continue;
         }
-        let Ok(handshake) = shared.handshakes.clone().try_acquire_owned() else {
+        let Ok(handshake) = shared.admission.handshakes.clone().try_acquire_owned() else {
             // Many addresses at once (a flood): handshakes cost CPU, so bound them.
             warn!(%ip, "too many handshakes in progress: refused");
             incoming.refuse();
             continue;
         };
         debug!(remote = %incoming.remote_address(), "incoming connection");
-        shared.tracker.spawn(async move {
+        shared.lifecycle.tracker.spawn(async move {
             conn::serve_connection(slot.shared.clone(), incoming, handshake).await;
             drop(slot);
         });
@@ -65,7 +65,7 @@ pub(super) async fn accept_tcp_loop(
 ) {
     loop {
         let accepted = tokio::select! {
-            _ = shared.stop_accepting.cancelled() => break,
+            _ = shared.lifecycle.stop_accepting.cancelled() => break,
             accepted = listener.accept() => accepted,
         };
         let (socket, remote) = match accepted {
@@ -81,7 +81,7 @@ pub(super) async fn accept_tcp_loop(
             warn!(ip = %remote.ip(), "too many connections from one address: refused");
             continue;
         };
-        let Ok(handshake) = shared.handshakes.clone().try_acquire_owned() else {
+        let Ok(handshake) = shared.admission.handshakes.clone().try_acquire_owned() else {
             warn!(ip = %remote.ip(), "too many handshakes in progress: refused");
             continue;
         };
@@ -90,7 +90,7 @@ pub(super) async fn accept_tcp_loop(
         }
         debug!(%remote, "incoming TCP connection");
         let acceptor = acceptor.clone();
-        shared.tracker.spawn(async move {
+        shared.lifecycle.tracker.spawn(async move {
             conn::serve_tcp(slot.shared.clone(), socket, acceptor, handshake).await;
             drop(slot);
         });

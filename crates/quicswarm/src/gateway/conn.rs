@@ -47,7 +47,10 @@ impl Pair {
             .take();
         if permit.is_some() {
             drop(permit);
-            shared.handlers.send_modify(|n| *n = n.saturating_sub(1));
+            shared
+                .counters
+                .handlers
+                .send_modify(|n| *n = n.saturating_sub(1));
         }
     }
 }
@@ -72,7 +75,7 @@ pub(super) async fn serve_connection(
             // The handshake is still finishing: its permit is held until it has (or the
             // request-header timeout closes the connection), so the bound on handshakes in
             // progress holds for 0-RTT ones too.
-            let (watched, timeout) = (conn.clone(), shared.limits.request_header_timeout);
+            let (watched, timeout) = (conn.clone(), shared.policy.limits.request_header_timeout);
             tokio::spawn(async move {
                 if tokio::time::timeout(timeout, established).await.is_err() {
                     debug!(%remote, "handshake not finished in time");
@@ -83,7 +86,8 @@ pub(super) async fn serve_connection(
             conn
         }
         Err(connecting) => {
-            let finished = tokio::time::timeout(shared.limits.request_header_timeout, connecting);
+            let finished =
+                tokio::time::timeout(shared.policy.limits.request_header_timeout, connecting);
             let conn = match finished.await {
                 Ok(Ok(conn)) => conn,
                 Ok(Err(e)) => {
@@ -113,9 +117,9 @@ pub(super) async fn serve_tcp(
     let Ok(remote) = socket.peer_addr() else {
         return;
     };
-    let max_streams = shared.limits.max_concurrent_ops as usize;
+    let max_streams = shared.policy.limits.max_concurrent_ops as usize;
     let tls = crate::transport::tcp::accept(socket, acceptor, max_streams);
-    let conn = match tokio::time::timeout(shared.limits.request_header_timeout, tls).await {
+    let conn = match tokio::time::timeout(shared.policy.limits.request_header_timeout, tls).await {
         Ok(Ok(conn)) => conn,
         Ok(Err(e)) => {
             debug!(%remote, "TLS over TCP handshake failed: {e}");
@@ -140,7 +144,7 @@ async fn serve_pair(shared: Arc<State>, conn: Connection, remote: std::net::Sock
         info!("handler started");
         loop {
             let stream = tokio::select! {
-                _ = shared.stop_accepting.cancelled() => break,
+                _ = shared.lifecycle.stop_accepting.cancelled() => break,
                 _ = pair.closing.cancelled() => break,
                 stream = pair.conn.accept_bi() => stream,
             };
@@ -166,12 +170,12 @@ async fn serve_pair(shared: Arc<State>, conn: Connection, remote: std::net::Sock
         // The slot is held until the connection is really gone (or released by CloseHandler).
         tokio::select! {
             _ = pair.conn.closed() => {}
-            _ = shared.stop_accepting.cancelled() => {
+            _ = shared.lifecycle.stop_accepting.cancelled() => {
                 // Shutdown: in-flight operations finish (the gateway bounds this by its grace
                 // period), then the client is told why the connection ends.
                 tokio::select! {
                     () = pair.ops.wait() => {}
-                    () = shared.force_close.cancelled() => {}
+                    () = shared.lifecycle.force_close.cancelled() => {}
                 }
                 pair.conn.close(ErrorCode::ShuttingDown.to_u32(), b"gateway shutting down");
             }
@@ -191,7 +195,7 @@ fn peer_name(conn: &Connection) -> Option<String> {
 
 /// Reads `Hello`, takes a pool slot and answers. `None` when the pair was refused.
 async fn hello(shared: &Arc<State>, conn: Connection) -> Option<Arc<Pair>> {
-    let timeout = shared.limits.request_header_timeout;
+    let timeout = shared.policy.limits.request_header_timeout;
     let exchange = async {
         let (mut send, recv) = conn.accept_bi().await.ok()?;
         // Before it holds a pool slot a connection may cost little: a hello is a few bytes.
@@ -240,7 +244,7 @@ async fn send_hello_reply(
 ) -> Result<Arc<Pair>, ErrorCode> {
     let refuse = |code: ErrorCode, message: String| HelloReply::Refused {
         code,
-        pool_size: shared.pool_size,
+        pool_size: shared.admission.pool_size,
         message,
     };
     if hello.version != PROTOCOL_VERSION {
@@ -254,35 +258,38 @@ async fn send_hello_reply(
         let _ = write_frame(send, &reply).await;
         return Err(ErrorCode::UnsupportedVersion);
     }
-    let permit = match shared.pool.clone().try_acquire_owned() {
+    let permit = match shared.admission.pool.clone().try_acquire_owned() {
         Ok(permit) => permit,
         Err(_) => {
             warn!(client = %hello.name, remote = %conn.remote_address(), "handler pool full");
             let reply = refuse(
                 ErrorCode::PoolFull,
-                format!("all {} handlers are in use", shared.pool_size),
+                format!("all {} handlers are in use", shared.admission.pool_size),
             );
             let _ = write_frame(send, &reply).await;
             return Err(ErrorCode::PoolFull);
         }
     };
-    let pool_used = shared.pool_size - shared.pool.available_permits() as u32;
-    shared.handlers.send_modify(|n| *n += 1);
+    let pool_used = shared.admission.pool_size - shared.admission.pool.available_permits() as u32;
+    shared.counters.handlers.send_modify(|n| *n += 1);
     let pair = Arc::new(Pair {
         conn: conn.clone(),
-        id: shared.next_handler_id.fetch_add(1, Ordering::Relaxed),
+        id: shared
+            .admission
+            .next_handler_id
+            .fetch_add(1, Ordering::Relaxed),
         permit: Mutex::new(Some(permit)),
         closing: CancellationToken::new(),
         ops: TaskTracker::new(),
         identity: peer_name(conn),
-        budget: shared.budget.connection(),
+        budget: shared.admission.budget.connection(),
     });
     let welcome = HelloReply::Welcome(Welcome {
         handler_id: pair.id,
         pool_used,
-        pool_size: shared.pool_size,
-        max_frame_len: shared.limits.max_frame_len as u64,
-        subroutines: shared.registry.list(),
+        pool_size: shared.admission.pool_size,
+        max_frame_len: shared.policy.limits.max_frame_len as u64,
+        subroutines: shared.policy.registry.list(),
     });
     if write_frame(send, &welcome).await.is_err() {
         pair.release_slot(shared);

@@ -33,9 +33,9 @@ pub(super) async fn operation(
 ) {
     // A client that stops reading (or sending) mid-operation holds a task, buffers and a
     // stream: after this long without progress the operation ends with `Timeout`.
-    send.set_stall_timeout(shared.limits.stall_timeout);
-    recv.set_stall_timeout(shared.limits.stall_timeout);
-    let mut reader = FrameReader::new(recv, shared.limits.max_frame_len);
+    send.set_stall_timeout(shared.policy.limits.stall_timeout);
+    recv.set_stall_timeout(shared.policy.limits.stall_timeout);
+    let mut reader = FrameReader::new(recv, shared.policy.limits.max_frame_len);
     let admitted = match read_request(&shared, &pair, &mut reader).await {
         Ok(Some((request, charge))) => {
             admit(&shared, &pair, request, reader.is_0rtt()).map(|op| (op, charge))
@@ -116,17 +116,23 @@ fn admit(
     early: bool,
 ) -> Result<Admitted, ErrorReply> {
     if early {
-        let safe = |name: &str| shared.registry.get(name).is_some_and(|e| e.replay_safe);
+        let safe = |name: &str| {
+            shared
+                .policy
+                .registry
+                .get(name)
+                .is_some_and(|e| e.replay_safe)
+        };
         if !request.replay_safe(safe) {
             // Early data can be replayed by an attacker: only idempotent requests run from it.
-            shared.too_early.fetch_add(1, Ordering::Relaxed);
+            shared.counters.too_early.fetch_add(1, Ordering::Relaxed);
             debug!("request refused in 0-RTT: not replay-safe");
             return Err(ErrorReply::new(
                 ErrorCode::TooEarly,
                 "not replay-safe: re-send after the handshake",
             ));
         }
-        shared.early_served.fetch_add(1, Ordering::Relaxed);
+        shared.counters.early_served.fetch_add(1, Ordering::Relaxed);
     }
     permitted(shared, pair.identity.as_deref(), &request).inspect_err(|reply| {
         warn!("denied: {}", reply.message);
@@ -248,7 +254,7 @@ async fn run(
             len,
             deadline_ms,
         } => {
-            let data = SinkData::new(reader, len, shared.limits.max_sink_len);
+            let data = SinkData::new(reader, len, shared.policy.limits.max_sink_len);
             let span = info_span!("send", %name);
             let outcome = within_deadline(deadline_ms, f(args, data).instrument(span)).await;
             let reply = match outcome {
@@ -273,7 +279,7 @@ async fn run(
             // operation is still tracked by its pair, so its `Done` is delivered before the
             // connection is closed.
             let s = shared.clone();
-            tokio::spawn(async move { s.shutdown(s.limits.shutdown_grace).await });
+            tokio::spawn(async move { s.shutdown(s.policy.limits.shutdown_grace).await });
             write_frame(send, &Response::Done)
                 .await
                 .map_err(Ended::from)
@@ -314,9 +320,9 @@ async fn run_files(
 /// What a file operation of `pair` may use.
 fn serve_ctx<'a>(shared: &'a State, pair: &'a Pair) -> files::serve::Serve<'a> {
     files::serve::Serve {
-        files: &shared.files,
+        files: &shared.policy.files,
         budget: &pair.budget,
-        max_items: shared.limits.request_items(),
+        max_items: shared.policy.limits.request_items(),
     }
 }
 
@@ -336,7 +342,7 @@ async fn read_request(
     pair: &Pair,
     reader: &mut FrameReader,
 ) -> Result<Option<(Request, Charge)>, RequestError> {
-    let timeout = shared.limits.request_header_timeout;
+    let timeout = shared.policy.limits.request_header_timeout;
     let deadline = tokio::time::Instant::now() + timeout;
     let len = match tokio::time::timeout_at(deadline, reader.next_frame_len()).await {
         Ok(Ok(Some(len))) => len as u64,
@@ -420,7 +426,7 @@ async fn within_deadline<T>(
 
 /// Finds `name` and checks its kind.
 fn lookup(shared: &State, name: &str, kind: SubroutineKind) -> Result<Subroutine, ErrorReply> {
-    match shared.registry.get(name) {
+    match shared.policy.registry.get(name) {
         None => Err(ErrorReply::new(
             ErrorCode::UnknownSubroutine,
             format!("no subroutine named {name:?}"),

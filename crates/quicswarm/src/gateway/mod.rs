@@ -50,7 +50,7 @@ use crate::{
 
 use self::{
     accept::{accept_loop, accept_tcp_loop, tcp_tls},
-    state::State,
+    state::{Admission, Counters, Lifecycle, Policy, State},
 };
 
 /// The default listen address.
@@ -291,27 +291,35 @@ impl GatewayBuilder {
         let (handlers_tx, _) = watch::channel(0usize);
         let shared = Arc::new(State {
             endpoint,
-            registry: self.registry,
-            files: self.files,
-            permissions: self.permissions,
-            default_permissions: self.default_permissions,
-            pool: Arc::new(Semaphore::new(self.pool_size)),
-            handshakes: Arc::new(Semaphore::new(self.limits.max_pending_handshakes.max(1))),
-            pool_size: self.pool_size as u32,
-            budget: self.limits.budget(),
-            limits: self.limits,
-            stop_accepting: CancellationToken::new(),
-            force_close: CancellationToken::new(),
-            closed: CancellationToken::new(),
-            shutting_down: AtomicBool::new(false),
-            tracker: TaskTracker::new(),
-            next_handler_id: AtomicU64::new(1),
-            per_ip: std::sync::Mutex::default(),
-            connections: watch::channel(0).0,
-            early_served: AtomicU64::new(0),
-            too_early: AtomicU64::new(0),
-            retries: AtomicU64::new(0),
-            handlers: handlers_tx,
+            admission: Admission {
+                pool: Arc::new(Semaphore::new(self.pool_size)),
+                pool_size: self.pool_size as u32,
+                handshakes: Arc::new(Semaphore::new(self.limits.max_pending_handshakes.max(1))),
+                per_ip: std::sync::Mutex::default(),
+                budget: self.limits.budget(),
+                next_handler_id: AtomicU64::new(1),
+            },
+            policy: Policy {
+                registry: self.registry,
+                files: self.files,
+                permissions: self.permissions,
+                default_permissions: self.default_permissions,
+                limits: self.limits,
+            },
+            lifecycle: Lifecycle {
+                stop_accepting: CancellationToken::new(),
+                force_close: CancellationToken::new(),
+                closed: CancellationToken::new(),
+                shutting_down: AtomicBool::new(false),
+                tracker: TaskTracker::new(),
+            },
+            counters: Counters {
+                connections: watch::channel(0).0,
+                handlers: handlers_tx,
+                early_served: AtomicU64::new(0),
+                too_early: AtomicU64::new(0),
+                retries: AtomicU64::new(0),
+            },
         });
         let accept = tokio::spawn(accept_loop(shared.clone()));
         let tcp_addr = tcp.as_ref().and_then(|l| l.local_addr().ok());
@@ -410,47 +418,47 @@ impl Gateway {
 
     /// The registry: register or remove subroutines while the gateway runs.
     pub fn registry(&self) -> &Registry {
-        &self.shared.registry
+        &self.shared.policy.registry
     }
 
     /// Handler/client pairs alive now.
     pub fn handlers(&self) -> usize {
-        *self.shared.handlers.borrow()
+        *self.shared.counters.handlers.borrow()
     }
 
     /// Watches the number of live handlers (for monitoring, and for tests that wait for a slot
     /// to be freed).
     pub fn watch_handlers(&self) -> watch::Receiver<usize> {
-        self.shared.handlers.subscribe()
+        self.shared.counters.handlers.subscribe()
     }
 
     /// Counters of the gateway's work so far.
     pub fn stats(&self) -> GatewayStats {
         GatewayStats {
             handlers: self.handlers(),
-            early_served: self.shared.early_served.load(Ordering::Relaxed),
-            too_early: self.shared.too_early.load(Ordering::Relaxed),
-            pending_handshakes: self.shared.limits.max_pending_handshakes.max(1)
-                - self.shared.handshakes.available_permits(),
-            retries: self.shared.retries.load(Ordering::Relaxed),
+            early_served: self.shared.counters.early_served.load(Ordering::Relaxed),
+            too_early: self.shared.counters.too_early.load(Ordering::Relaxed),
+            pending_handshakes: self.shared.policy.limits.max_pending_handshakes.max(1)
+                - self.shared.admission.handshakes.available_permits(),
+            retries: self.shared.counters.retries.load(Ordering::Relaxed),
         }
     }
 
     /// Watches the number of live connections (a connection outlives its handler slot
     /// until the client has closed it).
     pub fn watch_connections(&self) -> watch::Receiver<usize> {
-        self.shared.connections.subscribe()
+        self.shared.counters.connections.subscribe()
     }
 
     /// Resolves once the gateway has closed (after `shutdown` or an allowed `close_gateway`).
     pub async fn closed(&self) {
-        self.shared.closed.cancelled().await;
+        self.shared.lifecycle.closed.cancelled().await;
     }
 
     /// Like [`closed`](Self::closed), as a future that does not borrow the handle: for
     /// callers that wait on another task or thread (bindings, supervisors).
     pub fn closed_owned(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
-        self.shared.closed.clone().cancelled_owned()
+        self.shared.lifecycle.closed.clone().cancelled_owned()
     }
 
     /// Graceful shutdown: stop accepting, let in-flight operations finish within `grace`, then
@@ -466,9 +474,9 @@ impl Drop for Gateway {
         if let Some(tcp) = &self.accept_tcp {
             tcp.abort();
         }
-        if !self.shared.closed.is_cancelled() {
-            self.shared.stop_accepting.cancel();
-            self.shared.force_close.cancel();
+        if !self.shared.lifecycle.closed.is_cancelled() {
+            self.shared.lifecycle.stop_accepting.cancel();
+            self.shared.lifecycle.force_close.cancel();
             self.shared
                 .endpoint
                 .close(varint(ErrorCode::ShuttingDown), b"gateway dropped");

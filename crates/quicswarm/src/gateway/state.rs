@@ -22,20 +22,41 @@ use crate::{
     subroutine::Registry,
 };
 
-/// State shared by the accept loop, the handlers and the [`Gateway`] handle.
+/// State shared by the accept loop, the handlers and the [`Gateway`](super::Gateway) handle,
+/// split by concern.
 pub(crate) struct State {
     pub(crate) endpoint: quinn::Endpoint,
+    pub(crate) policy: Policy,
+    pub(crate) admission: Admission,
+    pub(crate) lifecycle: Lifecycle,
+    pub(crate) counters: Counters,
+}
+
+/// What clients may do: fixed when the gateway starts.
+pub(crate) struct Policy {
     pub(crate) registry: Registry,
     pub(crate) files: FileConfig,
     pub(crate) permissions: HashMap<String, Permissions>,
     pub(crate) default_permissions: Permissions,
+    pub(crate) limits: Limits,
+}
+
+/// Who gets in, and what they may hold.
+pub(crate) struct Admission {
+    /// The handler pool: one permit per handler/client pair.
     pub(crate) pool: Arc<Semaphore>,
+    pub(crate) pool_size: u32,
     /// One permit per handshake in progress (`Limits::max_pending_handshakes`).
     pub(crate) handshakes: Arc<Semaphore>,
-    pub(crate) pool_size: u32,
+    /// Connections (handshaking or established) per source address.
+    pub(super) per_ip: std::sync::Mutex<HashMap<std::net::IpAddr, usize>>,
     /// What operations may hold in memory (`Limits::*_budget`).
     pub(crate) budget: crate::budget::Budget,
-    pub(crate) limits: Limits,
+    pub(crate) next_handler_id: AtomicU64,
+}
+
+/// Starting, draining and closing.
+pub(crate) struct Lifecycle {
     /// Cancelled when shutdown starts: no new connections or operations.
     pub(crate) stop_accepting: CancellationToken,
     /// Cancelled when connections must close now (grace over, or the gateway dropped): QUIC
@@ -46,53 +67,54 @@ pub(crate) struct State {
     pub(super) shutting_down: AtomicBool,
     /// Every connection and operation task.
     pub(crate) tracker: TaskTracker,
-    pub(crate) next_handler_id: AtomicU64,
-    /// Connections (handshaking or established) per source address.
-    pub(super) per_ip: std::sync::Mutex<HashMap<std::net::IpAddr, usize>>,
+}
+
+/// What [`GatewayStats`](super::GatewayStats) and the watchers report.
+pub(crate) struct Counters {
     /// Connections alive now (handshaking or established, with or without a handler).
     pub(super) connections: watch::Sender<usize>,
+    /// Handlers alive now.
+    pub(crate) handlers: watch::Sender<usize>,
     /// Requests run from 0-RTT early data.
     pub(crate) early_served: AtomicU64,
     /// Requests refused in early data as not replay-safe.
     pub(crate) too_early: AtomicU64,
     /// Connection attempts answered with a Retry (address validation).
     pub(crate) retries: AtomicU64,
-    /// Handlers alive now.
-    pub(crate) handlers: watch::Sender<usize>,
 }
 
 impl State {
     /// The permissions of a client.
     pub(crate) fn permissions_of(&self, identity: Option<&str>) -> &Permissions {
         identity
-            .and_then(|id| self.permissions.get(id))
-            .unwrap_or(&self.default_permissions)
+            .and_then(|id| self.policy.permissions.get(id))
+            .unwrap_or(&self.policy.default_permissions)
     }
 
     /// Stops accepting, lets in-flight work finish within `grace`, then closes the endpoint.
     /// Idempotent: a second caller waits for the first to finish.
     pub(crate) async fn shutdown(self: &Arc<Self>, grace: Duration) {
-        if self.shutting_down.swap(true, Ordering::SeqCst) {
-            self.closed.cancelled().await;
+        if self.lifecycle.shutting_down.swap(true, Ordering::SeqCst) {
+            self.lifecycle.closed.cancelled().await;
             return;
         }
         info!(?grace, "gateway shutting down");
-        self.stop_accepting.cancel();
+        self.lifecycle.stop_accepting.cancel();
         // Refuse new handshakes at the QUIC level.
         self.endpoint.set_server_config(None);
-        self.tracker.close();
-        if tokio::time::timeout(grace, self.tracker.wait())
+        self.lifecycle.tracker.close();
+        if tokio::time::timeout(grace, self.lifecycle.tracker.wait())
             .await
             .is_err()
         {
             warn!("grace period over: closing with operations still running");
         }
-        self.force_close.cancel();
+        self.lifecycle.force_close.cancel();
         self.endpoint
             .close(varint(ErrorCode::ShuttingDown), b"gateway shutting down");
         // Bounded: a peer that never acknowledges the close must not hold us.
         let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
-        self.closed.cancel();
+        self.lifecycle.closed.cancel();
         info!("gateway closed");
     }
 }
@@ -100,7 +122,7 @@ impl State {
 impl std::fmt::Debug for State {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("State")
-            .field("pool_size", &self.pool_size)
+            .field("pool_size", &self.admission.pool_size)
             .finish_non_exhaustive()
     }
 }
@@ -114,16 +136,17 @@ pub(super) struct IpSlot {
 impl IpSlot {
     pub(super) fn take(shared: &Arc<State>, ip: std::net::IpAddr) -> Option<Self> {
         let mut map = shared
+            .admission
             .per_ip
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let n = map.entry(ip).or_insert(0);
-        if *n >= shared.limits.max_connections_per_ip {
+        if *n >= shared.policy.limits.max_connections_per_ip {
             return None;
         }
         *n += 1;
         drop(map);
-        shared.connections.send_modify(|c| *c += 1);
+        shared.counters.connections.send_modify(|c| *c += 1);
         Some(Self {
             shared: shared.clone(),
             ip,
@@ -135,6 +158,7 @@ impl Drop for IpSlot {
     fn drop(&mut self) {
         let mut map = self
             .shared
+            .admission
             .per_ip
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -146,6 +170,7 @@ impl Drop for IpSlot {
         }
         drop(map);
         self.shared
+            .counters
             .connections
             .send_modify(|c| *c = c.saturating_sub(1));
     }
