@@ -22,7 +22,7 @@ use tokio::{
 };
 
 use crate::{
-    controller::ControllerConfig,
+    config::ControllerConfig,
     error::CallError,
     io::{varint, write_frame, FrameReader},
     subscribe::{Delivery, RoutedState, Router, SubscribeOptions},

@@ -1,8 +1,11 @@
-//! Limits and transport settings, each with a documented default.
+//! Configuration, each setting with a documented default: the gateway's [`Limits`], the
+//! controller's [`ControllerConfig`], and the [`TransportTuning`] both use.
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use quinn::{IdleTimeout, TransportConfig, VarInt};
+
+use crate::tls::{Identity, Trust};
 
 /// Gateway-side limits. Each protects the gateway from one kind of overload; hitting one
 /// affects only the offending request or client.
@@ -342,4 +345,64 @@ pub(crate) fn endpoint(
         udp,
         runtime,
     )
+}
+
+/// Controller settings, each with a documented default.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ControllerConfig {
+    /// How gateways are authenticated. Default: the user's `known_gateways` file
+    /// ([`Trust::default_known_gateways`]).
+    pub trust: Trust,
+    /// Local UDP address. Default `[::]:0` (dual-stack), falling back to `0.0.0.0:0`.
+    pub bind: Option<SocketAddr>,
+    /// The name sent in `Hello`, shown in gateway logs (a few thousand bytes at most: gateways
+    /// refuse a hello over 4 KiB). Default `"quicswarm"`.
+    pub name: String,
+    /// Time allowed for handshake plus hello. Default 10 s.
+    pub connect_timeout: Duration,
+    /// Time allowed for a ping, call or send to be answered; `None` waits forever.
+    /// Default 60 s. Stream subscriptions are not bounded by it.
+    pub call_timeout: Option<Duration>,
+    /// QUIC transport settings: timeouts, keep-alive, loss detection, congestion control.
+    /// Default: the `Lan` preset ([`TransportTuning::preset`]).
+    pub transport: TransportTuning,
+    /// Largest frame, stream item or batch result accepted from a gateway. Default 16 MiB
+    /// (batch results may be up to 64 times that).
+    pub max_frame_len: usize,
+    /// Wraps the controller's UDP socket (link emulation in tests and tools). Default none.
+    pub socket_wrapper: Option<SocketWrapper>,
+    /// Client certificate and key, for gateways that require mutual TLS. Default none.
+    pub identity: Option<Identity>,
+    /// Most entries accepted in one listing (a download's plan starts from one): a gateway
+    /// that lists more gets [`CallError::LimitExceeded`](crate::CallError::LimitExceeded).
+    /// Default 262,144, about 40 MB of entries in memory.
+    pub max_listing_entries: usize,
+}
+
+impl Default for ControllerConfig {
+    fn default() -> Self {
+        Self {
+            trust: Trust::KnownGateways(Trust::default_known_gateways()),
+            bind: None,
+            name: "quicswarm".into(),
+            connect_timeout: Duration::from_secs(10),
+            call_timeout: Some(Duration::from_secs(60)),
+            transport: TransportTuning::default(),
+            max_frame_len: quicswarm_proto::DEFAULT_MAX_FRAME_LEN,
+            socket_wrapper: None,
+            identity: None,
+            max_listing_entries: 1 << 18,
+        }
+    }
+}
+
+impl ControllerConfig {
+    /// The defaults with the given trust mode.
+    pub fn with_trust(trust: Trust) -> Self {
+        Self {
+            trust,
+            ..Self::default()
+        }
+    }
 }

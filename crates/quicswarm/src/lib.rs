@@ -121,8 +121,8 @@ pub mod testing {
 }
 
 pub use client::{Client, ClientStats, ItemStream, Json, StreamOutcome, ToArgs};
-pub use config::{Congestion, Limits, LinkPreset, TransportTuning};
-pub use controller::{Controller, ControllerConfig};
+pub use config::{Congestion, ControllerConfig, Limits, LinkPreset, TransportTuning};
+pub use controller::Controller;
 pub use error::{CallError, ConnectError, GatewayError};
 pub use gateway::{Gateway, GatewayBuilder, GatewayStats, DEFAULT_LISTEN, DEFAULT_POOL_SIZE};
 pub use permissions::{Allow, Permissions};

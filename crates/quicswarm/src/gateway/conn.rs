@@ -1,16 +1,15 @@
 //! The gateway side of one handler/client pair: the hello exchange, the pool slot, one task
 //! per operation stream, and the close.
 
-use std::sync::{atomic::Ordering, Arc, Mutex, PoisonError};
+use std::sync::{atomic::Ordering, Arc, Mutex};
 
 use quicswarm_proto::{ErrorCode, Hello, HelloReply, Welcome, PROTOCOL_VERSION};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{debug, info, info_span, warn, Instrument};
 
-use super::{dispatch::operation, state::State};
+use super::{dispatch::operation, pair::Pair, state::State};
 use crate::{
-    budget::ConnectionBudget,
     io::{varint, write_frame, FrameReader},
     transport::{Connection, SendStream},
 };
@@ -21,39 +20,6 @@ const MAX_HELLO_LEN: usize = 4096;
 /// How long operations still running on a connection whose client closed its handler may
 /// finish before the gateway closes the connection.
 const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// Per-connection state shared by its operation tasks.
-pub(super) struct Pair {
-    pub(super) conn: Connection,
-    pub(super) id: u64,
-    /// The pool slot; taken (and so released) by `CloseHandler`.
-    pub(super) permit: Mutex<Option<OwnedSemaphorePermit>>,
-    /// Cancelled when the client asked to close this handler.
-    pub(super) closing: CancellationToken,
-    /// This pair's operation tasks.
-    pub(super) ops: TaskTracker,
-    /// The client certificate's name (mutual TLS), `None` for an anonymous client.
-    pub(super) identity: Option<String>,
-    /// What this connection's operations may hold in memory.
-    pub(super) budget: ConnectionBudget,
-}
-
-impl Pair {
-    pub(super) fn release_slot(&self, shared: &State) {
-        let permit = self
-            .permit
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if permit.is_some() {
-            drop(permit);
-            shared
-                .counters
-                .handlers
-                .send_modify(|n| *n = n.saturating_sub(1));
-        }
-    }
-}
 
 pub(super) async fn serve_connection(
     shared: Arc<State>,

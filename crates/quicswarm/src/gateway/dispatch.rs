@@ -10,8 +10,8 @@ use quicswarm_proto::{
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use super::{
-    conn::Pair,
     deliver::{run_datagram, run_latest, run_stream},
+    pair::Pair,
     reply::{log_failure, write_error},
     state::State,
 };

@@ -6,7 +6,8 @@
 //! - `state.rs`: what every task of the gateway shares: policy, admission, lifecycle and
 //!   counters;
 //! - `accept.rs`: the QUIC and TCP accept loops, with the per-address and handshake limits;
-//! - `conn.rs`: one handler/client pair: the hello, its operation streams, its close;
+//! - `conn.rs`: one handler/client pair: the hello, its operation streams, its close
+//!   (`pair.rs`: what the pair's operation tasks share);
 //! - `dispatch.rs`: one operation: the request read, admitted, and run by kind;
 //! - `deliver/`: how a stream subroutine's items reach the client (reliable, latest,
 //!   datagram).
@@ -17,6 +18,7 @@ mod accept;
 mod conn;
 mod deliver;
 mod dispatch;
+mod pair;
 mod reply;
 mod state;
 
