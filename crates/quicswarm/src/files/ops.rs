@@ -55,12 +55,10 @@ impl Client {
             selector: selector.clone(),
             hash,
         };
-        self.timed(self.early(|| async {
-            let (mut send, mut reader) = self.open(&request).await?;
-            let _ = send.finish();
-            expect_accepted(Self::response(&mut reader).await?)?;
+        let max = self.config().max_listing_entries;
+        self.rpc(&request, |response, mut reader, _| async move {
+            expect_accepted(response)?;
             let mut listing = Listing::default();
-            let max = self.config().max_listing_entries;
             loop {
                 match reader.expect_frame::<ListFrame>().await? {
                     ListFrame::Entries(mut entries) => {
@@ -83,7 +81,7 @@ impl Client {
                     ListFrame::Error(reply) => return Err(reply.into()),
                 }
             }
-        }))
+        })
         .await
     }
 
@@ -97,10 +95,8 @@ impl Client {
             root: root.into(),
             items: items.to_vec(),
         };
-        self.timed(self.early(|| async {
-            let (mut send, mut reader) = self.open(&request).await?;
-            let _ = send.finish();
-            expect_accepted(Self::response(&mut reader).await?)?;
+        self.rpc(&request, |response, mut reader, _| async move {
+            expect_accepted(response)?;
             let mut out = Vec::with_capacity(items.len());
             loop {
                 let next = out.len() as u32;
@@ -139,7 +135,7 @@ impl Client {
                     other => return Err(CallError::Protocol(format!("unexpected {other:?}"))),
                 }
             }
-        }))
+        })
         .await
     }
 
@@ -155,11 +151,8 @@ impl Client {
             entries: entries.to_vec(),
             range_size,
         };
-        self.inner_confirmed().await;
-        self.timed(async {
-            let (mut send, mut reader) = self.open(&request).await?;
-            let _ = send.finish();
-            match Self::response(&mut reader).await? {
+        self.rpc(&request, |response, _, _| async move {
+            match response {
                 Response::Needs(needs) if needs.len() == entries.len() => {
                     // A gateway's answer is planned from: every run must fit its file.
                     for (need, entry) in needs.iter().zip(entries) {

@@ -1,0 +1,78 @@
+//! What every clone of a client and each of its item streams share: the connection, the
+//! gateway's welcome, whether the handshake is confirmed, and the delivery router.
+
+use std::{
+    net::SocketAddr,
+    sync::{atomic::AtomicU64, Arc, OnceLock},
+};
+
+use quicswarm_proto::{ErrorCode, Request, Welcome};
+use tokio::sync::watch;
+
+use crate::{config::ControllerConfig, subscribe::Router};
+
+pub(crate) struct ClientInner {
+    pub(super) conn: crate::Connection,
+    pub(super) router: Arc<Router>,
+    /// Set when the gateway's `Welcome` arrived (at once for a full handshake; a little after
+    /// the first requests with 0-RTT).
+    pub(super) welcome: Arc<OnceLock<Welcome>>,
+    /// For a 0-RTT connection: `Some(accepted)` once the handshake completed.
+    pub(super) early: Option<watch::Receiver<Option<bool>>>,
+    pub(super) remote: SocketAddr,
+    pub(super) config: Arc<ControllerConfig>,
+    pub(super) nonce: AtomicU64,
+}
+
+impl ClientInner {
+    pub(crate) fn new(
+        conn: crate::Connection,
+        welcome: Arc<OnceLock<Welcome>>,
+        early: Option<watch::Receiver<Option<bool>>>,
+        remote: SocketAddr,
+        config: Arc<ControllerConfig>,
+    ) -> Self {
+        Self {
+            conn,
+            router: Arc::default(),
+            welcome,
+            early,
+            remote,
+            config,
+            nonce: AtomicU64::new(0),
+        }
+    }
+}
+
+impl ClientInner {
+    /// Waits until the handshake is complete: requests sent after it never travel as early
+    /// data. Immediate for connections made without 0-RTT.
+    pub(crate) async fn confirmed(&self) {
+        if let Some(rx) = &self.early {
+            let mut rx = rx.clone();
+            let _ = rx.wait_for(Option::is_some).await;
+        }
+    }
+
+    /// Whether `request` may be answered from early data, by the gateway's rule: for a
+    /// subroutine, unknown until the gateway's `Welcome` arrives (then try, and re-send on
+    /// `TooEarly`).
+    pub(super) fn may_run_early(&self, request: &Request) -> bool {
+        request.replay_safe(|name| {
+            self.welcome.get().is_none_or(|w| {
+                w.subroutines
+                    .iter()
+                    .any(|s| s.name == name && s.replay_safe)
+            })
+        })
+    }
+}
+
+impl Drop for ClientInner {
+    fn drop(&mut self) {
+        // The last handle (client and its streams) is gone: free the gateway's slot now
+        // rather than after its idle timeout.
+        self.conn
+            .close(ErrorCode::NoError.to_u32(), b"client dropped");
+    }
+}

@@ -1,0 +1,426 @@
+//! The client side of a handler/client pair: every operation is its own QUIC stream.
+//!
+//! `mod.rs` has the operations, each a few lines on `request.rs`'s one request function;
+//! `send.rs` the sink operations, which stream a body; `inner.rs` what the client's clones
+//! share; `args.rs` how arguments travel; `items.rs` the
+//! items of a subscription.
+
+mod args;
+mod inner;
+mod items;
+mod request;
+mod send;
+
+pub(crate) use self::inner::ClientInner;
+pub use self::{
+    args::{Json, ToArgs},
+    items::{ItemStream, StreamOutcome},
+};
+
+use std::{
+    net::SocketAddr,
+    sync::{atomic::Ordering, Arc},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use quicswarm_proto::{self as proto, ErrorCode, Request, Response, SubroutineInfo};
+
+use crate::{
+    config::ControllerConfig,
+    error::CallError,
+    io::FrameReader,
+    subscribe::{Delivery, RoutedState, SubscribeOptions},
+};
+
+/// One handler/client pair: a QUIC connection to a gateway. Cheap to clone; every clone and
+/// every [`ItemStream`] share the connection.
+///
+/// Operations run concurrently: each is its own QUIC stream, so a ping is answered while a
+/// large stream is in flight on the same client.
+///
+/// # Drop behavior
+/// When the last clone and the last `ItemStream` are dropped, the connection is closed at once
+/// (code 0) and the gateway frees the handler slot. [`close`](Self::close) does the same
+/// politely, waiting for the gateway to confirm.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<ClientInner>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("gateway", &self.inner.remote)
+            .field("handler_id", &self.handler_id())
+            .finish()
+    }
+}
+
+impl Client {
+    pub(crate) fn new(inner: ClientInner) -> Self {
+        Self {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// The gateway's address.
+    pub fn gateway(&self) -> SocketAddr {
+        self.inner.remote
+    }
+
+    /// The gateway-assigned handler id.
+    pub fn handler_id(&self) -> u64 {
+        self.inner.welcome.get().map_or(0, |w| w.handler_id)
+    }
+
+    /// The gateway's handler pool: `(in use when we joined, size)`.
+    pub fn pool(&self) -> (u32, u32) {
+        self.inner
+            .welcome
+            .get()
+            .map_or((0, 0), |w| (w.pool_used, w.pool_size))
+    }
+
+    /// The subroutines the gateway had registered when this client connected.
+    pub fn subroutines(&self) -> &[SubroutineInfo] {
+        self.inner.welcome.get().map_or(&[], |w| &w.subroutines)
+    }
+
+    /// Connection statistics now.
+    ///
+    /// ```no_run
+    /// # fn show(client: &quicswarm::Client) {
+    /// let s = client.stats();
+    /// println!("rtt {:?}, lost {} packets, cwnd {} B", s.rtt, s.lost_packets, s.cwnd);
+    /// # }
+    /// ```
+    ///
+    /// Over TLS-over-TCP only the byte counts are kept (the socket's, TLS records included);
+    /// the packet-level figures are not read from the kernel and stay zero.
+    pub fn stats(&self) -> ClientStats {
+        let Some(s) = self.inner.conn.stats() else {
+            let (sent, received) = self.inner.conn.tcp_bytes().unwrap_or_default();
+            return ClientStats {
+                bytes_sent: sent,
+                bytes_received: received,
+                ..ClientStats::default()
+            };
+        };
+        ClientStats {
+            rtt: self.inner.conn.rtt(),
+            lost_packets: s.path.lost_packets,
+            sent_packets: s.path.sent_packets,
+            congestion_events: s.path.congestion_events,
+            cwnd: s.path.cwnd,
+            mtu: s.path.current_mtu,
+            bytes_sent: s.udp_tx.bytes,
+            bytes_received: s.udp_rx.bytes,
+        }
+    }
+
+    /// The transport this client runs on.
+    pub fn transport(&self) -> crate::TransportKind {
+        self.inner.conn.kind()
+    }
+
+    /// The underlying connection: its QUIC side ([`Connection::quic`](crate::Connection::quic))
+    /// gives statistics and raw streams for tools and tests.
+    pub fn connection(&self) -> &crate::Connection {
+        &self.inner.conn
+    }
+
+    /// The controller configuration this client was made with.
+    pub(crate) fn config(&self) -> &ControllerConfig {
+        &self.inner.config
+    }
+
+    /// Waits for the handshake (see [`ClientInner::confirmed`]); returns at once unless the
+    /// connection was made with 0-RTT and the handshake is still under way. A connection lost
+    /// meanwhile also ends the wait.
+    pub(crate) async fn inner_confirmed(&self) {
+        tokio::select! {
+            () = self.inner.confirmed() => {}
+            _ = self.inner.conn.closed() => {}
+        }
+    }
+
+    /// The call timeout, told to the gateway so that it cancels the subroutine when we give up.
+    fn deadline_ms(&self) -> Option<u32> {
+        self.inner
+            .config
+            .call_timeout
+            .map(|t| t.as_millis().min(u128::from(u32::MAX)) as u32)
+    }
+
+    /// Measures one round trip on a new stream.
+    ///
+    /// # Errors
+    /// [`CallError::ConnectionLost`], [`CallError::Timeout`].
+    pub async fn ping(&self) -> Result<Duration, CallError> {
+        let nonce = self.inner.nonce.fetch_add(1, Ordering::Relaxed);
+        self.rpc(&Request::Ping { nonce }, |response, _, sent| async move {
+            match response {
+                Response::Pong { nonce: n } if n == nonce => Ok(sent.elapsed()),
+                other => Err(CallError::Protocol(format!(
+                    "expected Pong({nonce}), got {other:?}"
+                ))),
+            }
+        })
+        .await
+    }
+
+    /// Calls a *batch* subroutine and returns its bytes.
+    ///
+    /// # Errors
+    /// Typed errors for an unknown subroutine, bad arguments, a failing or panicking
+    /// subroutine, a lost connection or a timeout.
+    pub async fn call(
+        &self,
+        name: &str,
+        args: &(impl ToArgs + ?Sized),
+    ) -> Result<Bytes, CallError> {
+        let request = Request::Call {
+            name: name.into(),
+            args: args.to_args()?,
+            deadline_ms: self.deadline_ms(),
+        };
+        let max = self.inner.config.max_frame_len as u64 * 64;
+        self.rpc(&request, |response, mut reader, _| async move {
+            match response {
+                Response::Value { len } => {
+                    if len > max {
+                        reader.stop(ErrorCode::FrameTooLarge);
+                        return Err(CallError::TooLarge(format!(
+                            "result of {len} bytes exceeds {max}"
+                        )));
+                    }
+                    Ok(reader.read_bytes(len as usize).await?)
+                }
+                other => Err(CallError::Protocol(format!(
+                    "expected Value, got {other:?}"
+                ))),
+            }
+        })
+        .await
+    }
+
+    /// Subscribes to a *stream* subroutine. Returns once the gateway accepted the
+    /// subscription; items then arrive through the returned [`ItemStream`].
+    ///
+    /// # Errors
+    /// As [`call`](Self::call), for the subscription itself.
+    pub async fn stream(
+        &self,
+        name: &str,
+        args: &(impl ToArgs + ?Sized),
+    ) -> Result<ItemStream, CallError> {
+        self.stream_from(name, args, None).await
+    }
+
+    /// Like [`stream`](Self::stream), telling the producer the last ident already held.
+    ///
+    /// # Errors
+    /// As [`stream`](Self::stream).
+    pub async fn stream_from(
+        &self,
+        name: &str,
+        args: &(impl ToArgs + ?Sized),
+        resume_after: Option<i64>,
+    ) -> Result<ItemStream, CallError> {
+        self.subscribe_from(name, args, resume_after, &SubscribeOptions::default())
+            .await
+    }
+
+    /// Subscribes with a delivery mode and a priority: `Reliable` (every item, in order),
+    /// `Latest` (fresh items first; late ones are superseded) or `Datagram` (small items in
+    /// unreliable datagrams).
+    ///
+    /// ```no_run
+    /// # async fn cam(client: quicswarm::Client) -> Result<(), quicswarm::CallError> {
+    /// use quicswarm::{Delivery, SubscribeOptions};
+    /// use std::time::Duration;
+    ///
+    /// let mut options = SubscribeOptions::delivery(Delivery::Latest);
+    /// options.max_age = Some(Duration::from_millis(200));
+    /// let mut frames = client.subscribe("camera", &(), &options).await?;
+    /// while let Some((ident, jpeg)) = frames.next().await? {
+    ///     // show the frame
+    /// }
+    /// println!("{} frames superseded", frames.superseded());
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`stream`](Self::stream).
+    pub async fn subscribe(
+        &self,
+        name: &str,
+        args: &(impl ToArgs + ?Sized),
+        options: &SubscribeOptions,
+    ) -> Result<ItemStream, CallError> {
+        self.subscribe_from(name, args, None, options).await
+    }
+
+    /// [`subscribe`](Self::subscribe), telling the producer the last ident already held.
+    ///
+    /// # Errors
+    /// As [`stream`](Self::stream).
+    pub async fn subscribe_from(
+        &self,
+        name: &str,
+        args: &(impl ToArgs + ?Sized),
+        resume_after: Option<i64>,
+        options: &SubscribeOptions,
+    ) -> Result<ItemStream, CallError> {
+        if options.delivery != Delivery::Reliable && self.transport() == crate::TransportKind::Tcp {
+            return Err(CallError::Unsupported(format!(
+                "{:?} delivery needs QUIC (per-item streams or datagrams); use Delivery::Reliable \
+                 over TCP",
+                options.delivery
+            )));
+        }
+        let args = args.to_args()?;
+        let max_item = self.inner.config.max_frame_len;
+        let routed = match options.delivery {
+            Delivery::Reliable => None,
+            delivery => {
+                let (id, rx) = self.inner.router.register(&self.inner.conn, max_item);
+                Some(RoutedState {
+                    id,
+                    rx,
+                    router: self.inner.router.clone(),
+                    latest: delivery == Delivery::Latest,
+                    max_age: options.max_age,
+                    last: None,
+                    superseded: 0,
+                    stale: 0,
+                    delivered: Default::default(),
+                    counted: Default::default(),
+                    end_seen: None,
+                })
+            }
+        };
+        let delivery = match (options.delivery, &routed) {
+            (Delivery::Latest, Some(r)) => proto::Delivery::Latest { id: r.id },
+            (Delivery::Datagram, Some(r)) => proto::Delivery::Datagram { id: r.id },
+            _ => proto::Delivery::Reliable,
+        };
+        let request = Request::Stream {
+            name: name.into(),
+            args,
+            resume_after,
+            options: proto::StreamOptions {
+                priority: options.priority,
+                delivery,
+                max_age_ms: options
+                    .max_age
+                    .map(|a| a.as_millis().min(u128::from(u32::MAX)) as u32),
+            },
+        };
+        let reader = self
+            .rpc(&request, |response, reader, _| async move {
+                match response {
+                    Response::Accepted => Ok(reader),
+                    other => Err(CallError::Protocol(format!(
+                        "expected Accepted, got {other:?}"
+                    ))),
+                }
+            })
+            .await?;
+        Ok(ItemStream::new(
+            reader,
+            max_item,
+            routed,
+            self.inner.clone(),
+        ))
+    }
+
+    /// Subscribes and feeds every item to `on_item`; returning `false` from it aborts the
+    /// stream (the gateway stops the producer). `on_end` is called only on a natural end.
+    ///
+    /// # Errors
+    /// As [`stream`](Self::stream), and any error that ends the stream early.
+    pub async fn stream_with(
+        &self,
+        name: &str,
+        args: &(impl ToArgs + ?Sized),
+        mut on_item: impl FnMut(i64, Bytes) -> bool,
+        on_end: impl FnOnce(),
+    ) -> Result<StreamOutcome, CallError> {
+        let mut stream = self.stream(name, args).await?;
+        let mut items = 0u64;
+        while let Some((ident, data)) = stream.next().await? {
+            items += 1;
+            if !on_item(ident, data) {
+                stream.abort();
+                return Ok(StreamOutcome {
+                    items,
+                    completed: false,
+                });
+            }
+        }
+        on_end();
+        Ok(StreamOutcome {
+            items,
+            completed: true,
+        })
+    }
+
+    /// Releases this handler's slot on the gateway and closes the connection (the seed's
+    /// `close_handler`).
+    ///
+    /// # Errors
+    /// If the gateway could not be told (the slot is then freed by its idle timeout).
+    #[doc(alias = "close_handler")]
+    pub async fn close(self) -> Result<(), CallError> {
+        let result = self.rpc(&Request::CloseHandler, expect_done).await;
+        self.inner
+            .conn
+            .close(ErrorCode::NoError.to_u32(), b"client closed");
+        result
+    }
+
+    /// Asks the gateway to shut down. Refused with [`CallError::PermissionDenied`] unless the
+    /// gateway was started with `allow_close`.
+    ///
+    /// # Errors
+    /// [`CallError::PermissionDenied`], or transport errors.
+    pub async fn close_gateway(&self) -> Result<(), CallError> {
+        self.rpc(&Request::CloseGateway, expect_done).await
+    }
+}
+
+/// Per-client statistics; see [`Client::stats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct ClientStats {
+    /// Smoothed round-trip time.
+    pub rtt: Duration,
+    /// Packets declared lost.
+    pub lost_packets: u64,
+    /// Packets sent.
+    pub sent_packets: u64,
+    /// Times the congestion controller reacted to loss.
+    pub congestion_events: u64,
+    /// Congestion window, bytes.
+    pub cwnd: u64,
+    /// Current path MTU, bytes.
+    pub mtu: u16,
+    /// UDP bytes sent, all packets included.
+    pub bytes_sent: u64,
+    /// UDP bytes received.
+    pub bytes_received: u64,
+}
+
+/// The answer to a close: `Done`.
+async fn expect_done(
+    response: Response,
+    _: FrameReader,
+    _: std::time::Instant,
+) -> Result<(), CallError> {
+    match response {
+        Response::Done => Ok(()),
+        other => Err(CallError::Protocol(format!("expected Done, got {other:?}"))),
+    }
+}
