@@ -49,21 +49,21 @@ pub enum ConnectError {
         /// Why.
         reason: String,
     },
-    /// The QUIC connection could not be started.
-    #[error("cannot connect to {gateway}: {source}")]
+    /// The QUIC connection could not be started (a bad address or server name, say).
+    #[error("cannot connect to {gateway}: {reason}")]
     Connect {
         /// The gateway.
         gateway: SocketAddr,
-        /// quinn's error.
-        source: quinn::ConnectError,
+        /// Why.
+        reason: String,
     },
     /// The handshake or the hello exchange failed on the connection.
     #[error("connection to {gateway} failed: {source}")]
     Connection {
         /// The gateway.
         gateway: SocketAddr,
-        /// quinn's error (TLS failures show up here, as a crypto transport error).
-        source: quinn::ConnectionError,
+        /// How the connection ended (TLS failures show up as a transport error).
+        source: Disconnect,
     },
     /// No answer within the connect timeout.
     #[error("connecting to {gateway} timed out after {after:?}")]
@@ -103,6 +103,51 @@ pub enum ConnectError {
         /// The transport.
         transport: crate::TransportKind,
     },
+}
+
+/// Why a connection ended. The crate's own type, so that a quinn upgrade leaves the public API
+/// as it is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Disconnect {
+    /// The peer closed it, with a code and a reason.
+    #[error("closed by the peer: {code}: {reason}")]
+    Closed {
+        /// The peer's code.
+        code: ErrorCode,
+        /// The peer's reason.
+        reason: String,
+    },
+    /// The transport failed: a protocol or TLS error, a refused connection (the text says
+    /// which), or no common QUIC version.
+    #[error("transport error: {0}")]
+    Transport(String),
+    /// The peer no longer knew the connection (a stateless reset: it restarted, say).
+    #[error("reset by the peer")]
+    Reset,
+    /// Nothing was heard from the peer within the idle timeout.
+    #[error("timed out: nothing heard within the idle timeout")]
+    TimedOut,
+    /// Closed on this side.
+    #[error("closed locally")]
+    Local,
+}
+
+impl Disconnect {
+    /// quinn's reason in ours.
+    pub(crate) fn from_quinn(e: &quinn::ConnectionError) -> Self {
+        use quinn::ConnectionError as E;
+        match e {
+            E::ApplicationClosed(close) => Self::Closed {
+                code: ErrorCode::from_wire(close.error_code.into_inner()),
+                reason: String::from_utf8_lossy(&close.reason).into_owned(),
+            },
+            E::Reset => Self::Reset,
+            E::TimedOut => Self::TimedOut,
+            E::LocallyClosed => Self::Local,
+            other => Self::Transport(other.to_string()),
+        }
+    }
 }
 
 /// Why an operation on a [`Client`](crate::Client) failed.
@@ -150,7 +195,7 @@ pub enum CallError {
     Timeout(Duration),
     /// The connection was lost while the operation ran: it may or may not have taken effect.
     #[error("connection lost: {0}")]
-    ConnectionLost(quinn::ConnectionError),
+    ConnectionLost(Disconnect),
     /// Another typed failure reported by the gateway.
     #[error("{code}: {message}")]
     Remote {
@@ -223,14 +268,12 @@ impl From<ErrorReply> for CallError {
 
 impl From<quinn::ConnectionError> for CallError {
     fn from(e: quinn::ConnectionError) -> Self {
-        match &e {
-            quinn::ConnectionError::ApplicationClosed(close) => {
-                match ErrorCode::from_wire(close.error_code.into_inner()) {
-                    ErrorCode::ShuttingDown => Self::ShuttingDown,
-                    _ => Self::ConnectionLost(e),
-                }
-            }
-            _ => Self::ConnectionLost(e),
+        match Disconnect::from_quinn(&e) {
+            Disconnect::Closed {
+                code: ErrorCode::ShuttingDown,
+                ..
+            } => Self::ShuttingDown,
+            other => Self::ConnectionLost(other),
         }
     }
 }
@@ -298,4 +341,41 @@ pub enum GatewayError {
     /// The identity could not be loaded or generated.
     #[error(transparent)]
     Tls(#[from] TlsError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quinn_reasons_become_ours() {
+        let closed = quinn::ConnectionError::ApplicationClosed(quinn::ApplicationClose {
+            error_code: quinn::VarInt::from_u32(ErrorCode::PoolFull.to_u32()),
+            reason: bytes::Bytes::from_static(b"handler pool full"),
+        });
+        assert_eq!(
+            Disconnect::from_quinn(&closed),
+            Disconnect::Closed {
+                code: ErrorCode::PoolFull,
+                reason: "handler pool full".into()
+            }
+        );
+        for (quinn, ours) in [
+            (quinn::ConnectionError::TimedOut, Disconnect::TimedOut),
+            (quinn::ConnectionError::Reset, Disconnect::Reset),
+            (quinn::ConnectionError::LocallyClosed, Disconnect::Local),
+        ] {
+            assert_eq!(Disconnect::from_quinn(&quinn), ours);
+        }
+        assert!(matches!(
+            Disconnect::from_quinn(&quinn::ConnectionError::VersionMismatch),
+            Disconnect::Transport(_)
+        ));
+        // A gateway shutting down is its own error, not a lost connection.
+        let shutting = quinn::ConnectionError::ApplicationClosed(quinn::ApplicationClose {
+            error_code: quinn::VarInt::from_u32(ErrorCode::ShuttingDown.to_u32()),
+            reason: bytes::Bytes::new(),
+        });
+        assert!(matches!(CallError::from(shutting), CallError::ShuttingDown));
+    }
 }

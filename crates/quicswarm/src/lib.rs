@@ -123,7 +123,7 @@ pub mod testing {
 pub use client::{Client, ClientStats, ItemStream, Json, StreamOutcome, ToArgs};
 pub use config::{Congestion, ControllerConfig, Limits, LinkPreset, TransportTuning};
 pub use controller::Controller;
-pub use error::{CallError, ConnectError, GatewayError};
+pub use error::{CallError, ConnectError, Disconnect, GatewayError};
 pub use gateway::{Gateway, GatewayBuilder, GatewayStats, DEFAULT_LISTEN, DEFAULT_POOL_SIZE};
 pub use permissions::{Allow, Permissions};
 pub use quicswarm_proto as proto;

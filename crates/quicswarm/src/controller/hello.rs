@@ -14,7 +14,7 @@ use tracing::debug;
 use super::Controller;
 use crate::{
     client::{Client, ClientInner},
-    error::ConnectError,
+    error::{ConnectError, Disconnect},
     io::{write_frame, FrameReader},
     transport::Connection,
 };
@@ -29,9 +29,9 @@ impl Controller {
             gateway: remote,
             detail,
         };
-        let lost = |source| ConnectError::Connection {
+        let lost = |source: quinn::ConnectionError| ConnectError::Connection {
             gateway: remote,
-            source,
+            source: Disconnect::from_quinn(&source),
         };
         let (mut send, recv) = conn.open_bi().await.map_err(lost)?;
         let hello = Hello {
@@ -40,7 +40,9 @@ impl Controller {
         };
         if let Err(e) = write_frame(&mut send, &hello).await {
             return Err(match e {
-                quinn::WriteError::ConnectionLost(source) => refused_by_close(remote, source),
+                quinn::WriteError::ConnectionLost(source) => {
+                    refused_by_close(remote, Disconnect::from_quinn(&source))
+                }
                 other => protocol(other.to_string()),
             });
         }
@@ -49,7 +51,7 @@ impl Controller {
         let reply: HelloReply = match reader.expect_frame().await {
             Ok(reply) => reply,
             Err(crate::io::FrameError::Read(quinn::ReadError::ConnectionLost(source))) => {
-                return Err(refused_by_close(remote, source))
+                return Err(refused_by_close(remote, Disconnect::from_quinn(&source)))
             }
             Err(e) => {
                 // Over TCP a refused connection shows as the stream ending: the reason comes
@@ -104,9 +106,9 @@ impl Controller {
         accepted: quinn::ZeroRttAccepted,
         remote: SocketAddr,
     ) -> Result<Client, ConnectError> {
-        let lost = |source| ConnectError::Connection {
+        let lost = |source: quinn::ConnectionError| ConnectError::Connection {
             gateway: remote,
-            source,
+            source: Disconnect::from_quinn(&source),
         };
         let hello = Hello {
             version: PROTOCOL_VERSION,
@@ -154,26 +156,25 @@ impl Controller {
 }
 
 /// A connection the gateway closed during hello: map its code to a typed refusal.
-fn refused_by_close(remote: SocketAddr, source: quinn::ConnectionError) -> ConnectError {
-    if let quinn::ConnectionError::ApplicationClosed(close) = &source {
-        let code = ErrorCode::from_wire(close.error_code.into_inner());
-        if code == ErrorCode::PoolFull {
-            return ConnectError::PoolFull {
-                gateway: remote,
-                size: 0,
-            };
-        }
-        if code != ErrorCode::NoError {
-            let message = String::from_utf8_lossy(&close.reason).into_owned();
-            return ConnectError::Refused {
+fn refused_by_close(remote: SocketAddr, source: Disconnect) -> ConnectError {
+    match source {
+        Disconnect::Closed {
+            code: ErrorCode::PoolFull,
+            ..
+        } => ConnectError::PoolFull {
+            gateway: remote,
+            size: 0,
+        },
+        Disconnect::Closed { code, reason } if code != ErrorCode::NoError => {
+            ConnectError::Refused {
                 gateway: remote,
                 code,
-                message,
-            };
+                message: reason,
+            }
         }
-    }
-    ConnectError::Connection {
-        gateway: remote,
-        source,
+        source => ConnectError::Connection {
+            gateway: remote,
+            source,
+        },
     }
 }

@@ -19,7 +19,7 @@ use self::dial::TlsCache;
 use crate::{
     client::Client,
     config::{self, ControllerConfig},
-    error::ConnectError,
+    error::{ConnectError, Disconnect},
     io::varint,
     transport::{tcp, Connection, TransportKind},
 };
@@ -179,9 +179,9 @@ impl Controller {
             let mut connecting = self
                 .endpoint
                 .connect_with(client_config, remote, server_name)
-                .map_err(|source| ConnectError::Connect {
+                .map_err(|e| ConnectError::Connect {
                     gateway: remote,
-                    source,
+                    reason: e.to_string(),
                 })?;
             if early {
                 match connecting.into_0rtt() {
@@ -199,7 +199,7 @@ impl Controller {
                 Err(source) => {
                     return Err(trusted.mismatch(label).unwrap_or(ConnectError::Connection {
                         gateway: remote,
-                        source,
+                        source: Disconnect::from_quinn(&source),
                     }))
                 }
             }

@@ -85,11 +85,12 @@ impl Connection {
     }
 
     /// Why the connection ended, or `None` while it is alive.
-    pub fn close_reason(&self) -> Option<ConnectionError> {
-        match &self.0 {
+    pub fn close_reason(&self) -> Option<crate::Disconnect> {
+        let reason = match &self.0 {
             Conn::Quic(c) => c.close_reason(),
             Conn::Tcp(c) => c.close_reason(),
-        }
+        };
+        reason.as_ref().map(crate::Disconnect::from_quinn)
     }
 
     /// The smoothed round-trip time. Over TCP: zero (the kernel's estimate is not read).
@@ -123,7 +124,12 @@ impl Connection {
     }
 
     /// Waits until the connection ends; returns why.
-    pub async fn closed(&self) -> ConnectionError {
+    pub async fn closed(&self) -> crate::Disconnect {
+        crate::Disconnect::from_quinn(&self.closed_quinn().await)
+    }
+
+    /// [`closed`](Self::closed), as the transport tells it.
+    pub(crate) async fn closed_quinn(&self) -> ConnectionError {
         match &self.0 {
             Conn::Quic(c) => c.closed().await,
             Conn::Tcp(c) => c.closed().await,
