@@ -48,12 +48,22 @@
 //! typed `Unsupported` errors there. See [`TransportKind`].
 //!
 //! # Layout
-//! - [`gateway`](Gateway) and its per-connection handlers; [`Registry`] of subroutines.
-//! - [`Controller`] and [`Client`]; [`Session`] for links that drop; [`blocking`] for
-//!   programs without async.
+//! - `gateway/`: the [`Gateway`] and its builder (`mod.rs`), the state its tasks share
+//!   (`state.rs`: policy, admission, lifecycle, counters), the accept loops (`accept.rs`), one
+//!   handler/client pair (`conn.rs`, `pair.rs`), one operation (`dispatch.rs`: read, admit,
+//!   run), and how stream items travel (`deliver/`: reliable, latest, datagram).
+//! - `controller/`: the [`Controller`] dials (`mod.rs`), trusts and pins (`dial.rs`) and asks
+//!   for a handler (`hello.rs`).
+//! - `client/`: the [`Client`]'s operations (`mod.rs`, `send.rs`), each a few lines on one
+//!   request function that applies the per-operation policy (`request.rs`); a subscription's
+//!   items (`items.rs`).
+//! - [`Session`] for links that drop; [`blocking`] for programs without async; [`Registry`]
+//!   of subroutines (`subroutine.rs`); configuration (`config.rs`, [`gateway_config`]).
 //! - [`files`]: swarm file transfer (list, download, upload).
 //! - [`tls`]: identities, fingerprints, trust, `certs init`.
-//! - The wire protocol lives in the sans-IO crate [`quicswarm_proto`].
+//! - `transport/`: QUIC, or TLS over TCP with yamux, behind one connection type.
+//! - The wire protocol and its pure rules (replay safety, error codes) live in the sans-IO
+//!   crate [`quicswarm_proto`].
 //!
 //! # Example
 //! ```

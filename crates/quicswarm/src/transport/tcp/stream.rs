@@ -1,0 +1,155 @@
+//! The two halves of an operation stream over TCP, with QUIC's stop and reset semantics
+//! carried by control messages.
+
+use super::{Signals, TcpConnection, KIND_RESET, KIND_STOP};
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use futures_util::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+use quinn::{Chunk, ConnectionError, ReadError, VarInt, WriteError};
+use tokio::sync::watch;
+
+/// The sending half of a TCP operation stream.
+#[derive(Debug)]
+pub(crate) struct TcpSend {
+    pub(super) conn: TcpConnection,
+    pub(super) w: Option<WriteHalf<yamux::Stream>>,
+    /// Becomes true once `finish` has flushed the end of the stream.
+    pub(super) finished: watch::Sender<bool>,
+    pub(super) signals: Arc<Signals>,
+}
+
+impl TcpSend {
+    pub(crate) async fn write(&mut self, data: &[u8]) -> Result<(), WriteError> {
+        let mut stopped = self.signals.stopped.subscribe();
+        if let Some(code) = *stopped.borrow() {
+            return Err(WriteError::Stopped(VarInt::from_u32(code)));
+        }
+        let Some(w) = self.w.as_mut() else {
+            return Err(WriteError::ClosedStream);
+        };
+        // A write blocked on a full window must still see the peer's stop.
+        tokio::select! {
+            biased;
+            written = w.write_all(data) => written.map_err(|_| self.conn.write_error()),
+            code = stopped.wait_for(Option::is_some) => Err(match code.ok().and_then(|c| *c) {
+                Some(code) => WriteError::Stopped(VarInt::from_u32(code)),
+                None => self.conn.write_error(),
+            }),
+        }
+    }
+
+    pub(crate) fn finish(&mut self) {
+        let Some(mut w) = self.w.take() else {
+            return;
+        };
+        let done = self.finished.clone();
+        // quinn's finish does not wait; neither does this one (the FIN is flushed behind).
+        tokio::spawn(async move {
+            let _ = w.close().await;
+            done.send_replace(true);
+        });
+    }
+
+    /// Abandons the stream: the peer's reads fail with `Reset(code)`.
+    pub(crate) fn reset(&mut self, code: u32) {
+        if self.w.take().is_some() {
+            self.conn.signal(KIND_RESET, self.signals.id, code);
+        }
+    }
+
+    /// Resolves when the peer stopped the stream (`Some(code)`) or once a `finish` has
+    /// flushed the end of the stream (`None`).
+    pub(crate) async fn stopped(&self) -> Option<u32> {
+        let mut finished = self.finished.subscribe();
+        let mut stopped = self.signals.stopped.subscribe();
+        tokio::select! {
+            _ = finished.wait_for(|done| *done) => None,
+            code = stopped.wait_for(Option::is_some) => code.ok().and_then(|c| *c),
+        }
+    }
+}
+
+/// The receiving half of a TCP operation stream.
+#[derive(Debug)]
+pub(crate) struct TcpRecv {
+    pub(super) conn: TcpConnection,
+    pub(super) r: Option<ReadHalf<yamux::Stream>>,
+    pub(super) offset: u64,
+    pub(super) eof: bool,
+    pub(super) signals: Arc<Signals>,
+}
+
+impl Drop for TcpRecv {
+    fn drop(&mut self) {
+        // As quinn does for a receive stream dropped before its end: tell the sender (code 0)
+        // so a writer blocked on a full window is released.
+        if !self.eof {
+            self.stop(0);
+        }
+    }
+}
+
+impl TcpRecv {
+    pub(crate) async fn read_chunk(&mut self, max: usize) -> Result<Option<Chunk>, ReadError> {
+        let mut reset = self.signals.reset.subscribe();
+        let Some(r) = self.r.as_mut() else {
+            return Err(ReadError::ClosedStream);
+        };
+        let mut buf = BytesMut::zeroed(max.clamp(1, 64 * 1024));
+        let read = tokio::select! {
+            biased;
+            read = r.read(&mut buf) => read,
+            code = reset.wait_for(Option::is_some) => {
+                let code = code.ok().and_then(|c| *c).unwrap_or(0);
+                return Err(ReadError::Reset(VarInt::from_u32(code)));
+            }
+        };
+        let reset_code = *reset.borrow();
+        match read {
+            // The end of the stream, unless the peer reset it (its message may still be on
+            // its way; it was sent after the data, so it is here or close behind).
+            Ok(0) => match reset_code {
+                Some(code) => Err(ReadError::Reset(VarInt::from_u32(code))),
+                None => {
+                    // yamux ends every stream of a failed connection as if it had finished;
+                    // the driver records the failure as it happens, so check it (after
+                    // letting the driver run) to report a lost connection, not a short
+                    // stream. An orderly close by the peer keeps the clean end.
+                    tokio::task::yield_now().await;
+                    match self.conn.close_reason() {
+                        Some(
+                            why @ (ConnectionError::Reset
+                            | ConnectionError::TimedOut
+                            | ConnectionError::ConnectionClosed(_)),
+                        ) => Err(ReadError::ConnectionLost(why)),
+                        _ => {
+                            self.eof = true;
+                            Ok(None)
+                        }
+                    }
+                }
+            },
+            Ok(n) => {
+                buf.truncate(n);
+                let offset = self.offset;
+                self.offset += n as u64;
+                Ok(Some(Chunk {
+                    offset,
+                    bytes: buf.freeze(),
+                }))
+            }
+            Err(_) => Err(ReadError::ConnectionLost(
+                self.conn.close_reason().unwrap_or(ConnectionError::Reset),
+            )),
+        }
+    }
+
+    /// Stops reading: the peer's writes fail with `Stopped(code)`; what still arrives is
+    /// dropped.
+    pub(crate) fn stop(&mut self, code: u32) {
+        if self.r.take().is_some() {
+            self.conn.signal(KIND_STOP, self.signals.id, code);
+        }
+    }
+}
