@@ -430,38 +430,7 @@ impl Destination {
         data: &[u8],
         range_hash: &Hash,
     ) -> Result<bool, TransferError> {
-        let whole = entry.hash.ok_or_else(|| TransferError::Integrity {
-            path: entry.path.clone(),
-            detail: "a ranged file needs its whole-file hash".into(),
-        })?;
-        let count = ranges_of(entry, range_size)?;
-        let expected_offset = u64::from(range.index) * range_size;
-        let expected_len = range_size.min(entry.size.saturating_sub(expected_offset));
-        if range.index as usize >= count
-            || range.offset != expected_offset
-            || range.len != expected_len
-            || data.len() as u64 != range.len
-        {
-            return Err(TransferError::Integrity {
-                path: entry.path.clone(),
-                detail: format!(
-                    "range {range:?} does not fit a file of {} bytes",
-                    entry.size
-                ),
-            });
-        }
-        let actual = super::tree::range_hash(range.offset, data);
-        if &actual != range_hash {
-            return Err(TransferError::Integrity {
-                path: entry.path.clone(),
-                detail: format!(
-                    "range {} hashes to {}, sender said {}",
-                    range.index,
-                    hex(&actual),
-                    hex(range_hash)
-                ),
-            });
-        }
+        let (whole, count, actual) = check_range(entry, range, range_size, data, range_hash)?;
         let target = self.target(&entry.path)?;
         let (part, state_path) = part_paths(&target, &whole);
         let lock = self.locks.get(&part);
@@ -471,35 +440,10 @@ impl Destination {
         if self.stopped.load(Ordering::Acquire) {
             return Err(TransferError::Cancelled);
         }
-
         let fresh = PartState::fresh(entry.size, range_size, whole, count);
         let resumed = read_state(&state_path).filter(|s| s.fits(&fresh) && part.exists());
-        let mut options = OpenOptions::new();
-        options.write(true).read(true);
-        // Never through a symlink; a new part file is made exclusively (whatever stood under
-        // its name is removed first: a planted link loses its name, not its target).
-        no_follow(&mut options);
-        if resumed.is_none() {
-            let _ = fs::remove_file(&part);
-            options.create_new(true);
-        }
-        let file = options
-            .open(&part)
-            .map_err(TransferError::io("opening", &part))?;
-        let meta = file
-            .metadata()
-            .map_err(TransferError::io("inspecting", &part))?;
-        if !meta.is_file() || links(&meta) != 1 {
-            return Err(TransferError::Refused {
-                path: entry.path.clone(),
-                reason: format!("{} is not a file of its own", part.display()),
-            });
-        }
+        let file = open_part(entry, &part, resumed.is_some())?;
         let mut state = resumed.unwrap_or(fresh);
-        if meta.len() != entry.size {
-            file.set_len(entry.size)
-                .map_err(TransferError::io("sizing", &part))?;
-        }
         // Not synced per range: the whole file is checked against the sender's hash before it
         // gets its name, so a range lost in a power cut is caught (and fetched again) then.
         if let Err(e) = write_at(&file, data, range.offset) {
@@ -511,44 +455,133 @@ impl Destination {
         state.set_done(range.index as usize);
         if (0..count).all(|i| state.is_done(i)) {
             drop(file);
-            // Every range checked by this process: merge their hashes. Otherwise (some came
-            // from an earlier run) read the assembled file again.
-            let merged = self
-                .locks
-                .take_verified(&part)
-                .and_then(|cvs| super::tree::merge(&cvs, range_size, entry.size));
-            let actual = match merged {
-                Some(hash) => hash,
-                None => hash_file(&part)?,
-            };
-            if actual != whole {
-                let _ = fs::remove_file(&part);
-                let _ = fs::remove_file(&state_path);
-                return Err(TransferError::Integrity {
-                    path: entry.path.clone(),
-                    detail: format!(
-                        "assembled file hashes to {}, sender said {}",
-                        hex(&actual),
-                        hex(&whole)
-                    ),
-                });
-            }
-            let f = OpenOptions::new()
-                .write(true)
-                .open(&part)
-                .map_err(TransferError::io("opening", &part))?;
-            set_metadata(&f, &part, entry)?;
-            f.sync_all().map_err(TransferError::io("syncing", &part))?;
-            fs::rename(&part, &target).map_err(TransferError::io("renaming", &part))?;
-            let _ = fs::remove_file(&state_path);
-            if let Some(dir) = target.parent() {
-                sync_dir(dir);
-            }
+            self.finish_part(entry, range_size, &whole, &part, &state_path, &target)?;
             return Ok(true);
         }
         write_state(&state_path, &state).map_err(|e| self.failed_range(&target, &whole, e))?;
         Ok(false)
     }
+
+    /// The last range is in: checks the assembled file against the sender's hash, gives it
+    /// its mode and mtime, syncs it and renames it into place.
+    fn finish_part(
+        &self,
+        entry: &FileEntry,
+        range_size: u64,
+        whole: &Hash,
+        part: &Path,
+        state_path: &Path,
+        target: &Path,
+    ) -> Result<(), TransferError> {
+        // Every range checked by this process: merge their hashes. Otherwise (some came from
+        // an earlier run) read the assembled file again.
+        let merged = self
+            .locks
+            .take_verified(part)
+            .and_then(|cvs| super::tree::merge(&cvs, range_size, entry.size));
+        let actual = match merged {
+            Some(hash) => hash,
+            None => hash_file(part)?,
+        };
+        if &actual != whole {
+            let _ = fs::remove_file(part);
+            let _ = fs::remove_file(state_path);
+            return Err(TransferError::Integrity {
+                path: entry.path.clone(),
+                detail: format!(
+                    "assembled file hashes to {}, sender said {}",
+                    hex(&actual),
+                    hex(whole)
+                ),
+            });
+        }
+        let f = OpenOptions::new()
+            .write(true)
+            .open(part)
+            .map_err(TransferError::io("opening", part))?;
+        set_metadata(&f, part, entry)?;
+        f.sync_all().map_err(TransferError::io("syncing", part))?;
+        fs::rename(part, target).map_err(TransferError::io("renaming", part))?;
+        let _ = fs::remove_file(state_path);
+        if let Some(dir) = target.parent() {
+            sync_dir(dir);
+        }
+        Ok(())
+    }
+}
+
+/// Checks a received range against the file's plan and the sender's hash; the whole-file
+/// hash, the file's range count and the range's chaining value.
+fn check_range(
+    entry: &FileEntry,
+    range: ByteRange,
+    range_size: u64,
+    data: &[u8],
+    range_hash: &Hash,
+) -> Result<(Hash, usize, Hash), TransferError> {
+    let whole = entry.hash.ok_or_else(|| TransferError::Integrity {
+        path: entry.path.clone(),
+        detail: "a ranged file needs its whole-file hash".into(),
+    })?;
+    let count = ranges_of(entry, range_size)?;
+    let expected_offset = u64::from(range.index) * range_size;
+    let expected_len = range_size.min(entry.size.saturating_sub(expected_offset));
+    if range.index as usize >= count
+        || range.offset != expected_offset
+        || range.len != expected_len
+        || data.len() as u64 != range.len
+    {
+        return Err(TransferError::Integrity {
+            path: entry.path.clone(),
+            detail: format!(
+                "range {range:?} does not fit a file of {} bytes",
+                entry.size
+            ),
+        });
+    }
+    let actual = super::tree::range_hash(range.offset, data);
+    if &actual != range_hash {
+        return Err(TransferError::Integrity {
+            path: entry.path.clone(),
+            detail: format!(
+                "range {} hashes to {}, sender said {}",
+                range.index,
+                hex(&actual),
+                hex(range_hash)
+            ),
+        });
+    }
+    Ok((whole, count, actual))
+}
+
+/// Opens (`resumed`) or makes a part file, sized to the file: never through a symlink, and a
+/// new one exclusively (whatever stood under its name is removed first: a planted link loses
+/// its name, not its target).
+fn open_part(entry: &FileEntry, part: &Path, resumed: bool) -> Result<File, TransferError> {
+    let mut options = OpenOptions::new();
+    options.write(true).read(true);
+    no_follow(&mut options);
+    if !resumed {
+        let _ = fs::remove_file(part);
+        options.create_new(true);
+    }
+    let file = options
+        .open(part)
+        .map_err(TransferError::io("opening", part))?;
+    let meta = file
+        .metadata()
+        .map_err(TransferError::io("inspecting", part))?;
+    if !meta.is_file() || links(&meta) != 1 {
+        return Err(TransferError::Refused {
+            path: entry.path.clone(),
+            reason: format!("{} is not a file of its own", part.display()),
+        });
+    }
+    if meta.len() != entry.size {
+        file.set_len(entry.size)
+            .map_err(TransferError::io("sizing", part))?;
+    }
+    Ok(file)
 }
 
 /// Asks the kernel to start writing a stored range to disk now, without waiting for it. Left
