@@ -1,4 +1,17 @@
 //! Registering subroutines: the three kinds, async or blocking, typed with serde.
+//!
+//! `mod.rs` has the [`Registry`]; `emitter.rs` what a stream subroutine is handed;
+//! `sink.rs` what a sink receives and returns.
+
+mod emitter;
+mod sink;
+
+use self::emitter::EMIT_QUEUE;
+
+pub use self::{
+    emitter::{Aborted, Emitter, StreamContext},
+    sink::{SinkData, SinkError, SinkOutput},
+};
 
 use std::{
     any::Any,
@@ -15,8 +28,6 @@ use futures_util::{FutureExt, Stream, StreamExt};
 use quicswarm_proto::{Args, ArgsEncoding, ErrorCode, ErrorReply, SubroutineInfo, SubroutineKind};
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
-
-use crate::io::{FrameError, FrameReader};
 
 pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 pub(crate) type Producer = Pin<Box<dyn Stream<Item = Result<(i64, Bytes), Failure>> + Send>>;
@@ -98,177 +109,6 @@ async fn run_blocking<T: Send + 'static>(
         Err(_) => Err(Failure::Cancelled),
     }
 }
-
-/// What a sink subroutine returns: an `i64`, or nothing (sent as 0).
-pub trait SinkOutput {
-    /// The value sent to the client.
-    fn into_i64(self) -> i64;
-}
-
-impl SinkOutput for i64 {
-    fn into_i64(self) -> i64 {
-        self
-    }
-}
-
-impl SinkOutput for () {
-    fn into_i64(self) -> i64 {
-        0
-    }
-}
-
-/// Context handed to a stream subroutine.
-#[derive(Debug, Clone, Default)]
-#[non_exhaustive]
-pub struct StreamContext {
-    /// When a client resumes a subscription, the last ident it already holds: the producer may
-    /// continue after it.
-    pub resume_after: Option<i64>,
-}
-
-/// Items a blocking producer may run ahead of its client. Handing them over one by one (a
-/// queue of two) cost a thread switch per item; with room for a few dozen the producer runs
-/// while the connection drains, and an abort still reaches it within this many items.
-const EMIT_QUEUE: usize = 64;
-
-/// The sending side handed to a blocking stream subroutine.
-#[derive(Debug)]
-pub struct Emitter {
-    tx: mpsc::Sender<Result<(i64, Bytes), Failure>>,
-    context: StreamContext,
-}
-
-/// The client has gone: a blocking producer should return.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Aborted;
-
-impl Display for Aborted {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("the client aborted the stream")
-    }
-}
-
-impl std::error::Error for Aborted {}
-
-impl Emitter {
-    /// Sends one item, waiting while the client is slower than the producer.
-    ///
-    /// # Errors
-    /// [`Aborted`] once the client has aborted or vanished: stop producing and return.
-    pub fn emit(&mut self, ident: i64, data: impl Into<Bytes>) -> Result<(), Aborted> {
-        self.tx
-            .blocking_send(Ok((ident, data.into())))
-            .map_err(|_| Aborted)
-    }
-
-    /// Sends one item if the queue has room now, without waiting; a full queue hands the
-    /// item back (`Ok(Some(item))`), so the caller can let go of what it holds (a Python
-    /// producer, its GIL) before it [`emit`](Self::emit)s it.
-    ///
-    /// # Errors
-    /// [`Aborted`] once the client has aborted or vanished.
-    pub fn try_emit(
-        &mut self,
-        ident: i64,
-        data: impl Into<Bytes>,
-    ) -> Result<Option<(i64, Bytes)>, Aborted> {
-        match self.tx.try_send(Ok((ident, data.into()))) {
-            Ok(()) => Ok(None),
-            Err(mpsc::error::TrySendError::Full(Ok(item))) => Ok(Some(item)),
-            Err(_) => Err(Aborted),
-        }
-    }
-
-    /// The subscription's context.
-    pub fn context(&self) -> &StreamContext {
-        &self.context
-    }
-}
-
-/// The buffer a sink subroutine receives, streamed: it need not fit in memory or in one frame.
-#[derive(Debug)]
-pub struct SinkData {
-    reader: FrameReader,
-    declared_len: Option<u64>,
-    received: u64,
-    limit: u64,
-}
-
-impl SinkData {
-    pub(crate) fn new(reader: FrameReader, declared_len: Option<u64>, limit: u64) -> Self {
-        Self {
-            reader,
-            declared_len,
-            received: 0,
-            limit,
-        }
-    }
-
-    /// The length the client announced, if it knew it.
-    pub fn declared_len(&self) -> Option<u64> {
-        self.declared_len
-    }
-
-    /// The next piece of the buffer, `None` at its end.
-    ///
-    /// # Errors
-    /// If the client vanished or cancelled, or sent more (or less) than it announced.
-    pub async fn chunk(&mut self) -> Result<Option<Bytes>, SinkError> {
-        match self.reader.next_chunk().await {
-            Ok(Some(chunk)) => {
-                self.received += chunk.len() as u64;
-                if self.declared_len.is_some_and(|len| self.received > len) {
-                    return Err(SinkError("more bytes than announced".into()));
-                }
-                Ok(Some(chunk))
-            }
-            Ok(None) => match self.declared_len {
-                Some(len) if len != self.received => Err(SinkError(format!(
-                    "buffer ended after {} of {len} announced bytes",
-                    self.received
-                ))),
-                _ => Ok(None),
-            },
-            Err(FrameError::Read(quinn::ReadError::Reset(code)))
-                if code.into_inner() == u64::from(ErrorCode::Timeout.to_u32()) =>
-            {
-                Err(SinkError(
-                    "the client sent nothing for the gateway's stall timeout".into(),
-                ))
-            }
-            Err(FrameError::Read(e)) => Err(SinkError(format!("client stopped sending: {e}"))),
-            Err(e) => Err(SinkError(e.to_string())),
-        }
-    }
-
-    /// The whole buffer in one piece, up to the gateway's `max_sink_len`.
-    ///
-    /// # Errors
-    /// As [`chunk`](Self::chunk), or if the buffer exceeds the limit.
-    pub async fn collect(mut self) -> Result<Bytes, SinkError> {
-        let limit = self.limit;
-        if self.declared_len.is_some_and(|len| len > limit) {
-            return Err(SinkError(format!(
-                "buffer exceeds the limit of {limit} bytes"
-            )));
-        }
-        let mut out = bytes::BytesMut::with_capacity(self.declared_len.unwrap_or(0) as usize);
-        while let Some(chunk) = self.chunk().await? {
-            if out.len() as u64 + chunk.len() as u64 > limit {
-                return Err(SinkError(format!(
-                    "buffer exceeds the limit of {limit} bytes"
-                )));
-            }
-            out.extend_from_slice(&chunk);
-        }
-        Ok(out.freeze())
-    }
-}
-
-/// Receiving a sink's buffer failed.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("sink input: {0}")]
-pub struct SinkError(String);
 
 pub(crate) type BatchFn = dyn Fn(Args) -> BoxFuture<Result<Bytes, Failure>> + Send + Sync;
 pub(crate) type StreamFn = dyn Fn(Args, StreamContext) -> Result<Producer, Failure> + Send + Sync;
