@@ -5,20 +5,31 @@
 //! trusts a gateway through one of the [`Trust`] modes: a CA file, a list of pinned SHA-256
 //! fingerprints, or a `known_gateways` file (trust on first use, like SSH's `known_hosts`;
 //! a later mismatch is a hard error naming both fingerprints, never a silent re-pin).
+//!
+//! `mod.rs` has identities and fingerprints; `trust.rs` the trust modes and the pin
+//! verifier; `certs.rs` what `quicswarm certs` makes.
+
+mod certs;
+mod trust;
+
+pub(crate) use self::trust::{ca_verifier, PinRecord, PinVerifier};
+pub use self::{
+    certs::{certs_client, certs_init, CertsInit},
+    trust::{known_gateway, load_certs, pin_gateway, Trust},
+};
 
 use std::{
     fmt, fs,
     io::Write,
     path::{Path, PathBuf},
     str::FromStr,
-    sync::{Arc, Mutex},
+    sync::Arc,
 };
 
 use rustls::{
-    client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
-    crypto::{CryptoProvider, WebPkiSupportedAlgorithms},
-    pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer, ServerName, UnixTime},
-    DigitallySignedStruct, SignatureScheme,
+    client::danger::ServerCertVerifier,
+    crypto::CryptoProvider,
+    pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer},
 };
 
 /// Names a generated gateway certificate is valid for, besides any the caller adds.
@@ -271,170 +282,6 @@ pub(crate) fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// How a controller decides that a gateway is who it claims to be.
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub enum Trust {
-    /// Trust on first use, pinned per gateway address in this file (one `ADDR FINGERPRINT`
-    /// line per gateway). A changed certificate is refused with
-    /// [`ConnectError::FingerprintMismatch`](crate::ConnectError::FingerprintMismatch).
-    KnownGateways(PathBuf),
-    /// Accept only gateways whose leaf certificate has one of these fingerprints.
-    Fingerprints(Vec<Fingerprint>),
-    /// Accept gateways whose certificate chains to one of these CA certificates and names the
-    /// address dialled.
-    Ca(Vec<CertificateDer<'static>>),
-}
-
-impl Trust {
-    /// Trust the CA certificates in a PEM file.
-    ///
-    /// # Errors
-    /// If the file cannot be read or holds no certificate.
-    pub fn ca_file(path: &Path) -> Result<Self, TlsError> {
-        load_certs(path).map(Self::Ca)
-    }
-
-    /// The default `known_gateways` file: `<config dir>/quicswarm/known_gateways`.
-    pub fn default_known_gateways() -> PathBuf {
-        dirs::config_dir()
-            .unwrap_or_else(|| PathBuf::from("."))
-            .join("quicswarm")
-            .join("known_gateways")
-    }
-}
-
-/// The certificates of a PEM file (at least one).
-///
-/// # Errors
-/// If the file cannot be read or holds no certificate.
-pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let pem = fs::read(path).map_err(io_err("reading", path))?;
-    let certs = CertificateDer::pem_slice_iter(&pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| TlsError::Pem {
-            path: path.to_path_buf(),
-            what: e.to_string(),
-        })?;
-    if certs.is_empty() {
-        return Err(TlsError::Pem {
-            path: path.to_path_buf(),
-            what: "no certificate".into(),
-        });
-    }
-    Ok(certs)
-}
-
-/// The fingerprint pinned for `gateway` in a `known_gateways` file, if any.
-///
-/// # Errors
-/// If the file exists but cannot be read or has a malformed line for this gateway.
-pub fn known_gateway(file: &Path, gateway: &str) -> Result<Option<Fingerprint>, TlsError> {
-    let text = match fs::read_to_string(file) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => {
-            return Err(TlsError::Io {
-                action: "reading",
-                path: file.to_path_buf(),
-                source: e,
-            })
-        }
-    };
-    for line in text.lines() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let mut parts = line.split_whitespace();
-        if parts.next() == Some(gateway) {
-            let fp = parts.next().unwrap_or_default();
-            return fp.parse().map(Some);
-        }
-    }
-    Ok(None)
-}
-
-/// Appends a pin for `gateway` to a `known_gateways` file, creating it if needed.
-///
-/// # Errors
-/// If the file or its folder cannot be written.
-pub fn pin_gateway(file: &Path, gateway: &str, fp: Fingerprint) -> Result<(), TlsError> {
-    if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
-        fs::create_dir_all(dir).map_err(io_err("creating", dir))?;
-    }
-    let mut f = fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(file)
-        .map_err(io_err("opening", file))?;
-    writeln!(f, "{gateway} {fp}").map_err(io_err("writing", file))?;
-    f.sync_all().map_err(io_err("syncing", file))
-}
-
-/// The outcome of pinned verification, read back by the controller after the handshake.
-#[derive(Debug, Default)]
-pub(crate) struct PinRecord {
-    pub(crate) seen: Option<Fingerprint>,
-}
-
-/// Verifies a gateway by its certificate's fingerprint instead of a CA chain. The TLS 1.3
-/// handshake signature is still checked, so the peer must hold the pinned certificate's key.
-#[derive(Debug)]
-pub(crate) struct PinVerifier {
-    /// `None`: trust on first use (accept any, record it).
-    pub(crate) allowed: Option<Vec<Fingerprint>>,
-    pub(crate) record: Arc<Mutex<PinRecord>>,
-    pub(crate) algorithms: WebPkiSupportedAlgorithms,
-}
-
-impl ServerCertVerifier for PinVerifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let fp = Fingerprint::of(end_entity);
-        if let Ok(mut record) = self.record.lock() {
-            record.seen = Some(fp);
-        }
-        match &self.allowed {
-            Some(allowed) if !allowed.contains(&fp) => Err(rustls::Error::InvalidCertificate(
-                rustls::CertificateError::ApplicationVerificationFailure,
-            )),
-            _ => Ok(ServerCertVerified::assertion()),
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        _message: &[u8],
-        _cert: &CertificateDer<'_>,
-        _dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        // Only TLS 1.3 is offered.
-        Err(rustls::Error::PeerIncompatible(
-            rustls::PeerIncompatible::Tls12NotOffered,
-        ))
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
-    }
-}
-
 /// A client config for one gateway with the given verifier, presenting `identity` to gateways
 /// that ask for a client certificate.
 pub(crate) fn client_config(
@@ -456,20 +303,6 @@ pub(crate) fn client_config(
     Ok(config)
 }
 
-/// A CA-chain verifier over `roots`.
-pub(crate) fn ca_verifier(
-    roots: &[CertificateDer<'static>],
-) -> Result<Arc<dyn ServerCertVerifier>, rustls::Error> {
-    let mut store = rustls::RootCertStore::empty();
-    for root in roots {
-        store.add(root.clone())?;
-    }
-    rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(store), provider())
-        .build()
-        .map(|v| v as Arc<dyn ServerCertVerifier>)
-        .map_err(|e| rustls::Error::General(e.to_string()))
-}
-
 /// The name a certificate gives its holder: its subject's common name, else its first DNS
 /// name. This is the identity permissions are granted to.
 pub fn certificate_name(cert: &CertificateDer<'_>) -> Option<String> {
@@ -486,113 +319,6 @@ pub fn certificate_name(cert: &CertificateDer<'_>) -> Option<String> {
     san.value.general_names.iter().find_map(|n| match n {
         x509_parser::extensions::GeneralName::DNSName(d) => Some((*d).to_string()),
         _ => None,
-    })
-}
-
-/// Issues a client certificate named `name` from the private CA in `dir` (`ca.pem`, `ca.key`,
-/// as written by [`certs_init`]): writes `NAME.pem` and `NAME.key` (mode 0600) there and
-/// returns their paths.
-///
-/// # Errors
-/// If the CA files are missing or unreadable, `name` is not a portable file name, or a file
-/// cannot be written.
-pub fn certs_client(dir: &Path, name: &str) -> Result<(PathBuf, PathBuf), TlsError> {
-    if quicswarm_proto::path::validate(name).map(|p| p.len()) != Ok(1) {
-        return Err(TlsError::Pem {
-            path: dir.join(name),
-            what: "not a portable file name".into(),
-        });
-    }
-    let ca_pem =
-        fs::read_to_string(dir.join("ca.pem")).map_err(io_err("reading", &dir.join("ca.pem")))?;
-    let ca_key_pem =
-        fs::read_to_string(dir.join("ca.key")).map_err(io_err("reading", &dir.join("ca.key")))?;
-    let ca_key = rcgen::KeyPair::from_pem(&ca_key_pem)?;
-    let issuer = rcgen::Issuer::from_ca_cert_pem(&ca_pem, ca_key)?;
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, name);
-    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
-    let key = rcgen::KeyPair::generate()?;
-    let cert = params.signed_by(&key, &issuer)?;
-    let (cert_path, key_path) = (
-        dir.join(format!("{name}.pem")),
-        dir.join(format!("{name}.key")),
-    );
-    write_private(&key_path, key.serialize_pem().as_bytes())?;
-    write_atomic(&cert_path, cert.pem().as_bytes())?;
-    Ok((cert_path, key_path))
-}
-
-/// What [`certs_init`] wrote.
-#[derive(Debug, Clone)]
-pub struct CertsInit {
-    /// The private CA certificate (give this to controllers: `Trust::ca_file`).
-    pub ca_cert: PathBuf,
-    /// The gateway certificate, signed by the CA.
-    pub gateway_cert: PathBuf,
-    /// A client certificate, signed by the CA (for mutual TLS).
-    pub client_cert: PathBuf,
-    /// The gateway certificate's fingerprint.
-    pub gateway_fingerprint: Fingerprint,
-}
-
-/// Makes a private CA plus a gateway and a client certificate in `dir`: `ca.pem`/`ca.key`,
-/// `gateway.pem`/`gateway.key` (valid for `localhost`, `127.0.0.1`, `::1` and
-/// `gateway_names`), `client.pem`/`client.key`. Keys are written with mode 0600. Existing
-/// files are replaced atomically.
-///
-/// # Errors
-/// If generation fails or a file cannot be written.
-pub fn certs_init(dir: &Path, gateway_names: &[&str]) -> Result<CertsInit, TlsError> {
-    fs::create_dir_all(dir).map_err(io_err("creating", dir))?;
-
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new())?;
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "quicswarm private CA");
-    ca_params.key_usages = vec![
-        rcgen::KeyUsagePurpose::KeyCertSign,
-        rcgen::KeyUsagePurpose::CrlSign,
-    ];
-    let ca_key = rcgen::KeyPair::generate()?;
-    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key)?;
-
-    let mut names: Vec<String> = DEFAULT_GATEWAY_NAMES
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    names.extend(gateway_names.iter().map(|s| s.to_string()));
-    let mut gw_params = rcgen::CertificateParams::new(names)?;
-    gw_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "quicswarm gateway");
-    gw_params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
-    let gw_key = rcgen::KeyPair::generate()?;
-    let gw_cert = gw_params.signed_by(&gw_key, &ca)?;
-
-    let mut cl_params = rcgen::CertificateParams::new(Vec::<String>::new())?;
-    cl_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "client");
-    cl_params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
-    let cl_key = rcgen::KeyPair::generate()?;
-    let cl_cert = cl_params.signed_by(&cl_key, &ca)?;
-
-    write_private(&dir.join("ca.key"), ca.key().serialize_pem().as_bytes())?;
-    write_atomic(&dir.join("ca.pem"), ca.pem().as_bytes())?;
-    write_private(&dir.join("gateway.key"), gw_key.serialize_pem().as_bytes())?;
-    write_atomic(&dir.join("gateway.pem"), gw_cert.pem().as_bytes())?;
-    write_private(&dir.join("client.key"), cl_key.serialize_pem().as_bytes())?;
-    write_atomic(&dir.join("client.pem"), cl_cert.pem().as_bytes())?;
-
-    Ok(CertsInit {
-        ca_cert: dir.join("ca.pem"),
-        gateway_cert: dir.join("gateway.pem"),
-        client_cert: dir.join("client.pem"),
-        gateway_fingerprint: Fingerprint::of(gw_cert.der()),
     })
 }
 
@@ -641,6 +367,7 @@ fn write_with_mode(path: &Path, data: &[u8], mode: u32) -> Result<(), TlsError> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rustls::pki_types::{ServerName, UnixTime};
 
     #[cfg(unix)]
     #[test]
