@@ -273,21 +273,10 @@ impl GatewayBuilder {
             addr: self.listen,
             source,
         };
-        let socket = config::udp_socket(self.listen).map_err(bind_err)?;
+        let (socket, tcp) = bind(self.listen, self.tcp).await.map_err(bind_err)?;
         let endpoint = config::endpoint(socket, Some(server), self.socket_wrapper.as_ref())
             .map_err(bind_err)?;
         let local_addr = endpoint.local_addr().map_err(bind_err)?;
-        let tcp = if self.tcp {
-            let listener = tokio::net::TcpListener::bind(local_addr)
-                .await
-                .map_err(|source| GatewayError::Bind {
-                    addr: local_addr,
-                    source,
-                })?;
-            Some(listener)
-        } else {
-            None
-        };
         info!(%local_addr, %fingerprint, pool = self.pool_size, tcp = self.tcp, "gateway listening");
 
         let (handlers_tx, _) = watch::channel(0usize);
@@ -354,6 +343,36 @@ impl GatewayBuilder {
         let gateway = self.spawn().await?;
         gateway.closed().await;
         Ok(())
+    }
+}
+
+/// Binds the UDP socket and, with `tcp`, a TCP listener on the same port. With port 0 the
+/// kernel picks a UDP port whose TCP twin may be taken: then another port is tried, a few
+/// times at most.
+async fn bind(
+    listen: SocketAddr,
+    tcp: bool,
+) -> std::io::Result<(std::net::UdpSocket, Option<tokio::net::TcpListener>)> {
+    const ATTEMPTS: usize = 8;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let socket = config::udp_socket(listen)?;
+        if !tcp {
+            return Ok((socket, None));
+        }
+        let addr = socket.local_addr()?;
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(listener) => return Ok((socket, Some(listener))),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AddrInUse
+                    && listen.port() == 0
+                    && attempt < ATTEMPTS =>
+            {
+                tracing::debug!(%addr, "TCP port taken: another UDP port");
+            }
+            Err(e) => return Err(e),
+        }
     }
 }
 
