@@ -9,25 +9,40 @@
 //! transfer resumes where it stopped. Ranges are not synced one by one: the assembled file is
 //! checked against the sender's whole-file hash (and synced) before it is renamed, so a range
 //! lost in a power cut costs a new transfer of that file, never a corrupt file.
+//!
+//! `mod.rs` has the [`Destination`]; `part.rs` the part and state files of big files;
+//! `commit.rs` the temporary files and batched syncs of whole files; `locks.rs` what
+//! concurrent transfers of one file share.
 
+mod commit;
+mod locks;
+mod part;
+
+pub(crate) use self::locks::{FileLocks, StopOnDrop};
+
+use self::{
+    commit::{sync_dir, Committer, TempFile},
+    part::{
+        check_range, open_part, part_paths, ranges_of, read_state, write_state, PartState,
+        MAX_RUNS_PER_FILE,
+    },
+};
 use std::{
     collections::HashMap,
     fs::{self, File, OpenOptions},
     io::Write,
     path::{Path, PathBuf},
     sync::{
-        atomic::{AtomicBool, AtomicU64, Ordering},
-        Arc, Condvar, Mutex, OnceLock, PoisonError,
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex, PoisonError,
     },
 };
 
 use bytes::Bytes;
 use quicswarm_proto::{
-    limits::MAX_RANGES_PER_FILE,
     path,
-    transfer::{check_ranges, runs, ByteRange, FileEntry, Hash, Need, RangeRun},
+    transfer::{ByteRange, FileEntry, Hash, Need},
 };
-use serde::{Deserialize, Serialize};
 
 use super::TransferError;
 
@@ -45,92 +60,6 @@ pub(crate) struct Destination {
     stopped: Arc<AtomicBool>,
 }
 
-/// Ends a transfer's writes to part files when dropped: see [`Destination::stop_guard`].
-#[derive(Debug)]
-pub(crate) struct StopOnDrop(Arc<AtomicBool>);
-
-impl Drop for StopOnDrop {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::Release);
-    }
-}
-
-/// Serialises work on one part file across concurrent requests (ranges of the same file may
-/// arrive on several connections at once), and remembers the ranges this process verified.
-#[derive(Debug, Default)]
-pub(crate) struct FileLocks {
-    map: Arc<PartLocks>,
-    /// Per part file, the hash of each range this process received and checked: with all of
-    /// them the whole-file hash is merged instead of read again (see [`super::tree`]).
-    /// Ranges from an earlier run are not in it (they may not have reached the disk before a
-    /// crash): their file is hashed whole.
-    verified: Mutex<HashMap<PathBuf, Vec<Option<Hash>>>>,
-}
-
-/// One lock per part file.
-type PartLocks = Mutex<HashMap<PathBuf, Arc<Mutex<()>>>>;
-
-/// Ranges whose hashes are remembered at once, over all part files (2 MiB of them: 256 GiB in
-/// 4 MiB ranges); beyond, the memory is dropped and those files are hashed whole at the end
-/// (slower, never wrong). Bounds what interrupted transfers that never return leave behind.
-const MAX_TRACKED_RANGES: usize = 1 << 16;
-
-impl FileLocks {
-    /// For one download: its part files' locks are the ones every download of this process
-    /// shares (a new run of a cancelled download must wait for the old run's last write to
-    /// its part file); the verified ranges are its own.
-    pub(crate) fn for_download() -> Arc<Self> {
-        static SHARED: OnceLock<Arc<PartLocks>> = OnceLock::new();
-        Arc::new(Self {
-            map: SHARED.get_or_init(Arc::default).clone(),
-            verified: Mutex::default(),
-        })
-    }
-
-    fn get(&self, path: &Path) -> Arc<Mutex<()>> {
-        let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
-        // Forget locks nobody holds, so the map does not grow with every file ever written.
-        map.retain(|_, lock| Arc::strong_count(lock) > 1);
-        map.entry(path.to_path_buf()).or_default().clone()
-    }
-
-    fn verified(&self, part: &Path, count: usize, index: usize, hash: Hash) {
-        if count > MAX_TRACKED_RANGES {
-            return;
-        }
-        let mut map = self.verified.lock().unwrap_or_else(PoisonError::into_inner);
-        if !map.contains_key(part) {
-            let held: usize = map.values().map(Vec::len).sum();
-            if held + count > MAX_TRACKED_RANGES {
-                map.clear();
-            }
-        }
-        let ranges = map
-            .entry(part.to_path_buf())
-            .or_insert_with(|| vec![None; count]);
-        if let Some(slot) = ranges.get_mut(index) {
-            *slot = Some(hash);
-        }
-    }
-
-    /// The verified range hashes of `part`, if this process verified every one.
-    fn take_verified(&self, part: &Path) -> Option<Vec<Hash>> {
-        let ranges = self
-            .verified
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(part)?;
-        ranges.into_iter().collect()
-    }
-
-    fn forget(&self, part: &Path) {
-        self.verified
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(part);
-    }
-}
-
 /// One whole file to store.
 #[derive(Debug)]
 pub(crate) struct WholeFile {
@@ -139,59 +68,6 @@ pub(crate) struct WholeFile {
     /// The sender's BLAKE3 of `data`.
     pub(crate) hash: Hash,
 }
-
-/// What a `.qs-state` file records: the ranges of a part file received and verified, one
-/// bit each (at most 128 KiB for the most ranges a file may have).
-#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
-struct PartState {
-    size: u64,
-    range_size: u64,
-    hash: Hash,
-    /// Bit `i % 8` of byte `i / 8` is set when range `i` is stored.
-    done: Vec<u8>,
-}
-
-impl PartState {
-    fn fresh(size: u64, range_size: u64, hash: Hash, count: usize) -> Self {
-        Self {
-            size,
-            range_size,
-            hash,
-            done: vec![0; count.div_ceil(8)],
-        }
-    }
-
-    /// Whether this state describes the same transfer.
-    fn fits(&self, other: &Self) -> bool {
-        self.size == other.size
-            && self.range_size == other.range_size
-            && self.hash == other.hash
-            && self.done.len() == other.done.len()
-    }
-
-    fn is_done(&self, index: usize) -> bool {
-        self.done
-            .get(index / 8)
-            .is_some_and(|b| b & (1 << (index % 8)) != 0)
-    }
-
-    fn set_done(&mut self, index: usize) {
-        if let Some(b) = self.done.get_mut(index / 8) {
-            *b |= 1 << (index % 8);
-        }
-    }
-
-    /// The ranges not stored yet, as runs.
-    fn missing(&self, count: usize) -> Vec<RangeRun> {
-        runs((0..count).filter(|&i| !self.is_done(i)).map(|i| i as u32))
-    }
-}
-
-/// A state file longer than this is not one of ours: 128 KiB of bits and a header.
-const MAX_STATE_LEN: u64 = (MAX_RANGES_PER_FILE / 8) + 1024;
-/// A resumed file whose missing ranges fall into more runs than this is sent whole again:
-/// the answer stays small whatever a state file holds.
-const MAX_RUNS_PER_FILE: usize = 4096;
 
 impl Destination {
     /// `root` is created if missing.
@@ -478,7 +354,7 @@ impl Destination {
         let merged = self
             .locks
             .take_verified(part)
-            .and_then(|cvs| super::tree::merge(&cvs, range_size, entry.size));
+            .and_then(|cvs| crate::files::tree::merge(&cvs, range_size, entry.size));
         let actual = match merged {
             Some(hash) => hash,
             None => hash_file(part)?,
@@ -510,80 +386,6 @@ impl Destination {
     }
 }
 
-/// Checks a received range against the file's plan and the sender's hash; the whole-file
-/// hash, the file's range count and the range's chaining value.
-fn check_range(
-    entry: &FileEntry,
-    range: ByteRange,
-    range_size: u64,
-    data: &[u8],
-    range_hash: &Hash,
-) -> Result<(Hash, usize, Hash), TransferError> {
-    let whole = entry.hash.ok_or_else(|| TransferError::Integrity {
-        path: entry.path.clone(),
-        detail: "a ranged file needs its whole-file hash".into(),
-    })?;
-    let count = ranges_of(entry, range_size)?;
-    let expected_offset = u64::from(range.index) * range_size;
-    let expected_len = range_size.min(entry.size.saturating_sub(expected_offset));
-    if range.index as usize >= count
-        || range.offset != expected_offset
-        || range.len != expected_len
-        || data.len() as u64 != range.len
-    {
-        return Err(TransferError::Integrity {
-            path: entry.path.clone(),
-            detail: format!(
-                "range {range:?} does not fit a file of {} bytes",
-                entry.size
-            ),
-        });
-    }
-    let actual = super::tree::range_hash(range.offset, data);
-    if &actual != range_hash {
-        return Err(TransferError::Integrity {
-            path: entry.path.clone(),
-            detail: format!(
-                "range {} hashes to {}, sender said {}",
-                range.index,
-                hex(&actual),
-                hex(range_hash)
-            ),
-        });
-    }
-    Ok((whole, count, actual))
-}
-
-/// Opens (`resumed`) or makes a part file, sized to the file: never through a symlink, and a
-/// new one exclusively (whatever stood under its name is removed first: a planted link loses
-/// its name, not its target).
-fn open_part(entry: &FileEntry, part: &Path, resumed: bool) -> Result<File, TransferError> {
-    let mut options = OpenOptions::new();
-    options.write(true).read(true);
-    no_follow(&mut options);
-    if !resumed {
-        let _ = fs::remove_file(part);
-        options.create_new(true);
-    }
-    let file = options
-        .open(part)
-        .map_err(TransferError::io("opening", part))?;
-    let meta = file
-        .metadata()
-        .map_err(TransferError::io("inspecting", part))?;
-    if !meta.is_file() || links(&meta) != 1 {
-        return Err(TransferError::Refused {
-            path: entry.path.clone(),
-            reason: format!("{} is not a file of its own", part.display()),
-        });
-    }
-    if meta.len() != entry.size {
-        file.set_len(entry.size)
-            .map_err(TransferError::io("sizing", part))?;
-    }
-    Ok(file)
-}
-
 /// Asks the kernel to start writing a stored range to disk now, without waiting for it. Left
 /// alone, a fast transfer finishes with the whole file still dirty in the page cache (the
 /// kernel's background writeback starts only at a tenth of memory), and the sync before the
@@ -605,32 +407,6 @@ fn start_writeback(file: &File, offset: u64, len: u64) {
     let _ = (file, offset, len);
 }
 
-/// The part and state files of a ranged transfer. The content hash is in the names, so two
-/// uploads of different content to one name never mix their ranges.
-fn part_paths(target: &Path, hash: &Hash) -> (PathBuf, PathBuf) {
-    let name = target
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tag = hex(&hash[..8]);
-    let dir = target.parent().unwrap_or(Path::new("."));
-    (
-        dir.join(format!(".{name}.{tag}.qs-part")),
-        dir.join(format!(".{name}.{tag}.qs-state")),
-    )
-}
-
-/// The number of ranges of `entry`, checked against the protocol's maximum.
-fn ranges_of(entry: &FileEntry, range_size: u64) -> Result<usize, TransferError> {
-    check_ranges(entry.size, range_size)
-        .map(|n| n as usize)
-        .map_err(|asked| TransferError::LimitExceeded {
-            limit: "ranges per file",
-            max: MAX_RANGES_PER_FILE,
-            asked,
-        })
-}
-
 /// Hard links to a file: a part file with more than one could write into another file.
 fn links(meta: &fs::Metadata) -> u64 {
     #[cfg(unix)]
@@ -648,213 +424,6 @@ fn no_follow(options: &mut OpenOptions) {
     );
     #[cfg(not(unix))]
     let _ = options;
-}
-
-/// A state file, if it is a regular file of a plausible size that decodes.
-fn read_state(path: &Path) -> Option<PartState> {
-    use std::io::Read as _;
-    let mut options = OpenOptions::new();
-    options.read(true);
-    no_follow(&mut options);
-    let file = options.open(path).ok()?;
-    let meta = file.metadata().ok()?;
-    if !meta.is_file() || meta.len() > MAX_STATE_LEN {
-        return None;
-    }
-    let mut bytes = Vec::new();
-    file.take(MAX_STATE_LEN).read_to_end(&mut bytes).ok()?;
-    postcard::from_bytes(&bytes).ok()
-}
-
-fn write_state(path: &Path, state: &PartState) -> Result<(), TransferError> {
-    let bytes = postcard::to_stdvec(state).map_err(|e| TransferError::Io {
-        action: "encoding",
-        path: path.to_path_buf(),
-        message: e.to_string(),
-        kind: std::io::ErrorKind::InvalidData,
-    })?;
-    let (temp, mut f) = TempFile::create(path)?;
-    f.write_all(&bytes)
-        .map_err(TransferError::io("writing", temp.path()))?;
-    drop(f);
-    temp.commit(path)
-}
-
-/// A temporary file beside its target, removed on drop unless committed.
-#[derive(Debug)]
-struct TempFile {
-    path: Option<PathBuf>,
-}
-
-impl TempFile {
-    /// A new empty temporary file beside `target`, open for writing.
-    fn create(target: &Path) -> Result<(Self, File), TransferError> {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        static PID: OnceLock<u32> = OnceLock::new();
-        let dir = target.parent().unwrap_or(Path::new("."));
-        let name = target
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        // Unique per writer: concurrent writers of one name never share a temp file.
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let pid = *PID.get_or_init(std::process::id);
-        let path = dir.join(format!(".{name}.{pid}-{n}.qs-tmp"));
-        // Exclusive and not through a symlink: a name planted in the folder is never written.
-        let mut options = OpenOptions::new();
-        options.write(true).create_new(true);
-        no_follow(&mut options);
-        let file = options
-            .open(&path)
-            .map_err(TransferError::io("creating", &path))?;
-        Ok((Self { path: Some(path) }, file))
-    }
-
-    fn path(&self) -> &Path {
-        self.path.as_deref().unwrap_or(Path::new(""))
-    }
-
-    fn commit(mut self, target: &Path) -> Result<(), TransferError> {
-        let path = self.path.take().unwrap_or_default();
-        fs::rename(&path, target).map_err(|e| {
-            let _ = fs::remove_file(&path);
-            TransferError::io("renaming", &path)(e)
-        })
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        if let Some(path) = self.path.take() {
-            let _ = fs::remove_file(path);
-        }
-    }
-}
-
-type Staged = Result<(TempFile, PathBuf), TransferError>;
-
-/// Group commit of staged files: whoever arrives while no commit runs becomes the leader and
-/// commits every batch waiting (one sync for all of them, then the renames); the others wait
-/// for their results. Concurrent batches thus share their syncs instead of queueing on them.
-#[derive(Debug, Default)]
-struct Committer {
-    state: Mutex<CommitState>,
-    done: Condvar,
-}
-
-#[derive(Debug, Default)]
-struct CommitState {
-    waiting: Vec<(u64, Vec<Staged>)>,
-    busy: bool,
-    next_ticket: u64,
-    results: HashMap<u64, Vec<Result<(), TransferError>>>,
-}
-
-impl Committer {
-    fn commit(&self, staged: Vec<Staged>) -> Vec<Result<(), TransferError>> {
-        let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        let ticket = st.next_ticket;
-        st.next_ticket += 1;
-        st.waiting.push((ticket, staged));
-        loop {
-            if let Some(results) = st.results.remove(&ticket) {
-                return results;
-            }
-            if st.busy {
-                st = self.done.wait(st).unwrap_or_else(PoisonError::into_inner);
-                continue;
-            }
-            st.busy = true;
-            let group = std::mem::take(&mut st.waiting);
-            drop(st);
-            let done = commit_group(group);
-            st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-            st.results.extend(done);
-            st.busy = false;
-            self.done.notify_all();
-        }
-    }
-}
-
-/// Syncs every staged file (one `syncfs` per filesystem on Linux), renames them, then syncs
-/// their folders.
-fn commit_group(group: Vec<(u64, Vec<Staged>)>) -> Vec<(u64, Vec<Result<(), TransferError>>)> {
-    let mut dirs: Vec<PathBuf> = Vec::new();
-    for (_, staged) in &group {
-        for (_, target) in staged.iter().flatten() {
-            if let Some(dir) = target.parent() {
-                if !dirs.iter().any(|d| d == dir) {
-                    dirs.push(dir.to_path_buf());
-                }
-            }
-        }
-    }
-    let synced = sync_data_in(&dirs);
-    let results = group
-        .into_iter()
-        .map(|(ticket, staged)| {
-            let results = staged
-                .into_iter()
-                .map(|s| {
-                    let (temp, target) = s?;
-                    // Never rename unsynced data into place.
-                    synced.clone()?;
-                    temp.commit(&target)
-                })
-                .collect();
-            (ticket, results)
-        })
-        .collect();
-    for dir in &dirs {
-        sync_dir(dir);
-    }
-    results
-}
-
-/// Makes the data of files written in `dirs` durable: one `syncfs` per filesystem on Linux,
-/// an `fsync` of every file elsewhere.
-fn sync_data_in(dirs: &[PathBuf]) -> Result<(), TransferError> {
-    #[cfg(target_os = "linux")]
-    {
-        use std::os::unix::fs::MetadataExt;
-        let mut devices = Vec::new();
-        for dir in dirs {
-            let f = File::open(dir).map_err(TransferError::io("opening", dir))?;
-            let dev = f
-                .metadata()
-                .map_err(TransferError::io("inspecting", dir))?
-                .dev();
-            if !devices.contains(&dev) {
-                devices.push(dev);
-                rustix::fs::syncfs(&f).map_err(|e| TransferError::io("syncing", dir)(e.into()))?;
-            }
-        }
-        Ok(())
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        for dir in dirs {
-            for entry in fs::read_dir(dir)
-                .map_err(TransferError::io("listing", dir))?
-                .flatten()
-            {
-                let p = entry.path();
-                if p.extension().is_some_and(|x| x == "qs-tmp") {
-                    File::open(&p)
-                        .and_then(|f| f.sync_all())
-                        .map_err(TransferError::io("syncing", &p))?;
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Makes renames in `dir` durable; best effort (not every platform can sync a folder).
-fn sync_dir(dir: &Path) {
-    if let Ok(f) = File::open(dir) {
-        let _ = f.sync_all();
-    }
 }
 
 /// Mode and mtime, through the open handle (no path lookups).
@@ -904,7 +473,9 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::part::MAX_STATE_LEN;
     use super::*;
+    use quicswarm_proto::transfer::RangeRun;
 
     fn entry(size: u64) -> FileEntry {
         FileEntry {
@@ -969,7 +540,7 @@ mod tests {
         fs::write(&victim, b"keep me").unwrap();
         std::os::unix::fs::symlink(&victim, &part).unwrap();
         let range = quicswarm_proto::transfer::range_at(e.size, rs, 0);
-        let hash = super::super::tree::range_hash(0, &data[..rs as usize]);
+        let hash = crate::files::tree::range_hash(0, &data[..rs as usize]);
         // A fresh transfer replaces whatever stands under the part file's name.
         assert!(dest
             .write_range(&e, range, rs, &data[..rs as usize], &hash)
@@ -979,7 +550,7 @@ mod tests {
         fs::remove_file(&part).unwrap();
         fs::hard_link(&victim, &part).unwrap();
         let second = quicswarm_proto::transfer::range_at(e.size, rs, 1);
-        let hash = super::super::tree::range_hash(second.offset, &data[rs as usize..]);
+        let hash = crate::files::tree::range_hash(second.offset, &data[rs as usize..]);
         assert!(matches!(
             dest.write_range(&e, second, rs, &data[rs as usize..], &hash),
             Err(TransferError::Refused { .. })
