@@ -33,6 +33,7 @@ mod dest;
 mod error;
 mod job;
 mod ops;
+pub(crate) mod select;
 pub(crate) mod serve;
 pub(crate) mod source;
 mod tree;

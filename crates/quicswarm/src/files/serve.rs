@@ -20,7 +20,7 @@ use quicswarm_proto::{
 use super::{
     blocking,
     dest::{Destination, FileLocks, WholeFile},
-    source,
+    select, source,
     tree::PieceCache,
     TransferError,
 };
@@ -118,7 +118,7 @@ pub(crate) async fn list(
         Err(reply) => return write_frame(send, &reply).await.map_err(Ended::from),
     };
     let max = ctx.max_items;
-    let plan = match blocking(move || source::plan_list(&dir, &selector, max)).await {
+    let plan = match blocking(move || select::plan_list(&dir, &selector, max)).await {
         Ok(plan) => plan,
         Err(e) => {
             return write_frame(send, &Response::Error(e.to_reply()))
@@ -136,7 +136,7 @@ pub(crate) async fn list(
     tokio::task::spawn_blocking(move || {
         let mut chunk = Vec::new();
         let mut bytes = 0;
-        let walked = source::walk(plan, pieces.as_deref(), &mut |entry| {
+        let walked = select::walk(plan, pieces.as_deref(), &mut |entry| {
             bytes += entry.path.len() + ENTRY_BYTES;
             chunk.push(entry);
             if chunk.len() < LIST_CHUNK && bytes < LIST_FRAME_BYTES {
