@@ -230,8 +230,12 @@ async fn run(
             resume_after,
             options,
         } => {
-            let producer = f(args, StreamContext { resume_after });
+            let producer = match f(args, StreamContext { resume_after }) {
+                Ok(producer) => producer,
+                Err(failure) => return write_error(send, log_failure(&name, failure)).await,
+            };
             send.set_priority(options.priority);
+            write_frame(send, &Response::Accepted).await?;
             // Boxed: keeps the common (small) operations' task small to spawn.
             match options.delivery {
                 Delivery::Reliable => Box::pin(run_stream(send, producer, &name)).await,

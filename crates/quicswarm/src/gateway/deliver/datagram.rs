@@ -1,14 +1,13 @@
 //! Datagram delivery: one unreliable QUIC datagram per item, never waiting for a
 //! retransmission.
 
-use quicswarm_proto::{datagram, ErrorCode, ErrorReply, Response, StreamFrame};
+use quicswarm_proto::{datagram, ErrorCode, ErrorReply, StreamFrame};
 
-use super::super::reply::{log_failure, write_error};
+use super::super::reply::log_failure;
 use super::{next_or_abort, now_us};
 use crate::{
     ended::{Ended, Reply},
     io::write_frame,
-    subroutine::Failure,
     transport::{Connection, SendStream},
 };
 
@@ -17,17 +16,10 @@ use crate::{
 pub(in crate::gateway) async fn run_datagram(
     conn: &Connection,
     send: &mut SendStream,
-    producer: Result<crate::subroutine::Producer, Failure>,
+    mut producer: crate::subroutine::Producer,
     name: &str,
     id: u32,
 ) -> Reply {
-    let mut producer = match producer {
-        Ok(p) => p,
-        Err(failure) => return write_error(send, log_failure(name, failure)).await,
-    };
-    write_frame(send, &Response::Accepted)
-        .await
-        .map_err(Ended::from)?;
     let end = loop {
         let Some(next) = next_or_abort(&mut producer, send).await else {
             return Err(Ended::Stopped);

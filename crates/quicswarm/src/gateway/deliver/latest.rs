@@ -3,14 +3,13 @@
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use quicswarm_proto::{ErrorCode, LatestHeader, Response, StreamFrame};
+use quicswarm_proto::{ErrorCode, LatestHeader, StreamFrame};
 
-use super::super::reply::{log_failure, write_error};
+use super::super::reply::log_failure;
 use super::now_us;
 use crate::{
     ended::{Ended, Reply},
     io::{varint, write_frame},
-    subroutine::Failure,
     transport::{Connection, SendStream},
 };
 
@@ -32,18 +31,11 @@ const LATEST_IN_FLIGHT: usize = 2;
 pub(in crate::gateway) async fn run_latest(
     conn: &Connection,
     send: &mut SendStream,
-    producer: Result<crate::subroutine::Producer, Failure>,
+    mut producer: crate::subroutine::Producer,
     name: &str,
     id: u32,
     (priority, max_age): (i32, Option<std::time::Duration>),
 ) -> Reply {
-    let mut producer = match producer {
-        Ok(p) => p,
-        Err(failure) => return write_error(send, log_failure(name, failure)).await,
-    };
-    write_frame(send, &Response::Accepted)
-        .await
-        .map_err(Ended::from)?;
     // Items on their way: (ident, stream, sent at), oldest first.
     let mut in_flight: Vec<(i64, SendStream, std::time::Instant)> = Vec::new();
     let mut waiting: Option<(i64, Bytes)> = None;

@@ -2,13 +2,12 @@
 
 use bytes::Bytes;
 use futures_util::{FutureExt, StreamExt};
-use quicswarm_proto::{Response, StreamFrame};
+use quicswarm_proto::StreamFrame;
 
-use super::super::reply::{log_failure, write_error};
+use super::super::reply::log_failure;
 use crate::{
     ended::{Ended, Reply},
-    io::{frame_into, write_frame},
-    subroutine::Failure,
+    io::frame_into,
     transport::SendStream,
 };
 
@@ -22,16 +21,9 @@ const BATCH_FLUSH: usize = 64 * 1024;
 /// has more ready; the producer is dropped as soon as the client stops the stream.
 pub(in crate::gateway) async fn run_stream(
     send: &mut SendStream,
-    producer: Result<crate::subroutine::Producer, Failure>,
+    mut producer: crate::subroutine::Producer,
     name: &str,
 ) -> Reply {
-    let mut producer = match producer {
-        Ok(p) => p,
-        Err(failure) => return write_error(send, log_failure(name, failure)).await,
-    };
-    write_frame(send, &Response::Accepted)
-        .await
-        .map_err(Ended::from)?;
     // Grows to what the stream needs: a short stream never allocates the full flush size.
     let mut batch: Vec<u8> = Vec::new();
     loop {
