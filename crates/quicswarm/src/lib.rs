@@ -58,7 +58,7 @@
 //!   request function that applies the per-operation policy (`request.rs`); a subscription's
 //!   items (`items.rs`).
 //! - [`Session`] for links that drop; [`blocking`] for programs without async; [`Registry`]
-//!   of subroutines (`subroutine.rs`); configuration (`config.rs`, [`gateway_config`]).
+//!   of subroutines (`subroutine/`); configuration (`config.rs`, [`gateway_config`]).
 //! - [`files`]: swarm file transfer (list, download, upload).
 //! - [`tls`]: identities, fingerprints, trust, `certs init`.
 //! - `transport/`: QUIC, or TLS over TCP with yamux, behind one connection type.
