@@ -6,7 +6,7 @@
 mod emitter;
 mod sink;
 
-use self::emitter::EMIT_QUEUE;
+use self::emitter::{Queued, EMIT_BYTES, EMIT_QUEUE};
 
 pub use self::{
     emitter::{Aborted, Emitter, StreamContext},
@@ -27,7 +27,7 @@ use bytes::Bytes;
 use futures_util::{FutureExt, Stream, StreamExt};
 use quicswarm_proto::{Args, ArgsEncoding, ErrorCode, ErrorReply, SubroutineInfo, SubroutineKind};
 use serde::de::DeserializeOwned;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 
 pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 pub(crate) type Producer = Pin<Box<dyn Stream<Item = Result<(i64, Bytes), Failure>> + Send>>;
@@ -336,7 +336,8 @@ impl Registry {
                 let f = f.clone();
                 let failure_tx = tx.clone();
                 tokio::task::spawn_blocking(move || {
-                    let mut emitter = Emitter { tx, context };
+                    let bytes = Arc::new(Semaphore::new(EMIT_BYTES));
+                    let mut emitter = Emitter { tx, bytes, context };
                     let result = guarded(|| {
                         f(args, &mut emitter).map_err(|e| Failure::Failed(e.to_string()))
                     });
@@ -345,7 +346,10 @@ impl Registry {
                         let _ = failure_tx.blocking_send(Err(failure));
                     }
                 });
-                Ok(Box::pin(tokio_stream_from(rx)) as Producer)
+                // The item's share of the byte budget is given back as the client takes it.
+                let items = tokio_stream_from(rx)
+                    .map(|queued: Queued| queued.map(|(ident, data, _share)| (ident, data)));
+                Ok(Box::pin(items) as Producer)
             })),
         )
     }
@@ -459,5 +463,37 @@ mod tests {
         );
         assert!(r.remove("b"));
         assert!(r.get("b").is_none());
+    }
+
+    /// How far a blocking producer gets ahead of a client that reads nothing: by bytes for
+    /// big items, by count for small ones.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_blocking_producer_runs_ahead_by_bytes_and_by_count() {
+        for (size, expected) in [(256 * 1024, EMIT_BYTES / (256 * 1024)), (8, EMIT_QUEUE)] {
+            let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+            let done_tx = std::sync::Mutex::new(Some(done_tx));
+            let r = Registry::new();
+            r.stream_blocking("ahead", move |_: (), emitter: &mut Emitter| {
+                let mut queued = 0;
+                // Stop at the first item the queue cannot take without waiting.
+                while emitter.try_emit(queued as i64, vec![0u8; size])?.is_none() {
+                    queued += 1;
+                }
+                if let Some(tx) = done_tx.lock().unwrap().take() {
+                    let _ = tx.send(queued);
+                }
+                Ok::<_, Aborted>(())
+            });
+            let Some(Subroutine::Stream(f)) = r.get("ahead").map(|e| e.subroutine) else {
+                panic!("a stream subroutine");
+            };
+            let producer = f(Args::postcard(vec![]), StreamContext::default()).unwrap();
+            let queued = tokio::time::timeout(std::time::Duration::from_secs(10), done_rx)
+                .await
+                .expect("the producer stops")
+                .unwrap();
+            assert_eq!(queued, expected, "items of {size} bytes");
+            drop(producer);
+        }
     }
 }
