@@ -6,7 +6,9 @@
 use std::{path::PathBuf, sync::Arc};
 
 use pyo3::{prelude::*, types::PyDict};
-use quicswarm::files::{Listing, Progress, Selector, Swarm, TransferOptions, TransferSummary};
+use quicswarm::files::{
+    Listing, Progress, Selector, Swarm, TransferError, TransferOptions, TransferSummary,
+};
 
 use crate::{errors, runtime};
 
@@ -91,17 +93,10 @@ pub(crate) async fn job(
     swarm: usize,
     direction: Direction,
     options: TransferOptions,
-) -> Result<TransferSummary, quicswarm::files::TransferError> {
-    let mut clients = vec![client];
-    for _ in 1..swarm.max(1) {
-        match controller.get_client(&addr).await {
-            Ok(c) => clients.push(c),
-            // A full pool: go on with the connections there are.
-            Err(_) => break,
-        }
-    }
-    let extra: Vec<quicswarm::Client> = clients[1..].to_vec();
-    let swarm = Swarm::new(clients);
+) -> Result<TransferSummary, JobError> {
+    let swarm = Swarm::around(&controller, &addr, client, swarm)
+        .await
+        .map_err(JobError::Connect)?;
     let result = match direction {
         Direction::Download {
             root,
@@ -109,11 +104,29 @@ pub(crate) async fn job(
             dest,
         } => swarm.download(&root, &selector, dest, &options).await,
         Direction::Upload { paths, dest } => swarm.upload(&paths, &dest, &options).await,
-    };
-    for c in extra {
-        let _ = c.close().await;
+    }
+    .map_err(JobError::Transfer);
+    // The caller's own client stays open.
+    for c in &swarm.clients()[1..] {
+        let _ = c.clone().close().await;
     }
     result
+}
+
+/// Why a transfer job failed: opening its extra connections, or the transfer.
+pub(crate) enum JobError {
+    Connect(quicswarm::ConnectError),
+    Transfer(TransferError),
+}
+
+impl JobError {
+    /// The Python exception.
+    pub(crate) fn into_py(self) -> PyErr {
+        match self {
+            Self::Connect(e) => errors::connect(e),
+            Self::Transfer(e) => errors::transfer(e),
+        }
+    }
 }
 
 /// Runs a transfer, waiting on the caller's thread, and returns its summary as a dict;
@@ -146,7 +159,7 @@ pub(crate) fn transfer<'py>(
     let job = job(controller, client, addr, swarm, direction, options);
     let summary = runtime::wait_reporting(py, job, report)?;
     report(py)?;
-    summary_dict(py, &summary.map_err(errors::transfer)?)
+    summary_dict(py, &summary.map_err(JobError::into_py)?)
 }
 
 /// A progress report as a dict.

@@ -281,7 +281,7 @@ impl AsyncClient {
                 summary
             },
             |py, summary| {
-                let summary = summary.map_err(errors::transfer)?;
+                let summary = summary.map_err(files::JobError::into_py)?;
                 Ok(files::summary_dict(py, &summary)?.into_any().unbind())
             },
         )

@@ -180,11 +180,27 @@ impl Swarm {
         addr: &str,
         n: usize,
     ) -> Result<Self, ConnectError> {
-        let mut clients = Vec::with_capacity(n);
-        for _ in 0..n.max(1) {
+        let first = controller.get_client(addr).await?;
+        Self::around(controller, addr, first, n).await
+    }
+
+    /// A swarm of `client` and up to `n - 1` more clients of its gateway at `addr`, opened
+    /// now; a full pool stops the opening early (the swarm goes on with what it got).
+    ///
+    /// # Errors
+    /// An extra client's connection failure other than a full pool.
+    pub async fn around(
+        controller: &Controller,
+        addr: &str,
+        client: Client,
+        n: usize,
+    ) -> Result<Self, ConnectError> {
+        let mut clients = Vec::with_capacity(n.max(1));
+        clients.push(client);
+        while clients.len() < n {
             match controller.get_client(addr).await {
                 Ok(c) => clients.push(c),
-                Err(ConnectError::PoolFull { size, .. }) if !clients.is_empty() => {
+                Err(ConnectError::PoolFull { size, .. }) => {
                     tracing::warn!(
                         got = clients.len(),
                         wanted = n,
