@@ -3,7 +3,13 @@
 //! here without crossing threads. [`ItemIter`] is the blocking iterator; the asyncio one
 //! (`quicswarm.aio`) shares [`Items`].
 
-use std::{collections::VecDeque, sync::Arc};
+use std::{
+    collections::VecDeque,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+};
 
 use bytes::Bytes;
 use pyo3::{prelude::*, types::PyBytes};
@@ -42,6 +48,8 @@ impl Source {
 /// A source with the items already taken from it but not yet handed out.
 pub(crate) struct Items {
     source: Arc<Mutex<Option<Source>>>,
+    /// Set by [`abort`](Self::abort): a fetch in flight then drops the source when it ends.
+    aborted: Arc<AtomicBool>,
     ready: std::sync::Mutex<VecDeque<Item>>,
     /// A failure that came behind items still to hand out.
     failed: std::sync::Mutex<Option<quicswarm::CallError>>,
@@ -54,6 +62,7 @@ impl Items {
     pub(crate) fn new(source: Source) -> Self {
         Self {
             source: Arc::new(Mutex::new(Some(source))),
+            aborted: Arc::default(),
             ready: std::sync::Mutex::default(),
             failed: std::sync::Mutex::default(),
         }
@@ -70,10 +79,13 @@ impl Items {
     /// Waits for the next item, then takes every one ready behind it; run it on the runtime.
     /// An empty batch is the end.
     pub(crate) fn fetch(&self) -> impl std::future::Future<Output = Batch> + Send + 'static {
-        let source = self.source.clone();
+        let (source, aborted) = (self.source.clone(), self.aborted.clone());
         async move {
             use futures_util::FutureExt as _;
             let mut guard = source.lock().await;
+            if aborted.load(Ordering::Acquire) {
+                *guard = None;
+            }
             let Some(stream) = guard.as_mut() else {
                 return Ok((Vec::new(), None));
             };
@@ -103,6 +115,10 @@ impl Items {
                     None => break,
                 }
             }
+            if aborted.load(Ordering::Acquire) {
+                // Aborted while this fetch waited: the stream goes now, not when dropped.
+                *guard = None;
+            }
             Ok((batch, failure))
         }
     }
@@ -110,6 +126,9 @@ impl Items {
     /// Keeps a fetched batch; the first item, `None` at the end.
     pub(crate) fn store(&self, batch: Batch) -> Result<Option<Item>, quicswarm::CallError> {
         let (batch, failure) = batch?;
+        if self.aborted.load(Ordering::Acquire) {
+            return Ok(None);
+        }
         let mut batch = batch.into_iter();
         let Some(first) = batch.next() else {
             return Ok(None);
@@ -123,9 +142,10 @@ impl Items {
         Ok(Some(first))
     }
 
-    /// Aborts the stream: the gateway stops its producer. A fetch in flight ends it when it
-    /// returns (it holds the source).
+    /// Aborts the stream: the gateway stops its producer. A fetch in flight (it holds the
+    /// source) drops it when it returns.
     pub(crate) fn abort(&self) {
+        self.aborted.store(true, Ordering::Release);
         if let Ok(mut ready) = self.ready.lock() {
             ready.clear();
         }

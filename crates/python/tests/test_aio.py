@@ -209,3 +209,41 @@ def test_an_asyncio_gateway_serves_until_its_task_is_cancelled(tmp_path):
             gw.local_addr
 
     run(main())
+
+
+def test_aclose_while_waiting_for_an_item_aborts_the_stream(tmp_path):
+    gate, closed = threading.Event(), threading.Event()
+
+    def gated():
+        try:
+            yield 0, b"first"
+            gate.wait(10)
+            i = 1
+            while True:
+                yield i, b"more"
+                i += 1
+        finally:
+            closed.set()
+
+    gw = quicswarm.Gateway(listen="127.0.0.1:0", cert_dir=tmp_path / "certs")
+    gw.add_subroutine("gated", gated)
+    gw.start()
+
+    async def main():
+        async with await quicswarm.aio.connect(gw.local_addr, fingerprint=gw.fingerprint) as c:
+            items = await c.stream("gated")
+            assert await items.__anext__() == (0, b"first")
+            waiting = asyncio.ensure_future(items.__anext__())
+            # No event tells that the runtime's fetch is waiting on the gateway: give it time,
+            # so that the abort meets a fetch in flight (an abort before it is the easy case).
+            await asyncio.sleep(0.2)
+            await items.aclose()
+            gate.set()
+            # The iterator is still referenced: only the abort can stop the producer.
+            stopped = await asyncio.get_running_loop().run_in_executor(None, closed.wait, 10)
+            waiting.cancel()
+            return stopped, items
+
+    stopped, _ = run(main())
+    assert stopped, "the gateway closed the generator"
+    gw.close()
