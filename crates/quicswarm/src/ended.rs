@@ -10,13 +10,13 @@ pub(crate) enum Ended {
     /// Writing to the client failed: it stopped or reset the stream, stalled, or the
     /// connection went.
     #[error("writing to the client: {0}")]
-    Write(#[from] quinn::WriteError),
+    Write(#[from] crate::transport::WriteError),
     /// Reading from the client failed or broke the framing.
     #[error("reading from the client: {0}")]
     Read(#[from] crate::io::FrameError),
     /// Opening a stream to the client failed: the connection went.
     #[error("opening a stream: {0}")]
-    Open(#[from] quinn::ConnectionError),
+    Open(#[from] crate::transport::Disconnect),
     /// The client stopped the stream: it wants no more.
     #[error("the client stopped the stream")]
     Stopped,

@@ -4,7 +4,10 @@ use std::{io, net::SocketAddr, time::Duration};
 
 use quicswarm_proto::{codec::DecodeError, ErrorCode, ErrorReply};
 
-use crate::tls::{Fingerprint, TlsError};
+use crate::{
+    tls::{Fingerprint, TlsError},
+    transport::{Disconnect, ReadError, WriteError},
+};
 
 /// Why [`Controller::get_client`](crate::Controller::get_client) failed.
 #[derive(Debug, thiserror::Error)]
@@ -105,51 +108,6 @@ pub enum ConnectError {
     },
 }
 
-/// Why a connection ended. The crate's own type, so that a quinn upgrade leaves the public API
-/// as it is.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum Disconnect {
-    /// The peer closed it, with a code and a reason.
-    #[error("closed by the peer: {code}: {reason}")]
-    Closed {
-        /// The peer's code.
-        code: ErrorCode,
-        /// The peer's reason.
-        reason: String,
-    },
-    /// The transport failed: a protocol or TLS error, a refused connection (the text says
-    /// which), or no common QUIC version.
-    #[error("transport error: {0}")]
-    Transport(String),
-    /// The peer no longer knew the connection (a stateless reset: it restarted, say).
-    #[error("reset by the peer")]
-    Reset,
-    /// Nothing was heard from the peer within the idle timeout.
-    #[error("timed out: nothing heard within the idle timeout")]
-    TimedOut,
-    /// Closed on this side.
-    #[error("closed locally")]
-    Local,
-}
-
-impl Disconnect {
-    /// quinn's reason in ours.
-    pub(crate) fn from_quinn(e: &quinn::ConnectionError) -> Self {
-        use quinn::ConnectionError as E;
-        match e {
-            E::ApplicationClosed(close) => Self::Closed {
-                code: ErrorCode::from_wire(close.error_code.into_inner()),
-                reason: String::from_utf8_lossy(&close.reason).into_owned(),
-            },
-            E::Reset => Self::Reset,
-            E::TimedOut => Self::TimedOut,
-            E::LocallyClosed => Self::Local,
-            other => Self::Transport(other.to_string()),
-        }
-    }
-}
-
 /// Why an operation on a [`Client`](crate::Client) failed.
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
@@ -237,11 +195,6 @@ impl CallError {
             Self::Unsupported(_) => ErrorCode::Unsupported,
         }
     }
-
-    /// The error for a code received in a reset, stop or close.
-    pub(crate) fn from_code(code: u64, context: &str) -> Self {
-        Self::from(ErrorReply::new(ErrorCode::from_wire(code), context))
-    }
 }
 
 impl From<ErrorReply> for CallError {
@@ -266,9 +219,9 @@ impl From<ErrorReply> for CallError {
     }
 }
 
-impl From<quinn::ConnectionError> for CallError {
-    fn from(e: quinn::ConnectionError) -> Self {
-        match Disconnect::from_quinn(&e) {
+impl From<Disconnect> for CallError {
+    fn from(e: Disconnect) -> Self {
+        match e {
             Disconnect::Closed {
                 code: ErrorCode::ShuttingDown,
                 ..
@@ -278,28 +231,28 @@ impl From<quinn::ConnectionError> for CallError {
     }
 }
 
-impl From<quinn::WriteError> for CallError {
-    fn from(e: quinn::WriteError) -> Self {
+impl From<WriteError> for CallError {
+    fn from(e: WriteError) -> Self {
         match e {
-            quinn::WriteError::Stopped(code) => {
-                Self::from_code(code.into_inner(), "the gateway stopped reading")
+            WriteError::Stopped(code) => {
+                Self::from(ErrorReply::new(code, "the gateway stopped reading"))
             }
-            quinn::WriteError::ConnectionLost(c) => c.into(),
-            quinn::WriteError::ZeroRttRejected => Self::TooEarly,
-            other => Self::Protocol(other.to_string()),
+            WriteError::ConnectionLost(c) => c.into(),
+            WriteError::ZeroRttRejected => Self::TooEarly,
+            other @ WriteError::ClosedStream => Self::Protocol(other.to_string()),
         }
     }
 }
 
-impl From<quinn::ReadError> for CallError {
-    fn from(e: quinn::ReadError) -> Self {
+impl From<ReadError> for CallError {
+    fn from(e: ReadError) -> Self {
         match e {
-            quinn::ReadError::Reset(code) => {
-                Self::from_code(code.into_inner(), "the gateway reset the stream")
+            ReadError::Reset(code) => {
+                Self::from(ErrorReply::new(code, "the gateway reset the stream"))
             }
-            quinn::ReadError::ConnectionLost(c) => c.into(),
-            quinn::ReadError::ZeroRttRejected => Self::TooEarly,
-            other => Self::Protocol(other.to_string()),
+            ReadError::ConnectionLost(c) => c.into(),
+            ReadError::ZeroRttRejected => Self::TooEarly,
+            other @ ReadError::ClosedStream => Self::Protocol(other.to_string()),
         }
     }
 }
@@ -348,34 +301,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn quinn_reasons_become_ours() {
-        let closed = quinn::ConnectionError::ApplicationClosed(quinn::ApplicationClose {
-            error_code: quinn::VarInt::from_u32(ErrorCode::PoolFull.to_u32()),
-            reason: bytes::Bytes::from_static(b"handler pool full"),
-        });
-        assert_eq!(
-            Disconnect::from_quinn(&closed),
-            Disconnect::Closed {
-                code: ErrorCode::PoolFull,
-                reason: "handler pool full".into()
-            }
-        );
-        for (quinn, ours) in [
-            (quinn::ConnectionError::TimedOut, Disconnect::TimedOut),
-            (quinn::ConnectionError::Reset, Disconnect::Reset),
-            (quinn::ConnectionError::LocallyClosed, Disconnect::Local),
-        ] {
-            assert_eq!(Disconnect::from_quinn(&quinn), ours);
-        }
-        assert!(matches!(
-            Disconnect::from_quinn(&quinn::ConnectionError::VersionMismatch),
-            Disconnect::Transport(_)
-        ));
-        // A gateway shutting down is its own error, not a lost connection.
-        let shutting = quinn::ConnectionError::ApplicationClosed(quinn::ApplicationClose {
-            error_code: quinn::VarInt::from_u32(ErrorCode::ShuttingDown.to_u32()),
-            reason: bytes::Bytes::new(),
-        });
+    fn a_gateway_shutting_down_is_its_own_error_not_a_lost_connection() {
+        let shutting = Disconnect::Closed {
+            code: ErrorCode::ShuttingDown,
+            reason: String::new(),
+        };
         assert!(matches!(CallError::from(shutting), CallError::ShuttingDown));
+        assert!(matches!(
+            CallError::from(Disconnect::TimedOut),
+            CallError::ConnectionLost(Disconnect::TimedOut)
+        ));
+        assert!(matches!(
+            CallError::from(ReadError::Reset(ErrorCode::PermissionDenied)),
+            CallError::PermissionDenied(_)
+        ));
     }
 }

@@ -3,7 +3,6 @@
 
 use bytes::{Bytes, BytesMut};
 use quicswarm_proto::codec::{self, DecodeError};
-use quinn::VarInt;
 use serde::{de::DeserializeOwned, Serialize};
 
 use quicswarm_proto::ErrorCode;
@@ -22,7 +21,7 @@ const READ_MANY_ABOVE: usize = 16 * 1024;
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum FrameError {
     #[error(transparent)]
-    Read(#[from] quinn::ReadError),
+    Read(#[from] crate::transport::ReadError),
     #[error(transparent)]
     Decode(#[from] DecodeError),
     #[error("stream ended inside a frame")]
@@ -48,10 +47,6 @@ impl From<FrameError> for crate::CallError {
             FrameError::Truncated => Self::Protocol("stream ended inside a frame".into()),
         }
     }
-}
-
-pub(crate) fn varint(code: ErrorCode) -> VarInt {
-    VarInt::from_u32(code.to_u32())
 }
 
 /// Reads frames and raw byte runs from one QUIC receive stream.
@@ -96,8 +91,8 @@ impl FrameReader {
         // connection lock per call: big reads take many chunks at once. Small exchanges never
         // allocate the chunk array.
         let got = if self.buf.len() + READ_MANY_ABOVE > self.buf.capacity() {
-            self.recv.read_chunk(READ_CHUNK, true).await?.map(|chunk| {
-                self.buf.extend_from_slice(&chunk.bytes);
+            self.recv.read_chunk(READ_CHUNK).await?.map(|chunk| {
+                self.buf.extend_from_slice(&chunk);
             })
         } else {
             let chunks = self.chunks.get_or_insert_with(Default::default);
@@ -178,8 +173,8 @@ impl FrameReader {
         if self.eof {
             return Ok(None);
         }
-        match self.recv.read_chunk(READ_CHUNK, true).await? {
-            Some(chunk) => Ok(Some(chunk.bytes)),
+        match self.recv.read_chunk(READ_CHUNK).await? {
+            Some(chunk) => Ok(Some(chunk)),
             None => {
                 self.eof = true;
                 Ok(None)
@@ -195,7 +190,7 @@ impl FrameReader {
     /// Tells the peer to stop sending (`STOP_SENDING` with `code`).
     pub(crate) fn stop(&mut self, code: ErrorCode) {
         // Already finished or reset: nothing to stop.
-        self.recv.stop(varint(code));
+        self.recv.stop(code);
     }
 }
 
@@ -217,7 +212,7 @@ pub(crate) fn frame_into<T: Serialize>(msg: &T, buf: &mut Vec<u8>) {
 pub(crate) async fn write_frame<T: Serialize>(
     send: &mut SendStream,
     msg: &T,
-) -> Result<(), quinn::WriteError> {
+) -> Result<(), crate::transport::WriteError> {
     send.write_chunk(frame(msg)).await
 }
 
@@ -226,6 +221,6 @@ pub(crate) async fn write_frame_and_bytes<T: Serialize>(
     send: &mut SendStream,
     msg: &T,
     body: Bytes,
-) -> Result<(), quinn::WriteError> {
+) -> Result<(), crate::transport::WriteError> {
     send.write_all_chunks(&mut [frame(msg), body]).await
 }

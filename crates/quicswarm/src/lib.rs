@@ -133,7 +133,7 @@ pub mod testing {
 pub use client::{Client, ClientStats, ItemStream, Json, StreamOutcome, ToArgs};
 pub use config::{Congestion, ControllerConfig, Limits, LinkPreset, TransportTuning};
 pub use controller::Controller;
-pub use error::{CallError, ConnectError, Disconnect, GatewayError};
+pub use error::{CallError, ConnectError, GatewayError};
 pub use gateway::{Gateway, GatewayBuilder, GatewayStats, DEFAULT_LISTEN, DEFAULT_POOL_SIZE};
 pub use permissions::{Allow, Permissions};
 pub use quicswarm_proto as proto;
@@ -142,7 +142,7 @@ pub use session::{LinkState, ReconnectPolicy, ResumingStream, Session};
 pub use subroutine::{Aborted, Emitter, Registry, SinkData, SinkError, SinkOutput, StreamContext};
 pub use subscribe::{Delivery, SubscribeOptions};
 pub use tls::{Fingerprint, Identity, Trust};
-pub use transport::{Connection, TransportKind};
+pub use transport::{Connection, Disconnect, TransportKind};
 
 /// The README's Rust examples compile as doctests, so they cannot drift from the API.
 #[cfg(doctest)]

@@ -11,7 +11,7 @@ use quicswarm_proto::{ErrorCode, Request, Response};
 use super::Client;
 use crate::{
     error::CallError,
-    io::{varint, write_frame, FrameReader},
+    io::{write_frame, FrameReader},
     transport::SendStream,
 };
 
@@ -143,7 +143,7 @@ impl Drop for Unanswered {
     fn drop(&mut self) {
         if let Some(mut send) = self.send.take() {
             if self.reset {
-                let _ = send.reset(varint(ErrorCode::Cancelled));
+                let _ = send.reset(ErrorCode::Cancelled);
             }
         }
     }

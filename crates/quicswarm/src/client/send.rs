@@ -6,7 +6,7 @@ use quicswarm_proto::{ErrorCode, Request, Response};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use super::{Client, ToArgs};
-use crate::{error::CallError, io::varint};
+use crate::error::CallError;
 
 impl Client {
     /// Feeds `data` to a *sink* subroutine and returns its integer.
@@ -73,7 +73,7 @@ impl Client {
                 loop {
                     buf.reserve(256 * 1024);
                     let n = reader.read_buf(&mut buf).await.map_err(|e| {
-                        let _ = send.reset(varint(ErrorCode::Cancelled));
+                        let _ = send.reset(ErrorCode::Cancelled);
                         CallError::Io(e.to_string())
                     })?;
                     if n == 0 {
@@ -93,7 +93,7 @@ impl Client {
             };
             drop(write);
             let written = written.unwrap_or_else(|| {
-                let _ = send.reset(varint(ErrorCode::Cancelled));
+                let _ = send.reset(ErrorCode::Cancelled);
                 Err(CallError::Cancelled("the gateway answered first".into()))
             });
             Self::sink_reply(written, reply)

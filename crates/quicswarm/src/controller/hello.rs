@@ -14,9 +14,10 @@ use tracing::debug;
 use super::Controller;
 use crate::{
     client::{Client, ClientInner},
-    error::{ConnectError, Disconnect},
+    error::ConnectError,
     io::{write_frame, FrameReader},
     transport::Connection,
+    transport::Disconnect,
 };
 
 impl Controller {
@@ -29,9 +30,9 @@ impl Controller {
             gateway: remote,
             detail,
         };
-        let lost = |source: quinn::ConnectionError| ConnectError::Connection {
+        let lost = |source: Disconnect| ConnectError::Connection {
             gateway: remote,
-            source: Disconnect::from_quinn(&source),
+            source,
         };
         let (mut send, recv) = conn.open_bi().await.map_err(lost)?;
         let hello = Hello {
@@ -40,8 +41,8 @@ impl Controller {
         };
         if let Err(e) = write_frame(&mut send, &hello).await {
             return Err(match e {
-                quinn::WriteError::ConnectionLost(source) => {
-                    refused_by_close(remote, Disconnect::from_quinn(&source))
+                crate::transport::WriteError::ConnectionLost(source) => {
+                    refused_by_close(remote, source)
                 }
                 other => protocol(other.to_string()),
             });
@@ -50,9 +51,9 @@ impl Controller {
         let mut reader = FrameReader::new(recv, self.config.max_frame_len);
         let reply: HelloReply = match reader.expect_frame().await {
             Ok(reply) => reply,
-            Err(crate::io::FrameError::Read(quinn::ReadError::ConnectionLost(source))) => {
-                return Err(refused_by_close(remote, Disconnect::from_quinn(&source)))
-            }
+            Err(crate::io::FrameError::Read(crate::transport::ReadError::ConnectionLost(
+                source,
+            ))) => return Err(refused_by_close(remote, source)),
             Err(e) => {
                 // Over TCP a refused connection shows as the stream ending: the reason comes
                 // with the connection's end, a moment later.
@@ -106,9 +107,9 @@ impl Controller {
         accepted: quinn::ZeroRttAccepted,
         remote: SocketAddr,
     ) -> Result<Client, ConnectError> {
-        let lost = |source: quinn::ConnectionError| ConnectError::Connection {
+        let lost = |source: Disconnect| ConnectError::Connection {
             gateway: remote,
-            source: Disconnect::from_quinn(&source),
+            source,
         };
         let hello = Hello {
             version: PROTOCOL_VERSION,

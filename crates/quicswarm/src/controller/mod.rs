@@ -19,8 +19,7 @@ use self::dial::TlsCache;
 use crate::{
     client::Client,
     config::{self, ControllerConfig},
-    error::{ConnectError, Disconnect},
-    io::varint,
+    error::ConnectError,
     transport::{tcp, Connection, TransportKind},
 };
 
@@ -199,7 +198,7 @@ impl Controller {
                 Err(source) => {
                     return Err(trusted.mismatch(label).unwrap_or(ConnectError::Connection {
                         gateway: remote,
-                        source: Disconnect::from_quinn(&source),
+                        source: source.into(),
                     }))
                 }
             }
@@ -228,8 +227,10 @@ impl Controller {
 
     /// Closes every connection at once and waits (bounded) for the socket to go idle.
     pub async fn close(&self) {
-        self.endpoint
-            .close(varint(ErrorCode::NoError), b"controller closed");
+        self.endpoint.close(
+            crate::transport::quic_code(ErrorCode::NoError),
+            b"controller closed",
+        );
         let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
     }
 }

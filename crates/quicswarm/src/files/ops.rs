@@ -9,7 +9,7 @@ use quicswarm_proto::{
 };
 
 use super::serve::MAX_PIECE;
-use crate::{io::varint, CallError, Client};
+use crate::{CallError, Client};
 
 /// The answer to [`Client::list`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -214,7 +214,7 @@ impl Client {
                     "expected Stored, got {other:?}"
                 ))),
                 Err(e) => {
-                    let _ = send.reset(varint(ErrorCode::Cancelled));
+                    let _ = send.reset(ErrorCode::Cancelled);
                     Err(e)
                 }
             }

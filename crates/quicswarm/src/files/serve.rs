@@ -189,7 +189,7 @@ pub(crate) async fn get(
         let charge = match ctx.budget.charge("get read-ahead", allowance).await {
             Ok(charge) => charge,
             Err(reply) => {
-                let _ = send.reset(crate::io::varint(reply.code));
+                let _ = send.reset(reply.code);
                 return Err(Ended::Reset(reply));
             }
         };
@@ -268,7 +268,7 @@ async fn send_streamed(
         {
             Ok(charge) => charge,
             Err(reply) => {
-                let _ = send.reset(crate::io::varint(reply.code));
+                let _ = send.reset(reply.code);
                 return Err(Ended::Reset(reply));
             }
         };
@@ -284,7 +284,7 @@ async fn send_streamed(
             Err(e) => {
                 // The length is promised already: a file that shrank ends the request.
                 let reply = e.to_reply();
-                let _ = send.reset(crate::io::varint(reply.code));
+                let _ = send.reset(reply.code);
                 return Err(Ended::Reset(reply));
             }
         }

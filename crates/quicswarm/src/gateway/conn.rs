@@ -10,7 +10,7 @@ use tracing::{debug, info, info_span, warn, Instrument};
 
 use super::{dispatch::operation, pair::Pair, state::State};
 use crate::{
-    io::{varint, write_frame, FrameReader},
+    io::{write_frame, FrameReader},
     transport::{Connection, SendStream},
 };
 
@@ -45,7 +45,10 @@ pub(super) async fn serve_connection(
             tokio::spawn(async move {
                 if tokio::time::timeout(timeout, established).await.is_err() {
                     debug!(%remote, "handshake not finished in time");
-                    watched.close(varint(ErrorCode::Timeout), b"handshake too slow");
+                    watched.close(
+                        crate::transport::quic_code(ErrorCode::Timeout),
+                        b"handshake too slow",
+                    );
                 }
                 drop(handshake);
             });

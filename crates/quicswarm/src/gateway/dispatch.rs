@@ -19,7 +19,7 @@ use crate::{
     budget::Charge,
     ended::{Ended, Reply},
     files,
-    io::{varint, write_frame, write_frame_and_bytes, FrameReader},
+    io::{write_frame, write_frame_and_bytes, FrameReader},
     subroutine::{BatchFn, Failure, SinkData, SinkFn, StreamContext, StreamFn, Subroutine},
     transport::{RecvStream, SendStream},
 };
@@ -48,7 +48,7 @@ pub(super) async fn operation(
         Err(RequestError::Refused(reply)) => Err(reply),
         Err(RequestError::Timeout) => {
             reader.stop(ErrorCode::Timeout);
-            let _ = send.reset(varint(ErrorCode::Timeout));
+            let _ = send.reset(ErrorCode::Timeout);
             return;
         }
     };

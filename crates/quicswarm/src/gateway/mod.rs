@@ -44,7 +44,6 @@ use crate::{
     config::{self, Limits, SocketWrapper, TransportTuning},
     error::GatewayError,
     files::serve::FileConfig,
-    io::varint,
     permissions::Permissions,
     subroutine::Registry,
     tls::{Fingerprint, Identity},
@@ -498,9 +497,10 @@ impl Drop for Gateway {
         if !self.shared.lifecycle.closed.is_cancelled() {
             self.shared.lifecycle.stop_accepting.cancel();
             self.shared.lifecycle.force_close.cancel();
-            self.shared
-                .endpoint
-                .close(varint(ErrorCode::ShuttingDown), b"gateway dropped");
+            self.shared.endpoint.close(
+                crate::transport::quic_code(ErrorCode::ShuttingDown),
+                b"gateway dropped",
+            );
         }
     }
 }

@@ -18,8 +18,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{info, warn};
 
 use crate::{
-    config::Limits, files::serve::FileConfig, io::varint, permissions::Permissions,
-    subroutine::Registry,
+    config::Limits, files::serve::FileConfig, permissions::Permissions, subroutine::Registry,
 };
 
 /// State shared by the accept loop, the handlers and the [`Gateway`](super::Gateway) handle,
@@ -110,8 +109,10 @@ impl State {
             warn!("grace period over: closing with operations still running");
         }
         self.lifecycle.force_close.cancel();
-        self.endpoint
-            .close(varint(ErrorCode::ShuttingDown), b"gateway shutting down");
+        self.endpoint.close(
+            crate::transport::quic_code(ErrorCode::ShuttingDown),
+            b"gateway shutting down",
+        );
         // Bounded: a peer that never acknowledges the close must not hold us.
         let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
         self.lifecycle.closed.cancel();

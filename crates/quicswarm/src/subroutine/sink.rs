@@ -67,13 +67,9 @@ impl SinkData {
                 ))),
                 _ => Ok(None),
             },
-            Err(FrameError::Read(quinn::ReadError::Reset(code)))
-                if code.into_inner() == u64::from(ErrorCode::Timeout.to_u32()) =>
-            {
-                Err(SinkError(
-                    "the client sent nothing for the gateway's stall timeout".into(),
-                ))
-            }
+            Err(FrameError::Read(crate::transport::ReadError::Reset(ErrorCode::Timeout))) => Err(
+                SinkError("the client sent nothing for the gateway's stall timeout".into()),
+            ),
             Err(FrameError::Read(e)) => Err(SinkError(format!("client stopped sending: {e}"))),
             Err(e) => Err(SinkError(e.to_string())),
         }

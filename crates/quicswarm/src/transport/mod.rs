@@ -1,20 +1,23 @@
 //! The two transports behind one connection type: QUIC (quinn) and TLS 1.3 over TCP with
 //! operations multiplexed by yamux.
 //!
-//! Everything above this module speaks in quinn's vocabulary (its error types, varint codes);
-//! the TCP side maps onto it, stream stops and resets with their codes included. What TCP
-//! cannot do is spelled out on each method: no 0-RTT, no datagrams or unidirectional streams,
-//! no per-stream priorities, and one lost packet delays every stream behind it.
+//! Everything above this module speaks the crate's own vocabulary (`error.rs`): stream
+//! errors, [`Disconnect`], and [`ErrorCode`]s for stops and resets. quinn's errors are
+//! translated there; the TCP side makes ours directly, stream stops and resets with their
+//! codes included. What TCP cannot do is spelled out on each method: no 0-RTT, no datagrams
+//! or unidirectional streams, no per-stream priorities, and one lost packet delays every
+//! stream behind it.
 
+mod error;
 pub(crate) mod tcp;
+
+pub use self::error::Disconnect;
+pub(crate) use self::error::{quic_code, DatagramError, ReadError, WriteError};
 
 use std::{future::Future, net::SocketAddr, time::Duration};
 
 use bytes::Bytes;
-use quinn::{
-    Chunk, ClosedStream, ConnectionError, ReadError, SendDatagramError, StoppedError, VarInt,
-    WriteError,
-};
+use quicswarm_proto::ErrorCode;
 use rustls::pki_types::CertificateDer;
 
 /// Which transport a connection runs on.
@@ -85,12 +88,11 @@ impl Connection {
     }
 
     /// Why the connection ended, or `None` while it is alive.
-    pub fn close_reason(&self) -> Option<crate::Disconnect> {
-        let reason = match &self.0 {
-            Conn::Quic(c) => c.close_reason(),
+    pub fn close_reason(&self) -> Option<Disconnect> {
+        match &self.0 {
+            Conn::Quic(c) => c.close_reason().map(Disconnect::from),
             Conn::Tcp(c) => c.close_reason(),
-        };
-        reason.as_ref().map(crate::Disconnect::from_quinn)
+        }
     }
 
     /// The smoothed round-trip time. Over TCP: zero (the kernel's estimate is not read).
@@ -118,25 +120,20 @@ impl Connection {
     /// them (over TCP too: they travel on a stream of their own before the TCP close).
     pub fn close(&self, code: u32, reason: &[u8]) {
         match &self.0 {
-            Conn::Quic(c) => c.close(VarInt::from_u32(code), reason),
+            Conn::Quic(c) => c.close(quinn::VarInt::from_u32(code), reason),
             Conn::Tcp(c) => c.close(code, reason),
         }
     }
 
     /// Waits until the connection ends; returns why.
-    pub async fn closed(&self) -> crate::Disconnect {
-        crate::Disconnect::from_quinn(&self.closed_quinn().await)
-    }
-
-    /// [`closed`](Self::closed), as the transport tells it.
-    pub(crate) async fn closed_quinn(&self) -> ConnectionError {
+    pub async fn closed(&self) -> Disconnect {
         match &self.0 {
-            Conn::Quic(c) => c.closed().await,
+            Conn::Quic(c) => c.closed().await.into(),
             Conn::Tcp(c) => c.closed().await,
         }
     }
 
-    pub(crate) async fn open_bi(&self) -> Result<(SendStream, RecvStream), ConnectionError> {
+    pub(crate) async fn open_bi(&self) -> Result<(SendStream, RecvStream), Disconnect> {
         match &self.0 {
             Conn::Quic(c) => {
                 let (s, r) = c.open_bi().await?;
@@ -149,7 +146,7 @@ impl Connection {
         }
     }
 
-    pub(crate) async fn accept_bi(&self) -> Result<(SendStream, RecvStream), ConnectionError> {
+    pub(crate) async fn accept_bi(&self) -> Result<(SendStream, RecvStream), Disconnect> {
         match &self.0 {
             Conn::Quic(c) => {
                 let (s, r) = c.accept_bi().await?;
@@ -164,33 +161,38 @@ impl Connection {
 
     /// A unidirectional stream (latest-value delivery). `None` over TCP, where the gateway
     /// refuses those subscriptions up front.
-    pub(crate) async fn open_uni(&self) -> Option<Result<SendStream, ConnectionError>> {
+    pub(crate) async fn open_uni(&self) -> Option<Result<SendStream, Disconnect>> {
         match &self.0 {
-            Conn::Quic(c) => Some(c.open_uni().await.map(|s| SendInner::Quic(s).into())),
+            Conn::Quic(c) => Some(
+                c.open_uni()
+                    .await
+                    .map(|s| SendInner::Quic(s).into())
+                    .map_err(Disconnect::from),
+            ),
             Conn::Tcp(_) => None,
         }
     }
 
     /// The next unidirectional stream; over TCP, none ever comes: waits for the end.
-    pub(crate) async fn accept_uni(&self) -> Result<RecvStream, ConnectionError> {
+    pub(crate) async fn accept_uni(&self) -> Result<RecvStream, Disconnect> {
         match &self.0 {
-            Conn::Quic(c) => c.accept_uni().await.map(|r| RecvInner::Quic(r).into()),
+            Conn::Quic(c) => Ok(RecvInner::Quic(c.accept_uni().await?).into()),
             Conn::Tcp(c) => Err(c.closed().await),
         }
     }
 
     /// The next datagram; over TCP, none ever comes: waits for the end.
-    pub(crate) async fn read_datagram(&self) -> Result<Bytes, ConnectionError> {
+    pub(crate) async fn read_datagram(&self) -> Result<Bytes, Disconnect> {
         match &self.0 {
-            Conn::Quic(c) => c.read_datagram().await,
+            Conn::Quic(c) => Ok(c.read_datagram().await?),
             Conn::Tcp(c) => Err(c.closed().await),
         }
     }
 
-    pub(crate) fn send_datagram(&self, data: Bytes) -> Result<(), SendDatagramError> {
+    pub(crate) fn send_datagram(&self, data: Bytes) -> Result<(), DatagramError> {
         match &self.0 {
-            Conn::Quic(c) => c.send_datagram(data),
-            Conn::Tcp(_) => Err(SendDatagramError::UnsupportedByPeer),
+            Conn::Quic(c) => Ok(c.send_datagram(data)?),
+            Conn::Tcp(_) => Err(DatagramError::Unsupported),
         }
     }
 
@@ -212,11 +214,6 @@ impl Connection {
             Conn::Tcp(c) => c.peer_certificates(),
         }
     }
-}
-
-/// A reset or stop code for the TCP transport's 32-bit field.
-fn code_u32(code: VarInt) -> u32 {
-    quicswarm_proto::ErrorCode::from_wire(code.into_inner()).to_u32()
 }
 
 /// The sending half of an operation's stream.
@@ -248,8 +245,6 @@ async fn within_stall<T>(stall: Option<Duration>, fut: impl Future<Output = T>) 
     }
 }
 
-const TIMEOUT: VarInt = VarInt::from_u32(quicswarm_proto::ErrorCode::Timeout.to_u32());
-
 impl SendStream {
     /// Sets the stall timeout of writes (see [`crate::Limits::stall_timeout`]).
     pub(crate) fn set_stall_timeout(&mut self, stall: Option<Duration>) {
@@ -258,14 +253,14 @@ impl SendStream {
 
     /// The peer read nothing for the stall timeout: give up on the stream.
     fn stalled(&mut self) -> WriteError {
-        let _ = self.reset(TIMEOUT);
-        WriteError::Stopped(TIMEOUT)
+        let _ = self.reset(ErrorCode::Timeout);
+        WriteError::Stopped(ErrorCode::Timeout)
     }
 
     pub(crate) async fn write_chunk(&mut self, data: Bytes) -> Result<(), WriteError> {
         let write = async {
             match &mut self.inner {
-                SendInner::Quic(s) => s.write_chunk(data).await,
+                SendInner::Quic(s) => Ok(s.write_chunk(data).await?),
                 SendInner::Tcp(s) => s.write(&data).await,
             }
         };
@@ -278,7 +273,7 @@ impl SendStream {
     pub(crate) async fn write_all_chunks(&mut self, data: &mut [Bytes]) -> Result<(), WriteError> {
         let write = async {
             match &mut self.inner {
-                SendInner::Quic(s) => s.write_all_chunks(data).await,
+                SendInner::Quic(s) => Ok(s.write_all_chunks(data).await?),
                 SendInner::Tcp(s) => {
                     for chunk in data {
                         s.write(chunk).await?;
@@ -293,34 +288,35 @@ impl SendStream {
         }
     }
 
-    /// Ends the stream after what was written.
-    pub(crate) fn finish(&mut self) -> Result<(), ClosedStream> {
+    /// Ends the stream after what was written. `ClosedStream` if it was already finished
+    /// or reset.
+    pub(crate) fn finish(&mut self) -> Result<(), WriteError> {
         match &mut self.inner {
-            SendInner::Quic(s) => s.finish(),
-            SendInner::Tcp(s) => {
-                s.finish();
-                Ok(())
-            }
+            SendInner::Quic(s) => s.finish().map_err(|_| WriteError::ClosedStream),
+            SendInner::Tcp(s) => s.finish(),
         }
     }
 
-    /// Abandons the stream; the peer's reads fail with `code`.
-    pub(crate) fn reset(&mut self, code: VarInt) -> Result<(), ClosedStream> {
+    /// Abandons the stream; the peer's reads fail with `code`. `ClosedStream` if it was
+    /// already finished or reset.
+    pub(crate) fn reset(&mut self, code: ErrorCode) -> Result<(), WriteError> {
         match &mut self.inner {
-            SendInner::Quic(s) => s.reset(code),
-            SendInner::Tcp(s) => {
-                s.reset(code_u32(code));
-                Ok(())
-            }
+            SendInner::Quic(s) => s
+                .reset(quic_code(code))
+                .map_err(|_| WriteError::ClosedStream),
+            SendInner::Tcp(s) => s.reset(code),
         }
     }
 
     /// Resolves when the peer stopped the stream (`Some(code)`) or, after `finish`, has
     /// everything (over TCP: once the end is flushed to the kernel).
-    pub(crate) async fn stopped(&self) -> Result<Option<VarInt>, StoppedError> {
+    pub(crate) async fn stopped(&self) -> Result<Option<ErrorCode>, WriteError> {
         match &self.inner {
-            SendInner::Quic(s) => s.stopped().await,
-            SendInner::Tcp(s) => Ok(s.stopped().await.map(VarInt::from_u32)),
+            SendInner::Quic(s) => Ok(s
+                .stopped()
+                .await?
+                .map(|code| ErrorCode::from_wire(code.into_inner()))),
+            SendInner::Tcp(s) => Ok(s.stopped().await),
         }
     }
 
@@ -360,28 +356,21 @@ impl RecvStream {
     }
 
     fn stalled(&mut self) -> ReadError {
-        self.stop(TIMEOUT);
-        ReadError::Reset(TIMEOUT)
+        self.stop(ErrorCode::Timeout);
+        ReadError::Reset(ErrorCode::Timeout)
     }
 
-    async fn read_chunk_now(
-        &mut self,
-        max: usize,
-        ordered: bool,
-    ) -> Result<Option<Chunk>, ReadError> {
+    async fn read_chunk_now(&mut self, max: usize) -> Result<Option<Bytes>, ReadError> {
         match &mut self.inner {
-            RecvInner::Quic(r) => r.read_chunk(max, ordered).await,
+            RecvInner::Quic(r) => Ok(r.read_chunk(max, true).await?.map(|c| c.bytes)),
             RecvInner::Tcp(r) => r.read_chunk(max).await,
         }
     }
 
-    pub(crate) async fn read_chunk(
-        &mut self,
-        max: usize,
-        ordered: bool,
-    ) -> Result<Option<Chunk>, ReadError> {
+    /// The next bytes in order, at most `max`; `None` at the end of the stream.
+    pub(crate) async fn read_chunk(&mut self, max: usize) -> Result<Option<Bytes>, ReadError> {
         let stall = self.stall;
-        match within_stall(stall, self.read_chunk_now(max, ordered)).await {
+        match within_stall(stall, self.read_chunk_now(max)).await {
             Some(read) => read,
             None => Err(self.stalled()),
         }
@@ -391,7 +380,7 @@ impl RecvStream {
     /// may run in `Drop`).
     pub(crate) fn ended_now(&mut self) -> bool {
         use futures_util::FutureExt;
-        matches!(self.read_chunk_now(1, true).now_or_never(), Some(Ok(None)))
+        matches!(self.read_chunk_now(1).now_or_never(), Some(Ok(None)))
     }
 
     pub(crate) async fn read_chunks(
@@ -400,13 +389,13 @@ impl RecvStream {
     ) -> Result<Option<usize>, ReadError> {
         let read = async {
             match &mut self.inner {
-                RecvInner::Quic(r) => r.read_chunks(bufs).await,
+                RecvInner::Quic(r) => Ok(r.read_chunks(bufs).await?),
                 RecvInner::Tcp(r) => {
                     let Some(slot) = bufs.first_mut() else {
                         return Ok(Some(0));
                     };
                     Ok(r.read_chunk(64 * 1024).await?.map(|chunk| {
-                        *slot = chunk.bytes;
+                        *slot = chunk;
                         1
                     }))
                 }
@@ -419,12 +408,12 @@ impl RecvStream {
     }
 
     /// Asks the peer to stop sending; what still arrives is dropped.
-    pub(crate) fn stop(&mut self, code: VarInt) {
+    pub(crate) fn stop(&mut self, code: ErrorCode) {
         match &mut self.inner {
             RecvInner::Quic(r) => {
-                let _ = r.stop(code);
+                let _ = r.stop(quic_code(code));
             }
-            RecvInner::Tcp(r) => r.stop(code_u32(code)),
+            RecvInner::Tcp(r) => r.stop(code),
         }
     }
 

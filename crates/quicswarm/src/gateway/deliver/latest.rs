@@ -9,7 +9,7 @@ use super::super::reply::log_failure;
 use super::now_us;
 use crate::{
     ended::{Ended, Reply},
-    io::{varint, write_frame},
+    io::write_frame,
     transport::{Connection, SendStream},
 };
 
@@ -45,7 +45,7 @@ pub(in crate::gateway) async fn run_latest(
         if let (Some(max), Some(_), Some((ident, s, sent_at))) =
             (max_age, &waiting, in_flight.first_mut())
         {
-            if sent_at.elapsed() > max && s.reset(varint(ErrorCode::Superseded)).is_ok() {
+            if sent_at.elapsed() > max && s.reset(ErrorCode::Superseded).is_ok() {
                 let frame = StreamFrame::Superseded { ident: *ident };
                 in_flight.remove(0);
                 write_frame(send, &frame).await.map_err(Ended::from)?;
@@ -86,7 +86,7 @@ pub(in crate::gateway) async fn run_latest(
             }
             _ = aborted => {
                 for (_, mut s, _) in in_flight {
-                    let _ = s.reset(varint(ErrorCode::Cancelled));
+                    let _ = s.reset(ErrorCode::Cancelled);
                 }
                 return Err(Ended::Stopped);
             }

@@ -13,10 +13,11 @@ use std::{
     task::Poll,
 };
 
-use bytes::Bytes;
 use futures_util::io::{AsyncReadExt, AsyncWriteExt};
-use quinn::{ApplicationClose, ConnectionError, VarInt};
+use quicswarm_proto::ErrorCode;
 use tokio::sync::{mpsc, oneshot};
+
+use crate::transport::Disconnect;
 
 pub(super) enum Cmd {
     Open(oneshot::Sender<yamux::Stream>),
@@ -60,7 +61,7 @@ pub(super) async fn drive(
                     }
                     // Every handle is gone: nobody can use the connection any more.
                     Poll::Ready(None) => {
-                        set_reason(&reason, ConnectionError::LocallyClosed);
+                        set_reason(&reason, Disconnect::Local);
                         closing = true;
                         break;
                     }
@@ -104,36 +105,25 @@ pub(super) async fn drive(
     .await;
     let why = match outcome {
         // The peer hung up without a close message (or after ours).
-        Ok(()) => ConnectionError::Reset,
+        Ok(()) => Disconnect::Reset,
         Err(yamux::ConnectionError::Io(e)) => io_reason(&e),
-        Err(_) => ConnectionError::Reset,
+        Err(_) => Disconnect::Reset,
     };
     set_reason(&reason, why);
 }
 
 /// What an I/O error on the connection means: a timeout, a TLS alert (the peer refused our
 /// certificate, say: kept with its text, as QUIC reports it), or a reset.
-fn io_reason(e: &io::Error) -> ConnectionError {
+fn io_reason(e: &io::Error) -> Disconnect {
     if e.kind() == io::ErrorKind::TimedOut {
-        return ConnectionError::TimedOut;
+        return Disconnect::TimedOut;
     }
     match e
         .get_ref()
         .and_then(|inner| inner.downcast_ref::<rustls::Error>())
     {
-        Some(tls) => {
-            let alert = match tls {
-                rustls::Error::AlertReceived(alert) => u8::from(*alert),
-                // internal_error
-                _ => 80,
-            };
-            ConnectionError::ConnectionClosed(quinn::ConnectionClose {
-                error_code: quinn::TransportErrorCode::crypto(alert),
-                frame_type: None,
-                reason: Bytes::from(tls.to_string()),
-            })
-        }
-        None => ConnectionError::Reset,
+        Some(tls) => Disconnect::Transport(format!("TLS: {tls}")),
+        None => Disconnect::Reset,
     }
 }
 
@@ -214,7 +204,7 @@ async fn classify(mut stream: yamux::Stream, routes: Routes, shutdown: mpsc::Unb
                 } else {
                     &signals.reset
                 };
-                target.send_replace(Some(code));
+                target.send_replace(Some(ErrorCode::from(code)));
             }
         }
         KIND_CLOSE => {
@@ -227,10 +217,10 @@ async fn classify(mut stream: yamux::Stream, routes: Routes, shutdown: mpsc::Unb
                 let code = u32::from_be_bytes([msg[0], msg[1], msg[2], msg[3]]);
                 set_reason(
                     reason,
-                    ConnectionError::ApplicationClosed(ApplicationClose {
-                        error_code: VarInt::from_u32(code),
-                        reason: Bytes::copy_from_slice(&msg[4..]),
-                    }),
+                    Disconnect::Closed {
+                        code: ErrorCode::from(code),
+                        reason: String::from_utf8_lossy(&msg[4..]).into_owned(),
+                    },
                 );
             }
             let _ = shutdown.send(());

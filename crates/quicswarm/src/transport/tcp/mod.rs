@@ -35,7 +35,7 @@ use std::{
 };
 
 use futures_util::io::{AsyncReadExt, AsyncWriteExt};
-use quinn::{ConnectionError, VarInt, WriteError};
+use quicswarm_proto::ErrorCode;
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::{
     net::TcpStream,
@@ -43,7 +43,10 @@ use tokio::{
 };
 use tokio_util::compat::{Compat, TokioAsyncReadCompatExt};
 
-use crate::config::TransportTuning;
+use crate::{
+    config::TransportTuning,
+    transport::{Disconnect, WriteError},
+};
 
 const KIND_BI: u8 = b'B';
 const KIND_CLOSE: u8 = b'C';
@@ -224,7 +227,7 @@ impl TcpConnection {
         )
     }
 
-    pub(crate) fn close_reason(&self) -> Option<ConnectionError> {
+    pub(crate) fn close_reason(&self) -> Option<Disconnect> {
         self.inner.reason.borrow().clone()
     }
 
@@ -236,7 +239,7 @@ impl TcpConnection {
         if self.close_reason().is_some() {
             return;
         }
-        set_reason(&self.inner.reason, ConnectionError::LocallyClosed);
+        set_reason(&self.inner.reason, Disconnect::Local);
         let mut msg = Vec::with_capacity(5 + why.len().min(MAX_REASON));
         msg.push(KIND_CLOSE);
         msg.extend_from_slice(&code.to_be_bytes());
@@ -244,16 +247,16 @@ impl TcpConnection {
         let _ = self.inner.cmds.send(Cmd::Control(msg));
     }
 
-    pub(crate) async fn closed(&self) -> ConnectionError {
+    pub(crate) async fn closed(&self) -> Disconnect {
         let mut rx = self.inner.reason.subscribe();
         let why = match rx.wait_for(Option::is_some).await {
-            Ok(r) => r.clone().unwrap_or(ConnectionError::Reset),
-            Err(_) => ConnectionError::Reset,
+            Ok(r) => r.clone().unwrap_or(Disconnect::Reset),
+            Err(_) => Disconnect::Reset,
         };
         why
     }
 
-    pub(crate) async fn open_bi(&self) -> Result<(TcpSend, TcpRecv), ConnectionError> {
+    pub(crate) async fn open_bi(&self) -> Result<(TcpSend, TcpRecv), Disconnect> {
         if let Some(why) = self.close_reason() {
             return Err(why);
         }
@@ -274,7 +277,7 @@ impl TcpConnection {
         Ok(self.halves(stream, signals))
     }
 
-    pub(crate) async fn accept_bi(&self) -> Result<(TcpSend, TcpRecv), ConnectionError> {
+    pub(crate) async fn accept_bi(&self) -> Result<(TcpSend, TcpRecv), Disconnect> {
         let mut accept = self.inner.accept.lock().await;
         tokio::select! {
             stream = accept.recv() => match stream {
@@ -297,7 +300,6 @@ impl TcpConnection {
             TcpRecv {
                 conn: self.clone(),
                 r: Some(r),
-                offset: 0,
                 eof: false,
                 signals,
             },
@@ -305,12 +307,12 @@ impl TcpConnection {
     }
 
     /// Tells the peer about stream `id` (a stop or a reset) on a control stream.
-    fn signal(&self, kind: u8, id: u32, code: u32) {
+    fn signal(&self, kind: u8, id: u32, code: ErrorCode) {
         if self.close_reason().is_none() {
             let _ = self
                 .inner
                 .cmds
-                .send(Cmd::Control(stream_signal(kind, id, code)));
+                .send(Cmd::Control(stream_signal(kind, id, code.to_u32())));
         }
     }
 
@@ -318,7 +320,7 @@ impl TcpConnection {
         match self.close_reason() {
             Some(why) => WriteError::ConnectionLost(why),
             // The stream is gone but the connection lives: the peer dropped its end.
-            None => WriteError::Stopped(VarInt::from_u32(0)),
+            None => WriteError::Stopped(ErrorCode::NoError),
         }
     }
 }

@@ -6,10 +6,12 @@ use std::{
     sync::{Arc, PoisonError, Weak},
 };
 
-use quinn::ConnectionError;
+use quicswarm_proto::ErrorCode;
 use tokio::sync::watch;
 
-pub(super) type Reason = Arc<watch::Sender<Option<ConnectionError>>>;
+use crate::transport::Disconnect;
+
+pub(super) type Reason = Arc<watch::Sender<Option<Disconnect>>>;
 pub(super) type StreamMap = std::sync::Mutex<HashMap<u32, Weak<Signals>>>;
 pub(super) type Registry = Arc<StreamMap>;
 
@@ -18,9 +20,9 @@ pub(super) type Registry = Arc<StreamMap>;
 pub(super) struct Signals {
     pub(super) id: u32,
     /// The peer stopped reading (its code): our writes fail with `Stopped`.
-    pub(super) stopped: watch::Sender<Option<u32>>,
+    pub(super) stopped: watch::Sender<Option<ErrorCode>>,
     /// The peer reset its sending side (its code): our reads fail with `Reset`.
-    pub(super) reset: watch::Sender<Option<u32>>,
+    pub(super) reset: watch::Sender<Option<ErrorCode>>,
     pub(super) registry: Weak<StreamMap>,
 }
 
@@ -53,7 +55,7 @@ impl Drop for Signals {
 }
 
 /// Sets the close reason unless one is set already; the first reason wins.
-pub(super) fn set_reason(reason: &Reason, why: ConnectionError) {
+pub(super) fn set_reason(reason: &Reason, why: Disconnect) {
     reason.send_if_modified(|r| {
         if r.is_none() {
             *r = Some(why);
@@ -64,6 +66,8 @@ pub(super) fn set_reason(reason: &Reason, why: ConnectionError) {
     });
 }
 
-pub(super) fn lost(reason: &Reason) -> ConnectionError {
-    reason.borrow().clone().unwrap_or(ConnectionError::Reset)
+/// Why the connection ended; a connection whose handles outlived its driver without a
+/// reason was reset.
+pub(super) fn lost(reason: &Reason) -> Disconnect {
+    reason.borrow().clone().unwrap_or(Disconnect::Reset)
 }

@@ -4,10 +4,12 @@
 use super::{Signals, TcpConnection, KIND_RESET, KIND_STOP};
 use std::sync::Arc;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use futures_util::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
-use quinn::{Chunk, ConnectionError, ReadError, VarInt, WriteError};
+use quicswarm_proto::ErrorCode;
 use tokio::sync::watch;
+
+use crate::transport::{Disconnect, ReadError, WriteError};
 
 /// The sending half of a TCP operation stream.
 #[derive(Debug)]
@@ -23,7 +25,7 @@ impl TcpSend {
     pub(crate) async fn write(&mut self, data: &[u8]) -> Result<(), WriteError> {
         let mut stopped = self.signals.stopped.subscribe();
         if let Some(code) = *stopped.borrow() {
-            return Err(WriteError::Stopped(VarInt::from_u32(code)));
+            return Err(WriteError::Stopped(code));
         }
         let Some(w) = self.w.as_mut() else {
             return Err(WriteError::ClosedStream);
@@ -33,15 +35,15 @@ impl TcpSend {
             biased;
             written = w.write_all(data) => written.map_err(|_| self.conn.write_error()),
             code = stopped.wait_for(Option::is_some) => Err(match code.ok().and_then(|c| *c) {
-                Some(code) => WriteError::Stopped(VarInt::from_u32(code)),
+                Some(code) => WriteError::Stopped(code),
                 None => self.conn.write_error(),
             }),
         }
     }
 
-    pub(crate) fn finish(&mut self) {
+    pub(crate) fn finish(&mut self) -> Result<(), WriteError> {
         let Some(mut w) = self.w.take() else {
-            return;
+            return Err(WriteError::ClosedStream);
         };
         let done = self.finished.clone();
         // quinn's finish does not wait; neither does this one (the FIN is flushed behind).
@@ -49,18 +51,21 @@ impl TcpSend {
             let _ = w.close().await;
             done.send_replace(true);
         });
+        Ok(())
     }
 
     /// Abandons the stream: the peer's reads fail with `Reset(code)`.
-    pub(crate) fn reset(&mut self, code: u32) {
-        if self.w.take().is_some() {
-            self.conn.signal(KIND_RESET, self.signals.id, code);
+    pub(crate) fn reset(&mut self, code: ErrorCode) -> Result<(), WriteError> {
+        if self.w.take().is_none() {
+            return Err(WriteError::ClosedStream);
         }
+        self.conn.signal(KIND_RESET, self.signals.id, code);
+        Ok(())
     }
 
     /// Resolves when the peer stopped the stream (`Some(code)`) or once a `finish` has
     /// flushed the end of the stream (`None`).
-    pub(crate) async fn stopped(&self) -> Option<u32> {
+    pub(crate) async fn stopped(&self) -> Option<ErrorCode> {
         let mut finished = self.finished.subscribe();
         let mut stopped = self.signals.stopped.subscribe();
         tokio::select! {
@@ -75,7 +80,6 @@ impl TcpSend {
 pub(crate) struct TcpRecv {
     pub(super) conn: TcpConnection,
     pub(super) r: Option<ReadHalf<yamux::Stream>>,
-    pub(super) offset: u64,
     pub(super) eof: bool,
     pub(super) signals: Arc<Signals>,
 }
@@ -85,13 +89,13 @@ impl Drop for TcpRecv {
         // As quinn does for a receive stream dropped before its end: tell the sender (code 0)
         // so a writer blocked on a full window is released.
         if !self.eof {
-            self.stop(0);
+            self.stop(ErrorCode::NoError);
         }
     }
 }
 
 impl TcpRecv {
-    pub(crate) async fn read_chunk(&mut self, max: usize) -> Result<Option<Chunk>, ReadError> {
+    pub(crate) async fn read_chunk(&mut self, max: usize) -> Result<Option<Bytes>, ReadError> {
         let mut reset = self.signals.reset.subscribe();
         let Some(r) = self.r.as_mut() else {
             return Err(ReadError::ClosedStream);
@@ -101,8 +105,8 @@ impl TcpRecv {
             biased;
             read = r.read(&mut buf) => read,
             code = reset.wait_for(Option::is_some) => {
-                let code = code.ok().and_then(|c| *c).unwrap_or(0);
-                return Err(ReadError::Reset(VarInt::from_u32(code)));
+                let code = code.ok().and_then(|c| *c).unwrap_or(ErrorCode::NoError);
+                return Err(ReadError::Reset(code));
             }
         };
         let reset_code = *reset.borrow();
@@ -110,7 +114,7 @@ impl TcpRecv {
             // The end of the stream, unless the peer reset it (its message may still be on
             // its way; it was sent after the data, so it is here or close behind).
             Ok(0) => match reset_code {
-                Some(code) => Err(ReadError::Reset(VarInt::from_u32(code))),
+                Some(code) => Err(ReadError::Reset(code)),
                 None => {
                     // yamux ends every stream of a failed connection as if it had finished;
                     // the driver records the failure as it happens, so check it (after
@@ -119,9 +123,9 @@ impl TcpRecv {
                     tokio::task::yield_now().await;
                     match self.conn.close_reason() {
                         Some(
-                            why @ (ConnectionError::Reset
-                            | ConnectionError::TimedOut
-                            | ConnectionError::ConnectionClosed(_)),
+                            why @ (Disconnect::Reset
+                            | Disconnect::TimedOut
+                            | Disconnect::Transport(_)),
                         ) => Err(ReadError::ConnectionLost(why)),
                         _ => {
                             self.eof = true;
@@ -132,22 +136,17 @@ impl TcpRecv {
             },
             Ok(n) => {
                 buf.truncate(n);
-                let offset = self.offset;
-                self.offset += n as u64;
-                Ok(Some(Chunk {
-                    offset,
-                    bytes: buf.freeze(),
-                }))
+                Ok(Some(buf.freeze()))
             }
             Err(_) => Err(ReadError::ConnectionLost(
-                self.conn.close_reason().unwrap_or(ConnectionError::Reset),
+                self.conn.close_reason().unwrap_or(Disconnect::Reset),
             )),
         }
     }
 
     /// Stops reading: the peer's writes fail with `Stopped(code)`; what still arrives is
     /// dropped.
-    pub(crate) fn stop(&mut self, code: u32) {
+    pub(crate) fn stop(&mut self, code: ErrorCode) {
         if self.r.take().is_some() {
             self.conn.signal(KIND_STOP, self.signals.id, code);
         }
