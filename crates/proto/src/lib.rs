@@ -40,6 +40,10 @@
 //! anything is allocated for it), pattern lengths, range sizes and ranges per file. A request
 //! over a receiver's configured limit is answered with [`ErrorCode::LimitExceeded`].
 //!
+//! # Over TLS-over-TCP
+//! The same streams run on yamux; [`tcp`] holds the one byte that starts each stream and
+//! the control messages that stand in for QUIC's stream stops, resets and close.
+//!
 //! # Non-goals
 //! No negotiation beyond the ALPN: a peer speaking another version fails the TLS handshake.
 //!
@@ -61,6 +65,7 @@ pub mod datagram;
 pub mod limits;
 mod message;
 pub mod path;
+pub mod tcp;
 pub mod transfer;
 
 pub use code::ErrorCode;

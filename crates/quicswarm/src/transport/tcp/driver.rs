@@ -1,10 +1,7 @@
 //! The driver: one task owns the yamux connection, opens the streams asked for, hands out the
 //! streams the peer opens, and reads and sends the control messages.
 
-use super::{
-    set_reason, Io, Reason, Registry, Signals, CLOSE_LINGER, KIND_BI, KIND_CLOSE, KIND_RESET,
-    KIND_STOP, MAX_REASON,
-};
+use super::{set_reason, Io, Reason, Registry, Signals, CLOSE_LINGER};
 use std::{
     collections::VecDeque,
     future::poll_fn,
@@ -14,7 +11,7 @@ use std::{
 };
 
 use futures_util::io::{AsyncReadExt, AsyncWriteExt};
-use quicswarm_proto::ErrorCode;
+use quicswarm_proto::tcp::{Control, ControlError, MAX_CONTROL_LEN, OPERATION};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::transport::Disconnect;
@@ -22,12 +19,12 @@ use crate::transport::Disconnect;
 pub(super) enum Cmd {
     Open(oneshot::Sender<yamux::Stream>),
     /// A control message to send on a stream of its own.
-    Control(Vec<u8>),
+    Control(Control),
 }
 
 enum Pending {
     Open(oneshot::Sender<yamux::Stream>),
-    Control(Vec<u8>),
+    Control(Control),
 }
 
 /// Where the driver sends what arrives.
@@ -131,12 +128,12 @@ fn io_reason(e: &io::Error) -> Disconnect {
 /// the peer to hang up before closing the connection ourselves.
 async fn send_control(
     mut stream: yamux::Stream,
-    msg: Vec<u8>,
+    msg: Control,
     shutdown: mpsc::UnboundedSender<()>,
 ) {
-    let closing = msg.first() == Some(&KIND_CLOSE);
+    let closing = msg.is_close();
     let _ = tokio::time::timeout(CLOSE_LINGER, async {
-        let _ = stream.write_all(&msg).await;
+        let _ = stream.write_all(&msg.encode()).await;
         let _ = stream.close().await;
         if closing {
             // The peer closes the connection once it has read the message.
@@ -150,82 +147,72 @@ async fn send_control(
     }
 }
 
-/// A stop or reset message for stream `id`.
-pub(super) fn stream_signal(kind: u8, id: u32, code: u32) -> Vec<u8> {
-    let mut msg = Vec::with_capacity(9);
-    msg.push(kind);
-    msg.extend_from_slice(&id.to_be_bytes());
-    msg.extend_from_slice(&code.to_be_bytes());
-    msg
-}
-
-/// Reads a new inbound stream's kind byte and routes it.
+/// Reads a new inbound stream's kind byte and routes it: an operation to `accept_bi`, a
+/// control message (see [`quicswarm_proto::tcp`]) to the stream or connection it names.
 async fn classify(mut stream: yamux::Stream, routes: Routes, shutdown: mpsc::UnboundedSender<()>) {
     let mut kind = [0u8; 1];
     if stream.read_exact(&mut kind).await.is_err() {
         return;
     }
-    let reason = &routes.reason;
-    match kind[0] {
-        KIND_BI => {
-            let open = routes
-                .registry
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .len();
-            if open >= routes.max_streams {
-                // Over the limit. QUIC would make the peer wait for a stream credit; yamux
-                // cannot, so the stream is refused: dropping it resets it.
-                return;
-            }
-            // Registered before it is accepted: a reset may come before the accept.
-            let signals = Signals::register(&routes.registry, stream.id().val());
-            // Full queue: the peer opens faster than the gateway accepts; it waits (yamux
-            // bounds the streams it may open).
-            let _ = routes.accept.send((stream, signals)).await;
-        }
-        kind @ (KIND_STOP | KIND_RESET) => {
-            let mut msg = [0u8; 8];
-            if stream.read_exact(&mut msg).await.is_err() {
-                return;
-            }
-            let id = u32::from_be_bytes([msg[0], msg[1], msg[2], msg[3]]);
-            let code = u32::from_be_bytes([msg[4], msg[5], msg[6], msg[7]]);
-            let signals = routes
-                .registry
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .get(&id)
-                .and_then(Weak::upgrade);
-            // Unknown: the stream is already gone here, nothing to tell.
-            if let Some(signals) = signals {
-                let target = if kind == KIND_STOP {
-                    &signals.stopped
-                } else {
-                    &signals.reset
-                };
-                target.send_replace(Some(ErrorCode::from(code)));
-            }
-        }
-        KIND_CLOSE => {
-            let mut msg = Vec::new();
-            let _ = (&mut stream)
-                .take((4 + MAX_REASON) as u64)
-                .read_to_end(&mut msg)
-                .await;
-            if msg.len() >= 4 {
-                let code = u32::from_be_bytes([msg[0], msg[1], msg[2], msg[3]]);
-                set_reason(
-                    reason,
-                    Disconnect::Closed {
-                        code: ErrorCode::from(code),
-                        reason: String::from_utf8_lossy(&msg[4..]).into_owned(),
-                    },
-                );
-            }
+    if kind[0] == OPERATION {
+        return route_operation(stream, &routes).await;
+    }
+    let mut msg = kind.to_vec();
+    // Bounded: a control message is short, and a longer stream is malformed anyway.
+    let _ = (&mut stream)
+        .take(MAX_CONTROL_LEN as u64)
+        .read_to_end(&mut msg)
+        .await;
+    match Control::decode(&msg) {
+        Ok(Control::Close { code, reason }) => {
+            let reason = String::from_utf8_lossy(&reason).into_owned();
+            set_reason(&routes.reason, Disconnect::Closed { code, reason });
             let _ = shutdown.send(());
         }
-        // Not ours: dropping the stream resets it.
-        _ => {}
+        Ok(Control::Stop { stream, code }) => {
+            if let Some(signals) = registered(&routes.registry, stream) {
+                signals.stopped.send_replace(Some(code));
+            }
+        }
+        Ok(Control::Reset { stream, code }) => {
+            if let Some(signals) = registered(&routes.registry, stream) {
+                signals.reset.send_replace(Some(code));
+            }
+        }
+        // A kind from a later version: dropping the stream resets it.
+        Err(e @ ControlError::UnknownKind(_)) => tracing::debug!(error = %e, "control stream"),
+        // A malformed message is a protocol violation, as a malformed frame is in QUIC.
+        Err(e) => {
+            set_reason(&routes.reason, Disconnect::Transport(e.to_string()));
+            let _ = shutdown.send(());
+        }
     }
+}
+
+/// Hands an operation stream to `accept_bi`, or refuses it over the limit.
+async fn route_operation(stream: yamux::Stream, routes: &Routes) {
+    let open = routes
+        .registry
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .len();
+    if open >= routes.max_streams {
+        // Over the limit. QUIC would make the peer wait for a stream credit; yamux
+        // cannot, so the stream is refused: dropping it resets it.
+        return;
+    }
+    // Registered before it is accepted: a reset may come before the accept.
+    let signals = Signals::register(&routes.registry, stream.id().val());
+    // Full queue: the peer opens faster than the gateway accepts; it waits (yamux
+    // bounds the streams it may open).
+    let _ = routes.accept.send((stream, signals)).await;
+}
+
+/// The live stream `id`'s signals; none when it is already gone here (nothing to tell).
+fn registered(registry: &Registry, id: u32) -> Option<Arc<Signals>> {
+    registry
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(&id)
+        .and_then(Weak::upgrade)
 }

@@ -1,13 +1,9 @@
 //! TLS 1.3 over one TCP connection, with operations multiplexed by yamux.
 //!
 //! A driver task owns the yamux connection; handles talk to it over channels. Every stream
-//! starts with one byte naming its kind: `B` for an operation (bidirectional), or a control
-//! message that gives TCP what QUIC has and yamux lacks:
-//! - `C`: close the connection (`code: u32` big-endian, then the reason);
-//! - `S`: stop sending on stream `id` (`id: u32`, `code: u32`), QUIC's `STOP_SENDING`;
-//! - `R`: stream `id` was reset (`id: u32`, `code: u32`), QUIC's `RESET_STREAM`.
-//!
-//! Control messages travel on the same TCP connection, after what was written before them.
+//! starts with one byte naming its kind: an operation, or a control message that gives TCP
+//! what QUIC has and yamux lacks (a stop, a reset, a close with a code). The bytes are in
+//! [`quicswarm_proto::tcp`], with their tests; this module only moves them.
 //!
 //! `mod.rs` dials and accepts (`counted.rs`: the socket under TLS); `driver.rs` runs the
 //! multiplexer; `stream.rs` has the operation streams; `signals.rs` what those two share.
@@ -23,7 +19,7 @@ pub(crate) use self::{
 };
 
 use self::{
-    driver::{drive, stream_signal, Cmd, Routes},
+    driver::{drive, Cmd, Routes},
     signals::{lost, set_reason, Reason, Registry, Signals},
 };
 
@@ -35,7 +31,10 @@ use std::{
 };
 
 use futures_util::io::{AsyncReadExt, AsyncWriteExt};
-use quicswarm_proto::ErrorCode;
+use quicswarm_proto::{
+    tcp::{Control, OPERATION},
+    ErrorCode,
+};
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::{
     net::TcpStream,
@@ -48,12 +47,6 @@ use crate::{
     transport::{Disconnect, WriteError},
 };
 
-const KIND_BI: u8 = b'B';
-const KIND_CLOSE: u8 = b'C';
-const KIND_STOP: u8 = b'S';
-const KIND_RESET: u8 = b'R';
-/// Longest close reason read from a peer.
-const MAX_REASON: usize = 1024;
 /// How long a closing side waits for the peer to read the close message and hang up.
 const CLOSE_LINGER: Duration = Duration::from_secs(1);
 /// Operation streams the peer opened that wait for `accept_bi`.
@@ -240,10 +233,10 @@ impl TcpConnection {
             return;
         }
         set_reason(&self.inner.reason, Disconnect::Local);
-        let mut msg = Vec::with_capacity(5 + why.len().min(MAX_REASON));
-        msg.push(KIND_CLOSE);
-        msg.extend_from_slice(&code.to_be_bytes());
-        msg.extend_from_slice(&why[..why.len().min(MAX_REASON)]);
+        let msg = Control::Close {
+            code: ErrorCode::from(code),
+            reason: why.to_vec(),
+        };
         let _ = self.inner.cmds.send(Cmd::Control(msg));
     }
 
@@ -270,7 +263,7 @@ impl TcpConnection {
             why = self.closed() => return Err(why),
         };
         stream
-            .write_all(&[KIND_BI])
+            .write_all(&[OPERATION])
             .await
             .map_err(|_| lost(&self.inner.reason))?;
         let signals = Signals::register(&self.inner.registry, stream.id().val());
@@ -306,13 +299,10 @@ impl TcpConnection {
         )
     }
 
-    /// Tells the peer about stream `id` (a stop or a reset) on a control stream.
-    fn signal(&self, kind: u8, id: u32, code: ErrorCode) {
+    /// Tells the peer about one of its streams (a stop or a reset) on a control stream.
+    fn signal(&self, msg: Control) {
         if self.close_reason().is_none() {
-            let _ = self
-                .inner
-                .cmds
-                .send(Cmd::Control(stream_signal(kind, id, code.to_u32())));
+            let _ = self.inner.cmds.send(Cmd::Control(msg));
         }
     }
 

@@ -1,12 +1,12 @@
 //! The two halves of an operation stream over TCP, with QUIC's stop and reset semantics
 //! carried by control messages.
 
-use super::{Signals, TcpConnection, KIND_RESET, KIND_STOP};
+use super::{Signals, TcpConnection};
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
-use quicswarm_proto::ErrorCode;
+use quicswarm_proto::{tcp::Control, ErrorCode};
 use tokio::sync::watch;
 
 use crate::transport::{Disconnect, ReadError, WriteError};
@@ -59,7 +59,10 @@ impl TcpSend {
         if self.w.take().is_none() {
             return Err(WriteError::ClosedStream);
         }
-        self.conn.signal(KIND_RESET, self.signals.id, code);
+        self.conn.signal(Control::Reset {
+            stream: self.signals.id,
+            code,
+        });
         Ok(())
     }
 
@@ -148,7 +151,10 @@ impl TcpRecv {
     /// dropped.
     pub(crate) fn stop(&mut self, code: ErrorCode) {
         if self.r.take().is_some() {
-            self.conn.signal(KIND_STOP, self.signals.id, code);
+            self.conn.signal(Control::Stop {
+                stream: self.signals.id,
+                code,
+            });
         }
     }
 }
