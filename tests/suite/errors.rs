@@ -365,3 +365,125 @@ async fn stalled_clients_are_cut_off_after_the_stall_timeout() {
     }
     within("ping", client.ping()).await.unwrap();
 }
+
+/// Input that yields nothing until `go` fires, then fails (`fail`) or stalls for ever.
+struct After {
+    go: Option<tokio::sync::oneshot::Receiver<()>>,
+    fail: bool,
+}
+
+impl tokio::io::AsyncRead for After {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        _: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::{future::Future, task::Poll};
+        if let Some(go) = self.go.as_mut() {
+            if std::pin::Pin::new(go).poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            self.go = None;
+        }
+        if self.fail {
+            Poll::Ready(Err(std::io::Error::other("the disk went away")))
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
+/// Sends what a sink saw when it ends, however it ends.
+struct Seen(
+    tokio::sync::mpsc::UnboundedSender<Result<usize, String>>,
+    Result<usize, String>,
+);
+
+impl Drop for Seen {
+    fn drop(&mut self) {
+        let _ = self.0.send(self.1.clone());
+    }
+}
+
+/// A body cut short on our side (the input fails, the call times out) reaches the sink as a
+/// cancelled buffer, never as a whole shorter one: a QUIC stream dropped unfinished finishes
+/// itself, so the client must reset it.
+#[tokio::test]
+async fn a_body_cut_short_never_arrives_whole() {
+    let gw = spawn_gateway(|b| b).await;
+    let (seen_tx, mut seen_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (started_tx, mut started_rx) = tokio::sync::mpsc::unbounded_channel();
+    gw.gateway
+        .registry()
+        .sink("record", move |_: (), data: quicswarm::SinkData| {
+            let mut seen = Seen(seen_tx.clone(), Err("cancelled".into()));
+            let started = started_tx.clone();
+            async move {
+                let seen = &mut seen;
+                let _ = started.send(());
+                let got = data.collect().await.map(|b| b.len());
+                seen.1 = got.as_ref().map_err(ToString::to_string).copied();
+                got.map(|n| n as i64).map_err(|e| e.to_string())
+            }
+        });
+    // The input's first bytes, then `After` once the sink runs.
+    let (go_tx, go) = tokio::sync::oneshot::channel();
+    let forward = async move {
+        started_rx.recv().await;
+        let _ = go_tx.send(());
+        started_rx
+    };
+    let client = gw.client().await;
+
+    // The input fails: the caller hears why, and the sink sees no complete buffer.
+    let after = After {
+        go: Some(go),
+        fail: true,
+    };
+    let input = tokio::io::AsyncReadExt::chain(&[1u8; 1000][..], after);
+    let (result, mut started_rx) = within(
+        "failing input",
+        futures_util::future::join(client.send_reader("record", &(), input, None), forward),
+    )
+    .await;
+    match result {
+        Err(CallError::Io(m)) => assert!(m.contains("disk"), "{m}"),
+        other => panic!("expected the input's error, got {other:?}"),
+    }
+    let seen = within("the sink's view", seen_rx.recv()).await.unwrap();
+    assert!(seen.is_err(), "the sink took a cut body as whole: {seen:?}");
+
+    // The call times out while the input stalls: the same.
+    let mut config = quicswarm::ControllerConfig::with_trust(quicswarm::Trust::Fingerprints(vec![
+        gw.fingerprint,
+    ]));
+    config.call_timeout = Some(std::time::Duration::from_secs(3));
+    let impatient = quicswarm::Controller::new(config).unwrap();
+    let client = within("connect", impatient.get_client(&gw.addr))
+        .await
+        .unwrap();
+    let (go_tx, go) = tokio::sync::oneshot::channel();
+    let forward = async move {
+        started_rx.recv().await;
+        let _ = go_tx.send(());
+    };
+    let input = tokio::io::AsyncReadExt::chain(
+        &[1u8; 1000][..],
+        After {
+            go: Some(go),
+            fail: false,
+        },
+    );
+    let (result, ()) = within(
+        "stalled input",
+        futures_util::future::join(client.send_reader("record", &(), input, None), forward),
+    )
+    .await;
+    match result {
+        Err(CallError::Timeout(_)) => {}
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    let seen = within("the sink's view", seen_rx.recv()).await.unwrap();
+    assert!(seen.is_err(), "the sink took a cut body as whole: {seen:?}");
+    within("ping", client.ping()).await.unwrap();
+}

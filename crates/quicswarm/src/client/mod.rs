@@ -11,11 +11,11 @@ mod items;
 mod request;
 mod send;
 
-pub(crate) use self::inner::ClientInner;
 pub use self::{
     args::{Json, ToArgs},
     items::{ItemStream, StreamOutcome},
 };
+pub(crate) use self::{inner::ClientInner, request::Body};
 
 use std::{
     net::SocketAddr,

@@ -1,12 +1,16 @@
 //! One request, the way every client operation makes it: the per-operation policy (may it
 //! ride in 0-RTT early data, the call timeout, a reset when given up on) applied in one
-//! function, as irpc's `rpc()` does. Each `Client` method is a few lines on top of [`rpc`].
+//! place, as irpc's `rpc()` does. Each `Client` method is a few lines on top of [`rpc`], or
+//! of [`rpc_with_body`] for the requests followed by bytes (sinks, uploads).
 //!
 //! [`rpc`]: Client::rpc
+//! [`rpc_with_body`]: Client::rpc_with_body
 
 use std::{future::Future, time::Instant};
 
+use bytes::{Bytes, BytesMut};
 use quicswarm_proto::{ErrorCode, Request, Response};
+use tokio::io::{AsyncRead, AsyncReadExt};
 
 use super::Client;
 use crate::{
@@ -34,6 +38,24 @@ fn reset_on_give_up(request: &Request) -> bool {
     }
 }
 
+/// What follows a request on its stream.
+pub(crate) enum Body<R> {
+    /// Buffers already in memory, written without a copy.
+    Chunks(Vec<Bytes>),
+    /// Whatever a reader yields, in chunks of [`READ_CHUNK`]: it never has to fit in memory.
+    Reader(R),
+}
+
+impl Body<tokio::io::Empty> {
+    /// A body from memory.
+    pub(crate) fn chunks(chunks: Vec<Bytes>) -> Self {
+        Self::Chunks(chunks)
+    }
+}
+
+/// How much of a [`Body::Reader`] is read per write.
+const READ_CHUNK: usize = 256 * 1024;
+
 impl Client {
     /// Sends `request` on a stream of its own and hands its first response, the rest of the
     /// stream and the moment this attempt was sent to `then`. Waits for the handshake unless
@@ -56,6 +78,56 @@ impl Client {
         .await
     }
 
+    /// Sends `request` followed by `body`, writing the body while the answer is awaited (the
+    /// gateway may refuse or answer early), and hands the answer to `then`. A body is never
+    /// replay-safe: it waits for the handshake and is sent once. Bounded by the call timeout;
+    /// a body given up on before its end is reset, never left to look complete.
+    ///
+    /// Which error wins: our reader's failure (the gateway only saw a cancelled body), then
+    /// the gateway's refusal (it stopped our upload, and says why), then the answer, which
+    /// stands even when the gateway stopped reading before the end (a sink that returned
+    /// early).
+    pub(crate) async fn rpc_with_body<T, R>(
+        &self,
+        request: &Request,
+        body: Body<R>,
+        then: impl FnOnce(Response) -> Result<T, CallError>,
+    ) -> Result<T, CallError>
+    where
+        R: AsyncRead + Unpin,
+    {
+        debug_assert!(!self.inner.may_run_early(request), "a body is sent once");
+        self.inner_confirmed().await;
+        let reset = reset_on_give_up(request);
+        self.timed(async {
+            let (send, mut reader) = self.open(request).await?;
+            let mut unanswered = Unanswered::new(send, reset);
+            let (written, answer) = {
+                let mut write = std::pin::pin!(unanswered.write(body));
+                let mut answer = std::pin::pin!(Self::response(&mut reader));
+                tokio::select! {
+                    answer = &mut answer => (None, answer),
+                    written = &mut write => (Some(written), answer.await),
+                }
+                // A write still pending ends here; the guard resets what it did not finish.
+            };
+            let written = written.unwrap_or(Err(CallError::Cancelled(
+                "the gateway answered before the body's end".into(),
+            )));
+            match (written, answer) {
+                (Err(e @ CallError::Io(_)), _) | (_, Err(e)) => Err(e),
+                (written, Ok(response)) => {
+                    unanswered.answered();
+                    if let Err(e) = written {
+                        tracing::debug!("the gateway answered before reading everything: {e}");
+                    }
+                    then(response)
+                }
+            }
+        })
+        .await
+    }
+
     /// One sending of `request`, up to its first response.
     async fn attempt(
         &self,
@@ -65,10 +137,7 @@ impl Client {
         let sent = Instant::now();
         let (mut send, mut reader) = self.open(request).await?;
         let _ = send.finish();
-        let mut unanswered = Unanswered {
-            send: Some(send),
-            reset,
-        };
+        let mut unanswered = Unanswered::new(send, reset);
         let response = Self::response(&mut reader).await;
         unanswered.answered();
         Ok((response?, reader, sent))
@@ -128,22 +197,78 @@ impl Client {
 /// future), it resets the stream when `reset` is set: a command given up on must not run
 /// later. Over QUIC the reset also stops the retransmission of the request; over TCP what the
 /// kernel already holds still goes out, with the reset after it.
-pub(super) struct Unanswered {
-    pub(super) send: Option<SendStream>,
-    pub(super) reset: bool,
+///
+/// A body not written to its end is reset whatever `reset` says: a dropped QUIC stream
+/// finishes itself, and a cut body must not arrive looking whole.
+struct Unanswered {
+    send: Option<SendStream>,
+    /// The request's policy: reset when given up on before the answer.
+    reset: bool,
+    /// A body is being written and has not reached its end.
+    body_open: bool,
 }
 
 impl Unanswered {
-    pub(super) fn answered(&mut self) {
-        self.send = None;
+    fn new(send: SendStream, reset: bool) -> Self {
+        Self {
+            send: Some(send),
+            reset,
+            body_open: false,
+        }
+    }
+
+    fn answered(&mut self) {
+        self.reset = false;
+    }
+
+    /// Writes `body` and finishes the stream; on failure, resets it.
+    async fn write<R: AsyncRead + Unpin>(&mut self, body: Body<R>) -> Result<(), CallError> {
+        let Some(send) = self.send.as_mut() else {
+            return Ok(());
+        };
+        self.body_open = true;
+        let result = write_body(send, body).await;
+        match &result {
+            Ok(()) => {
+                let _ = send.finish();
+                self.body_open = false;
+            }
+            Err(_) => {
+                let _ = send.reset(ErrorCode::Cancelled);
+            }
+        }
+        result
     }
 }
 
 impl Drop for Unanswered {
     fn drop(&mut self) {
         if let Some(mut send) = self.send.take() {
-            if self.reset {
+            if self.reset || self.body_open {
                 let _ = send.reset(ErrorCode::Cancelled);
+            }
+        }
+    }
+}
+
+async fn write_body<R: AsyncRead + Unpin>(
+    send: &mut SendStream,
+    body: Body<R>,
+) -> Result<(), CallError> {
+    match body {
+        Body::Chunks(mut chunks) => Ok(send.write_all_chunks(&mut chunks).await?),
+        Body::Reader(mut reader) => {
+            let mut buf = BytesMut::with_capacity(READ_CHUNK);
+            loop {
+                buf.reserve(READ_CHUNK);
+                let n = reader
+                    .read_buf(&mut buf)
+                    .await
+                    .map_err(|e| CallError::Io(e.to_string()))?;
+                if n == 0 {
+                    return Ok(());
+                }
+                send.write_chunk(buf.split().freeze()).await?;
             }
         }
     }

@@ -9,7 +9,7 @@ use quicswarm_proto::{
 };
 
 use super::serve::MAX_PIECE;
-use crate::{CallError, Client};
+use crate::{client::Body, CallError, Client};
 
 /// The answer to [`Client::list`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -194,30 +194,11 @@ impl Client {
             items,
             range_size,
         };
-        self.inner_confirmed().await;
-        self.timed(async {
-            let (mut send, mut reader) = self.open(&request).await?;
-            let (written, reply) = tokio::join!(
-                async {
-                    let mut data = data;
-                    send.write_all_chunks(&mut data).await?;
-                    let _ = send.finish();
-                    Ok::<_, CallError>(())
-                },
-                Self::response(&mut reader)
-            );
-            match reply {
-                Ok(Response::Stored(results)) if results.len() == count => {
-                    written.map(|()| results)
-                }
-                Ok(other) => Err(CallError::Protocol(format!(
-                    "expected Stored, got {other:?}"
-                ))),
-                Err(e) => {
-                    let _ = send.reset(ErrorCode::Cancelled);
-                    Err(e)
-                }
-            }
+        self.rpc_with_body(&request, Body::chunks(data), |response| match response {
+            Response::Stored(results) if results.len() == count => Ok(results),
+            other => Err(CallError::Protocol(format!(
+                "expected Stored of {count}, got {other:?}"
+            ))),
         })
         .await
     }
