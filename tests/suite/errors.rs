@@ -132,12 +132,16 @@ async fn frames_over_a_limit_are_typed_errors() {
     let gw = spawn_gateway(quicswarm_tests::small_frames).await;
     let client = gw.client().await;
 
-    // Args over the gateway's frame limit, through the library: a typed error.
+    // Args over the gateway's frame limit, through the library: a typed error, from the
+    // client itself, which knows the limit from the gateway's welcome.
     let big = "y".repeat(10_000);
-    assert!(matches!(
-        client.call("echo", big.as_str()).await,
-        Err(CallError::TooLarge(_))
-    ));
+    let sent = client.stats().bytes_sent;
+    match client.call("echo", big.as_str()).await {
+        Err(CallError::TooLarge(m)) => assert!(m.contains("4096"), "{m}"),
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
+    let spent = client.stats().bytes_sent - sent;
+    assert!(spent < 1000, "{spent} bytes sent for a request refused locally");
 
     // An item over the client's limit is refused by the client.
     let mut config = quicswarm::ControllerConfig::with_trust(quicswarm::Trust::Fingerprints(vec![

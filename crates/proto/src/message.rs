@@ -41,7 +41,8 @@ pub struct Welcome {
     pub pool_used: u32,
     /// Size of the handler pool.
     pub pool_size: u32,
-    /// The largest frame or stream item the gateway accepts.
+    /// The largest frame or stream item the gateway accepts. Clients refuse a larger
+    /// request themselves instead of sending it to be refused.
     pub max_frame_len: u64,
     /// The subroutines registered when the pair was made.
     #[serde(deserialize_with = "crate::limits::bounded")]

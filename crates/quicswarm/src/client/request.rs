@@ -9,13 +9,13 @@
 use std::{future::Future, time::Instant};
 
 use bytes::{Bytes, BytesMut};
-use quicswarm_proto::{ErrorCode, Request, Response};
+use quicswarm_proto::{codec, ErrorCode, Request, Response};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use super::Client;
 use crate::{
     error::CallError,
-    io::{write_frame, FrameReader},
+    io::{frame, FrameReader},
     transport::SendStream,
 };
 
@@ -172,13 +172,21 @@ impl Client {
         }
     }
 
-    /// Opens an operation stream and sends its request.
+    /// Opens an operation stream and sends its request. A request over the frame limit the
+    /// gateway announced in its `Welcome` is refused here, without spending a stream on the
+    /// gateway's certain refusal (before the welcome, in early data, the gateway checks).
     pub(crate) async fn open(
         &self,
         request: &Request,
     ) -> Result<(SendStream, FrameReader), CallError> {
+        let frame = frame(request);
+        if let Some(welcome) = self.inner.welcome.get() {
+            let max = usize::try_from(welcome.max_frame_len).unwrap_or(usize::MAX);
+            codec::frame_len(&frame, max)
+                .map_err(|e| CallError::TooLarge(format!("request refused by the gateway: {e}")))?;
+        }
         let (mut send, recv) = self.inner.conn.open_bi().await?;
-        write_frame(&mut send, request).await?;
+        send.write_chunk(frame).await?;
         Ok((
             send,
             FrameReader::new(recv, self.inner.config.max_frame_len),
