@@ -141,7 +141,10 @@ async fn frames_over_a_limit_are_typed_errors() {
         other => panic!("expected TooLarge, got {other:?}"),
     }
     let spent = client.stats().bytes_sent - sent;
-    assert!(spent < 1000, "{spent} bytes sent for a request refused locally");
+    assert!(
+        spent < 1000,
+        "{spent} bytes sent for a request refused locally"
+    );
 
     // An item over the client's limit is refused by the client.
     let mut config = quicswarm::ControllerConfig::with_trust(quicswarm::Trust::Fingerprints(vec![

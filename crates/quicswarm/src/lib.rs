@@ -48,7 +48,7 @@
 //! typed `Unsupported` errors there. See [`TransportKind`].
 //!
 //! # Layout
-//! - `gateway/`: the [`Gateway`] and its builder (`mod.rs`), the state its tasks share
+//! - `gateway/`: the [`Gateway`] (`handle.rs`) and its builder (`builder.rs`), the state its tasks share
 //!   (`state.rs`: policy, admission, lifecycle, counters), the accept loops (`accept.rs`), one
 //!   handler/client pair (`conn.rs`, `pair.rs`), one operation (`dispatch.rs`: read, admit,
 //!   run), and how stream items travel (`deliver/`: reliable, latest, datagram).
@@ -59,11 +59,15 @@
 //!   items (`items.rs`).
 //! - [`Session`] for links that drop; [`blocking`] for programs without async; [`Registry`]
 //!   of subroutines (`subroutine/`); configuration (`config.rs`, [`gateway_config`]).
-//! - [`files`]: swarm file transfer (list, download, upload).
+//! - [`files`]: swarm file transfer: the [`Swarm`](files::Swarm) and its jobs (`swarm.rs`,
+//!   `job.rs`, `units.rs`), the client's requests (`ops.rs`), the gateway's side (`serve.rs`,
+//!   `select.rs`, `source.rs`), the receiver's store (`dest/`) and range hashes (`tree.rs`).
 //! - [`tls`]: identities, fingerprints, trust, `certs init`.
-//! - `transport/`: QUIC, or TLS over TCP with yamux, behind one connection type.
-//! - The wire protocol and its pure rules (replay safety, error codes) live in the sans-IO
-//!   crate [`quicswarm_proto`].
+//! - `transport/`: QUIC, or TLS over TCP with yamux (`tcp/`: dialling, the driver, the
+//!   streams), behind one connection type (`mod.rs`), with errors of our own (`error.rs`) so
+//!   that a quinn upgrade changes no public type.
+//! - The wire protocol and its pure rules (replay safety, error codes, the TLS-over-TCP
+//!   control messages) live in the sans-IO crate [`quicswarm_proto`].
 //!
 //! # Example
 //! ```

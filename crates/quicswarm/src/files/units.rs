@@ -12,9 +12,10 @@ use quicswarm_proto::transfer::{ByteRange, FileEntry, GetItem, PutItem, Unit};
 use super::{
     blocking,
     dest::{Destination, WholeFile},
+    job::{Job, UnitEnd},
     join_error, range_hash, source,
     tree::PieceCache,
-    Job, TransferError, UnitEnd,
+    TransferError,
 };
 use crate::{CallError, Client};
 

@@ -1,0 +1,362 @@
+//! [`GatewayBuilder`]: what a gateway serves and how, then `spawn`, which binds the sockets,
+//! builds the shared state and starts the accept loops.
+
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    sync::{
+        atomic::{AtomicBool, AtomicU64},
+        Arc,
+    },
+};
+
+use std::collections::HashMap;
+
+use rustls::pki_types::CertificateDer;
+use tokio::sync::{watch, Semaphore};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tracing::info;
+
+use crate::{
+    config::{self, Limits, SocketWrapper, TransportTuning},
+    error::GatewayError,
+    files::serve::FileConfig,
+    permissions::Permissions,
+    subroutine::Registry,
+    tls::Identity,
+};
+
+use super::{
+    accept::{accept_loop, accept_tcp_loop, tcp_tls},
+    state::{Admission, Counters, Lifecycle, Policy, State},
+};
+
+use super::handle::Gateway;
+
+/// The default listen address.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:1857";
+/// The default handler pool size.
+pub const DEFAULT_POOL_SIZE: usize = 5;
+
+/// Where the gateway's certificate comes from.
+#[derive(Debug, Clone)]
+enum IdentitySource {
+    /// `gateway.pem`/`gateway.key` in this folder, generated self-signed on first start.
+    CertDir(PathBuf),
+    Given(Identity),
+}
+
+/// Configures and starts a [`Gateway`].
+///
+/// # Examples
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use quicswarm::{Gateway, Registry};
+///
+/// let registry = Registry::new();
+/// registry.batch("echo", |s: String| async move { Ok::<_, String>(s.into_bytes()) });
+/// let gateway = Gateway::builder()
+///     .listen("127.0.0.1:1857".parse()?)
+///     .pool_size(5)
+///     .registry(registry)
+///     .spawn()
+///     .await?;
+/// println!("listening on {}, fingerprint {}", gateway.local_addr(), gateway.fingerprint());
+/// gateway.closed().await; // until a controller calls close_gateway (if allowed)
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+#[must_use = "a builder does nothing until `spawn` or `run`"]
+pub struct GatewayBuilder {
+    listen: SocketAddr,
+    pool_size: usize,
+    identity: IdentitySource,
+    limits: Limits,
+    transport: TransportTuning,
+    registry: Registry,
+    files: FileConfig,
+    socket_wrapper: Option<SocketWrapper>,
+    client_ca: Option<Vec<CertificateDer<'static>>>,
+    permissions: HashMap<String, Permissions>,
+    default_permissions: Permissions,
+    tcp: bool,
+}
+
+impl Gateway {
+    /// A builder with the defaults.
+    pub fn builder() -> GatewayBuilder {
+        GatewayBuilder::default()
+    }
+}
+
+impl Default for GatewayBuilder {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 1857)),
+            pool_size: DEFAULT_POOL_SIZE,
+            identity: IdentitySource::CertDir(PathBuf::from("certs")),
+            limits: Limits::default(),
+            transport: TransportTuning::default(),
+            registry: Registry::new(),
+            files: FileConfig::default(),
+            socket_wrapper: None,
+            client_ca: None,
+            permissions: HashMap::new(),
+            default_permissions: Permissions::default(),
+            tcp: false,
+        }
+    }
+}
+
+impl GatewayBuilder {
+    /// The UDP address to listen on. Default `0.0.0.0:1857`; port 0 picks a free port.
+    pub fn listen(mut self, addr: SocketAddr) -> Self {
+        self.listen = addr;
+        self
+    }
+
+    /// How many handler/client pairs may exist at once. Default 5.
+    pub fn pool_size(mut self, size: usize) -> Self {
+        self.pool_size = size.max(1);
+        self
+    }
+
+    /// Folder holding `gateway.pem` and `gateway.key`; a self-signed pair is generated there on
+    /// first start. Default `certs/`.
+    pub fn cert_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.identity = IdentitySource::CertDir(dir.into());
+        self
+    }
+
+    /// Use this identity instead of a cert folder.
+    pub fn identity(mut self, identity: Identity) -> Self {
+        self.identity = IdentitySource::Given(identity);
+        self
+    }
+
+    /// Whether controllers may shut the gateway down with `close_gateway`. Default `false`:
+    /// such requests get [`CallError::PermissionDenied`](crate::CallError::PermissionDenied).
+    /// (Shorthand for `close_gateway` in the default permissions.)
+    pub fn allow_close(mut self, allow: bool) -> Self {
+        self.default_permissions.close_gateway = allow;
+        self
+    }
+
+    /// Permissions of the client whose certificate is named `identity` (mutual TLS, see
+    /// [`client_ca`](Self::client_ca)).
+    pub fn permissions(mut self, identity: impl Into<String>, permissions: Permissions) -> Self {
+        self.permissions.insert(identity.into(), permissions);
+        self
+    }
+
+    /// Permissions of anonymous clients and of identities without their own. Default:
+    /// [`Permissions::all_but_close`] (everything but `close_gateway`).
+    pub fn default_permissions(mut self, permissions: Permissions) -> Self {
+        self.default_permissions = permissions;
+        self
+    }
+
+    /// Limits; see [`Limits`] for the defaults.
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// QUIC transport settings (timeouts, loss detection, congestion control, windows); see
+    /// [`TransportTuning::preset`]. Default: the `Lan` preset.
+    pub fn transport(mut self, transport: TransportTuning) -> Self {
+        self.transport = transport;
+        self
+    }
+
+    /// Requires mutual TLS: clients must present a certificate issued by one of these CAs, or
+    /// the handshake fails. The certificate's common name is the client's identity (see
+    /// [`tls::certificate_name`](crate::tls::certificate_name)).
+    pub fn client_ca(mut self, roots: Vec<CertificateDer<'static>>) -> Self {
+        self.client_ca = Some(roots);
+        self
+    }
+
+    /// Also accepts TLS-over-TCP (the same protocol, operations multiplexed by yamux) on the
+    /// same port number, for networks that block UDP. Controllers dial it as `tcp://host:port`.
+    /// Default `false`.
+    pub fn tcp(mut self, enable: bool) -> Self {
+        self.tcp = enable;
+        self
+    }
+
+    /// Wraps the gateway's UDP socket (link emulation in tests and tools).
+    pub fn socket_wrapper(mut self, wrapper: SocketWrapper) -> Self {
+        self.socket_wrapper = Some(wrapper);
+        self
+    }
+
+    /// Serves the files below `dir` as the read root `name`: controllers may list and
+    /// download them (never anything outside `dir`, never through a symlink).
+    pub fn serve(mut self, name: impl Into<String>, dir: impl Into<PathBuf>) -> Self {
+        self.files.roots.insert(name.into(), dir.into());
+        self
+    }
+
+    /// Accepts uploads into `dir` (and only there). Without it, uploads are refused with
+    /// `PermissionDenied`.
+    pub fn upload_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.files.upload_dir = Some(dir.into());
+        self
+    }
+
+    /// Serve the subroutines of this registry (shared: later registrations are seen).
+    pub fn registry(mut self, registry: Registry) -> Self {
+        self.registry = registry;
+        self
+    }
+
+    /// Binds the socket and starts serving in the background.
+    ///
+    /// # Errors
+    /// If the identity cannot be loaded or generated, or the address cannot be bound.
+    pub async fn spawn(self) -> Result<Gateway, GatewayError> {
+        let (identity, generated) = match self.identity {
+            IdentitySource::Given(id) => (id, false),
+            IdentitySource::CertDir(dir) => {
+                let dir2 = dir.clone();
+                let loaded = tokio::task::spawn_blocking(move || Identity::load_or_create(&dir2))
+                    .await
+                    .map_err(|e| GatewayError::Bind {
+                        addr: self.listen,
+                        source: std::io::Error::other(e),
+                    })??;
+                if loaded.1 {
+                    info!(dir = %dir.display(), "generated a self-signed gateway certificate");
+                }
+                loaded
+            }
+        };
+        let fingerprint = identity.fingerprint();
+        let server_tls = identity.server_config_with_client_ca(self.client_ca.as_deref())?;
+        let mut server = quinn::ServerConfig::with_crypto(Arc::new(
+            quinn::crypto::rustls::QuicServerConfig::try_from(server_tls.clone())
+                .map_err(|e| GatewayError::Tls(rustls::Error::General(e.to_string()).into()))?,
+        ));
+        // The gateway pings too, so an idle client keeps its slot whatever keep-alive it
+        // chose; a vanished one still times out (RFC 9000 §10.1: our own pings restart the
+        // idle timer only once per packet received).
+        let keep_alive = self
+            .transport
+            .keep_alive
+            .min(self.transport.idle_timeout / 3);
+        // What the transport buffers per connection counts against the connection's memory
+        // too: its windows are capped at an eighth of the connection budget each.
+        let mut tuning = self.transport.clone();
+        let cap = self.limits.connection_budget / 8;
+        tuning.send_window = tuning.send_window.min(cap);
+        tuning.receive_window = tuning
+            .receive_window
+            .min(u32::try_from(cap).unwrap_or(u32::MAX));
+        server.transport_config(tuning.quinn(keep_alive, self.limits.max_concurrent_ops, 0));
+        let bind_err = |source| GatewayError::Bind {
+            addr: self.listen,
+            source,
+        };
+        let (socket, tcp) = bind(self.listen, self.tcp).await.map_err(bind_err)?;
+        let endpoint = config::endpoint(socket, Some(server), self.socket_wrapper.as_ref())
+            .map_err(bind_err)?;
+        let local_addr = endpoint.local_addr().map_err(bind_err)?;
+        info!(%local_addr, %fingerprint, pool = self.pool_size, tcp = self.tcp, "gateway listening");
+
+        let (handlers_tx, _) = watch::channel(0usize);
+        let shared = Arc::new(State {
+            endpoint,
+            admission: Admission {
+                pool: Arc::new(Semaphore::new(self.pool_size)),
+                pool_size: self.pool_size as u32,
+                handshakes: Arc::new(Semaphore::new(self.limits.max_pending_handshakes.max(1))),
+                per_ip: std::sync::Mutex::default(),
+                budget: self.limits.budget(),
+                next_handler_id: AtomicU64::new(1),
+            },
+            policy: Policy {
+                registry: self.registry,
+                files: self.files,
+                permissions: self.permissions,
+                default_permissions: self.default_permissions,
+                limits: self.limits,
+            },
+            lifecycle: Lifecycle {
+                stop_accepting: CancellationToken::new(),
+                force_close: CancellationToken::new(),
+                closed: CancellationToken::new(),
+                shutting_down: AtomicBool::new(false),
+                tracker: TaskTracker::new(),
+            },
+            counters: Counters {
+                connections: watch::channel(0).0,
+                handlers: handlers_tx,
+                early_served: AtomicU64::new(0),
+                too_early: AtomicU64::new(0),
+                retries: AtomicU64::new(0),
+            },
+        });
+        let accept = tokio::spawn(accept_loop(shared.clone()));
+        let tcp_addr = tcp.as_ref().and_then(|l| l.local_addr().ok());
+        let accept_tcp = tcp.map(|listener| {
+            let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tcp_tls(server_tls)));
+            tokio::spawn(accept_tcp_loop(
+                shared.clone(),
+                listener,
+                acceptor,
+                self.transport.clone(),
+            ))
+        });
+        Ok(Gateway {
+            shared,
+            accept,
+            accept_tcp,
+            tcp_addr,
+            local_addr,
+            fingerprint,
+            generated_identity: generated,
+        })
+    }
+
+    /// Starts the gateway and serves until it is shut down (by `close_gateway` or Ctrl-C is the
+    /// caller's business): the blocking-style entry point.
+    ///
+    /// # Errors
+    /// As [`spawn`](Self::spawn).
+    pub async fn run(self) -> Result<(), GatewayError> {
+        let gateway = self.spawn().await?;
+        gateway.closed().await;
+        Ok(())
+    }
+}
+
+/// Binds the UDP socket and, with `tcp`, a TCP listener on the same port. With port 0 the
+/// kernel picks a UDP port whose TCP twin may be taken: then another port is tried, a few
+/// times at most.
+async fn bind(
+    listen: SocketAddr,
+    tcp: bool,
+) -> std::io::Result<(std::net::UdpSocket, Option<tokio::net::TcpListener>)> {
+    const ATTEMPTS: usize = 8;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let socket = config::udp_socket(listen)?;
+        if !tcp {
+            return Ok((socket, None));
+        }
+        let addr = socket.local_addr()?;
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(listener) => return Ok((socket, Some(listener))),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AddrInUse
+                    && listen.port() == 0
+                    && attempt < ATTEMPTS =>
+            {
+                tracing::debug!(%addr, "TCP port taken: another UDP port");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}

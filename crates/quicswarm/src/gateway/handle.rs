@@ -1,0 +1,140 @@
+//! The running [`Gateway`]'s handle: its addresses and counters, the registry to change
+//! while it runs, and its shutdown. (`Gateway::builder` is in `builder.rs`, which makes one.)
+
+use std::{
+    net::SocketAddr,
+    sync::{atomic::Ordering, Arc},
+    time::Duration,
+};
+
+use quicswarm_proto::ErrorCode;
+use tokio::sync::watch;
+
+use crate::{subroutine::Registry, tls::Fingerprint};
+
+use super::state::State;
+
+/// Counters of a gateway; see [`Gateway::stats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct GatewayStats {
+    /// Handler/client pairs alive now.
+    pub handlers: usize,
+    /// Requests run from 0-RTT early data (replay-safe ones).
+    pub early_served: u64,
+    /// Requests refused in early data as not replay-safe (`TooEarly`; clients re-send them
+    /// after the handshake).
+    pub too_early: u64,
+    /// Handshakes in progress now (see `Limits::max_pending_handshakes`).
+    pub pending_handshakes: usize,
+    /// Connection attempts answered with a QUIC Retry, to validate their address first (see
+    /// `Limits::retry_above_handshakes`).
+    pub retries: u64,
+}
+
+/// A running gateway.
+///
+/// # Drop behavior
+/// Dropping the handle closes the gateway at once (connections are closed with
+/// `ShuttingDown`). Call [`shutdown`](Self::shutdown) for the graceful path.
+#[derive(Debug)]
+pub struct Gateway {
+    pub(super) shared: Arc<State>,
+    pub(super) accept: tokio::task::JoinHandle<()>,
+    pub(super) accept_tcp: Option<tokio::task::JoinHandle<()>>,
+    pub(super) tcp_addr: Option<SocketAddr>,
+    pub(super) local_addr: SocketAddr,
+    pub(super) fingerprint: Fingerprint,
+    pub(super) generated_identity: bool,
+}
+
+impl Gateway {
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The TCP address of the TLS-over-TCP listener, if enabled
+    /// ([`GatewayBuilder::tcp`](crate::GatewayBuilder::tcp)); dial it as `tcp://ADDR`.
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        self.tcp_addr
+    }
+
+    /// The SHA-256 fingerprint of the gateway's certificate: what controllers pin.
+    pub fn fingerprint(&self) -> Fingerprint {
+        self.fingerprint
+    }
+
+    /// Whether the certificate was generated at this start (first run with this cert folder).
+    pub fn generated_identity(&self) -> bool {
+        self.generated_identity
+    }
+
+    /// The registry: register or remove subroutines while the gateway runs.
+    pub fn registry(&self) -> &Registry {
+        &self.shared.policy.registry
+    }
+
+    /// Handler/client pairs alive now.
+    pub fn handlers(&self) -> usize {
+        *self.shared.counters.handlers.borrow()
+    }
+
+    /// Watches the number of live handlers (for monitoring, and for tests that wait for a slot
+    /// to be freed).
+    pub fn watch_handlers(&self) -> watch::Receiver<usize> {
+        self.shared.counters.handlers.subscribe()
+    }
+
+    /// Counters of the gateway's work so far.
+    pub fn stats(&self) -> GatewayStats {
+        GatewayStats {
+            handlers: self.handlers(),
+            early_served: self.shared.counters.early_served.load(Ordering::Relaxed),
+            too_early: self.shared.counters.too_early.load(Ordering::Relaxed),
+            pending_handshakes: self.shared.policy.limits.max_pending_handshakes.max(1)
+                - self.shared.admission.handshakes.available_permits(),
+            retries: self.shared.counters.retries.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Watches the number of live connections (a connection outlives its handler slot
+    /// until the client has closed it).
+    pub fn watch_connections(&self) -> watch::Receiver<usize> {
+        self.shared.counters.connections.subscribe()
+    }
+
+    /// Resolves once the gateway has closed (after `shutdown` or an allowed `close_gateway`).
+    pub async fn closed(&self) {
+        self.shared.lifecycle.closed.cancelled().await;
+    }
+
+    /// Like [`closed`](Self::closed), as a future that does not borrow the handle: for
+    /// callers that wait on another task or thread (bindings, supervisors).
+    pub fn closed_owned(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        self.shared.lifecycle.closed.clone().cancelled_owned()
+    }
+
+    /// Graceful shutdown: stop accepting, let in-flight operations finish within `grace`, then
+    /// close every connection and the socket.
+    pub async fn shutdown(self, grace: Duration) {
+        self.shared.shutdown(grace).await;
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.accept.abort();
+        if let Some(tcp) = &self.accept_tcp {
+            tcp.abort();
+        }
+        if !self.shared.lifecycle.closed.is_cancelled() {
+            self.shared.lifecycle.stop_accepting.cancel();
+            self.shared.lifecycle.force_close.cancel();
+            self.shared.endpoint.close(
+                crate::transport::quic_code(ErrorCode::ShuttingDown),
+                b"gateway dropped",
+            );
+        }
+    }
+}
