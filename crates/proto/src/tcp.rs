@@ -212,11 +212,8 @@ mod tests {
     fn malformed_streams_are_refused() {
         assert_eq!(Control::decode(&[]), Err(ControlError::Empty));
         assert_eq!(Control::decode(&[b'B', 1]), Err(ControlError::Operation));
-        assert_eq!(
-            Control::decode(&[b'Z']),
-            Err(ControlError::UnknownKind(b'Z'))
-        );
-        for cut in [&[b'S', 0, 0, 0, 1, 0, 0, 0][..], &[b'R'], &[b'C', 0, 0, 0]] {
+        assert_eq!(Control::decode(b"Z"), Err(ControlError::UnknownKind(b'Z')));
+        for cut in [&[b'S', 0, 0, 0, 1, 0, 0, 0][..], b"R", &[b'C', 0, 0, 0]] {
             assert_eq!(
                 Control::decode(cut),
                 Err(ControlError::BadLength { len: cut.len() })
