@@ -51,17 +51,24 @@
 //! - `gateway/`: the [`Gateway`] (`handle.rs`) and its builder (`builder.rs`), the state its tasks share
 //!   (`state.rs`: policy, admission, lifecycle, counters), the accept loops (`accept.rs`), one
 //!   handler/client pair (`conn.rs`, `pair.rs`), one operation (`dispatch.rs`: read, admit,
-//!   run), and how stream items travel (`deliver/`: reliable, latest, datagram).
+//!   run; `reply.rs`: error replies), and how stream items travel (`deliver/`: reliable,
+//!   latest, datagram).
 //! - `controller/`: the [`Controller`] dials (`mod.rs`), trusts and pins (`dial.rs`) and asks
 //!   for a handler (`hello.rs`).
 //! - `client/`: the [`Client`]'s operations (`mod.rs`, `send.rs`), each a few lines on one
-//!   request function that applies the per-operation policy (`request.rs`); a subscription's
-//!   items (`items.rs`).
+//!   request function that applies the per-operation policy (`request.rs`); what its clones
+//!   share (`inner.rs`), how arguments are encoded (`args.rs`), a subscription's items
+//!   (`items.rs`); the non-reliable deliveries' client side (`subscribe.rs`).
 //! - [`Session`] for links that drop; [`blocking`] for programs without async; [`Registry`]
-//!   of subroutines (`subroutine/`); configuration (`config.rs`, [`gateway_config`]).
+//!   of subroutines (`subroutine/`: registry, stream emitter, sink input); configuration
+//!   (`config.rs`, [`gateway_config`]); [`Permissions`] (`permissions.rs`); memory budgets
+//!   (`budget.rs`); frames on streams (`io.rs`); why an operation ended early (`ended.rs`);
+//!   error types (`error.rs`); the demo subroutines (`demo.rs`).
 //! - [`files`]: swarm file transfer: the [`Swarm`](files::Swarm) and its jobs (`swarm.rs`,
-//!   `job.rs`, `units.rs`), the client's requests (`ops.rs`), the gateway's side (`serve.rs`,
-//!   `select.rs`, `source.rs`), the receiver's store (`dest/`) and range hashes (`tree.rs`).
+//!   `job.rs`, `units.rs`), the client's requests (`ops.rs`), the gateway's side (`serve/`:
+//!   what is served and `List`, `get.rs`, `put.rs`; `select.rs`, `source.rs`), the
+//!   receiver's store (`dest/`: whole files in `commit.rs`, big files' parts in `part.rs`,
+//!   their locks in `locks.rs`) and range hashes (`tree.rs`).
 //! - [`tls`]: identities, fingerprints, trust, `certs init`.
 //! - `transport/`: QUIC, or TLS over TCP with yamux (`tcp/`: dialling, the driver, the
 //!   streams), behind one connection type (`mod.rs`), with errors of our own (`error.rs`) so
