@@ -8,7 +8,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use quicswarm::files::{Progress, Selector, Swarm, TransferOptions, TransferSummary};
 use serde_json::json;
 
-use crate::{emit, ClientOpts};
+use crate::opts::{emit, ClientOpts};
 
 /// Which files: shared by `ls` and `get`.
 #[derive(Args, Debug, Clone)]
