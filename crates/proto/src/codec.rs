@@ -118,31 +118,17 @@ pub fn encode<T: Serialize>(msg: &T, out: &mut Vec<u8>) -> Result<(), EncodeErro
     Ok(())
 }
 
-/// The frame for `msg` as a new vector.
+/// The frame for `msg` as a new vector, in one allocation of exactly its size: the body is
+/// measured first (a cheap pass without writing), so the vector never grows while postcard
+/// writes.
 ///
 /// # Errors
 /// As [`encode`].
 pub fn encode_to_vec<T: Serialize>(msg: &T) -> Result<Vec<u8>, EncodeError> {
-    let (mut buf, start) = encode_frame(msg)?;
-    buf.drain(..start);
-    Ok(buf)
-}
-
-/// The frame for `msg` in one allocation: returns a buffer and the offset where the frame
-/// starts (room for the longest length prefix is reserved in front of the body, and the
-/// prefix written right before it). For I/O layers that slice the buffer without copying.
-///
-/// # Errors
-/// As [`encode`].
-pub fn encode_frame<T: Serialize>(msg: &T) -> Result<(Vec<u8>, usize), EncodeError> {
-    let buf = postcard::to_extend(msg, vec![0u8; MAX_VARINT_LEN])?;
-    let body_len = buf.len() - MAX_VARINT_LEN;
-    let mut prefix = Vec::with_capacity(MAX_VARINT_LEN);
-    put_varint(body_len as u64, &mut prefix);
-    let start = MAX_VARINT_LEN - prefix.len();
-    let mut buf = buf;
-    buf[start..MAX_VARINT_LEN].copy_from_slice(&prefix);
-    Ok((buf, start))
+    let body_len = postcard::experimental::serialized_size(msg)?;
+    let mut out = Vec::with_capacity(MAX_VARINT_LEN + body_len);
+    put_varint(body_len as u64, &mut out);
+    Ok(postcard::to_extend(msg, out)?)
 }
 
 /// Decodes one frame from the start of `buf`, returning the message and the bytes used.
@@ -270,6 +256,17 @@ mod tests {
                 deadline_ms: None,
             },
             &[7, 3, 1, b's', 0, 0, 0, 0],
+        );
+        // Longer arguments: a two-byte length, then the bytes as they are.
+        let mut long = vec![0, 0xc8, 0x01];
+        long.extend([7u8; 200]);
+        assert_eq!(
+            postcard::to_stdvec(&Args::postcard(vec![7; 200])).unwrap(),
+            long
+        );
+        assert_eq!(
+            postcard::from_bytes::<Args>(&long).unwrap(),
+            Args::postcard(vec![7; 200])
         );
         roundtrip(Request::CloseHandler, &[1, 4]);
         roundtrip(Request::CloseGateway, &[1, 5]);

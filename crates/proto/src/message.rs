@@ -85,7 +85,9 @@ pub enum ArgsEncoding {
 pub struct Args {
     /// The encoding of `bytes`.
     pub encoding: ArgsEncoding,
-    /// The encoded value.
+    /// The encoded value. Encoded as one byte string, not a sequence of `u8`s: the same bytes
+    /// on the wire in postcard, without a serde call (and a vector push) per byte.
+    #[serde(with = "serde_bytes")]
     pub bytes: Vec<u8>,
 }
 

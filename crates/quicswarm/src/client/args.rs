@@ -18,7 +18,12 @@ pub trait ToArgs {
 
 impl<T: Serialize + ?Sized> ToArgs for T {
     fn to_args(&self) -> Result<Args, CallError> {
-        postcard::to_stdvec(self)
+        // Measured first, so the vector is allocated once at its size instead of growing.
+        let encode = || {
+            let len = postcard::experimental::serialized_size(self)?;
+            postcard::to_extend(self, Vec::with_capacity(len))
+        };
+        encode()
             .map(Args::postcard)
             .map_err(|e| CallError::BadArgs(e.to_string()))
     }
