@@ -109,25 +109,46 @@ pub fn encode<T: Serialize>(msg: &T, out: &mut Vec<u8>) -> Result<(), EncodeErro
             out.extend_from_slice(body);
         }
         Err(postcard::Error::SerializeBufferFull) => {
-            let body = postcard::to_stdvec(msg)?;
-            put_varint(body.len() as u64, out);
-            out.extend_from_slice(&body);
+            // Larger: measured, then written straight into `out` (no second buffer, no copy).
+            let start = out.len();
+            let body_len = postcard::experimental::serialized_size(msg)?;
+            out.reserve(MAX_VARINT_LEN + body_len);
+            put_varint(body_len as u64, out);
+            if let Err(e) = postcard::to_io(msg, &mut *out) {
+                out.truncate(start);
+                return Err(e.into());
+            }
         }
         Err(e) => return Err(e.into()),
     }
     Ok(())
 }
 
-/// The frame for `msg` as a new vector, in one allocation of exactly its size: the body is
-/// measured first (a cheap pass without writing), so the vector never grows while postcard
-/// writes.
+/// The frame for `msg` as a new vector, in one allocation of exactly its size.
 ///
 /// # Errors
 /// As [`encode`].
 pub fn encode_to_vec<T: Serialize>(msg: &T) -> Result<Vec<u8>, EncodeError> {
+    measured(msg, true)
+}
+
+/// `msg` in postcard without a length prefix (subroutine arguments, state files), in one
+/// allocation of exactly its size.
+///
+/// # Errors
+/// As [`encode`].
+pub fn body_to_vec<T: Serialize + ?Sized>(msg: &T) -> Result<Vec<u8>, EncodeError> {
+    measured(msg, false)
+}
+
+/// Measures the body first (a pass that writes nothing), so the vector is allocated once and
+/// never grows while postcard writes.
+fn measured<T: Serialize + ?Sized>(msg: &T, prefixed: bool) -> Result<Vec<u8>, EncodeError> {
     let body_len = postcard::experimental::serialized_size(msg)?;
     let mut out = Vec::with_capacity(MAX_VARINT_LEN + body_len);
-    put_varint(body_len as u64, &mut out);
+    if prefixed {
+        put_varint(body_len as u64, &mut out);
+    }
     Ok(postcard::to_extend(msg, out)?)
 }
 
@@ -268,6 +289,17 @@ mod tests {
             postcard::from_bytes::<Args>(&long).unwrap(),
             Args::postcard(vec![7; 200])
         );
+        // Past the stack buffer of `encode`: the same frame as `encode_to_vec`, appended.
+        let big = Request::Call {
+            name: "n".into(),
+            args: Args::postcard(vec![7; 200]),
+            deadline_ms: None,
+        };
+        let mut out = vec![0xee];
+        encode(&big, &mut out).unwrap();
+        assert_eq!(out[0], 0xee);
+        assert_eq!(out[1..], encode_to_vec(&big).unwrap()[..]);
+        assert_eq!(body_to_vec(&Args::postcard(vec![7; 200])).unwrap(), long);
         roundtrip(Request::CloseHandler, &[1, 4]);
         roundtrip(Request::CloseGateway, &[1, 5]);
     }

@@ -58,7 +58,7 @@
 //! - `client/`: the [`Client`]'s operations (`mod.rs`, `send.rs`), each a few lines on one
 //!   request function that applies the per-operation policy (`request.rs`); what its clones
 //!   share (`inner.rs`), how arguments are encoded (`args.rs`), a subscription's items
-//!   (`items.rs`); the non-reliable deliveries' client side (`subscribe.rs`).
+//!   (`items.rs`); beside it, the non-reliable deliveries' client side (`subscribe.rs`).
 //! - [`Session`] for links that drop; [`blocking`] for programs without async; [`Registry`]
 //!   of subroutines (`subroutine/`: registry, stream emitter, sink input); configuration
 //!   (`config.rs`, [`gateway_config`]); [`Permissions`] (`permissions.rs`); memory budgets

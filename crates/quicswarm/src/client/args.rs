@@ -18,12 +18,7 @@ pub trait ToArgs {
 
 impl<T: Serialize + ?Sized> ToArgs for T {
     fn to_args(&self) -> Result<Args, CallError> {
-        // Measured first, so the vector is allocated once at its size instead of growing.
-        let encode = || {
-            let len = postcard::experimental::serialized_size(self)?;
-            postcard::to_extend(self, Vec::with_capacity(len))
-        };
-        encode()
+        quicswarm_proto::codec::body_to_vec(self)
             .map(Args::postcard)
             .map_err(|e| CallError::BadArgs(e.to_string()))
     }

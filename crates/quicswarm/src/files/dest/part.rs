@@ -190,7 +190,7 @@ pub(super) fn read_state(path: &Path) -> Option<PartState> {
 }
 
 pub(super) fn write_state(path: &Path, state: &PartState) -> Result<(), TransferError> {
-    let bytes = postcard::to_stdvec(state).map_err(|e| TransferError::Io {
+    let bytes = quicswarm_proto::codec::body_to_vec(state).map_err(|e| TransferError::Io {
         action: "encoding",
         path: path.to_path_buf(),
         message: e.to_string(),
