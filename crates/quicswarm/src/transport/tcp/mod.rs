@@ -30,7 +30,7 @@ use std::{
     time::Duration,
 };
 
-use futures_util::io::{AsyncReadExt, AsyncWriteExt};
+use futures_util::io::AsyncWriteExt;
 use quicswarm_proto::{
     tcp::{Control, OPERATION},
     ErrorCode,
@@ -282,7 +282,7 @@ impl TcpConnection {
     }
 
     fn halves(&self, stream: yamux::Stream, signals: Arc<Signals>) -> (TcpSend, TcpRecv) {
-        let (r, w) = stream.split();
+        let (r, w) = stream::Half::pair(stream);
         (
             TcpSend {
                 conn: self.clone(),

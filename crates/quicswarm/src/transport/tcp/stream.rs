@@ -2,20 +2,99 @@
 //! carried by control messages.
 
 use super::{Signals, TcpConnection};
-use std::sync::Arc;
+use std::{
+    pin::Pin,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex, MutexGuard,
+    },
+    task::{Context, Poll},
+    time::Duration,
+};
 
 use bytes::{Bytes, BytesMut};
-use futures_util::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+use futures_util::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use quicswarm_proto::{tcp::Control, ErrorCode};
 use tokio::sync::watch;
 
 use crate::transport::{Disconnect, ReadError, WriteError};
 
+/// One yamux stream shared by its two halves. futures' `split` would hide the stream, and
+/// its state is what tells a reset from a clean end: yamux reads both as the end of the
+/// stream, and our reset message travels on another stream, so it may come after.
+#[derive(Debug, Clone)]
+pub(super) struct Half(Arc<Shared>);
+
+#[derive(Debug)]
+struct Shared {
+    stream: Mutex<yamux::Stream>,
+    /// Our side finished or reset its writes: from then on a closed stream is no evidence
+    /// of the peer's reset.
+    wrote_end: AtomicBool,
+}
+
+impl Half {
+    pub(super) fn pair(stream: yamux::Stream) -> (Self, Self) {
+        let half = Self(Arc::new(Shared {
+            stream: Mutex::new(stream),
+            wrote_end: AtomicBool::new(false),
+        }));
+        (half.clone(), half)
+    }
+
+    fn stream(&self) -> MutexGuard<'_, yamux::Stream> {
+        // Never held across an await; a poisoned lock still guards a consistent stream.
+        self.0.stream.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The peer reset the stream (yamux's RST closes both directions; its FIN only the
+    /// peer's), as far as the stream's state can tell.
+    fn reset_by_peer(&self) -> bool {
+        !self.0.wrote_end.load(Ordering::Acquire) && self.stream().is_closed()
+    }
+
+    fn wrote_end(&self) {
+        self.0.wrote_end.store(true, Ordering::Release);
+    }
+}
+
+impl AsyncRead for Half {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut *self.stream()).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Half {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut *self.stream()).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut *self.stream()).poll_flush(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut *self.stream()).poll_close(cx)
+    }
+}
+
+/// How long a read that saw the peer's reset waits for the reset's message (and its code),
+/// which left right before it on another stream.
+const RESET_MESSAGE_WAIT: Duration = Duration::from_secs(1);
+
 /// The sending half of a TCP operation stream.
 #[derive(Debug)]
 pub(crate) struct TcpSend {
     pub(super) conn: TcpConnection,
-    pub(super) w: Option<WriteHalf<yamux::Stream>>,
+    pub(super) w: Option<Half>,
     /// Becomes true once `finish` has flushed the end of the stream.
     pub(super) finished: watch::Sender<bool>,
     pub(super) signals: Arc<Signals>,
@@ -45,6 +124,7 @@ impl TcpSend {
         let Some(mut w) = self.w.take() else {
             return Err(WriteError::ClosedStream);
         };
+        w.wrote_end();
         let done = self.finished.clone();
         // quinn's finish does not wait; neither does this one (the FIN is flushed behind).
         tokio::spawn(async move {
@@ -56,9 +136,10 @@ impl TcpSend {
 
     /// Abandons the stream: the peer's reads fail with `Reset(code)`.
     pub(crate) fn reset(&mut self, code: ErrorCode) -> Result<(), WriteError> {
-        if self.w.take().is_none() {
+        let Some(w) = self.w.take() else {
             return Err(WriteError::ClosedStream);
-        }
+        };
+        w.wrote_end();
         self.conn.signal(Control::Reset {
             stream: self.signals.id,
             code,
@@ -82,7 +163,7 @@ impl TcpSend {
 #[derive(Debug)]
 pub(crate) struct TcpRecv {
     pub(super) conn: TcpConnection,
-    pub(super) r: Option<ReadHalf<yamux::Stream>>,
+    pub(super) r: Option<Half>,
     pub(super) eof: bool,
     pub(super) signals: Arc<Signals>,
 }
@@ -118,6 +199,15 @@ impl TcpRecv {
             // its way; it was sent after the data, so it is here or close behind).
             Ok(0) => match reset_code {
                 Some(code) => Err(ReadError::Reset(code)),
+                None if r.reset_by_peer() && self.conn.close_reason().is_none() => {
+                    // Reset, not finished: never a clean end. Its code is in the message.
+                    let code =
+                        tokio::time::timeout(RESET_MESSAGE_WAIT, reset.wait_for(Option::is_some))
+                            .await
+                            .ok()
+                            .and_then(|c| c.ok().and_then(|c| *c));
+                    Err(ReadError::Reset(code.unwrap_or(ErrorCode::Cancelled)))
+                }
                 None => {
                     // yamux ends every stream of a failed connection as if it had finished;
                     // the driver records the failure as it happens, so check it (after
