@@ -119,7 +119,10 @@ async fn serve_pair(shared: Arc<State>, conn: Connection, remote: std::net::Sock
             };
             match stream {
                 Ok((send, recv)) => {
-                    let op = operation(shared.clone(), pair.clone(), send, recv);
+                    // Boxed once here: tokio moves a task's future several times while it
+                    // spawns and finishes it, and an operation's is kilobytes (callgrind:
+                    // 3.4 k instructions per spawn unboxed, against 1.5 k for a small one).
+                    let op = Box::pin(operation(shared.clone(), pair.clone(), send, recv));
                     pair.ops.spawn(op.instrument(tracing::Span::current()));
                 }
                 Err(e) => {
