@@ -82,6 +82,12 @@ impl FrameReader {
         }
     }
 
+    /// See [`RecvStream::set_stall_timeout`]: bounds every later read by the time it may go
+    /// without progress.
+    pub(crate) fn set_stall_timeout(&mut self, stall: Option<std::time::Duration>) {
+        self.recv.set_stall_timeout(stall);
+    }
+
     /// Pulls more data from quinn into the buffer; `false` at the end of the stream.
     async fn fill(&mut self) -> Result<bool, FrameError> {
         if self.eof {

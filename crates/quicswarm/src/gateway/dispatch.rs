@@ -29,15 +29,17 @@ pub(super) async fn operation(
     shared: Arc<State>,
     pair: Arc<Pair>,
     mut send: SendStream,
-    mut recv: RecvStream,
+    recv: RecvStream,
 ) {
     // A client that stops reading (or sending) mid-operation holds a task, buffers and a
     // stream: after this long without progress the operation ends with `Timeout`.
     send.set_stall_timeout(shared.policy.limits.stall_timeout);
-    recv.set_stall_timeout(shared.policy.limits.stall_timeout);
     let mut reader = FrameReader::new(recv, shared.policy.limits.max_frame_len);
     let admitted = match read_request(&shared, &pair, &mut reader).await {
         Ok(Some((request, charge))) => {
+            // Armed only now: the request header timeout bounds the request's own read, and
+            // a second timer on the same read cost every call.
+            reader.set_stall_timeout(shared.policy.limits.stall_timeout);
             admit(&shared, &pair, request, reader.is_0rtt()).map(|op| (op, charge))
         }
         Ok(None) => return,
