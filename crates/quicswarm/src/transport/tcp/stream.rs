@@ -48,7 +48,9 @@ impl Half {
     }
 
     /// The peer reset the stream (yamux's RST closes both directions; its FIN only the
-    /// peer's), as far as the stream's state can tell.
+    /// peer's), as far as the stream's state can tell: only while we still write. Once our
+    /// side has finished, a reset and a FIN look alike and the reset message alone tells
+    /// them apart; the replies read then are framed, so a cut one is still a typed error.
     fn reset_by_peer(&self) -> bool {
         !self.0.wrote_end.load(Ordering::Acquire) && self.stream().is_closed()
     }
@@ -197,36 +199,37 @@ impl TcpRecv {
         match read {
             // The end of the stream, unless the peer reset it (its message may still be on
             // its way; it was sent after the data, so it is here or close behind).
-            Ok(0) => match reset_code {
-                Some(code) => Err(ReadError::Reset(code)),
-                None if r.reset_by_peer() && self.conn.close_reason().is_none() => {
-                    // Reset, not finished: never a clean end. Its code is in the message.
-                    let code =
-                        tokio::time::timeout(RESET_MESSAGE_WAIT, reset.wait_for(Option::is_some))
-                            .await
-                            .ok()
-                            .and_then(|c| c.ok().and_then(|c| *c));
-                    Err(ReadError::Reset(code.unwrap_or(ErrorCode::Cancelled)))
+            Ok(0) => {
+                if let Some(code) = reset_code {
+                    return Err(ReadError::Reset(code));
                 }
-                None => {
-                    // yamux ends every stream of a failed connection as if it had finished;
-                    // the driver records the failure as it happens, so check it (after
-                    // letting the driver run) to report a lost connection, not a short
-                    // stream. An orderly close by the peer keeps the clean end.
-                    tokio::task::yield_now().await;
-                    match self.conn.close_reason() {
-                        Some(
-                            why @ (Disconnect::Reset
-                            | Disconnect::TimedOut
-                            | Disconnect::Transport(_)),
-                        ) => Err(ReadError::ConnectionLost(why)),
-                        _ => {
-                            self.eof = true;
-                            Ok(None)
-                        }
+                // yamux ends every stream of a failed connection as if it had finished; the
+                // driver records the failure as it happens, so check it (after letting the
+                // driver run) to report a lost connection, not a short stream.
+                tokio::task::yield_now().await;
+                match self.conn.close_reason() {
+                    Some(
+                        why @ (Disconnect::Reset | Disconnect::TimedOut | Disconnect::Transport(_)),
+                    ) => Err(ReadError::ConnectionLost(why)),
+                    // The connection is up, the stream closed both ways while we write: the
+                    // peer reset it, never a clean end. Its code is in the message.
+                    None if r.reset_by_peer() => {
+                        let code = tokio::time::timeout(
+                            RESET_MESSAGE_WAIT,
+                            reset.wait_for(Option::is_some),
+                        )
+                        .await
+                        .ok()
+                        .and_then(|c| c.ok().and_then(|c| *c));
+                        Err(ReadError::Reset(code.unwrap_or(ErrorCode::Cancelled)))
+                    }
+                    // A finished stream, or an orderly close by the peer: the clean end.
+                    _ => {
+                        self.eof = true;
+                        Ok(None)
                     }
                 }
-            },
+            }
             Ok(n) => {
                 buf.truncate(n);
                 Ok(Some(buf.freeze()))
