@@ -50,6 +50,12 @@ pub fn put_varint(mut value: u64, out: &mut Vec<u8>) {
     }
 }
 
+/// How many bytes [`put_varint`] writes for `value`.
+pub fn varint_len(value: u64) -> usize {
+    // 7 bits per byte; zero still takes one byte.
+    (64 - (value | 1).leading_zeros() as usize).div_ceil(7)
+}
+
 /// Reads a LEB128 varint from the start of `buf`: `Ok(Some((value, bytes_used)))`, `Ok(None)`
 /// if `buf` ends inside it.
 ///
@@ -145,7 +151,13 @@ pub fn body_to_vec<T: Serialize + ?Sized>(msg: &T) -> Result<Vec<u8>, EncodeErro
 /// never grows while postcard writes.
 fn measured<T: Serialize + ?Sized>(msg: &T, prefixed: bool) -> Result<Vec<u8>, EncodeError> {
     let body_len = postcard::experimental::serialized_size(msg)?;
-    let mut out = Vec::with_capacity(MAX_VARINT_LEN + body_len);
+    // Exact, so that `Bytes::from(vec)` takes the buffer over instead of allocating again.
+    let prefix = if prefixed {
+        varint_len(body_len as u64)
+    } else {
+        0
+    };
+    let mut out = Vec::with_capacity(prefix + body_len);
     if prefixed {
         put_varint(body_len as u64, &mut out);
     }
@@ -205,6 +217,39 @@ mod tests {
         let (back, used) = decode::<T>(bytes, 1 << 20).unwrap();
         assert_eq!(back, msg);
         assert_eq!(used, bytes.len());
+    }
+
+    #[test]
+    fn varint_len_is_what_put_varint_writes() {
+        for v in [
+            0,
+            1,
+            127,
+            128,
+            300,
+            16_383,
+            16_384,
+            u64::from(u32::MAX),
+            u64::MAX,
+        ] {
+            let mut out = Vec::new();
+            put_varint(v, &mut out);
+            assert_eq!(varint_len(v), out.len(), "{v}");
+        }
+    }
+
+    #[test]
+    fn encode_to_vec_allocates_exactly() {
+        // Exact capacity lets `Bytes::from` take the vector over without a second allocation.
+        for len in [0, 100, 200, 20_000] {
+            let v = encode_to_vec(&Request::Ping {
+                nonce: 1 << (len % 60),
+            })
+            .unwrap();
+            assert_eq!(v.len(), v.capacity());
+            let big = encode_to_vec(&vec![7u8; len]).unwrap();
+            assert_eq!(big.len(), big.capacity(), "{len}");
+        }
     }
 
     // Byte vectors pin the wire format: a change here is a protocol change.

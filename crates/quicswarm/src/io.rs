@@ -1,7 +1,7 @@
 //! Frames over quinn streams: a buffered reader that checks lengths before allocating, and
 //! writers that send bulk bytes after their header without copying them.
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use quicswarm_proto::codec::{self, DecodeError};
 use serde::{de::DeserializeOwned, Serialize};
 
@@ -139,8 +139,11 @@ impl FrameReader {
         loop {
             if let Some((header, len)) = codec::frame_len(&self.buf, self.max_frame)? {
                 if self.buf.len() >= header + len {
-                    let frame = self.buf.split_to(header + len);
-                    return Ok(Some(codec::decode_body(&frame[header..])?));
+                    // Decoded in place, then skipped: `split_to` would make the buffer
+                    // shared, an allocation per frame.
+                    let frame = codec::decode_body(&self.buf[header..header + len]);
+                    self.buf.advance(header + len);
+                    return Ok(Some(frame?));
                 }
             }
             if !self.fill().await? {

@@ -121,6 +121,7 @@ mod budget;
 mod client;
 mod config;
 mod controller;
+mod deadline;
 pub mod demo;
 mod ended;
 mod error;

@@ -111,10 +111,15 @@ async fn serve_pair(shared: Arc<State>, conn: Connection, remote: std::net::Sock
     let span = info_span!("handler", id = pair.id, %remote, client);
     async {
         info!("handler started");
+        // Made once, not per stream: each new one joins (and on drop leaves) its token's
+        // waiter list under a lock, which cost every operation.
+        let stopping = shared.lifecycle.stop_accepting.cancelled();
+        let closing = pair.closing.cancelled();
+        tokio::pin!(stopping, closing);
         loop {
             let stream = tokio::select! {
-                _ = shared.lifecycle.stop_accepting.cancelled() => break,
-                _ = pair.closing.cancelled() => break,
+                () = &mut stopping => break,
+                () = &mut closing => break,
                 stream = pair.conn.accept_bi() => stream,
             };
             match stream {

@@ -17,6 +17,7 @@ use super::{
 };
 use crate::{
     budget::Charge,
+    deadline,
     ended::{Ended, Reply},
     files,
     io::{write_frame, write_frame_and_bytes, FrameReader},
@@ -349,12 +350,12 @@ async fn read_request(
     reader: &mut FrameReader,
 ) -> Result<Option<(Request, Charge)>, RequestError> {
     let timeout = shared.policy.limits.request_header_timeout;
-    let deadline = tokio::time::Instant::now() + timeout;
-    let len = match tokio::time::timeout_at(deadline, reader.next_frame_len()).await {
-        Ok(Ok(Some(len))) => len as u64,
-        Ok(Ok(None)) => return Ok(None),
-        Ok(Err(e)) => return Err(RequestError::Frame(e)),
-        Err(_) => return Err(RequestError::Timeout),
+    let by = tokio::time::Instant::now() + timeout;
+    let len = match deadline::until(by, reader.next_frame_len()).await {
+        Some(Ok(Some(len))) => len as u64,
+        Some(Ok(None)) => return Ok(None),
+        Some(Err(e)) => return Err(RequestError::Frame(e)),
+        None => return Err(RequestError::Timeout),
     };
     let elements = len.min(quicswarm_proto::limits::MAX_SEQ_LEN as u64);
     let decoded = len + elements * DECODED_PER_ELEMENT;
@@ -365,11 +366,11 @@ async fn read_request(
         .charge("request", bytes)
         .await
         .map_err(RequestError::Refused)?;
-    match tokio::time::timeout_at(deadline, reader.read_frame()).await {
-        Ok(Ok(Some(request))) => Ok(Some((request, charge))),
-        Ok(Ok(None)) => Ok(None),
-        Ok(Err(e)) => Err(RequestError::Frame(e)),
-        Err(_) => Err(RequestError::Timeout),
+    match deadline::until(by, reader.read_frame()).await {
+        Some(Ok(Some(request))) => Ok(Some((request, charge))),
+        Some(Ok(None)) => Ok(None),
+        Some(Err(e)) => Err(RequestError::Frame(e)),
+        None => Err(RequestError::Timeout),
     }
 }
 
@@ -384,11 +385,12 @@ const SMALL_REQUEST: u64 = 1024;
 /// it has now.
 fn permitted(shared: &State, identity: Option<&str>, request: &Request) -> Result<(), ErrorReply> {
     let p = shared.permissions_of(identity);
-    let who = identity.map_or_else(
-        || "an anonymous client".to_string(),
-        |id| format!("client {id:?}"),
-    );
+    // Formatted only on refusal: an allowed request allocates nothing here.
     let denied = |what: String| {
+        let who = identity.map_or_else(
+            || "an anonymous client".to_string(),
+            |id| format!("client {id:?}"),
+        );
         Err(ErrorReply::new(
             ErrorCode::PermissionDenied,
             format!("{who} may not {what}"),
@@ -423,7 +425,7 @@ async fn within_deadline<T>(
         None => run.await,
         Some(ms) => {
             let limit = std::time::Duration::from_millis(u64::from(ms));
-            tokio::time::timeout(limit, run)
+            deadline::until(tokio::time::Instant::now() + limit, run)
                 .await
                 .unwrap_or(Err(Failure::Timeout(limit)))
         }

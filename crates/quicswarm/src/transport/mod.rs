@@ -240,7 +240,7 @@ impl From<SendInner> for SendStream {
 /// Runs `fut`, giving up after `stall` (if any): `None` when it gave up.
 async fn within_stall<T>(stall: Option<Duration>, fut: impl Future<Output = T>) -> Option<T> {
     match stall {
-        Some(limit) => tokio::time::timeout(limit, fut).await.ok(),
+        Some(limit) => crate::deadline::within(limit, fut).await,
         None => Some(fut.await),
     }
 }
