@@ -6,28 +6,81 @@
 //! several hundred instructions per step. These poll the work once first and arm the timer
 //! only if it has to wait.
 
-use std::{future::Future, pin::pin, task::Poll, time::Duration};
+use std::{
+    future::Future,
+    pin::Pin,
+    task::{Context, Poll},
+    time::Duration,
+};
 
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 /// `fut`'s output, or `None` if it is still pending at `deadline`.
-pub(crate) async fn until<F: Future>(deadline: Instant, fut: F) -> Option<F::Output> {
-    let mut fut = pin!(fut);
-    // Polled with this task's own waker: if it is pending, it wakes us as usual.
-    if let Poll::Ready(out) = futures_util::poll!(fut.as_mut()) {
-        return Some(out);
+pub(crate) fn until<F: Future>(deadline: Instant, fut: F) -> Lazy<F> {
+    Lazy {
+        fut,
+        limit: Limit::At(deadline),
+        sleep: None,
     }
-    tokio::time::timeout_at(deadline, fut).await.ok()
 }
 
-/// `fut`'s output, or `None` if it is still pending `limit` after this call.
-pub(crate) async fn within<F: Future>(limit: Duration, fut: F) -> Option<F::Output> {
-    let mut fut = pin!(fut);
-    if let Poll::Ready(out) = futures_util::poll!(fut.as_mut()) {
-        return Some(out);
+/// `fut`'s output, or `None` if it is still pending `limit` after it is first polled; no
+/// limit at all when `limit` is `None`.
+pub(crate) fn within<F: Future>(limit: Option<Duration>, fut: F) -> Lazy<F> {
+    Lazy {
+        fut,
+        limit: limit.map_or(Limit::Never, Limit::After),
+        sleep: None,
     }
-    // The first poll did not wait, so measuring from here is measuring from the call.
-    tokio::time::timeout(limit, fut).await.ok()
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Limit {
+    At(Instant),
+    After(Duration),
+    Never,
+}
+
+pin_project_lite::pin_project! {
+    /// A future with a time limit whose timer exists only once the future has had to wait.
+    ///
+    /// Written out rather than as an `async fn`: that would hold `fut` twice (as the argument
+    /// and as the pinned local), and these nest, so every layer doubled the future's size.
+    #[derive(Debug)]
+    #[must_use = "futures do nothing unless polled"]
+    pub(crate) struct Lazy<F> {
+        #[pin]
+        fut: F,
+        limit: Limit,
+        #[pin]
+        sleep: Option<Sleep>,
+    }
+}
+
+impl<F: Future> Future for Lazy<F> {
+    type Output = Option<F::Output>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        // The work first, as tokio's `Timeout` does: an answer that is here wins over a
+        // deadline that has just passed.
+        if let Poll::Ready(out) = this.fut.poll(cx) {
+            return Poll::Ready(Some(out));
+        }
+        if this.sleep.is_none() {
+            let at = match *this.limit {
+                Limit::At(at) => at,
+                // The first poll did not wait, so from here is from the start.
+                Limit::After(limit) => Instant::now() + limit,
+                Limit::Never => return Poll::Pending,
+            };
+            this.sleep.set(Some(tokio::time::sleep_until(at)));
+        }
+        match this.sleep.as_pin_mut() {
+            Some(sleep) => sleep.poll(cx).map(|()| None),
+            None => Poll::Pending,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -36,9 +89,12 @@ mod tests {
 
     #[tokio::test]
     async fn ready_work_is_returned_and_pending_work_times_out() {
-        assert_eq!(within(Duration::from_secs(1), async { 7 }).await, Some(7));
+        assert_eq!(
+            within(Some(Duration::from_secs(1)), async { 7 }).await,
+            Some(7)
+        );
         let never = std::future::pending::<()>();
-        assert_eq!(within(Duration::from_millis(20), never).await, None);
+        assert_eq!(within(Some(Duration::from_millis(20)), never).await, None);
         let at = Instant::now() + Duration::from_millis(30);
         assert_eq!(until(at, std::future::pending::<()>()).await, None);
         assert!(Instant::now() >= at, "gave up before the deadline");
@@ -52,7 +108,7 @@ mod tests {
             tokio::task::yield_now().await;
             let _ = tx.send(3);
         });
-        let got = within(Duration::from_secs(30), rx).await;
+        let got = within(Some(Duration::from_secs(30)), rx).await;
         assert_eq!(got.map(Result::ok), Some(Some(3)));
     }
 }

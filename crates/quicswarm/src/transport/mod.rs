@@ -237,12 +237,10 @@ impl From<SendInner> for SendStream {
     }
 }
 
-/// Runs `fut`, giving up after `stall` (if any): `None` when it gave up.
-async fn within_stall<T>(stall: Option<Duration>, fut: impl Future<Output = T>) -> Option<T> {
-    match stall {
-        Some(limit) => crate::deadline::within(limit, fut).await,
-        None => Some(fut.await),
-    }
+/// Runs `fut`, giving up after `stall` (if any): `None` when it gave up. A plain function
+/// returning the future: as an `async fn` it held `fut` twice (argument and awaitee).
+fn within_stall<F: Future>(stall: Option<Duration>, fut: F) -> crate::deadline::Lazy<F> {
+    crate::deadline::within(stall, fut)
 }
 
 impl SendStream {
@@ -258,20 +256,21 @@ impl SendStream {
     }
 
     pub(crate) async fn write_chunk(&mut self, data: Bytes) -> Result<(), WriteError> {
-        let write = async {
+        let written = within_stall(self.stall, async {
             match &mut self.inner {
                 SendInner::Quic(s) => Ok(s.write_chunk(data).await?),
                 SendInner::Tcp(s) => s.write(&data).await,
             }
-        };
-        match within_stall(self.stall, write).await {
+        })
+        .await;
+        match written {
             Some(written) => written,
             None => Err(self.stalled()),
         }
     }
 
     pub(crate) async fn write_all_chunks(&mut self, data: &mut [Bytes]) -> Result<(), WriteError> {
-        let write = async {
+        let written = within_stall(self.stall, async {
             match &mut self.inner {
                 SendInner::Quic(s) => Ok(s.write_all_chunks(data).await?),
                 SendInner::Tcp(s) => {
@@ -281,8 +280,9 @@ impl SendStream {
                     Ok(())
                 }
             }
-        };
-        match within_stall(self.stall, write).await {
+        })
+        .await;
+        match written {
             Some(written) => written,
             None => Err(self.stalled()),
         }
@@ -387,7 +387,7 @@ impl RecvStream {
         &mut self,
         bufs: &mut [Bytes],
     ) -> Result<Option<usize>, ReadError> {
-        let read = async {
+        let read = within_stall(self.stall, async {
             match &mut self.inner {
                 RecvInner::Quic(r) => Ok(r.read_chunks(bufs).await?),
                 RecvInner::Tcp(r) => {
@@ -400,8 +400,9 @@ impl RecvStream {
                     }))
                 }
             }
-        };
-        match within_stall(self.stall, read).await {
+        })
+        .await;
+        match read {
             Some(read) => read,
             None => Err(self.stalled()),
         }
