@@ -4,6 +4,7 @@
 //! cargo bench -p quicswarm-benches --bench core            # full run (~1 min)
 //! cargo bench -p quicswarm-benches --bench core -- --quick # smoke run
 //! cargo bench -p quicswarm-benches --bench core -- --json report.json
+//! cargo bench -p quicswarm-benches --bench core -- --cores 1 # each side pinned to one core
 //! ```
 //!
 //! The server side (a quicswarm gateway and a raw quinn echo/bulk server) runs on one thread
@@ -11,6 +12,10 @@
 //! reference figures in `QUINN-NOTES.md` ("2 cores"). Both use the same socket buffers and
 //! flow-control windows, so the ratio shows what quicswarm's framing, dispatch and typing cost
 //! over bare QUIC streams. Figures are this machine's; compare ratios, not absolutes.
+//!
+//! The bulk rows also give what each side's thread spent per GB (CPU-seconds): on the robot's
+//! small board, that is the transfer speed. `--cores 1` pins the server thread to the first
+//! core and the client to the second, so neither borrows the other's.
 
 use std::{
     net::SocketAddr,
@@ -25,6 +30,7 @@ use anyhow::{Context, Result};
 use bytes::Bytes;
 use hdrhistogram::Histogram;
 use quicswarm::{demo::CounterArgs, Controller, ControllerConfig, Gateway, Identity, Trust};
+use quicswarm_benches::cores;
 use quinn::{crypto::rustls::QuicClientConfig, Endpoint, TransportConfig, VarInt};
 
 struct Sizes {
@@ -68,6 +74,7 @@ fn main() -> Result<()> {
         .position(|a| a == "--only")
         .and_then(|i| args.get(i + 1))
         .cloned();
+    let pinned = cores::from_args(&args)?.is_some();
 
     let identity = Identity::self_signed(&[])?;
     let fingerprint = identity.fingerprint();
@@ -78,27 +85,37 @@ fn main() -> Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let cert_der = raw_cert.cert.der().clone();
     let key_der = raw_cert.signing_key.serialize_der();
-    let server = std::thread::spawn(move || -> Result<()> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        rt.block_on(async move {
-            let gateway = Gateway::builder()
-                .listen("127.0.0.1:0".parse()?)
-                .identity(identity)
-                .registry(quicswarm::demo::registry())
-                .spawn()
-                .await?;
-            let raw = raw_server(cert_der, key_der)?;
-            addr_tx.send((gateway.local_addr(), raw.local_addr()?))?;
-            tokio::spawn(serve_raw(raw));
-            let _ = stop_rx.await;
-            gateway.shutdown(Duration::from_millis(100)).await;
-            Ok(())
-        })
-    });
+    let server = std::thread::Builder::new()
+        .name(cores::GATEWAY.into())
+        .spawn(move || -> Result<()> {
+            if pinned {
+                cores::pin_current(cores::core_of(cores::GATEWAY))?;
+            }
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(async move {
+                let gateway = Gateway::builder()
+                    .listen("127.0.0.1:0".parse()?)
+                    .identity(identity)
+                    .registry(quicswarm::demo::registry())
+                    .spawn()
+                    .await?;
+                let raw = raw_server(cert_der, key_der)?;
+                addr_tx.send((gateway.local_addr(), raw.local_addr()?))?;
+                tokio::spawn(serve_raw(raw));
+                let _ = stop_rx.await;
+                gateway.shutdown(Duration::from_millis(100)).await;
+                Ok(())
+            })
+        })?;
     let (gw_addr, raw_addr) = addr_rx.recv().context("server thread failed to start")?;
 
+    // The client side runs on this thread.
+    if pinned {
+        cores::pin_current(cores::core_of(cores::CLIENT))?;
+        println!("pinned: server thread on core 0, client thread on core 1");
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -149,8 +166,10 @@ fn main() -> Result<()> {
 fn fmt_num(v: f64) -> String {
     if v >= 1000.0 {
         format!("{v:.0}")
-    } else {
+    } else if v >= 10.0 {
         format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
     }
 }
 
@@ -208,28 +227,47 @@ async fn run_all(
         rows.extend(percentiles("ping", &pings, &theirs, "-"));
     }
 
-    // Throughput: 64 calls in flight.
+    // Throughput: 64 calls in flight. In alternating rounds (which side goes first swaps
+    // too), so both sides see the same machine noise: this machine is shared.
     if want("calls") {
-        let owned = client.clone();
-        let ours = in_flight(sizes.throughput_calls, move |_| {
-            let c = owned.clone();
-            async move {
-                c.call(
-                    "echo",
-                    "0123456789abcdef0123456789abcdef0123456789abcdef01234567",
-                )
-                .await
-                .map(drop)
-                .map_err(anyhow::Error::from)
+        let per_round = sizes.throughput_calls / CALL_ROUNDS;
+        let (mut ours_s, mut theirs_s) = (0.0, 0.0);
+        for round in 0..CALL_ROUNDS {
+            for side in [round % 2, 1 - round % 2] {
+                let secs = if side == 0 {
+                    let owned = client.clone();
+                    per_round as f64
+                        / in_flight(per_round, move |_| {
+                            let c = owned.clone();
+                            async move {
+                                c.call(
+                                    "echo",
+                                    "0123456789abcdef0123456789abcdef0123456789abcdef01234567",
+                                )
+                                .await
+                                .map(drop)
+                                .map_err(anyhow::Error::from)
+                            }
+                        })
+                        .await?
+                } else {
+                    let owned = raw.clone();
+                    per_round as f64
+                        / in_flight(per_round, move |_| {
+                            let c = owned.clone();
+                            async move { raw_echo(&c, 64).await.map(drop) }
+                        })
+                        .await?
+                };
+                if side == 0 {
+                    ours_s += secs;
+                } else {
+                    theirs_s += secs;
+                }
             }
-        })
-        .await?;
-        let owned = raw.clone();
-        let theirs = in_flight(sizes.throughput_calls, move |_| {
-            let c = owned.clone();
-            async move { raw_echo(&c, 64).await.map(drop) }
-        })
-        .await?;
+        }
+        let total = (per_round * CALL_ROUNDS) as f64;
+        let (ours, theirs) = (total / ours_s, total / theirs_s);
         rows.push(Row {
             name: "calls/s, 64 in flight".into(),
             ours,
@@ -241,14 +279,30 @@ async fn run_all(
     // Bulk: 64 KiB items vs one raw stream of the same bytes.
     if want("bulk") {
         let count = sizes.bulk_bytes / ITEM_BIG as u64;
+        let before = SideCpu::now()?;
         let (secs, bytes) = stream_items(client, count, ITEM_BIG).await?;
+        let ours_cpu = SideCpu::now()?.since(before, bytes);
         let ours = bytes as f64 / secs / 1e6;
+        let before = SideCpu::now()?;
         let theirs = raw_bulk(raw, b'B', sizes.bulk_bytes).await?;
+        let theirs_cpu = SideCpu::now()?.since(before, sizes.bulk_bytes);
         rows.push(Row {
             name: "stream 64 KiB items (MB/s)".into(),
             ours,
             raw: Some(theirs),
             target: ">= 0.85x raw",
+        });
+        rows.push(Row {
+            name: "  server CPU-s per GB".into(),
+            ours: ours_cpu.server,
+            raw: Some(theirs_cpu.server),
+            target: "-",
+        });
+        rows.push(Row {
+            name: "  client CPU-s per GB".into(),
+            ours: ours_cpu.client,
+            raw: Some(theirs_cpu.client),
+            target: "-",
         });
     }
 
@@ -266,6 +320,33 @@ async fn run_all(
         });
     }
     Ok(rows)
+}
+
+/// CPU-seconds spent by each side's thread: the server thread (by name) and the client, which
+/// is the calling thread.
+#[derive(Clone, Copy)]
+struct SideCpu {
+    server: f64,
+    client: f64,
+}
+
+impl SideCpu {
+    fn now() -> Result<Self> {
+        let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+        Ok(Self {
+            server: cores::thread_cpu(cores::GATEWAY)?,
+            client: t.tv_sec as f64 + t.tv_nsec as f64 / 1e9,
+        })
+    }
+
+    /// Per GB of `bytes`, since `before`.
+    fn since(self, before: Self, bytes: u64) -> Self {
+        let gb = bytes as f64 / 1e9;
+        Self {
+            server: (self.server - before.server) / gb,
+            client: (self.client - before.client) / gb,
+        }
+    }
 }
 
 /// p50 and p99 rows, in microseconds, of two latency histograms.
@@ -296,6 +377,9 @@ async fn timed<T, E: Into<anyhow::Error>>(
     fut.await.map_err(Into::into)?;
     Ok(start.elapsed().as_nanos() as u64)
 }
+
+/// How many alternating rounds the calls/s figure is measured in.
+const CALL_ROUNDS: u64 = 6;
 
 /// Runs `total` operations with IN_FLIGHT at a time; returns operations per second.
 async fn in_flight<F, Fut>(total: u64, op: F) -> Result<f64>

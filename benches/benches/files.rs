@@ -7,7 +7,11 @@
 //! cargo bench -p quicswarm-benches --bench files -- --only W1 --json files.json
 //! cargo bench -p quicswarm-benches --bench files -- --fresh-fs   # on a new loop-mounted ext4
 //! cargo bench -p quicswarm-benches --bench files -- --range-mib 16 --streams 8  # other tuning
+//! cargo bench -p quicswarm-benches --bench files -- --cores 1  # one core per side
 //! ```
+//!
+//! `--cores 1` runs the gateway and the client on runtimes of their own, each pinned to one
+//! core (the robot's board has few), and adds what each side's threads spent per GB.
 //!
 //! Two reference rows per workload show what this machine allows: a **local atomic copy** (the
 //! receiver's guarantees without network, encryption or hashing: temporary names, mode and
@@ -32,6 +36,7 @@ use quicswarm::{
     files::{Selector, Swarm, TransferOptions},
     Controller, ControllerConfig, Gateway, Identity, Trust,
 };
+use quicswarm_benches::cores;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use rand_distr::{Distribution, LogNormal};
 
@@ -102,10 +107,16 @@ fn main() -> Result<()> {
         .map_err(|e| eprintln!("rsync rows left out: {e:#}"))
         .ok();
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let pinned = cores::from_args(&args)?.is_some();
+    // Counted before pinning narrows this thread's view; pinned, the sides have one each.
+    let cpus = if pinned {
+        2
+    } else {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } as f64;
+    let sides = Sides::new(pinned)?;
+    let rt = &sides.client;
+    let gw = sides.gateway_handle();
     let mut rows = Vec::new();
     for w in WORKLOADS
         .iter()
@@ -122,8 +133,8 @@ fn main() -> Result<()> {
         for swarm in [1, 2, 4] {
             let dest = work.join(format!("dest-{}-{swarm}", w.name));
             settle();
-            let (secs, cpu) =
-                with_cpu(|| rt.block_on(quicswarm_download(&src, &dest, swarm, &options)))?;
+            let (secs, cpu) = sides
+                .with_cpu(|| rt.block_on(quicswarm_download(&src, &dest, swarm, &options, &gw)))?;
             verify(&src, &dest)?;
             let tool = format!("quicswarm, swarm {swarm}");
             rows.push(Row::new(w, tool, (files, bytes), secs).cpu(cpu));
@@ -131,12 +142,12 @@ fn main() -> Result<()> {
         // References, not competitors: what the disk and the transport allow on this machine.
         let dest = work.join(format!("dest-{}-local", w.name));
         settle();
-        let (secs, cpu) = with_cpu(|| local_copy(&src, &dest))?;
+        let (secs, cpu) = sides.with_cpu(|| local_copy(&src, &dest))?;
         verify(&src, &dest)?;
         rows.push(Row::new(w, LOCAL.into(), (files, bytes), secs).cpu(cpu));
         if w.name == "W2" {
             settle();
-            let (secs, cpu) = with_cpu(|| rt.block_on(memory_stream(bytes)))?;
+            let (secs, cpu) = sides.with_cpu(|| rt.block_on(memory_stream(bytes, &gw)))?;
             rows.push(Row::new(w, MEMORY.into(), (0, bytes), secs).cpu(cpu));
         }
         if let Some(sshd) = &rsync {
@@ -182,16 +193,32 @@ fn main() -> Result<()> {
     }
     // A transfer both moves the bytes over the transport and stores them: on a CPU-bound
     // machine it cannot beat the two references' CPU costs added up, spread on every core.
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     for r in rows.iter().filter(|r| r.tool == MEMORY) {
         if let (Some(stream), Some(store)) = (r.cpu, find(r, LOCAL).and_then(|l| l.cpu)) {
             let per_gb = (stream + store) / (r.bytes as f64 / 1e9);
             println!(
-                "{} ceiling: moving costs {:.2} and storing {:.2} CPU-seconds per GB here, so a transfer doing both on {cores} cores stays below {:.0} MB/s",
+                "{} ceiling: moving costs {:.2} and storing {:.2} CPU-seconds per GB here, so a transfer doing both on {cpus} cores stays below {:.0} MB/s",
                 r.workload,
                 stream / (r.bytes as f64 / 1e9),
                 store / (r.bytes as f64 / 1e9),
-                cores / per_gb * 1e3
+                cpus / per_gb * 1e3
+            );
+        }
+    }
+    if pinned {
+        println!();
+        println!("one core per side: CPU-seconds per GB");
+        println!("{:<4} {:<20} {:>9} {:>9}", "", "tool", "gateway", "client");
+        // The local copy runs on threads of its own, not the sides'.
+        for r in rows.iter().filter(|r| r.sides.is_some() && r.tool != LOCAL) {
+            let gb = r.bytes as f64 / 1e9;
+            let (g, c) = r.sides.unwrap_or_default();
+            println!(
+                "{:<4} {:<20} {:>9.2} {:>9.2}",
+                r.workload,
+                r.tool,
+                g / gb,
+                c / gb
             );
         }
     }
@@ -200,7 +227,8 @@ fn main() -> Result<()> {
         let json: Vec<_> = rows
             .iter()
             .map(|r| {
-                serde_json::json!({"workload": r.workload, "tool": r.tool, "seconds": r.secs, "cpu_seconds": r.cpu, "files": r.files,
+                serde_json::json!({"workload": r.workload, "tool": r.tool, "seconds": r.secs, "cpu_seconds": r.cpu,
+                                   "gateway_cpu_seconds": r.sides.map(|s| s.0), "client_cpu_seconds": r.sides.map(|s| s.1), "files": r.files,
                                    "bytes": r.bytes, "files_per_s": r.files as f64 / r.secs,
                                    "mb_per_s": r.bytes as f64 / 1e6 / r.secs})
             })
@@ -225,6 +253,8 @@ struct Row {
     secs: f64,
     /// CPU seconds this process spent on the row (all threads); `None` for other processes.
     cpu: Option<f64>,
+    /// With `--cores 1`: CPU seconds of the gateway's and the client's threads.
+    sides: Option<(f64, f64)>,
 }
 
 impl Row {
@@ -237,24 +267,83 @@ impl Row {
             bytes,
             secs,
             cpu: None,
+            sides: None,
         }
     }
 
-    fn cpu(mut self, seconds: f64) -> Self {
-        self.cpu = Some(seconds);
+    fn cpu(mut self, cpu: Cpu) -> Self {
+        self.cpu = Some(cpu.process);
+        self.sides = cpu.sides;
         self
     }
 }
 
-/// Runs `f`, returning its result and the CPU time this process spent meanwhile.
-fn with_cpu<T>(f: impl FnOnce() -> Result<T>) -> Result<(T, f64)> {
-    let cpu = || {
-        let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
-        t.tv_sec as f64 + t.tv_nsec as f64 * 1e-9
-    };
-    let before = cpu();
-    let value = f()?;
-    Ok((value, cpu() - before))
+/// What a row cost in CPU time.
+struct Cpu {
+    process: f64,
+    sides: Option<(f64, f64)>,
+}
+
+/// Where the gateway and the client run: one shared runtime on two workers, or (`--cores 1`)
+/// a runtime each, pinned to a core each.
+struct Sides {
+    client: tokio::runtime::Runtime,
+    gateway: Option<tokio::runtime::Runtime>,
+}
+
+impl Sides {
+    fn new(pinned: bool) -> Result<Self> {
+        if pinned {
+            // The local copy runs on this thread's scoped threads: the client's core.
+            cores::pin_current(cores::core_of(cores::CLIENT))?;
+            Ok(Self {
+                client: cores::runtime(cores::CLIENT, 1, true)?,
+                gateway: Some(cores::runtime(cores::GATEWAY, 1, true)?),
+            })
+        } else {
+            Ok(Self {
+                client: cores::runtime(cores::CLIENT, 2, false)?,
+                gateway: None,
+            })
+        }
+    }
+
+    fn gateway_handle(&self) -> tokio::runtime::Handle {
+        self.gateway
+            .as_ref()
+            .unwrap_or(&self.client)
+            .handle()
+            .clone()
+    }
+
+    /// Runs `f`, returning its result and the CPU time spent meanwhile: by this process, and
+    /// with a runtime per side, by each side's threads.
+    fn with_cpu<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<(T, Cpu)> {
+        let process = || {
+            let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+            t.tv_sec as f64 + t.tv_nsec as f64 * 1e-9
+        };
+        let sides = || -> Result<Option<(f64, f64)>> {
+            if self.gateway.is_none() {
+                return Ok(None);
+            }
+            Ok(Some((
+                cores::thread_cpu(cores::GATEWAY)?,
+                cores::thread_cpu(cores::CLIENT)?,
+            )))
+        };
+        let (p0, s0) = (process(), sides()?);
+        let value = f()?;
+        let (p1, s1) = (process(), sides()?);
+        let sides = s0.zip(s1).map(|(a, b)| (b.0 - a.0, b.1 - a.1));
+        Ok((
+            value,
+            Cpu {
+                process: p1 - p0,
+                sides,
+            },
+        ))
+    }
 }
 
 /// Writes dirty pages back before a measured run (untimed), so no run pays for the previous
@@ -333,23 +422,32 @@ async fn quicswarm_download(
     dest: &Path,
     n: usize,
     options: &TransferOptions,
+    gw: &tokio::runtime::Handle,
 ) -> Result<f64> {
     let identity = Identity::self_signed(&[])?;
     let fp = identity.fingerprint();
-    let gateway = Gateway::builder()
-        .listen("127.0.0.1:0".parse()?)
-        .identity(identity)
-        .serve("data", src)
-        .pool_size(8)
-        .spawn()
-        .await?;
+    let served = src.to_path_buf();
+    let listen: std::net::SocketAddr = "127.0.0.1:0".parse()?;
+    // Started on the gateway's runtime, so everything it spawns runs there.
+    let gateway = gw
+        .spawn(async move {
+            Gateway::builder()
+                .listen(listen)
+                .identity(identity)
+                .serve("data", served)
+                .pool_size(8)
+                .spawn()
+                .await
+        })
+        .await??;
     let controller = Controller::new(ControllerConfig::with_trust(Trust::Fingerprints(vec![fp])))?;
     let swarm = Swarm::connect(&controller, &gateway.local_addr().to_string(), n).await?;
     let summary = swarm
         .download("data", &Selector::all(), dest, options)
         .await?;
     swarm.close().await;
-    gateway.shutdown(Duration::from_secs(1)).await;
+    gw.spawn(async move { gateway.shutdown(Duration::from_secs(1)).await })
+        .await?;
     Ok(summary.seconds)
 }
 
@@ -409,8 +507,8 @@ fn local_copy(src: &Path, dest: &Path) -> Result<f64> {
 
 /// Streams `bytes` in 64 KiB items from a gateway to a client in this process, memory to
 /// memory, as W2's transport ceiling. Returns seconds.
-async fn memory_stream(bytes: u64) -> Result<f64> {
-    let gateway = quicswarm_tests::spawn_gateway(|b| b).await;
+async fn memory_stream(bytes: u64, gw: &tokio::runtime::Handle) -> Result<f64> {
+    let gateway = gw.spawn(quicswarm_tests::spawn_gateway(|b| b)).await?;
     let client = gateway.client().await;
     let size = 64 * 1024;
     let args = quicswarm::demo::CounterArgs {
@@ -426,7 +524,8 @@ async fn memory_stream(bytes: u64) -> Result<f64> {
     let secs = started.elapsed().as_secs_f64();
     ensure!(got >= bytes, "streamed {got} of {bytes} bytes");
     client.close().await?;
-    gateway.gateway.shutdown(Duration::from_secs(1)).await;
+    gw.spawn(async move { gateway.gateway.shutdown(Duration::from_secs(1)).await })
+        .await?;
     Ok(secs)
 }
 

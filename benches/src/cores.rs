@@ -1,0 +1,151 @@
+//! `--cores 1`: a Raspberry-Pi-sized budget. The robot runs the gateway on a small board, so
+//! the benches can give each side (gateway, client) one core of its own and report what each
+//! side's threads spent, from their names.
+//!
+//! Threads inherit their creator's CPU mask, so pinning a runtime's threads as they start
+//! (`on_thread_start`) pins everything the side runs, the blocking pool included.
+
+use std::time::Duration;
+
+use anyhow::{ensure, Context, Result};
+
+/// The thread-name prefix of the gateway side's threads.
+pub const GATEWAY: &str = "qs-gateway";
+/// The thread-name prefix of the client side's threads.
+pub const CLIENT: &str = "qs-client";
+
+/// Reads `--cores N` from the command line: `None` when absent (no pinning). Only 1 is
+/// supported: one core per side, which needs a machine with two.
+pub fn from_args(args: &[String]) -> Result<Option<usize>> {
+    let Some(i) = args.iter().position(|a| a == "--cores") else {
+        return Ok(None);
+    };
+    let n: usize = args
+        .get(i + 1)
+        .context("--cores needs a number")?
+        .parse()
+        .context("--cores needs a number")?;
+    ensure!(
+        n == 1,
+        "--cores {n}: only --cores 1 (one core per side) is supported"
+    );
+    let have = std::thread::available_parallelism().map_or(1, |n| n.get());
+    ensure!(
+        have >= 2,
+        "--cores 1 puts the two sides on two cores; this machine has {have}"
+    );
+    Ok(Some(n))
+}
+
+/// The core a side is pinned to: the gateway on the first, the client on the second.
+pub fn core_of(side: &str) -> usize {
+    usize::from(side != GATEWAY)
+}
+
+/// Pins the calling thread (and the threads it starts later) to `core`.
+pub fn pin_current(core: usize) -> std::io::Result<()> {
+    let mut set = rustix::thread::CpuSet::new();
+    set.set(core);
+    rustix::thread::sched_setaffinity(None, &set).map_err(std::io::Error::from)
+}
+
+/// A multi-threaded runtime for one side: its threads named `side`, pinned to that side's
+/// core when `pinned`, and kept alive for the whole run so their CPU time can still be read
+/// at the end of a row.
+pub fn runtime(
+    side: &'static str,
+    workers: usize,
+    pinned: bool,
+) -> Result<tokio::runtime::Runtime> {
+    let core = core_of(side);
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder
+        .worker_threads(workers)
+        .thread_name(side)
+        .thread_keep_alive(Duration::from_secs(3600))
+        .enable_all();
+    if pinned {
+        builder.on_thread_start(move || {
+            if let Err(e) = pin_current(core) {
+                eprintln!("could not pin a {side} thread to core {core}: {e}");
+            }
+        });
+    }
+    Ok(builder.build()?)
+}
+
+/// CPU seconds (user and system) spent so far by this process's threads whose name starts
+/// with `prefix` (threads that have exited are not counted).
+pub fn thread_cpu(prefix: &str) -> Result<f64> {
+    let ticks = rustix::param::clock_ticks_per_second() as f64;
+    let mut total = 0u64;
+    for task in std::fs::read_dir("/proc/self/task")? {
+        let dir = task?.path();
+        let Ok(name) = std::fs::read_to_string(dir.join("comm")) else {
+            continue; // exited meanwhile
+        };
+        if !name.trim_end().starts_with(prefix) {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(dir.join("stat")) else {
+            continue;
+        };
+        total += utime_stime(&stat).with_context(|| format!("bad {}", dir.display()))?;
+    }
+    Ok(total as f64 / ticks)
+}
+
+/// utime + stime (fields 14 and 15) of a `/proc/.../stat` line. The name (field 2) is in
+/// parentheses and may hold spaces, so fields are counted after its closing one.
+fn utime_stime(stat: &str) -> Option<u64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace().skip(11); // field 3 is the first after ')'
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_fields_are_read_after_the_name() {
+        let line = "42 (qs gateway) S 1 2 3 4 5 6 7 8 9 10 250 17 0 0 20";
+        assert_eq!(utime_stime(line), Some(267));
+    }
+
+    #[test]
+    fn a_named_thread_that_spins_is_counted() {
+        let (spun_tx, spun) = std::sync::mpsc::channel();
+        let (read_tx, read) = std::sync::mpsc::channel::<()>();
+        let spin = std::thread::Builder::new()
+            .name("qs-probe".into())
+            .spawn(move || {
+                // Until this thread has had 0.3 s of CPU (bounded in wall time: the machine
+                // is shared).
+                let own = || {
+                    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+                    t.tv_sec as f64 + t.tv_nsec as f64 / 1e9
+                };
+                let wall = std::time::Instant::now();
+                let mut x = 0u64;
+                while own() < 0.3 && wall.elapsed() < Duration::from_secs(30) {
+                    x = std::hint::black_box(x.wrapping_add(1));
+                }
+                let _ = spun_tx.send(());
+                // Stays alive until its time has been read: exited threads are not counted.
+                let _ = read.recv();
+            })
+            .unwrap();
+        spun.recv().unwrap();
+        let cpu = thread_cpu("qs-probe").unwrap();
+        drop(read_tx);
+        spin.join().unwrap();
+        assert!(
+            cpu >= 0.2,
+            "a thread that spun 0.3 CPU-seconds counted {cpu} s"
+        );
+        assert_eq!(thread_cpu("no-such-thread").unwrap(), 0.0);
+    }
+}
