@@ -295,6 +295,7 @@ impl TcpConnection {
                 r: Some(r),
                 eof: false,
                 signals,
+                buf: bytes::BytesMut::new(),
             },
         )
     }

@@ -168,7 +168,16 @@ pub(crate) struct TcpRecv {
     pub(super) r: Option<Half>,
     pub(super) eof: bool,
     pub(super) signals: Arc<Signals>,
+    /// Reused across reads: each read takes what arrived off its front, so a block is
+    /// allocated and zeroed once per [`READ_BLOCK`] received, not once per read.
+    pub(super) buf: BytesMut,
 }
+
+/// Most bytes one read takes from yamux, and the size of the blocks reads are made into.
+const READ_BLOCK: usize = 64 * 1024;
+/// The least room a read is given (unless it asks for less): what is left of a block below
+/// this is not used, so at most this much of each block is wasted.
+const MIN_READ: usize = 4 * 1024;
 
 impl Drop for TcpRecv {
     fn drop(&mut self) {
@@ -186,10 +195,16 @@ impl TcpRecv {
         let Some(r) = self.r.as_mut() else {
             return Err(ReadError::ClosedStream);
         };
-        let mut buf = BytesMut::zeroed(max.clamp(1, 64 * 1024));
+        let want = max.clamp(1, READ_BLOCK);
+        if self.buf.len() < want.min(MIN_READ) {
+            // A new block once the old one is nearly all handed out.
+            self.buf = BytesMut::zeroed(READ_BLOCK);
+        }
+        let room = want.min(self.buf.len());
+        let buf = &mut self.buf[..room];
         let read = tokio::select! {
             biased;
-            read = r.read(&mut buf) => read,
+            read = r.read(buf) => read,
             code = reset.wait_for(Option::is_some) => {
                 let code = code.ok().and_then(|c| *c).unwrap_or(ErrorCode::NoError);
                 return Err(ReadError::Reset(code));
@@ -230,10 +245,7 @@ impl TcpRecv {
                     }
                 }
             }
-            Ok(n) => {
-                buf.truncate(n);
-                Ok(Some(buf.freeze()))
-            }
+            Ok(n) => Ok(Some(self.buf.split_to(n).freeze())),
             Err(_) => Err(ReadError::ConnectionLost(
                 self.conn.close_reason().unwrap_or(Disconnect::Reset),
             )),
