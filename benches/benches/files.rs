@@ -317,7 +317,7 @@ impl Sides {
     }
 
     /// Runs `f`, returning its result and the CPU time spent meanwhile: by this process, and
-    /// with a runtime per side, by each side's threads.
+    /// with a runtime per side, by each side's threads (this one counts as the client's).
     fn with_cpu<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<(T, Cpu)> {
         let process = || {
             let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
@@ -327,9 +327,12 @@ impl Sides {
             if self.gateway.is_none() {
                 return Ok(None);
             }
+            // `block_on` runs the row's own future on this thread: the client's too.
+            let this = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+            let this = this.tv_sec as f64 + this.tv_nsec as f64 * 1e-9;
             Ok(Some((
                 cores::thread_cpu(cores::GATEWAY)?,
-                cores::thread_cpu(cores::CLIENT)?,
+                cores::thread_cpu(cores::CLIENT)? + this,
             )))
         };
         let (p0, s0) = (process(), sides()?);
