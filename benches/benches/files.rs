@@ -36,7 +36,7 @@ use quicswarm::{
     files::{Selector, Swarm, TransferOptions},
     Controller, ControllerConfig, Gateway, Identity, Trust,
 };
-use quicswarm_benches::cores;
+use quicswarm_benches::cores::{self, Cpu, Sides};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use rand_distr::{Distribution, LogNormal};
 
@@ -275,77 +275,6 @@ impl Row {
         self.cpu = Some(cpu.process);
         self.sides = cpu.sides;
         self
-    }
-}
-
-/// What a row cost in CPU time.
-struct Cpu {
-    process: f64,
-    sides: Option<(f64, f64)>,
-}
-
-/// Where the gateway and the client run: one shared runtime on two workers, or (`--cores 1`)
-/// a runtime each, pinned to a core each.
-struct Sides {
-    client: tokio::runtime::Runtime,
-    gateway: Option<tokio::runtime::Runtime>,
-}
-
-impl Sides {
-    fn new(pinned: bool) -> Result<Self> {
-        if pinned {
-            // The local copy runs on this thread's scoped threads: the client's core.
-            cores::pin_current(cores::core_of(cores::CLIENT))?;
-            Ok(Self {
-                client: cores::runtime(cores::CLIENT, 1, true)?,
-                gateway: Some(cores::runtime(cores::GATEWAY, 1, true)?),
-            })
-        } else {
-            Ok(Self {
-                client: cores::runtime(cores::CLIENT, 2, false)?,
-                gateway: None,
-            })
-        }
-    }
-
-    fn gateway_handle(&self) -> tokio::runtime::Handle {
-        self.gateway
-            .as_ref()
-            .unwrap_or(&self.client)
-            .handle()
-            .clone()
-    }
-
-    /// Runs `f`, returning its result and the CPU time spent meanwhile: by this process, and
-    /// with a runtime per side, by each side's threads (this one counts as the client's).
-    fn with_cpu<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<(T, Cpu)> {
-        let process = || {
-            let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
-            t.tv_sec as f64 + t.tv_nsec as f64 * 1e-9
-        };
-        let sides = || -> Result<Option<(f64, f64)>> {
-            if self.gateway.is_none() {
-                return Ok(None);
-            }
-            // `block_on` runs the row's own future on this thread: the client's too.
-            let this = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
-            let this = this.tv_sec as f64 + this.tv_nsec as f64 * 1e-9;
-            Ok(Some((
-                cores::thread_cpu(cores::GATEWAY)?,
-                cores::thread_cpu(cores::CLIENT)? + this,
-            )))
-        };
-        let (p0, s0) = (process(), sides()?);
-        let value = f()?;
-        let (p1, s1) = (process(), sides()?);
-        let sides = s0.zip(s1).map(|(a, b)| (b.0 - a.0, b.1 - a.1));
-        Ok((
-            value,
-            Cpu {
-                process: p1 - p0,
-                sides,
-            },
-        ))
     }
 }
 

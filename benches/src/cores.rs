@@ -105,6 +105,80 @@ fn utime_stime(stat: &str) -> Option<u64> {
     Some(utime + stime)
 }
 
+/// What a row cost in CPU time.
+pub struct Cpu {
+    /// All of this process's threads.
+    pub process: f64,
+    /// With a runtime per side: the gateway's threads and the client's.
+    pub sides: Option<(f64, f64)>,
+}
+
+/// Where the gateway and the client run: one shared runtime on two workers, or (`--cores 1`)
+/// a runtime each, pinned to a core each.
+pub struct Sides {
+    /// The client's runtime (and, unpinned, the gateway's too).
+    pub client: tokio::runtime::Runtime,
+    gateway: Option<tokio::runtime::Runtime>,
+}
+
+impl Sides {
+    /// One shared runtime, or with `pinned` one per side on a core each (this thread goes on
+    /// the client's core).
+    pub fn new(pinned: bool) -> Result<Self> {
+        if pinned {
+            // The local copy runs on this thread's scoped threads: the client's core.
+            pin_current(core_of(CLIENT))?;
+            Ok(Self {
+                client: runtime(CLIENT, 1, true)?,
+                gateway: Some(runtime(GATEWAY, 1, true)?),
+            })
+        } else {
+            Ok(Self {
+                client: runtime(CLIENT, 2, false)?,
+                gateway: None,
+            })
+        }
+    }
+
+    /// Where to start the gateway.
+    pub fn gateway_handle(&self) -> tokio::runtime::Handle {
+        self.gateway
+            .as_ref()
+            .unwrap_or(&self.client)
+            .handle()
+            .clone()
+    }
+
+    /// Runs `f`, returning its result and the CPU time spent meanwhile: by this process, and
+    /// with a runtime per side, by each side's threads (this one counts as the client's).
+    pub fn with_cpu<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<(T, Cpu)> {
+        let process = || {
+            let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+            t.tv_sec as f64 + t.tv_nsec as f64 * 1e-9
+        };
+        let sides = || -> Result<Option<(f64, f64)>> {
+            if self.gateway.is_none() {
+                return Ok(None);
+            }
+            // `block_on` runs the row's own future on this thread: the client's too.
+            let this = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+            let this = this.tv_sec as f64 + this.tv_nsec as f64 * 1e-9;
+            Ok(Some((thread_cpu(GATEWAY)?, thread_cpu(CLIENT)? + this)))
+        };
+        let (p0, s0) = (process(), sides()?);
+        let value = f()?;
+        let (p1, s1) = (process(), sides()?);
+        let sides = s0.zip(s1).map(|(a, b)| (b.0 - a.0, b.1 - a.1));
+        Ok((
+            value,
+            Cpu {
+                process: p1 - p0,
+                sides,
+            },
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
