@@ -332,10 +332,9 @@ struct SideCpu {
 
 impl SideCpu {
     fn now() -> Result<Self> {
-        let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
         Ok(Self {
             server: cores::thread_cpu(cores::GATEWAY)?,
-            client: t.tv_sec as f64 + t.tv_nsec as f64 / 1e9,
+            client: cores::this_thread_cpu()?,
         })
     }
 

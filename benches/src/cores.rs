@@ -5,7 +5,7 @@
 //! Threads inherit their creator's CPU mask, so pinning a runtime's threads as they start
 //! (`on_thread_start`) pins everything the side runs, the blocking pool included.
 
-use std::time::Duration;
+use std::{path::Path, time::Duration};
 
 use anyhow::{ensure, Context, Result};
 
@@ -74,10 +74,31 @@ pub fn runtime(
     Ok(builder.build()?)
 }
 
+/// The unit of `/proc`'s CPU times: USER_HZ, which Linux fixes at 100 for userspace. Read
+/// from `/proc` rather than with `clock_gettime`, whose vDSO lookup in rustix crashes under
+/// valgrind: the benches must run under callgrind. Resolution: 10 ms.
+const TICKS_PER_SECOND: f64 = 100.0;
+
+/// CPU seconds (user and system) of this whole process, threads that exited included.
+pub fn process_cpu() -> Result<f64> {
+    stat_cpu(Path::new("/proc/self/stat"))
+}
+
+/// CPU seconds (user and system) of the calling thread.
+pub fn this_thread_cpu() -> Result<f64> {
+    stat_cpu(Path::new("/proc/thread-self/stat"))
+}
+
+fn stat_cpu(path: &Path) -> Result<f64> {
+    let stat =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let ticks = utime_stime(&stat).with_context(|| format!("bad {}", path.display()))?;
+    Ok(ticks as f64 / TICKS_PER_SECOND)
+}
+
 /// CPU seconds (user and system) spent so far by this process's threads whose name starts
 /// with `prefix` (threads that have exited are not counted).
 pub fn thread_cpu(prefix: &str) -> Result<f64> {
-    let ticks = rustix::param::clock_ticks_per_second() as f64;
     let mut total = 0u64;
     for task in std::fs::read_dir("/proc/self/task")? {
         let dir = task?.path();
@@ -92,7 +113,7 @@ pub fn thread_cpu(prefix: &str) -> Result<f64> {
         };
         total += utime_stime(&stat).with_context(|| format!("bad {}", dir.display()))?;
     }
-    Ok(total as f64 / ticks)
+    Ok(total as f64 / TICKS_PER_SECOND)
 }
 
 /// utime + stime (fields 14 and 15) of a `/proc/.../stat` line. The name (field 2) is in
@@ -152,22 +173,19 @@ impl Sides {
     /// Runs `f`, returning its result and the CPU time spent meanwhile: by this process, and
     /// with a runtime per side, by each side's threads (this one counts as the client's).
     pub fn with_cpu<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<(T, Cpu)> {
-        let process = || {
-            let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
-            t.tv_sec as f64 + t.tv_nsec as f64 * 1e-9
-        };
         let sides = || -> Result<Option<(f64, f64)>> {
             if self.gateway.is_none() {
                 return Ok(None);
             }
             // `block_on` runs the row's own future on this thread: the client's too.
-            let this = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
-            let this = this.tv_sec as f64 + this.tv_nsec as f64 * 1e-9;
-            Ok(Some((thread_cpu(GATEWAY)?, thread_cpu(CLIENT)? + this)))
+            Ok(Some((
+                thread_cpu(GATEWAY)?,
+                thread_cpu(CLIENT)? + this_thread_cpu()?,
+            )))
         };
-        let (p0, s0) = (process(), sides()?);
+        let (p0, s0) = (process_cpu()?, sides()?);
         let value = f()?;
-        let (p1, s1) = (process(), sides()?);
+        let (p1, s1) = (process_cpu()?, sides()?);
         let sides = s0.zip(s1).map(|(a, b)| (b.0 - a.0, b.1 - a.1));
         Ok((
             value,
@@ -198,10 +216,7 @@ mod tests {
             .spawn(move || {
                 // Until this thread has had 0.3 s of CPU (bounded in wall time: the machine
                 // is shared).
-                let own = || {
-                    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
-                    t.tv_sec as f64 + t.tv_nsec as f64 / 1e9
-                };
+                let own = || this_thread_cpu().unwrap_or(0.0);
                 let wall = std::time::Instant::now();
                 let mut x = 0u64;
                 while own() < 0.3 && wall.elapsed() < Duration::from_secs(30) {
