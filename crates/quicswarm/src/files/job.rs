@@ -163,10 +163,14 @@ impl Job {
         let failed =
             std::mem::take(&mut *self.failed.lock().unwrap_or_else(PoisonError::into_inner));
         if !failed.is_empty() {
+            // A ranged file can fail once per range: it is one failed file, with its first
+            // error (every error stays in `failed` until here, for the disk-full cleanup).
+            let mut seen = std::collections::HashSet::new();
             return Err(TransferError::Partial {
                 total: entries.len(),
                 failed: failed
                     .into_iter()
+                    .filter(|(i, _)| seen.insert(*i))
                     .map(|(i, e)| (entries[i].path.clone(), e))
                     .collect(),
             });
@@ -292,4 +296,44 @@ where
         return Err(TransferError::AllConnectionsLost { left });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_whose_ranges_fail_counts_once() {
+        let entry = |path: &str| FileEntry {
+            path: path.into(),
+            size: 10,
+            mtime: Default::default(),
+            mode: 0o644,
+            hash: None,
+        };
+        let entries = Arc::new(vec![entry("a"), entry("b")]);
+        let job = Job::new(
+            &entries,
+            &[Need::Whole, Need::Whole],
+            &TransferOptions::default(),
+            Instant::now(),
+        );
+        job.fail(0, TransferError::Cancelled);
+        job.fail(
+            0,
+            crate::CallError::Timeout(std::time::Duration::from_secs(1)),
+        );
+        job.stored(1, 10);
+        match job.finish() {
+            Err(TransferError::Partial { total, failed }) => {
+                assert_eq!(total, 2);
+                assert_eq!(failed.len(), 1, "{failed:?}");
+                assert!(
+                    matches!(failed[0].1, TransferError::Cancelled),
+                    "first error kept"
+                );
+            }
+            other => panic!("expected Partial, got {other:?}"),
+        }
+    }
 }
