@@ -8,7 +8,11 @@
 //! cargo bench -p quicswarm-benches --bench files -- --fresh-fs   # on a new loop-mounted ext4
 //! cargo bench -p quicswarm-benches --bench files -- --range-mib 16 --streams 8  # other tuning
 //! cargo bench -p quicswarm-benches --bench files -- --cores 1  # one core per side
+//! valgrind --tool=callgrind --separate-threads=yes <bench binary> --quick --only W2 --slow
 //! ```
+//!
+//! `--slow` gives the downloads' gateway and controller generous timeouts, for runs under
+//! valgrind (about 50 times slower than native): the default limits would end them.
 //!
 //! `--cores 1` runs the gateway and the client on runtimes of their own, each pinned to one
 //! core (the robot's board has few), and adds what each side's threads spent per GB.
@@ -34,7 +38,7 @@ use std::{
 use anyhow::{bail, ensure, Context, Result};
 use quicswarm::{
     files::{Selector, Swarm, TransferOptions},
-    Controller, ControllerConfig, Gateway, Identity, Trust,
+    Controller, ControllerConfig, Gateway, Identity, Limits, TransportTuning, Trust,
 };
 use quicswarm_benches::cores::{self, Cpu, Sides};
 use rand::{rngs::StdRng, Rng, SeedableRng};
@@ -108,6 +112,7 @@ fn main() -> Result<()> {
         .ok();
 
     let pinned = cores::from_args(&args)?.is_some();
+    let slow = args.iter().any(|a| a == "--slow");
     // Counted before pinning narrows this thread's view; pinned, the sides have one each.
     let cpus = if pinned {
         2
@@ -133,8 +138,9 @@ fn main() -> Result<()> {
         for swarm in [1, 2, 4] {
             let dest = work.join(format!("dest-{}-{swarm}", w.name));
             settle();
-            let (secs, cpu) = sides
-                .with_cpu(|| rt.block_on(quicswarm_download(&src, &dest, swarm, &options, &gw)))?;
+            let (secs, cpu) = sides.with_cpu(|| {
+                rt.block_on(quicswarm_download(&src, &dest, swarm, &options, &gw, slow))
+            })?;
             verify(&src, &dest)?;
             let tool = format!("quicswarm, swarm {swarm}");
             rows.push(Row::new(w, tool, (files, bytes), secs).cpu(cpu));
@@ -355,9 +361,20 @@ async fn quicswarm_download(
     n: usize,
     options: &TransferOptions,
     gw: &tokio::runtime::Handle,
+    slow: bool,
 ) -> Result<f64> {
     let identity = Identity::self_signed(&[])?;
     let fp = identity.fingerprint();
+    let (mut limits, mut transport) = (Limits::default(), TransportTuning::default());
+    let mut config = ControllerConfig::with_trust(Trust::Fingerprints(vec![fp]));
+    if slow {
+        let long = Duration::from_secs(3600);
+        limits.request_header_timeout = long;
+        limits.stall_timeout = Some(long);
+        transport.idle_timeout = long;
+        config.call_timeout = None;
+        config.transport = transport.clone();
+    }
     let served = src.to_path_buf();
     let listen: std::net::SocketAddr = "127.0.0.1:0".parse()?;
     // Started on the gateway's runtime, so everything it spawns runs there.
@@ -368,11 +385,13 @@ async fn quicswarm_download(
                 .identity(identity)
                 .serve("data", served)
                 .pool_size(8)
+                .limits(limits)
+                .transport(transport)
                 .spawn()
                 .await
         })
         .await??;
-    let controller = Controller::new(ControllerConfig::with_trust(Trust::Fingerprints(vec![fp])))?;
+    let controller = Controller::new(config)?;
     let swarm = Swarm::connect(&controller, &gateway.local_addr().to_string(), n).await?;
     let summary = swarm
         .download("data", &Selector::all(), dest, options)
