@@ -99,7 +99,7 @@ fn stat_cpu(path: &Path) -> Result<f64> {
 /// CPU seconds (user and system) spent so far by this process's threads whose name starts
 /// with `prefix` (threads that have exited are not counted).
 pub fn thread_cpu(prefix: &str) -> Result<f64> {
-    let mut total = 0u64;
+    let mut total = 0.0;
     for task in std::fs::read_dir("/proc/self/task")? {
         let dir = task?.path();
         let Ok(name) = std::fs::read_to_string(dir.join("comm")) else {
@@ -108,12 +108,10 @@ pub fn thread_cpu(prefix: &str) -> Result<f64> {
         if !name.trim_end().starts_with(prefix) {
             continue;
         }
-        let Ok(stat) = std::fs::read_to_string(dir.join("stat")) else {
-            continue;
-        };
-        total += utime_stime(&stat).with_context(|| format!("bad {}", dir.display()))?;
+        // A thread that exited since the listing is not counted.
+        total += stat_cpu(&dir.join("stat")).unwrap_or(0.0);
     }
-    Ok(total as f64 / TICKS_PER_SECOND)
+    Ok(total)
 }
 
 /// utime + stime (fields 14 and 15) of a `/proc/.../stat` line. The name (field 2) is in
