@@ -233,36 +233,29 @@ async fn run_all(
         let per_round = sizes.throughput_calls / CALL_ROUNDS;
         let (mut ours_s, mut theirs_s) = (0.0, 0.0);
         for round in 0..CALL_ROUNDS {
-            for side in [round % 2, 1 - round % 2] {
-                let secs = if side == 0 {
+            for ours_now in [round % 2 == 0, round % 2 == 1] {
+                if ours_now {
                     let owned = client.clone();
-                    per_round as f64
-                        / in_flight(per_round, move |_| {
-                            let c = owned.clone();
-                            async move {
-                                c.call(
-                                    "echo",
-                                    "0123456789abcdef0123456789abcdef0123456789abcdef01234567",
-                                )
-                                .await
-                                .map(drop)
-                                .map_err(anyhow::Error::from)
-                            }
-                        })
-                        .await?
+                    ours_s += in_flight(per_round, move |_| {
+                        let c = owned.clone();
+                        async move {
+                            c.call(
+                                "echo",
+                                "0123456789abcdef0123456789abcdef0123456789abcdef01234567",
+                            )
+                            .await
+                            .map(drop)
+                            .map_err(anyhow::Error::from)
+                        }
+                    })
+                    .await?;
                 } else {
                     let owned = raw.clone();
-                    per_round as f64
-                        / in_flight(per_round, move |_| {
-                            let c = owned.clone();
-                            async move { raw_echo(&c, 64).await.map(drop) }
-                        })
-                        .await?
-                };
-                if side == 0 {
-                    ours_s += secs;
-                } else {
-                    theirs_s += secs;
+                    theirs_s += in_flight(per_round, move |_| {
+                        let c = owned.clone();
+                        async move { raw_echo(&c, 64).await.map(drop) }
+                    })
+                    .await?;
                 }
             }
         }
@@ -380,7 +373,7 @@ async fn timed<T, E: Into<anyhow::Error>>(
 /// How many alternating rounds the calls/s figure is measured in.
 const CALL_ROUNDS: u64 = 6;
 
-/// Runs `total` operations with IN_FLIGHT at a time; returns operations per second.
+/// Runs `total` operations with IN_FLIGHT at a time; returns the seconds they took.
 async fn in_flight<F, Fut>(total: u64, op: F) -> Result<f64>
 where
     F: Fn(u64) -> Fut + 'static,
@@ -413,7 +406,7 @@ where
             Ok::<_, anyhow::Error>(())
         })
         .await?;
-    Ok(total as f64 / start.elapsed().as_secs_f64())
+    Ok(start.elapsed().as_secs_f64())
 }
 
 async fn stream_items(client: &quicswarm::Client, count: u64, size: usize) -> Result<(f64, u64)> {
