@@ -11,8 +11,8 @@
 //! cargo run --release -p quicswarm-examples --bin pi_camera -- demo --seconds 10
 //! ```
 //!
-//! Frames travel in `Latest` delivery: each frame on its own QUIC stream, one in flight at a
-//! time, a frame that waited behind a newer one is superseded. On a slow or lossy link the
+//! Frames travel in `Latest` delivery: each frame on its own QUIC stream, as many in flight as
+//! the path carries, a frame that waited behind a newer one is superseded. On a slow or lossy link the
 //! viewer gets fewer but fresh frames instead of an ever older backlog. The viewer runs a
 //! `Session`: it reconnects by itself after an outage or a gateway restart.
 //!

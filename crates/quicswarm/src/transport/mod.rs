@@ -103,6 +103,11 @@ impl Connection {
         }
     }
 
+    /// The lowest round-trip time seen on the path. Over TCP: zero.
+    pub(crate) fn min_rtt(&self) -> Duration {
+        self.stats().map_or(Duration::ZERO, |s| s.path.min_rtt)
+    }
+
     /// QUIC statistics; `None` over TCP.
     pub(crate) fn stats(&self) -> Option<quinn::ConnectionStats> {
         self.quic().map(quinn::Connection::stats)

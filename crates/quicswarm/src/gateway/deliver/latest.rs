@@ -1,25 +1,26 @@
 //! Latest delivery: each item on a unidirectional stream of its own; a newer item replaces one
 //! still waiting, so a slow link carries fresh items at its own pace.
 
+use std::time::Instant;
+
 use bytes::Bytes;
 use futures_util::StreamExt;
 use quicswarm_proto::{ErrorCode, LatestHeader, StreamFrame};
 
 use super::super::reply::log_failure;
-use super::now_us;
+use super::{
+    now_us,
+    window::{Sent, Window},
+};
 use crate::{
     ended::{Ended, Reply},
     io::write_frame,
     transport::{Connection, SendStream},
 };
 
-/// `Latest` items on their way at once. With one, a frame waited for the previous one's
-/// acknowledgement (its send time plus a round trip): 40 KB frames at 30 fps over a 20 ms,
-/// 40 Mbit/s link got 18 fps. Two keep the link busy; newer items still replace waiting ones.
-const LATEST_IN_FLIGHT: usize = 2;
-
-/// `Latest` delivery: each item on its own unidirectional stream, one in flight at a time.
-/// While one is in flight, only the newest item waits; an older waiting item is superseded
+/// `Latest` delivery: each item on its own unidirectional stream, as many in flight at once
+/// as the path carries ([`Window`]: its delivery rate times its round trip, at least two).
+/// While they are in flight, only the newest item waits; an older waiting item is superseded
 /// (never sent) and the client is told. A slow link thus carries fresh items at its own pace
 /// instead of a growing backlog.
 ///
@@ -36,26 +37,27 @@ pub(in crate::gateway) async fn run_latest(
     id: u32,
     (priority, max_age): (i32, Option<std::time::Duration>),
 ) -> Reply {
-    // Items on their way: (ident, stream, sent at), oldest first.
-    let mut in_flight: Vec<(i64, SendStream, std::time::Instant)> = Vec::new();
+    // Items on their way: (ident, stream, how it left), oldest first.
+    let mut in_flight: Vec<(i64, SendStream, Sent)> = Vec::new();
+    let mut window = Window::new(Instant::now());
     let mut waiting: Option<(i64, Bytes)> = None;
     let mut end: Option<StreamFrame> = None;
     loop {
         // Too old to matter and a newer item waits: cancel the oldest one in flight.
-        if let (Some(max), Some(_), Some((ident, s, sent_at))) =
+        if let (Some(max), Some(_), Some((ident, s, sent))) =
             (max_age, &waiting, in_flight.first_mut())
         {
-            if sent_at.elapsed() > max && s.reset(ErrorCode::Superseded).is_ok() {
+            if sent.at.elapsed() > max && s.reset(ErrorCode::Superseded).is_ok() {
                 let frame = StreamFrame::Superseded { ident: *ident };
                 in_flight.remove(0);
                 write_frame(send, &frame).await.map_err(Ended::from)?;
             }
         }
-        if in_flight.len() < LATEST_IN_FLIGHT {
+        if waiting.is_some() && in_flight.len() < window.limit(Instant::now(), conn.min_rtt()) {
             if let Some((ident, data)) = waiting.take() {
-                let sent_at = std::time::Instant::now();
+                let sent = window.sent(Instant::now(), data.len());
                 if let Some(s) = send_latest(conn, id, ident, data, priority).await? {
-                    in_flight.push((ident, s, sent_at));
+                    in_flight.push((ident, s, sent));
                 }
             }
         }
@@ -79,9 +81,13 @@ pub(in crate::gateway) async fn run_latest(
                 Some(Ok(_)) | None => end = Some(StreamFrame::End),
                 Some(Err(failure)) => end = Some(StreamFrame::Error(log_failure(name, failure))),
             },
-            done = async { match delivered { Some(f) => Some(f.await.1), None => std::future::pending().await } } => {
-                if let Some(index) = done {
-                    in_flight.remove(index);
+            done = async { match delivered { Some(f) => { let (r, i, _) = f.await; Some((r, i)) } None => std::future::pending().await } } => {
+                if let Some((stopped, index)) = done {
+                    let (_, _, sent) = in_flight.remove(index);
+                    // Acknowledged whole (not stopped by the client, not a lost connection).
+                    if let Ok(None) = stopped {
+                        window.acked(Instant::now(), sent);
+                    }
                 }
             }
             _ = aborted => {

@@ -5,6 +5,7 @@
 mod datagram;
 mod latest;
 mod reliable;
+mod window;
 
 pub(super) use self::{datagram::run_datagram, latest::run_latest, reliable::run_stream};
 
