@@ -113,14 +113,16 @@ fn parse_delivery(delivery: &str) -> PyResult<Delivery> {
     }
 }
 
-/// The options of `subscribe(delivery=, max_age=, priority=)`.
+/// The options of `subscribe(delivery=, max_age=, priority=, deliver_late=)`.
 pub(crate) fn subscribe_options(
     delivery: &str,
     max_age: Option<f64>,
     priority: i32,
+    deliver_late: bool,
 ) -> PyResult<SubscribeOptions> {
     let mut options = SubscribeOptions::delivery(parse_delivery(delivery)?);
     options.priority = priority;
+    options.deliver_late = deliver_late;
     options.max_age = max_age
         .map(std::time::Duration::try_from_secs_f64)
         .transpose()
@@ -229,8 +231,10 @@ impl Client {
     /// order), `"latest"` (each item on its own stream; a newer one replaces one not yet
     /// delivered: camera frames) or `"datagram"` (one unreliable datagram each: small sensor
     /// readings). `max_age` (seconds) cancels a `latest` item in flight that long once a newer
-    /// one is ready; `priority` orders this feed against others (higher first).
-    #[pyo3(signature = (name, *args, delivery="reliable", max_age=None, priority=0, **kwargs))]
+    /// one is ready; `priority` orders this feed against others (higher first);
+    /// `deliver_late=True` hands out a `latest` item that arrives after a newer one instead of
+    /// dropping it (for consumers that use every frame, not for a display).
+    #[pyo3(signature = (name, *args, delivery="reliable", max_age=None, priority=0, deliver_late=false, **kwargs))]
     fn subscribe(
         &self,
         py: Python<'_>,
@@ -239,9 +243,10 @@ impl Client {
         delivery: &str,
         max_age: Option<f64>,
         priority: i32,
+        deliver_late: bool,
         kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<ItemIter> {
-        let options = subscribe_options(delivery, max_age, priority)?;
+        let options = subscribe_options(delivery, max_age, priority, deliver_late)?;
         let client = self.client()?;
         let json = args::encode(py, args, kwargs)?;
         let items = runtime::wait(py, async move {

@@ -101,7 +101,7 @@ impl Session {
 
     /// Subscribes to a stream subroutine; the iterator (a `quicswarm.ItemIter`) resumes by
     /// itself after a reconnect, from the item after the last one received.
-    #[pyo3(signature = (name, *args, delivery="reliable", max_age=None, priority=0, **kwargs))]
+    #[pyo3(signature = (name, *args, delivery="reliable", max_age=None, priority=0, deliver_late=false, **kwargs))]
     fn subscribe(
         &self,
         py: Python<'_>,
@@ -110,9 +110,10 @@ impl Session {
         delivery: &str,
         max_age: Option<f64>,
         priority: i32,
+        deliver_late: bool,
         kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<ItemIter> {
-        let options = subscribe_options(delivery, max_age, priority)?;
+        let options = subscribe_options(delivery, max_age, priority, deliver_late)?;
         let session = self.session()?;
         let json = args::encode(py, args, kwargs)?;
         let stream = runtime::wait(py, async move {

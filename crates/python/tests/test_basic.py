@@ -132,6 +132,16 @@ def test_subscriptions_in_each_delivery_mode(client, delivery):
         client.subscribe("count", 1, delivery="carrier pigeon")
 
 
+def test_latest_with_late_items_handed_out(client):
+    # deliver_late hands out an item arriving after a newer one (its ident is lower): each
+    # item still comes at most once.
+    items = list(client.subscribe("count", 20, size=100, delivery="latest", deliver_late=True))
+    idents = [i for i, _ in items]
+    assert idents and len(idents) == len(set(idents)) and set(idents) <= set(range(20))
+    with pytest.raises(TypeError):
+        client.subscribe("count", 1, delivery="latest", deliver_late="yes")
+
+
 def test_arguments_over_the_python_limit_are_refused_before_decoding(client):
     with pytest.raises(quicswarm.BadArgs, match="at most 1048576"):
         client.call("echo", "x" * (2 << 20))

@@ -26,9 +26,10 @@ pub enum Delivery {
     /// Every item, in order, on one QUIC stream (the default).
     #[default]
     Reliable,
-    /// Each item on its own QUIC stream; an item not yet delivered when a newer one is ready
-    /// is cancelled (superseded). Older items arriving after newer ones are dropped. For
-    /// camera frames.
+    /// Each item on its own QUIC stream, as many in flight as the path carries (its delivery
+    /// rate times its round trip); an item not yet sent when a newer one is ready is
+    /// superseded. Older items arriving after newer ones are dropped, unless
+    /// [`SubscribeOptions::deliver_late`]. For camera frames.
     /// QUIC only: over TLS-over-TCP, `CallError::Unsupported`.
     Latest,
     /// Each item in one QUIC datagram: unreliable, unordered, at most the path's datagram size
@@ -52,6 +53,13 @@ pub struct SubscribeOptions {
     /// agree); with `Latest`, the gateway also cancels an item that has been in flight longer
     /// than this as soon as a newer one is ready.
     pub max_age: Option<Duration>,
+    /// `Latest` only: hand out an item that arrives after a newer one (its ident is lower)
+    /// instead of dropping it. On a lossy link a large item often loses a packet, and its
+    /// repair takes a round trip in which the next item may arrive whole: on the emulated
+    /// L3 link (5% bursty loss, RTT 60 ms), about a third of 40 KB frames. A consumer that
+    /// uses every frame it can get (a detector, a recorder) wants them; a display, which
+    /// must not go back in time, does not. Default `false`.
+    pub deliver_late: bool,
 }
 
 impl SubscribeOptions {
@@ -174,6 +182,8 @@ pub(crate) struct RoutedState {
     pub(crate) rx: mpsc::Receiver<Routed>,
     pub(crate) router: Arc<Router>,
     pub(crate) latest: bool,
+    /// Hand out items older than the newest one handed out (`Latest` only).
+    pub(crate) deliver_late: bool,
     pub(crate) max_age: Option<Duration>,
     pub(crate) last: Option<i64>,
     pub(crate) superseded: u64,
@@ -205,7 +215,7 @@ impl RoutedState {
             data,
             sent_us,
         } = routed;
-        if self.latest && self.last.is_some_and(|l| ident <= l) {
+        if self.latest && !self.deliver_late && self.last.is_some_and(|l| ident <= l) {
             // Overtaken by a newer item: superseded, counted once whoever noticed first.
             if self.counted.insert(ident) {
                 self.superseded += 1;
@@ -242,5 +252,63 @@ impl RoutedState {
 impl Drop for RoutedState {
     fn drop(&mut self) {
         self.router.unregister(self.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(deliver_late: bool) -> RoutedState {
+        let (_tx, rx) = mpsc::channel(1);
+        RoutedState {
+            id: 0,
+            rx,
+            router: Arc::new(Router::default()),
+            latest: true,
+            deliver_late,
+            max_age: None,
+            last: None,
+            superseded: 0,
+            stale: 0,
+            delivered: Default::default(),
+            counted: Default::default(),
+            end_seen: None,
+        }
+    }
+
+    fn item(ident: i64) -> Routed {
+        Routed {
+            ident,
+            data: Bytes::from_static(b"frame"),
+            sent_us: 0,
+        }
+    }
+
+    #[test]
+    fn a_late_item_is_dropped_and_counted_by_default() {
+        let mut s = state(false);
+        assert!(s.accept(item(5)).is_some());
+        assert!(s.accept(item(3)).is_none());
+        assert_eq!(s.superseded, 1);
+        // The newest handed out stays the floor.
+        assert!(s.accept(item(4)).is_none());
+        assert!(s.accept(item(6)).is_some());
+    }
+
+    #[test]
+    fn deliver_late_hands_out_late_items_without_counting_them() {
+        let mut s = state(true);
+        // The gateway reported 3 superseded (cancelled in flight) but it arrived whole.
+        s.gateway_superseded(3);
+        assert_eq!(s.superseded, 1);
+        assert_eq!(s.accept(item(5)).map(|(i, _)| i), Some(5));
+        assert_eq!(s.accept(item(3)).map(|(i, _)| i), Some(3));
+        assert_eq!(s.superseded, 0);
+        // The newest ident stays 5: a report about 4 still counts, 3 is not counted again.
+        s.gateway_superseded(3);
+        s.gateway_superseded(4);
+        assert_eq!(s.superseded, 1);
+        assert_eq!(s.last, Some(5));
     }
 }

@@ -70,6 +70,7 @@ class Client:
         delivery: str = "reliable",
         max_age: Optional[float] = None,
         priority: int = 0,
+        deliver_late: bool = False,
         **kwargs: Any,
     ) -> "ItemIter": ...
     def list(
@@ -132,6 +133,7 @@ class Session:
         delivery: str = "reliable",
         max_age: Optional[float] = None,
         priority: int = 0,
+        deliver_late: bool = False,
         **kwargs: Any,
     ) -> ItemIter: ...
     def close(self) -> None: ...

@@ -21,6 +21,7 @@ class AsyncClient:
         delivery: str = "reliable",
         max_age: Optional[float] = None,
         priority: int = 0,
+        deliver_late: bool = False,
         **kwargs: Any,
     ) -> "AsyncItemIter": ...
     async def list(
@@ -72,6 +73,7 @@ class AsyncSession:
         delivery: str = "reliable",
         max_age: Optional[float] = None,
         priority: int = 0,
+        deliver_late: bool = False,
         **kwargs: Any,
     ) -> "AsyncItemIter": ...
     async def close(self) -> None: ...

@@ -110,7 +110,7 @@ impl AsyncClient {
 
     /// Subscribes to a feed with `delivery="reliable" | "latest" | "datagram"`, `max_age`
     /// and `priority` as `quicswarm.Client.subscribe` does: `async for` over what it returns.
-    #[pyo3(signature = (name, *args, delivery="reliable", max_age=None, priority=0, **kwargs))]
+    #[pyo3(signature = (name, *args, delivery="reliable", max_age=None, priority=0, deliver_late=false, **kwargs))]
     fn subscribe<'py>(
         &self,
         py: Python<'py>,
@@ -119,9 +119,10 @@ impl AsyncClient {
         delivery: &str,
         max_age: Option<f64>,
         priority: i32,
+        deliver_late: bool,
         kwargs: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let options = subscribe_options(delivery, max_age, priority)?;
+        let options = subscribe_options(delivery, max_age, priority, deliver_late)?;
         let json = args::encode(py, args, kwargs)?;
         let client = self.inner.clone();
         awaitable(

@@ -96,7 +96,7 @@ impl AsyncSession {
 
     /// Subscribes to a stream subroutine: `async for` over what it returns, resuming by
     /// itself after a reconnect from the item after the last one received.
-    #[pyo3(signature = (name, *args, delivery="reliable", max_age=None, priority=0, **kwargs))]
+    #[pyo3(signature = (name, *args, delivery="reliable", max_age=None, priority=0, deliver_late=false, **kwargs))]
     fn subscribe<'py>(
         &self,
         py: Python<'py>,
@@ -105,9 +105,10 @@ impl AsyncSession {
         delivery: &str,
         max_age: Option<f64>,
         priority: i32,
+        deliver_late: bool,
         kwargs: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let options = subscribe_options(delivery, max_age, priority)?;
+        let options = subscribe_options(delivery, max_age, priority, deliver_late)?;
         let session = self.session()?;
         let json = args::encode(py, args, kwargs)?;
         awaitable(

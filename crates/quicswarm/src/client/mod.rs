@@ -291,6 +291,7 @@ impl Client {
                     rx,
                     router: self.inner.router.clone(),
                     latest: delivery == Delivery::Latest,
+                    deliver_late: options.deliver_late,
                     max_age: options.max_age,
                     last: None,
                     superseded: 0,
