@@ -200,6 +200,29 @@ pub(crate) struct RoutedState {
 const WINDOW: i64 = 4096;
 
 impl RoutedState {
+    /// The state of a new subscription registered with `router` as `id`.
+    pub(crate) fn new(
+        (id, rx): (u32, mpsc::Receiver<Routed>),
+        router: Arc<Router>,
+        latest: bool,
+        options: &SubscribeOptions,
+    ) -> Self {
+        Self {
+            id,
+            rx,
+            router,
+            latest,
+            deliver_late: options.deliver_late,
+            max_age: options.max_age,
+            last: None,
+            superseded: 0,
+            stale: 0,
+            delivered: Default::default(),
+            counted: Default::default(),
+            end_seen: None,
+        }
+    }
+
     /// The gateway reports `ident` superseded. An item cancelled in flight may still have
     /// arrived whole: then it was delivered, and it is not counted.
     pub(crate) fn gateway_superseded(&mut self, ident: i64) {
@@ -260,21 +283,12 @@ mod tests {
     use super::*;
 
     fn state(deliver_late: bool) -> RoutedState {
-        let (_tx, rx) = mpsc::channel(1);
-        RoutedState {
-            id: 0,
-            rx,
-            router: Arc::new(Router::default()),
-            latest: true,
+        let options = SubscribeOptions {
             deliver_late,
-            max_age: None,
-            last: None,
-            superseded: 0,
-            stale: 0,
-            delivered: Default::default(),
-            counted: Default::default(),
-            end_seen: None,
-        }
+            ..SubscribeOptions::delivery(Delivery::Latest)
+        };
+        let router = Arc::new(Router::default());
+        RoutedState::new((0, mpsc::channel(1).1), router, true, &options)
     }
 
     fn item(ident: i64) -> Routed {

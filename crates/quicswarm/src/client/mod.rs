@@ -285,21 +285,10 @@ impl Client {
         let routed = match options.delivery {
             Delivery::Reliable => None,
             delivery => {
-                let (id, rx) = self.inner.router.register(&self.inner.conn, max_item);
-                Some(RoutedState {
-                    id,
-                    rx,
-                    router: self.inner.router.clone(),
-                    latest: delivery == Delivery::Latest,
-                    deliver_late: options.deliver_late,
-                    max_age: options.max_age,
-                    last: None,
-                    superseded: 0,
-                    stale: 0,
-                    delivered: Default::default(),
-                    counted: Default::default(),
-                    end_seen: None,
-                })
+                let registered = self.inner.router.register(&self.inner.conn, max_item);
+                let router = self.inner.router.clone();
+                let latest = delivery == Delivery::Latest;
+                Some(RoutedState::new(registered, router, latest, options))
             }
         };
         let delivery = match (options.delivery, &routed) {
