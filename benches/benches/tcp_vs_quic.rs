@@ -60,6 +60,9 @@ struct Args {
     /// Workloads; default all.
     #[arg(long = "workload", value_delimiter = ',', value_enum)]
     workloads: Vec<Workload>,
+    /// Transports to run (quic, tcp-mux, tcp-per-feed); default all.
+    #[arg(long = "transport", value_delimiter = ',')]
+    transports: Vec<String>,
     /// Seconds per measured run.
     #[arg(long, default_value_t = 10)]
     seconds: u64,
@@ -84,6 +87,9 @@ enum Mode {
     Quic(Congestion),
     /// One QUIC connection, telemetry feeds as datagrams (each reading once, unreliable).
     QuicDatagram(Congestion),
+    /// One QUIC connection, reliable telemetry, and the camera's late frames handed out
+    /// (`SubscribeOptions::deliver_late`) instead of dropped.
+    QuicLate(Congestion),
     /// One TLS-over-TCP connection, feeds multiplexed (yamux).
     TcpMux(&'static str),
     /// One TLS-over-TCP connection per feed.
@@ -93,7 +99,7 @@ enum Mode {
 impl Mode {
     fn transport(self) -> &'static str {
         match self {
-            Self::Quic(_) | Self::QuicDatagram(_) => "quic",
+            Self::Quic(_) | Self::QuicDatagram(_) | Self::QuicLate(_) => "quic",
             Self::TcpMux(_) => "tcp-mux",
             Self::TcpPerFeed(_) => "tcp-per-feed",
         }
@@ -101,21 +107,26 @@ impl Mode {
 
     fn cc(self) -> &'static str {
         match self {
-            Self::Quic(Congestion::Cubic) | Self::QuicDatagram(Congestion::Cubic) => "cubic",
-            Self::Quic(Congestion::NewReno) | Self::QuicDatagram(Congestion::NewReno) => "newreno",
-            Self::Quic(_) | Self::QuicDatagram(_) => "bbr",
+            Self::Quic(cc) | Self::QuicDatagram(cc) | Self::QuicLate(cc) => match cc {
+                Congestion::Cubic => "cubic",
+                Congestion::NewReno => "newreno",
+                _ => "bbr",
+            },
             Self::TcpMux(cc) | Self::TcpPerFeed(cc) => cc,
         }
     }
 
     fn tcp(self) -> bool {
-        !matches!(self, Self::Quic(_) | Self::QuicDatagram(_))
+        !matches!(
+            self,
+            Self::Quic(_) | Self::QuicDatagram(_) | Self::QuicLate(_)
+        )
     }
 
     fn tuning(self) -> TransportTuning {
         let mut t = TransportTuning::preset(LinkPreset::Wifi);
         match self {
-            Self::Quic(cc) | Self::QuicDatagram(cc) => t.congestion = cc,
+            Self::Quic(cc) | Self::QuicDatagram(cc) | Self::QuicLate(cc) => t.congestion = cc,
             Self::TcpMux(cc) | Self::TcpPerFeed(cc) => t.tcp_congestion = Some(cc.to_string()),
         }
         t
@@ -125,6 +136,7 @@ impl Mode {
     fn delivery(self) -> &'static str {
         match self {
             Self::QuicDatagram(_) => "datagram",
+            Self::QuicLate(_) => "reliable, late frames",
             _ => "reliable",
         }
     }
@@ -143,12 +155,14 @@ fn modes(workload: Workload) -> Vec<Mode> {
         Workload::Telemetry => {
             v.push(Quic(Congestion::BbrExperimental));
             v.push(QuicDatagram(Congestion::BbrExperimental));
+            v.push(QuicLate(Congestion::BbrExperimental));
             v.extend(tcp(TcpMux));
             v.extend(tcp(TcpPerFeed));
         }
         Workload::Camera => {
             v.push(Quic(Congestion::NewReno));
             v.push(Quic(Congestion::BbrExperimental));
+            v.push(QuicLate(Congestion::BbrExperimental));
             v.extend(tcp(TcpMux));
         }
         Workload::Bulk => {
@@ -445,6 +459,7 @@ async fn telemetry(ctx: Ctx) -> Result<(Map<String, Value>, charts::Series)> {
         Delivery::Latest
     });
     cam_opts.priority = 0;
+    cam_opts.deliver_late = matches!(ctx.mode, Mode::QuicLate(_));
     let cam = cam_client.subscribe("feed", &camera, &cam_opts).await?;
     tasks.push(tokio::spawn(drain(cam, camera_ages.clone())));
     for (i, &(hz, size)) in FEEDS.iter().enumerate() {
@@ -502,11 +517,12 @@ async fn camera(ctx: Ctx) -> Result<(Map<String, Value>, charts::Series)> {
     // resumes on a new connection (0-RTT over QUIC, a full handshake over TCP).
     let session = Session::connect(&controller, &ctx.addr, quick_reconnect()).await?;
     let camera = Ticker::new(CAMERA_FPS, FRAME, ctx.seconds);
-    let opts = SubscribeOptions::delivery(if ctx.mode.tcp() {
+    let mut opts = SubscribeOptions::delivery(if ctx.mode.tcp() {
         Delivery::Reliable
     } else {
         Delivery::Latest
     });
+    opts.deliver_late = matches!(ctx.mode, Mode::QuicLate(_));
     let ages = Arc::new(Mutex::new(Vec::new()));
     let start = now_us();
     // A 2 s stall in the middle: the link goes down, then comes back.
@@ -770,7 +786,9 @@ fn run_row(
     let link = Link::up(profile.spec().seed(args.seed))?;
     let gw = start_gateway(&link, mode, tree.to_path_buf())?;
     let addr = match mode {
-        Mode::Quic(_) | Mode::QuicDatagram(_) => format!("{}:{PORT}", link.addr(Side::A)),
+        Mode::Quic(_) | Mode::QuicDatagram(_) | Mode::QuicLate(_) => {
+            format!("{}:{PORT}", link.addr(Side::A))
+        }
         _ => format!("tcp://{}:{PORT}", link.addr(Side::A)),
     };
     let link = Arc::new(link);
@@ -821,7 +839,9 @@ fn run_row(
         profile: profile.to_string(),
         transport: mode.transport(),
         cc: mode.cc(),
-        delivery: if workload == Workload::Camera && !mode.tcp() {
+        delivery: if workload == Workload::Camera && matches!(mode, Mode::QuicLate(_)) {
+            "latest, late frames"
+        } else if workload == Workload::Camera && !mode.tcp() {
             "latest"
         } else {
             mode.delivery()
@@ -895,6 +915,11 @@ fn main() -> Result<()> {
                 continue;
             }
             for mode in modes(workload) {
+                if !args.transports.is_empty()
+                    && !args.transports.iter().any(|t| t == mode.transport())
+                {
+                    continue;
+                }
                 match run_row(workload, profile, mode, &args, files_dir.path()) {
                     Ok(row) => {
                         println!(

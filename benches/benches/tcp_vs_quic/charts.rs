@@ -1,5 +1,5 @@
 //! SVG charts of the `tcp-vs-quic` rows: latency distributions (CDF), camera frames per second
-//! over time, goodput.
+//! over time, goodput, and the camera's frame rate against frame age across profiles.
 
 use std::path::{Path, PathBuf};
 
@@ -32,13 +32,17 @@ pub(crate) fn per_second(offsets_us: impl Iterator<Item = u64>) -> Vec<u32> {
     v
 }
 
-const COLORS: [RGBColor; 6] = [
+const COLORS: [RGBColor; 10] = [
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
     RGBColor(44, 160, 44),
     RGBColor(214, 39, 40),
     RGBColor(148, 103, 189),
     RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
 ];
 
 fn err<E: std::fmt::Display>(e: E) -> anyhow::Error {
@@ -73,7 +77,100 @@ pub(crate) fn write_all(dir: &Path, rows: &[Row]) -> Result<Vec<PathBuf>> {
             written.push(path);
         }
     }
+    // One trade-off chart per workload with a camera, every profile in it.
+    for (workload, name) in [
+        (super::Workload::Camera, "camera"),
+        (super::Workload::Telemetry, "telemetry"),
+    ] {
+        let cameras: Vec<Camera> = rows
+            .iter()
+            .filter(|r| r.workload == workload)
+            .filter_map(Camera::of)
+            .collect();
+        if !cameras.is_empty() {
+            let path = dir.join(format!("{name}-camera-tradeoff.svg"));
+            tradeoff(&path, name, &cameras)?;
+            written.push(path);
+        }
+    }
     Ok(written)
+}
+
+/// A row's camera figures: the camera workload's, or the camera beside the telemetry feeds.
+struct Camera {
+    /// The transport, controller and delivery: one colour and legend entry each.
+    series: String,
+    profile: String,
+    fps: f64,
+    age_p99_ms: f64,
+}
+
+impl Camera {
+    fn of(row: &Row) -> Option<Self> {
+        let (fps, age) = match row.workload {
+            super::Workload::Camera => ("fps", "age_p99_ms"),
+            super::Workload::Telemetry => ("camera_fps", "camera_age_p99_ms"),
+            _ => return None,
+        };
+        let get = |k: &str| row.metrics.get(k).and_then(serde_json::Value::as_f64);
+        Some(Self {
+            series: label(row),
+            profile: row.profile.clone(),
+            fps: get(fps)?,
+            age_p99_ms: get(age)?.max(1.0),
+        })
+    }
+}
+
+/// Frames per second against frame age p99 (log), one point per row, one colour per
+/// transport, labelled with the profile: up and to the left is better.
+fn tradeoff(path: &Path, workload: &str, cameras: &[Camera]) -> Result<()> {
+    let root = SVGBackend::new(path, (1000, 620)).into_drawing_area();
+    root.fill(&WHITE).map_err(err)?;
+    let max_age = cameras.iter().map(|c| c.age_p99_ms).fold(100.0, f64::max);
+    let top = cameras.iter().map(|c| c.fps).fold(30.0, f64::max);
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            format!("{workload} workload: camera frames per second against frame age p99"),
+            ("sans-serif", 20),
+        )
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(50)
+        .build_cartesian_2d((5f64..max_age * 3.0).log_scale(), 0f64..top * 1.1)
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc("frame age p99 (ms, log)")
+        .y_desc("frames delivered per second")
+        .draw()
+        .map_err(err)?;
+    let mut series: Vec<&str> = Vec::new();
+    for c in cameras {
+        if !series.contains(&c.series.as_str()) {
+            series.push(&c.series);
+        }
+    }
+    for (i, name) in series.iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
+        let points = cameras.iter().filter(|c| c.series == *name);
+        chart
+            .draw_series(points.clone().map(|c| {
+                EmptyElement::at((c.age_p99_ms, c.fps))
+                    + Circle::new((0, 0), 4, color.filled())
+                    + Text::new(
+                        c.profile.clone(),
+                        (6, -4 - 10 * (i as i32 % 3)),
+                        ("sans-serif", 12).into_font().color(&color),
+                    )
+            }))
+            .map_err(err)?
+            .label(name.to_string())
+            .legend(move |(x, y)| Circle::new((x + 10, y), 4, color.filled()));
+    }
+    legend(&mut chart)?;
+    root.present().map_err(err)?;
+    Ok(())
 }
 
 fn label(row: &Row) -> String {
