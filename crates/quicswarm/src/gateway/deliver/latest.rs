@@ -39,7 +39,7 @@ pub(in crate::gateway) async fn run_latest(
 ) -> Reply {
     // Items on their way: (ident, stream, how it left), oldest first.
     let mut in_flight: Vec<(i64, SendStream, Sent)> = Vec::new();
-    let mut window = Window::new(Instant::now());
+    let mut window = Window::new();
     let mut waiting: Option<(i64, Bytes)> = None;
     let mut end: Option<StreamFrame> = None;
     loop {
