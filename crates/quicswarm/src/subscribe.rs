@@ -56,7 +56,8 @@ pub struct SubscribeOptions {
     /// `Latest` only: hand out an item that arrives after a newer one (its ident is lower)
     /// instead of dropping it. On a lossy link a large item often loses a packet, and its
     /// repair takes a round trip in which the next item may arrive whole: on the emulated
-    /// L3 link (5% bursty loss, RTT 60 ms), about a third of 40 KB frames. A consumer that
+    /// L3 link (5% bursty loss, RTT 60 ms), about 30% of 40 KB frames (a probe counted 281
+    /// arriving whole in 12 s, of which 199 were handed out). A consumer that
     /// uses every frame it can get (a detector, a recorder) wants them; a display, which
     /// must not go back in time, does not. Default `false`.
     pub deliver_late: bool,
@@ -204,14 +205,13 @@ impl RoutedState {
     pub(crate) fn new(
         (id, rx): (u32, mpsc::Receiver<Routed>),
         router: Arc<Router>,
-        latest: bool,
         options: &SubscribeOptions,
     ) -> Self {
         Self {
             id,
             rx,
             router,
-            latest,
+            latest: options.delivery == Delivery::Latest,
             deliver_late: options.deliver_late,
             max_age: options.max_age,
             last: None,
@@ -288,7 +288,7 @@ mod tests {
             ..SubscribeOptions::delivery(Delivery::Latest)
         };
         let router = Arc::new(Router::default());
-        RoutedState::new((0, mpsc::channel(1).1), router, true, &options)
+        RoutedState::new((0, mpsc::channel(1).1), router, &options)
     }
 
     fn item(ident: i64) -> Routed {

@@ -284,11 +284,10 @@ impl Client {
         let max_item = self.inner.config.max_frame_len;
         let routed = match options.delivery {
             Delivery::Reliable => None,
-            delivery => {
+            _ => {
                 let registered = self.inner.router.register(&self.inner.conn, max_item);
                 let router = self.inner.router.clone();
-                let latest = delivery == Delivery::Latest;
-                Some(RoutedState::new(registered, router, latest, options))
+                Some(RoutedState::new(registered, router, options))
             }
         };
         let delivery = match (options.delivery, &routed) {
