@@ -7,6 +7,7 @@ mod errors;
 mod files;
 mod hostile;
 mod lifecycle;
+mod metrics;
 mod ops;
 mod pool;
 mod raw;

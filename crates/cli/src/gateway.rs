@@ -42,6 +42,10 @@ pub(crate) struct GatewayArgs {
     /// networks that block UDP.
     #[arg(long)]
     tcp: bool,
+    /// Serve Prometheus metrics on http://ADDR/metrics (no authentication: keep it on
+    /// loopback or a monitoring network), e.g. 127.0.0.1:9464.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
 }
 
 fn parse_root(text: &str) -> Result<(String, PathBuf), String> {
@@ -97,6 +101,9 @@ pub(crate) async fn run(args: GatewayArgs) -> Result<()> {
     if args.tcp {
         builder = builder.tcp(true);
     }
+    if let Some(addr) = args.metrics {
+        builder = builder.metrics(addr);
+    }
     let gateway = builder.spawn().await?;
     eprintln!(
         "quicswarm gateway on {} (pool {pool})",
@@ -104,6 +111,9 @@ pub(crate) async fn run(args: GatewayArgs) -> Result<()> {
     );
     if let Some(tcp) = gateway.tcp_addr() {
         eprintln!("TLS over TCP on tcp://{tcp}");
+    }
+    if let Some(addr) = gateway.metrics_addr() {
+        eprintln!("metrics on http://{addr}/metrics");
     }
     for (name, dir) in &args.serve {
         eprintln!("serving root {name} = {}", dir.display());

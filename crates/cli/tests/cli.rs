@@ -354,3 +354,32 @@ fn tls_over_tcp_from_the_command_line() {
     assert_eq!(call["utf8"], "over quic");
     assert_eq!(std::fs::read_to_string(&known).unwrap(), pins);
 }
+
+#[test]
+fn metrics_from_the_command_line() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let known = dir.path().join("known_gateways");
+    let gw = GatewayProcess::start(&dir.path().join("certs"), &["--metrics", "127.0.0.1:0"]);
+    let metrics = gw
+        .metrics
+        .clone()
+        .expect("the gateway printed its metrics address");
+
+    let ping = json(&["ping", &gw.addr, "--count", "3"], &known);
+    assert_eq!(ping["count"], 3);
+    let mut socket = std::net::TcpStream::connect(&metrics).unwrap();
+    socket
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    write!(socket, "GET /metrics HTTP/1.1\r\nHost: {metrics}\r\n\r\n").unwrap();
+    let mut reply = String::new();
+    socket.read_to_string(&mut reply).unwrap();
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    // The ping client's pings: each one an operation.
+    let pings = reply
+        .lines()
+        .find_map(|l| l.strip_prefix("quicswarm_operations_total{kind=\"ping\",result=\"ok\"} "))
+        .and_then(|v| v.parse::<u64>().ok());
+    assert!(pings.is_some_and(|n| n >= 3), "{reply}");
+}

@@ -38,6 +38,7 @@ pub(crate) struct Gateway {
     upload_dir: Option<PathBuf>,
     allow_close: bool,
     client_ca: Option<PathBuf>,
+    metrics: Option<SocketAddr>,
     /// Behind a lock, so that `close()` works from inside a subroutine, or from another
     /// thread while `start(blocking=True)` waits.
     running: std::sync::Mutex<Option<quicswarm::Gateway>>,
@@ -46,7 +47,8 @@ pub(crate) struct Gateway {
 #[pymethods]
 impl Gateway {
     #[new]
-    #[pyo3(signature = (listen="0.0.0.0:1857", pool_size=5, cert_dir=PathBuf::from("certs"), serve=None, upload_dir=None, allow_close=false, client_ca=None))]
+    #[pyo3(signature = (listen="0.0.0.0:1857", pool_size=5, cert_dir=PathBuf::from("certs"), serve=None, upload_dir=None, allow_close=false, client_ca=None, metrics=None))]
+    #[allow(clippy::too_many_arguments)] // Python keyword arguments
     fn new(
         listen: &str,
         pool_size: usize,
@@ -55,10 +57,17 @@ impl Gateway {
         upload_dir: Option<PathBuf>,
         allow_close: bool,
         client_ca: Option<PathBuf>,
+        metrics: Option<&str>,
     ) -> PyResult<Self> {
         let listen = listen
             .parse()
             .map_err(|e| PyValueError::new_err(format!("listen={listen:?}: {e}")))?;
+        let metrics = metrics
+            .map(|addr| {
+                addr.parse()
+                    .map_err(|e| PyValueError::new_err(format!("metrics={addr:?}: {e}")))
+            })
+            .transpose()?;
         Ok(Self {
             registry: Registry::new(),
             listen,
@@ -68,6 +77,7 @@ impl Gateway {
             upload_dir,
             allow_close,
             client_ca,
+            metrics,
             running: std::sync::Mutex::default(),
         })
     }
@@ -156,6 +166,9 @@ impl Gateway {
             if let Some(dir) = &self.upload_dir {
                 builder = builder.upload_dir(dir.clone());
             }
+            if let Some(addr) = self.metrics {
+                builder = builder.metrics(addr);
+            }
             if let Some(ca) = &self.client_ca {
                 let roots = quicswarm::tls::load_certs(ca)
                     .map_err(|e| errors::raise("Error", e.to_string(), None))?;
@@ -207,6 +220,19 @@ impl Gateway {
     #[getter]
     fn local_addr(&self) -> PyResult<String> {
         self.with_handle(|gateway| gateway.local_addr().to_string())
+    }
+
+    /// The metrics endpoint's address, `host:port` (`None` without `metrics=`): scrape
+    /// `http://{metrics_addr}/metrics`.
+    #[getter]
+    fn metrics_addr(&self) -> PyResult<Option<String>> {
+        self.with_handle(|gateway| gateway.metrics_addr().map(|a| a.to_string()))
+    }
+
+    /// The gateway's metrics now, in the Prometheus text format (what `/metrics` serves;
+    /// available without `metrics=`).
+    fn metrics(&self) -> PyResult<String> {
+        self.with_handle(quicswarm::Gateway::metrics)
     }
 
     fn __enter__<'a>(slf: PyRef<'a, Self>, py: Python<'a>) -> PyResult<PyRef<'a, Self>> {

@@ -14,6 +14,8 @@ use std::{sync::Arc, time::Duration};
 use quicswarm_proto::{ErrorCode, ErrorReply};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::metrics::LimitHits;
+
 /// The gateway-wide budget, from which each connection's is drawn.
 #[derive(Debug, Clone)]
 pub(crate) struct Budget {
@@ -22,6 +24,8 @@ pub(crate) struct Budget {
     per_connection: u64,
     /// How long a charge may wait for room before the operation gives up with `Timeout`.
     wait: Option<Duration>,
+    /// Where refusals are counted.
+    hits: LimitHits,
 }
 
 /// One connection's budget.
@@ -47,6 +51,7 @@ impl Budget {
         per_connection: u64,
         per_operation: u64,
         wait: Option<Duration>,
+        hits: LimitHits,
     ) -> Self {
         let gateway = permits(gateway).max(1);
         let per_connection = per_connection.clamp(1, gateway as u64);
@@ -55,6 +60,7 @@ impl Budget {
             per_operation: per_operation.clamp(1, per_connection),
             per_connection,
             wait,
+            hits,
         }
     }
 
@@ -87,6 +93,7 @@ impl ConnectionBudget {
     pub(crate) async fn charge(&self, what: &str, bytes: u64) -> Result<Charge, ErrorReply> {
         let max = self.budget.per_operation;
         if bytes > max {
+            self.budget.hits.hit("operation_budget");
             return Err(ErrorReply::new(
                 ErrorCode::LimitExceeded,
                 format!("{what}: {bytes} bytes is over the operation budget of {max} bytes"),
@@ -121,6 +128,8 @@ impl ConnectionBudget {
             None => take.await,
         };
         taken.ok_or_else(|| {
+            // Waited the stall timeout for the connection's or the gateway's budget.
+            self.budget.hits.hit("connection_budget");
             ErrorReply::new(
                 ErrorCode::Timeout,
                 format!("{what}: no room for {bytes} bytes in the gateway's memory budget in time"),
@@ -142,7 +151,8 @@ mod tests {
 
     #[tokio::test]
     async fn charges_wait_for_room_and_refuse_more_than_an_operation_may_hold() {
-        let budget = Budget::new(100, 60, 40, Some(Duration::from_millis(50)));
+        let hits = LimitHits::default();
+        let budget = Budget::new(100, 60, 40, Some(Duration::from_millis(50)), hits.clone());
         let a = budget.connection();
         let b = budget.connection();
         let over = a.charge("test", 41).await.unwrap_err();
@@ -166,5 +176,8 @@ mod tests {
         drop((second, third));
         assert_eq!(budget.available(), 100);
         assert!(a.charge("empty", 0).await.is_ok());
+        // Each refusal is counted against the limit that refused it.
+        assert_eq!(hits.count("operation_budget"), 1);
+        assert_eq!(hits.count("connection_budget"), 2);
     }
 }

@@ -94,12 +94,13 @@ impl Default for Limits {
 
 impl Limits {
     /// The byte budget these limits describe.
-    pub(crate) fn budget(&self) -> crate::budget::Budget {
+    pub(crate) fn budget(&self, hits: crate::metrics::LimitHits) -> crate::budget::Budget {
         crate::budget::Budget::new(
             self.gateway_budget,
             self.connection_budget,
             self.operation_budget,
             self.stall_timeout,
+            hits,
         )
     }
 

@@ -8,6 +8,7 @@
 //! upload_dir = "incoming"       # accept uploads (optional)
 //! preset = "wifi"               # lan | wifi | cellular
 //! tcp = true                    # also TLS-over-TCP on the same port (optional)
+//! metrics = "127.0.0.1:9464"    # Prometheus metrics on http://ADDR/metrics (optional)
 //!
 //! [serve]                       # named read roots
 //! logs = "/var/log/robot"
@@ -78,6 +79,8 @@ pub struct GatewayConfig {
     pub preset: Option<String>,
     /// Also accept TLS-over-TCP on the same port.
     pub tcp: Option<bool>,
+    /// Serve Prometheus metrics on `http://ADDR/metrics`.
+    pub metrics: Option<SocketAddr>,
     /// Named read roots.
     #[serde(default)]
     pub serve: BTreeMap<String, PathBuf>,
@@ -233,6 +236,9 @@ impl GatewayConfig {
         if let Some(tcp) = self.tcp {
             builder = builder.tcp(tcp);
         }
+        if let Some(addr) = self.metrics {
+            builder = builder.metrics(addr);
+        }
         Ok(builder)
     }
 }
@@ -254,6 +260,7 @@ mod tests {
         let c = GatewayConfig::from_toml(&text).unwrap();
         assert_eq!(c.listen, Some("0.0.0.0:1857".parse().unwrap()));
         assert_eq!(c.pool, Some(5));
+        assert_eq!(c.metrics, Some("127.0.0.1:9464".parse().unwrap()));
         assert_eq!(c.serve.get("logs"), Some(&PathBuf::from("/var/log/robot")));
         let viewer = c.permissions["viewer"].to_permissions().unwrap();
         assert!(viewer.subroutines.allows("camera") && !viewer.subroutines.allows("drive"));

@@ -217,19 +217,76 @@ pub(crate) fn frame_into<T: Serialize>(msg: &T, buf: &mut Vec<u8>) {
     let _ = codec::encode(msg, buf);
 }
 
+/// A message written as a frame on a stream. One that carries an error reply says so, and
+/// the stream notes its code ([`SendStream::answered_error`]): every error answer is then
+/// counted by the gateway's metrics, whichever step wrote it.
+pub(crate) trait Frame: Serialize {
+    /// The error code this message answers with, if it is an error reply.
+    fn error_code(&self) -> Option<ErrorCode> {
+        None
+    }
+}
+
 /// Writes one frame.
-pub(crate) async fn write_frame<T: Serialize>(
+pub(crate) async fn write_frame<T: Frame>(
     send: &mut SendStream,
     msg: &T,
 ) -> Result<(), crate::transport::WriteError> {
+    if let Some(code) = msg.error_code() {
+        send.note_error(code);
+    }
     send.write_chunk(frame(msg)).await
 }
 
 /// Writes a header frame followed by raw bytes, without copying the bytes.
-pub(crate) async fn write_frame_and_bytes<T: Serialize>(
+pub(crate) async fn write_frame_and_bytes<T: Frame>(
     send: &mut SendStream,
     msg: &T,
     body: Bytes,
 ) -> Result<(), crate::transport::WriteError> {
+    if let Some(code) = msg.error_code() {
+        send.note_error(code);
+    }
     send.write_all_chunks(&mut [frame(msg), body]).await
 }
+
+impl Frame for quicswarm_proto::Response {
+    fn error_code(&self) -> Option<ErrorCode> {
+        match self {
+            Self::Error(e) => Some(e.code),
+            _ => None,
+        }
+    }
+}
+
+impl Frame for quicswarm_proto::StreamFrame {
+    fn error_code(&self) -> Option<ErrorCode> {
+        match self {
+            Self::Error(e) => Some(e.code),
+            _ => None,
+        }
+    }
+}
+
+impl Frame for quicswarm_proto::HelloReply {
+    fn error_code(&self) -> Option<ErrorCode> {
+        match self {
+            Self::Refused { code, .. } => Some(*code),
+            Self::Welcome(_) => None,
+        }
+    }
+}
+
+impl Frame for quicswarm_proto::transfer::ListFrame {
+    fn error_code(&self) -> Option<ErrorCode> {
+        match self {
+            Self::Error(e) => Some(e.code),
+            _ => None,
+        }
+    }
+}
+
+// One file's failure (`FileFrame::Failed`) is that item's answer, not the operation's.
+impl Frame for quicswarm_proto::transfer::FileFrame {}
+impl Frame for quicswarm_proto::Hello {}
+impl Frame for quicswarm_proto::Request {}

@@ -41,6 +41,12 @@
 //! streams, or datagrams) and a priority; [`Controller::get_client_0rtt`] runs replay-safe
 //! requests from early data.
 //!
+//! # Metrics
+//! [`GatewayBuilder::metrics`] serves the gateway's counters and gauges in the Prometheus
+//! text format on `/metrics` (operations by kind and result, limit hits, handshakes, 0-RTT,
+//! items, files, bytes, and per client its RTT, congestion window and loss);
+//! [`Gateway::metrics`] returns the same text.
+//!
 //! # TLS over TCP
 //! Where UDP is blocked, a gateway built with [`GatewayBuilder::tcp`] also serves the same
 //! protocol over TLS 1.3 on TCP (operations multiplexed by yamux); controllers dial
@@ -62,7 +68,8 @@
 //! - [`Session`] for links that drop; [`blocking`] for programs without async; [`Registry`]
 //!   of subroutines (`subroutine/`: registry, stream emitter, sink input); configuration
 //!   (`config.rs`, [`gateway_config`]); [`Permissions`] (`permissions.rs`); memory budgets
-//!   (`budget.rs`); frames on streams (`io.rs`); why an operation ended early (`ended.rs`);
+//!   (`budget.rs`); the gateway's metrics (`metrics/`: counters, the live gauges, the
+//!   `/metrics` endpoint); frames on streams (`io.rs`); why an operation ended early (`ended.rs`);
 //!   error types (`error.rs`); the demo subroutines (`demo.rs`).
 //! - [`files`]: swarm file transfer: the [`Swarm`](files::Swarm) and its jobs (`swarm.rs`,
 //!   `job.rs`, `units.rs`), the client's requests (`ops.rs`), the gateway's side (`serve/`:
@@ -129,6 +136,7 @@ pub mod files;
 mod gateway;
 pub mod gateway_config;
 mod io;
+mod metrics;
 mod permissions;
 mod session;
 mod subroutine;

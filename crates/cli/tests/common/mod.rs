@@ -20,6 +20,8 @@ pub(crate) struct GatewayProcess {
     pub(crate) addr: String,
     /// Its certificate's fingerprint.
     pub(crate) fingerprint: String,
+    /// Its metrics endpoint (`HOST:PORT`), when started with `--metrics`.
+    pub(crate) metrics: Option<String>,
 }
 
 impl GatewayProcess {
@@ -51,13 +53,16 @@ impl GatewayProcess {
                 let _ = tx.send(line);
             }
         });
-        let (mut addr, mut fingerprint) = (None, None);
+        let (mut addr, mut fingerprint, mut metrics) = (None, None, None);
         while addr.is_none() || fingerprint.is_none() {
             let line = rx
                 .recv_timeout(Duration::from_secs(30))
                 .expect("gateway printed its address");
             if let Some(rest) = line.strip_prefix("quicswarm gateway on ") {
                 addr = rest.split_whitespace().next().map(str::to_string);
+            }
+            if let Some(rest) = line.strip_prefix("metrics on http://") {
+                metrics = rest.strip_suffix("/metrics").map(str::to_string);
             }
             if let Some(rest) = line.strip_prefix("certificate fingerprint ") {
                 fingerprint = Some(rest.trim().to_string());
@@ -67,6 +72,7 @@ impl GatewayProcess {
             child: Some(child),
             addr: addr.unwrap_or_default(),
             fingerprint: fingerprint.unwrap_or_default(),
+            metrics,
         }
     }
 

@@ -18,7 +18,9 @@ class Gateway:
         upload_dir: Optional[_Path] = None,
         allow_close: bool = False,
         client_ca: Optional[_Path] = None,
-    ) -> None: ...
+        metrics: Optional[str] = None,
+    ) -> None:
+        """`metrics="127.0.0.1:9464"` serves Prometheus metrics on http://ADDR/metrics."""
     def add_subroutine(self, name: str, fn: Callable[..., Any], kind: Optional[str] = None) -> None:
         """A generator function becomes a stream subroutine, any other callable a batch one."""
     def add_sink(self, name: str, fn: Callable[..., Optional[int]]) -> None:
@@ -30,6 +32,10 @@ class Gateway:
     def fingerprint(self) -> str: ...
     @property
     def local_addr(self) -> str: ...
+    @property
+    def metrics_addr(self) -> Optional[str]: ...
+    def metrics(self) -> str:
+        """The metrics now, in the Prometheus text format."""
     def __enter__(self) -> "Gateway": ...
     def __exit__(self, *exc: Any) -> bool: ...
 

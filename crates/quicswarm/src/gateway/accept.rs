@@ -1,10 +1,7 @@
 //! The accept loops: QUIC connections from the endpoint, TLS-over-TCP ones from the listener,
 //! each admitted against the per-address and handshake limits, then served by `conn`.
 
-use std::{
-    sync::{atomic::Ordering, Arc},
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
 use tracing::{debug, warn};
 
@@ -25,6 +22,7 @@ pub(super) async fn accept_loop(shared: Arc<State>) {
         let Some(slot) = IpSlot::take(&shared, ip) else {
             // One address may not take every connection the gateway can hold.
             warn!(%ip, "too many connections from one address: refused");
+            shared.metrics.limit_hit("max_connections_per_ip");
             incoming.refuse();
             continue;
         };
@@ -36,7 +34,7 @@ pub(super) async fn accept_loop(shared: Arc<State>) {
         {
             // Many handshakes at once: make a sender prove its address (one round trip of
             // Retry) before it costs us a handshake. Spoofed floods never come back.
-            shared.counters.retries.fetch_add(1, Ordering::Relaxed);
+            shared.metrics.retries.inc();
             if let Err(e) = incoming.retry() {
                 debug!("retry refused: {e}");
             }
@@ -46,6 +44,7 @@ pub(super) async fn accept_loop(shared: Arc<State>) {
         let Ok(handshake) = shared.admission.handshakes.clone().try_acquire_owned() else {
             // Many addresses at once (a flood): handshakes cost CPU, so bound them.
             warn!(%ip, "too many handshakes in progress: refused");
+            shared.metrics.limit_hit("max_pending_handshakes");
             incoming.refuse();
             continue;
         };
@@ -79,10 +78,12 @@ pub(super) async fn accept_tcp_loop(
         };
         let Some(slot) = IpSlot::take(&shared, remote.ip()) else {
             warn!(ip = %remote.ip(), "too many connections from one address: refused");
+            shared.metrics.limit_hit("max_connections_per_ip");
             continue;
         };
         let Ok(handshake) = shared.admission.handshakes.clone().try_acquire_owned() else {
             warn!(ip = %remote.ip(), "too many handshakes in progress: refused");
+            shared.metrics.limit_hit("max_pending_handshakes");
             continue;
         };
         if let Err(e) = crate::transport::tcp::tune_socket(&socket, &transport) {

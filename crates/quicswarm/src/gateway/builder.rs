@@ -21,6 +21,7 @@ use crate::{
     config::{self, Limits, SocketWrapper, TransportTuning},
     error::GatewayError,
     files::serve::FileConfig,
+    metrics::{serve_http, LimitHits, Live, Metrics},
     permissions::Permissions,
     subroutine::Registry,
     tls::Identity,
@@ -80,6 +81,7 @@ pub struct GatewayBuilder {
     permissions: HashMap<String, Permissions>,
     default_permissions: Permissions,
     tcp: bool,
+    metrics: Option<SocketAddr>,
 }
 
 impl Gateway {
@@ -104,6 +106,7 @@ impl Default for GatewayBuilder {
             permissions: HashMap::new(),
             default_permissions: Permissions::default(),
             tcp: false,
+            metrics: None,
         }
     }
 }
@@ -182,6 +185,30 @@ impl GatewayBuilder {
     /// Default `false`.
     pub fn tcp(mut self, enable: bool) -> Self {
         self.tcp = enable;
+        self
+    }
+
+    /// Serves the gateway's metrics in the Prometheus text format on `http://ADDR/metrics`
+    /// (port 0 picks a free port; see [`Gateway::metrics_addr`]). Default: off.
+    ///
+    /// The endpoint has no authentication: bind it to loopback, or to an address only your
+    /// monitoring can reach. It reports connections, the handler pool, operations by kind and
+    /// result, limit hits, handshakes, 0-RTT, stream items, files, transport bytes, and per
+    /// client the RTT, congestion window and lost packets. [`Gateway::metrics`] returns the
+    /// same text without a server.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), quicswarm::GatewayError> {
+    /// let gateway = quicswarm::Gateway::builder()
+    ///     .listen("127.0.0.1:1857".parse().unwrap())
+    ///     .metrics("127.0.0.1:9464".parse().unwrap())
+    ///     .spawn()
+    ///     .await?;
+    /// println!("scrape http://{}/metrics", gateway.metrics_addr().unwrap());
+    /// # Ok(()) }
+    /// ```
+    pub fn metrics(mut self, addr: SocketAddr) -> Self {
+        self.metrics = Some(addr);
         self
     }
 
@@ -264,15 +291,39 @@ impl GatewayBuilder {
         let local_addr = endpoint.local_addr().map_err(bind_err)?;
         info!(%local_addr, %fingerprint, pool = self.pool_size, tcp = self.tcp, "gateway listening");
 
-        let (handlers_tx, _) = watch::channel(0usize);
+        let (handlers, connections) = (watch::channel(0usize).0, watch::channel(0usize).0);
+        let pool = Arc::new(Semaphore::new(self.pool_size));
+        let handshakes = Arc::new(Semaphore::new(self.limits.max_pending_handshakes.max(1)));
+        let limit_hits = LimitHits::default();
+        let live = Live::new(
+            connections.subscribe(),
+            handlers.subscribe(),
+            self.pool_size as u32,
+            handshakes.clone(),
+            self.limits.max_pending_handshakes,
+        );
+        let metrics = Arc::new(Metrics::new(live, limit_hits.clone()));
+        let metrics_listener = match self.metrics {
+            Some(addr) => {
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| GatewayError::Bind { addr, source })?;
+                let addr = listener
+                    .local_addr()
+                    .map_err(|source| GatewayError::Bind { addr, source })?;
+                info!(%addr, "metrics on http://{addr}/metrics");
+                Some((listener, addr))
+            }
+            None => None,
+        };
         let shared = Arc::new(State {
             endpoint,
             admission: Admission {
-                pool: Arc::new(Semaphore::new(self.pool_size)),
+                pool,
                 pool_size: self.pool_size as u32,
-                handshakes: Arc::new(Semaphore::new(self.limits.max_pending_handshakes.max(1))),
+                handshakes,
                 per_ip: std::sync::Mutex::default(),
-                budget: self.limits.budget(),
+                budget: self.limits.budget(limit_hits),
                 next_handler_id: AtomicU64::new(1),
             },
             policy: Policy {
@@ -290,12 +341,15 @@ impl GatewayBuilder {
                 tracker: TaskTracker::new(),
             },
             counters: Counters {
-                connections: watch::channel(0).0,
-                handlers: handlers_tx,
-                early_served: AtomicU64::new(0),
-                too_early: AtomicU64::new(0),
-                retries: AtomicU64::new(0),
+                connections,
+                handlers,
             },
+            metrics,
+        });
+        let metrics_addr = metrics_listener.map(|(listener, addr)| {
+            let stop = shared.lifecycle.force_close.clone();
+            tokio::spawn(serve_http(listener, shared.metrics.clone(), stop));
+            addr
         });
         let accept = tokio::spawn(accept_loop(shared.clone()));
         let tcp_addr = tcp.as_ref().and_then(|l| l.local_addr().ok());
@@ -313,6 +367,7 @@ impl GatewayBuilder {
             accept,
             accept_tcp,
             tcp_addr,
+            metrics_addr,
             local_addr,
             fingerprint,
             generated_identity: generated,

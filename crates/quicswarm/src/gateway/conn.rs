@@ -42,13 +42,21 @@ pub(super) async fn serve_connection(
             // request-header timeout closes the connection), so the bound on handshakes in
             // progress holds for 0-RTT ones too.
             let (watched, timeout) = (conn.clone(), shared.policy.limits.request_header_timeout);
+            let metrics = shared.metrics.clone();
             tokio::spawn(async move {
-                if tokio::time::timeout(timeout, established).await.is_err() {
-                    debug!(%remote, "handshake not finished in time");
-                    watched.close(
-                        crate::transport::quic_code(ErrorCode::Timeout),
-                        b"handshake too slow",
-                    );
+                match tokio::time::timeout(timeout, established).await {
+                    Ok(true) => metrics.handshake("established_0rtt"),
+                    // The early data was refused: the handshake went on as a full one.
+                    Ok(false) => metrics.handshake("established"),
+                    Err(_) => {
+                        debug!(%remote, "handshake not finished in time");
+                        metrics.handshake("timeout");
+                        metrics.limit_hit("request_header_timeout");
+                        watched.close(
+                            crate::transport::quic_code(ErrorCode::Timeout),
+                            b"handshake too slow",
+                        );
+                    }
                 }
                 drop(handshake);
             });
@@ -61,13 +69,17 @@ pub(super) async fn serve_connection(
                 Ok(Ok(conn)) => conn,
                 Ok(Err(e)) => {
                     debug!(%remote, "handshake failed: {e}");
+                    shared.metrics.handshake("failed");
                     return;
                 }
                 Err(_) => {
                     debug!(%remote, "handshake not finished in time");
+                    shared.metrics.handshake("timeout");
+                    shared.metrics.limit_hit("request_header_timeout");
                     return;
                 }
             };
+            shared.metrics.handshake("established");
             drop(handshake);
             conn
         }
@@ -92,13 +104,17 @@ pub(super) async fn serve_tcp(
         Ok(Ok(conn)) => conn,
         Ok(Err(e)) => {
             debug!(%remote, "TLS over TCP handshake failed: {e}");
+            shared.metrics.handshake("failed");
             return;
         }
         Err(_) => {
             debug!(%remote, "TLS over TCP handshake timed out");
+            shared.metrics.handshake("timeout");
+            shared.metrics.limit_hit("request_header_timeout");
             return;
         }
     };
+    shared.metrics.handshake("established");
     drop(handshake);
     serve_pair(shared, Connection::from(conn), remote).await;
 }
@@ -108,6 +124,8 @@ async fn serve_pair(shared: Arc<State>, conn: Connection, remote: std::net::Sock
         return;
     };
     let client = pair.identity.as_deref().unwrap_or("anonymous");
+    // Reported per client from now on, and its bytes counted when it ends.
+    let _live = shared.metrics.live.track(&pair.conn, client);
     let span = info_span!("handler", id = pair.id, %remote, client);
     async {
         info!("handler started");
@@ -239,6 +257,7 @@ async fn send_hello_reply(
         Ok(permit) => permit,
         Err(_) => {
             warn!(client = %hello.name, remote = %conn.remote_address(), "handler pool full");
+            shared.metrics.limit_hit("pool_size");
             let reply = refuse(
                 ErrorCode::PoolFull,
                 format!("all {} handlers are in use", shared.admission.pool_size),
@@ -258,6 +277,8 @@ async fn send_hello_reply(
         permit: Mutex::new(Some(permit)),
         closing: CancellationToken::new(),
         ops: TaskTracker::new(),
+        // Read after the hello: with 0-RTT the handshake (and so the certificate) may not
+        // be complete before.
         identity: peer_name(conn),
         budget: shared.admission.budget.connection(),
     });

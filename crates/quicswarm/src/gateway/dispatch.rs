@@ -1,7 +1,7 @@
 //! One operation stream, from its request to its last frame: the request read within its
 //! limits, admitted (early data, permission, lookup), then run by kind.
 
-use std::sync::{atomic::Ordering, Arc};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use quicswarm_proto::{
@@ -21,6 +21,7 @@ use crate::{
     ended::{Ended, Reply},
     files,
     io::{write_frame, write_frame_and_bytes, FrameReader},
+    metrics::{OpKind, Outcome},
     subroutine::{BatchFn, Failure, SinkData, SinkFn, StreamContext, StreamFn, Subroutine},
     transport::{RecvStream, SendStream},
 };
@@ -36,11 +37,13 @@ pub(super) async fn operation(
     // stream: after this long without progress the operation ends with `Timeout`.
     send.set_stall_timeout(shared.policy.limits.stall_timeout);
     let mut reader = FrameReader::new(recv, shared.policy.limits.max_frame_len);
+    let mut kind = OpKind::Invalid;
     let admitted = match read_request(&shared, &pair, &mut reader).await {
         Ok(Some((request, charge))) => {
             // Armed only now: the request header timeout bounds the request's own read, and
             // a second timer on the same read cost every call.
             reader.set_stall_timeout(shared.policy.limits.stall_timeout);
+            kind = OpKind::of(&request);
             admit(&shared, &pair, request, reader.is_0rtt()).map(|op| (op, charge))
         }
         Ok(None) => return,
@@ -52,6 +55,10 @@ pub(super) async fn operation(
         Err(RequestError::Timeout) => {
             reader.stop(ErrorCode::Timeout);
             let _ = send.reset(ErrorCode::Timeout);
+            shared.metrics.limit_hit("request_header_timeout");
+            shared
+                .metrics
+                .operation(kind, Outcome::Error(ErrorCode::Timeout));
             return;
         }
     };
@@ -60,12 +67,22 @@ pub(super) async fn operation(
         Err(reply) => {
             // Do not make the client upload what nobody will read.
             reader.stop(reply.code);
+            if reply.code == ErrorCode::FrameTooLarge {
+                shared.metrics.limit_hit("max_frame_len");
+            }
+            shared.metrics.operation(kind, Outcome::Error(reply.code));
             let _ = write_error(&mut send, reply).await;
             let _ = send.finish();
             return;
         }
     };
-    match run(&shared, &pair, &mut send, reader, op).await {
+    let ran = run(&shared, &pair, &mut send, reader, op).await;
+    let (result, limit) = Outcome::of(&ran, send.answered_error());
+    if let Some(limit) = limit {
+        shared.metrics.limit_hit(limit);
+    }
+    shared.metrics.operation(kind, result);
+    match ran {
         Ok(()) => {
             if send.finish().is_ok() {
                 // Hold the connection until the reply is acknowledged: if this were the last
@@ -128,14 +145,14 @@ fn admit(
         };
         if !request.replay_safe(safe) {
             // Early data can be replayed by an attacker: only idempotent requests run from it.
-            shared.counters.too_early.fetch_add(1, Ordering::Relaxed);
+            shared.metrics.early_data("refused");
             debug!("request refused in 0-RTT: not replay-safe");
             return Err(ErrorReply::new(
                 ErrorCode::TooEarly,
                 "not replay-safe: re-send after the handshake",
             ));
         }
-        shared.counters.early_served.fetch_add(1, Ordering::Relaxed);
+        shared.metrics.early_data("accepted");
     }
     permitted(shared, pair.identity.as_deref(), &request).inspect_err(|reply| {
         warn!("denied: {}", reply.message);
@@ -241,16 +258,23 @@ async fn run(
             write_frame(send, &Response::Accepted).await?;
             // Boxed: keeps the common (small) operations' task small to spawn.
             match options.delivery {
-                Delivery::Reliable => Box::pin(run_stream(send, producer, &name)).await,
+                Delivery::Reliable => {
+                    let counted = shared.metrics.items("reliable");
+                    Box::pin(run_stream(send, producer, &name, &counted)).await
+                }
                 Delivery::Latest { id } => {
                     let max_age = options
                         .max_age_ms
                         .map(|ms| std::time::Duration::from_millis(u64::from(ms)));
                     let p = (options.priority, max_age);
-                    Box::pin(run_latest(&pair.conn, send, producer, &name, id, p)).await
+                    let counted = shared.metrics.items("latest");
+                    let run = run_latest(&pair.conn, send, producer, &name, id, p, &counted);
+                    Box::pin(run).await
                 }
                 Delivery::Datagram { id } => {
-                    Box::pin(run_datagram(&pair.conn, send, producer, &name, id)).await
+                    let counted = shared.metrics.items("datagram");
+                    let run = run_datagram(&pair.conn, send, producer, &name, id, &counted);
+                    Box::pin(run).await
                 }
             }
         }
@@ -330,6 +354,7 @@ fn serve_ctx<'a>(shared: &'a State, pair: &'a Pair) -> files::serve::Serve<'a> {
         files: &shared.policy.files,
         budget: &pair.budget,
         max_items: shared.policy.limits.request_items(),
+        metrics: &shared.metrics,
     }
 }
 

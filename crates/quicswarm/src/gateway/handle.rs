@@ -1,11 +1,7 @@
 //! The running [`Gateway`]'s handle: its addresses and counters, the registry to change
 //! while it runs, and its shutdown. (`Gateway::builder` is in `builder.rs`, which makes one.)
 
-use std::{
-    net::SocketAddr,
-    sync::{atomic::Ordering, Arc},
-    time::Duration,
-};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use quicswarm_proto::ErrorCode;
 use tokio::sync::watch;
@@ -43,6 +39,7 @@ pub struct Gateway {
     pub(super) accept: tokio::task::JoinHandle<()>,
     pub(super) accept_tcp: Option<tokio::task::JoinHandle<()>>,
     pub(super) tcp_addr: Option<SocketAddr>,
+    pub(super) metrics_addr: Option<SocketAddr>,
     pub(super) local_addr: SocketAddr,
     pub(super) fingerprint: Fingerprint,
     pub(super) generated_identity: bool,
@@ -58,6 +55,18 @@ impl Gateway {
     /// ([`GatewayBuilder::tcp`](crate::GatewayBuilder::tcp)); dial it as `tcp://ADDR`.
     pub fn tcp_addr(&self) -> Option<SocketAddr> {
         self.tcp_addr
+    }
+
+    /// The address of the metrics endpoint, if enabled
+    /// ([`GatewayBuilder::metrics`](crate::GatewayBuilder::metrics)).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
+    /// The gateway's metrics now, in the Prometheus text format: what the `/metrics`
+    /// endpoint serves, for programs that publish them their own way.
+    pub fn metrics(&self) -> String {
+        self.shared.metrics.encode()
     }
 
     /// The SHA-256 fingerprint of the gateway's certificate: what controllers pin.
@@ -90,11 +99,11 @@ impl Gateway {
     pub fn stats(&self) -> GatewayStats {
         GatewayStats {
             handlers: self.handlers(),
-            early_served: self.shared.counters.early_served.load(Ordering::Relaxed),
-            too_early: self.shared.counters.too_early.load(Ordering::Relaxed),
+            early_served: self.shared.metrics.early_data_count("accepted"),
+            too_early: self.shared.metrics.early_data_count("refused"),
             pending_handshakes: self.shared.policy.limits.max_pending_handshakes.max(1)
                 - self.shared.admission.handshakes.available_permits(),
-            retries: self.shared.counters.retries.load(Ordering::Relaxed),
+            retries: self.shared.metrics.retries.get(),
         }
     }
 

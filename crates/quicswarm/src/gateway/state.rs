@@ -29,6 +29,8 @@ pub(crate) struct State {
     pub(crate) admission: Admission,
     pub(crate) lifecycle: Lifecycle,
     pub(crate) counters: Counters,
+    /// What `/metrics` reports (and [`GatewayStats`](super::GatewayStats) reads).
+    pub(crate) metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// What clients may do: fixed when the gateway starts.
@@ -68,18 +70,12 @@ pub(crate) struct Lifecycle {
     pub(crate) tracker: TaskTracker,
 }
 
-/// What [`GatewayStats`](super::GatewayStats) and the watchers report.
+/// What the watchers report (the metrics read them too).
 pub(crate) struct Counters {
     /// Connections alive now (handshaking or established, with or without a handler).
     pub(super) connections: watch::Sender<usize>,
     /// Handlers alive now.
     pub(crate) handlers: watch::Sender<usize>,
-    /// Requests run from 0-RTT early data.
-    pub(crate) early_served: AtomicU64,
-    /// Requests refused in early data as not replay-safe.
-    pub(crate) too_early: AtomicU64,
-    /// Connection attempts answered with a Retry (address validation).
-    pub(crate) retries: AtomicU64,
 }
 
 impl State {

@@ -228,6 +228,9 @@ pub(crate) struct SendStream {
     /// A write that cannot proceed for this long fails, and the stream is reset with
     /// `Timeout` (the gateway's defence against clients that stop reading).
     stall: Option<Duration>,
+    /// The error code of the last error reply written ([`crate::io::Frame`]): how the
+    /// gateway's operation metrics learn an answer's result without every writer saying so.
+    answered: Option<ErrorCode>,
 }
 
 #[derive(Debug)]
@@ -238,7 +241,11 @@ enum SendInner {
 
 impl From<SendInner> for SendStream {
     fn from(inner: SendInner) -> Self {
-        Self { inner, stall: None }
+        Self {
+            inner,
+            stall: None,
+            answered: None,
+        }
     }
 }
 
@@ -252,6 +259,16 @@ impl SendStream {
     /// Sets the stall timeout of writes (see [`crate::Limits::stall_timeout`]).
     pub(crate) fn set_stall_timeout(&mut self, stall: Option<Duration>) {
         self.stall = stall;
+    }
+
+    /// Notes that an error reply with `code` was written on this stream.
+    pub(crate) fn note_error(&mut self, code: ErrorCode) {
+        self.answered = Some(code);
+    }
+
+    /// The code of the last error reply written on this stream, if any.
+    pub(crate) fn answered_error(&self) -> Option<ErrorCode> {
+        self.answered
     }
 
     /// The peer read nothing for the stall timeout: give up on the stream.

@@ -9,11 +9,12 @@ use quicswarm_proto::{
     Response,
 };
 
-use super::{check, Serve, MAX_PIECE};
+use super::{Serve, MAX_PIECE};
 use crate::{
     ended::{Ended, Reply},
     files::{source, tree::PieceCache, TransferError},
     io::{frame, frame_into, write_frame},
+    metrics::Direction,
     transport::SendStream,
 };
 
@@ -34,7 +35,7 @@ pub(crate) async fn get(
         Ok(dir) => dir,
         Err(reply) => return write_frame(send, &reply).await.map_err(Ended::from),
     };
-    if let Err(reply) = check("get items", items.len(), ctx.max_items) {
+    if let Err(reply) = ctx.check_items("get items", items.len()) {
         return write_frame(send, &reply).await.map_err(Ended::from);
     }
     write_frame(send, &Response::Accepted)
@@ -64,7 +65,9 @@ pub(crate) async fn get(
         if let Some(large) = group.large {
             // The next item alone is larger than the allowance: sent chunk by chunk.
             drop(charge);
+            let len = large.header().1;
             send_streamed(ctx, send, large, index(next)).await?;
+            ctx.metrics.file(Direction::Sent, len);
             next += 1;
             continue;
         }
@@ -81,9 +84,11 @@ pub(crate) async fn get(
                     };
                     let mut trailer = Vec::with_capacity(40);
                     frame_into(&FileFrame::Hash(read.hash), &mut trailer);
+                    let len = read.data.len() as u64;
                     send.write_all_chunks(&mut [frame(&header), read.data, Bytes::from(trailer)])
                         .await
                         .map_err(Ended::from)?;
+                    ctx.metrics.file(Direction::Sent, len);
                 }
                 Err(e) => {
                     let frame = FileFrame::Failed {

@@ -28,8 +28,8 @@ use super::{
     tree::PieceCache,
     TransferError,
 };
-use crate::budget::ConnectionBudget;
 use crate::io::write_frame;
+use crate::{budget::ConnectionBudget, metrics::Metrics};
 
 /// Largest whole file or range sent in one piece.
 pub(crate) const MAX_PIECE: u64 = quicswarm_proto::limits::MAX_RANGE_SIZE;
@@ -45,6 +45,8 @@ pub(crate) struct Serve<'a> {
     pub(crate) budget: &'a ConnectionBudget,
     /// `Limits::max_request_items`.
     pub(crate) max_items: usize,
+    /// Files moved, and limits hit.
+    pub(crate) metrics: &'a Metrics,
 }
 
 /// What a gateway serves and accepts.
@@ -100,9 +102,14 @@ impl FileConfig {
     }
 }
 
-/// A `LimitExceeded` reply unless `asked <= max`.
-fn check(limit: &'static str, asked: usize, max: usize) -> Result<(), Response> {
-    TransferError::check(limit, asked as u64, max as u64).map_err(|e| Response::Error(e.to_reply()))
+impl Serve<'_> {
+    /// A `LimitExceeded` reply (and a limit hit) unless `asked <= max_items`.
+    fn check_items(&self, limit: &'static str, asked: usize) -> Result<(), Response> {
+        TransferError::check(limit, asked as u64, self.max_items as u64).map_err(|e| {
+            self.metrics.limit_hit("max_request_items");
+            Response::Error(e.to_reply())
+        })
+    }
 }
 
 /// Serves a `List`: `Accepted`, then the entries in frames as a blocking walk finds them.

@@ -7,7 +7,8 @@ use quicswarm_proto::{
     ErrorCode, ErrorReply, Response,
 };
 
-use super::{check, Serve, MAX_PIECE};
+use super::{Serve, MAX_PIECE};
+use crate::metrics::Direction;
 use crate::{
     ended::{Ended, Reply},
     files::{blocking, dest::WholeFile, TransferError},
@@ -28,7 +29,8 @@ pub(crate) async fn put_check(
         Ok(d) => d,
         Err(reply) => return write_frame(send, &reply).await.map_err(Ended::from),
     };
-    if let Err(reply) = check("put-check entries", entries.len(), ctx.max_items)
+    if let Err(reply) = ctx
+        .check_items("put-check entries", entries.len())
         .and_then(|()| check_upload(&entries, range_size))
     {
         return write_frame(send, &reply).await.map_err(Ended::from);
@@ -121,7 +123,7 @@ pub(crate) async fn put(
     let _stop = dest.stop_guard();
     let len_of = |i: &PutItem| i.range.map_or(i.entry.size, |r| r.len);
     let total = items.iter().map(len_of).fold(0u64, u64::saturating_add);
-    let checked = check("put items", items.len(), ctx.max_items).and_then(|()| {
+    let checked = ctx.check_items("put items", items.len()).and_then(|()| {
         if let Some(big) = items.iter().find(|i| len_of(i) > MAX_PIECE) {
             let error = TransferError::LimitExceeded {
                 limit: "put piece bytes",
@@ -180,17 +182,24 @@ pub(crate) async fn put(
                     d.write_range(&item.entry, range, range_size, &data, &item.hash)
                 })
                 .await;
+                if result.is_ok() {
+                    ctx.metrics.file(Direction::Received, range.len);
+                }
                 results[i] = result.err().map(|e| e.to_reply());
             }
         }
     }
     if !whole.is_empty() {
         let d = dest.clone();
+        let sizes: Vec<u64> = whole.iter().map(|(_, w)| w.data.len() as u64).collect();
         let (indices, batch): (Vec<usize>, Vec<WholeFile>) = whole.into_iter().unzip();
         let stored = tokio::task::spawn_blocking(move || d.write_batch(batch))
             .await
             .map_err(Ended::from)?;
-        for (i, r) in indices.into_iter().zip(stored) {
+        for ((i, r), size) in indices.into_iter().zip(stored).zip(sizes) {
+            if r.is_ok() {
+                ctx.metrics.file(Direction::Received, size);
+            }
             results[i] = r.err().map(|e| e.to_reply());
         }
     }

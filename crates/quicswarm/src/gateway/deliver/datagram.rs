@@ -8,6 +8,7 @@ use super::{next_or_abort, now_us};
 use crate::{
     ended::{Ended, Reply},
     io::write_frame,
+    metrics::ItemCounters,
     transport::{Connection, SendStream},
 };
 
@@ -19,6 +20,7 @@ pub(in crate::gateway) async fn run_datagram(
     mut producer: crate::subroutine::Producer,
     name: &str,
     id: u32,
+    counted: &ItemCounters,
 ) -> Reply {
     let end = loop {
         let Some(next) = next_or_abort(&mut producer, send).await else {
@@ -35,6 +37,7 @@ pub(in crate::gateway) async fn run_datagram(
                     ));
                 }
                 datagram.extend_from_slice(&data);
+                counted.item();
                 // A full send buffer drops the oldest datagram: latest value wins.
                 if let Err(e) = conn.send_datagram(datagram.into()) {
                     break StreamFrame::Error(ErrorReply::new(

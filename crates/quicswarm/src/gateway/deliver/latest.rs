@@ -15,6 +15,7 @@ use super::{
 use crate::{
     ended::{Ended, Reply},
     io::write_frame,
+    metrics::ItemCounters,
     transport::{Connection, SendStream},
 };
 
@@ -36,6 +37,7 @@ pub(in crate::gateway) async fn run_latest(
     name: &str,
     id: u32,
     (priority, max_age): (i32, Option<std::time::Duration>),
+    counted: &ItemCounters,
 ) -> Reply {
     // Items on their way: (ident, stream, how it left), oldest first.
     let mut in_flight: Vec<(i64, SendStream, Sent)> = Vec::new();
@@ -50,12 +52,14 @@ pub(in crate::gateway) async fn run_latest(
             if sent.at.elapsed() > max && s.reset(ErrorCode::Superseded).is_ok() {
                 let frame = StreamFrame::Superseded { ident: *ident };
                 in_flight.remove(0);
+                counted.superseded();
                 write_frame(send, &frame).await.map_err(Ended::from)?;
             }
         }
         if waiting.is_some() && in_flight.len() < window.limit(Instant::now(), conn.min_rtt()) {
             if let Some((ident, data)) = waiting.take() {
                 let sent = window.sent(Instant::now(), data.len());
+                counted.item();
                 if let Some(s) = send_latest(conn, id, ident, data, priority).await? {
                     in_flight.push((ident, s, sent));
                 }
@@ -75,6 +79,7 @@ pub(in crate::gateway) async fn run_latest(
             next = producer.next(), if end.is_none() => match next {
                 Some(Ok((ident, data))) if ident >= 0 => {
                     if let Some((old, _)) = waiting.replace((ident, data)) {
+                        counted.superseded();
                         write_frame(send, &StreamFrame::Superseded { ident: old }).await.map_err(Ended::from)?;
                     }
                 }

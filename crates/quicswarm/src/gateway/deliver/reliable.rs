@@ -8,6 +8,7 @@ use super::super::reply::log_failure;
 use crate::{
     ended::{Ended, Reply},
     io::frame_into,
+    metrics::ItemCounters,
     transport::SendStream,
 };
 
@@ -23,6 +24,7 @@ pub(in crate::gateway) async fn run_stream(
     send: &mut SendStream,
     mut producer: crate::subroutine::Producer,
     name: &str,
+    counted: &ItemCounters,
 ) -> Reply {
     // Grows to what the stream needs: a short stream never allocates the full flush size.
     let mut batch: Vec<u8> = Vec::new();
@@ -48,6 +50,7 @@ pub(in crate::gateway) async fn run_stream(
         let frame = match next {
             Some(Ok((ident, _))) if ident < 0 => StreamFrame::End,
             Some(Ok((ident, data))) => {
+                counted.item();
                 frame_into(
                     &StreamFrame::Item {
                         ident,
