@@ -46,6 +46,9 @@ pub(crate) struct GatewayArgs {
     /// loopback or a monitoring network), e.g. 127.0.0.1:9464.
     #[arg(long, value_name = "ADDR")]
     metrics: Option<SocketAddr>,
+    /// Write a qlog file per QUIC connection into this folder (open them in qvis).
+    #[arg(long, value_name = "DIR")]
+    qlog_dir: Option<PathBuf>,
 }
 
 fn parse_root(text: &str) -> Result<(String, PathBuf), String> {
@@ -57,12 +60,12 @@ fn parse_root(text: &str) -> Result<(String, PathBuf), String> {
     }
 }
 
-pub(crate) async fn run(args: GatewayArgs) -> Result<()> {
-    let registry = if args.demo {
-        quicswarm::demo::registry()
-    } else {
-        quicswarm::Registry::new()
-    };
+/// The builder the flags (over the configuration file) describe, and its pool size. Made
+/// again on SIGHUP: what a reload takes its certificate, CA and permissions from.
+fn builder(
+    args: &GatewayArgs,
+    registry: quicswarm::Registry,
+) -> Result<(quicswarm::GatewayBuilder, usize)> {
     let mut builder = Gateway::builder().registry(registry);
     let mut pool = quicswarm::DEFAULT_POOL_SIZE;
     if let Some(path) = &args.config {
@@ -96,7 +99,9 @@ pub(crate) async fn run(args: GatewayArgs) -> Result<()> {
         builder = builder.upload_dir(dir.clone());
     }
     if let Some(ca) = &args.client_ca {
-        builder = builder.client_ca(quicswarm::tls::load_certs(ca)?);
+        // Read now for a clear error at start, and again on every reload.
+        quicswarm::tls::load_certs(ca)?;
+        builder = builder.client_ca_file(ca);
     }
     if args.tcp {
         builder = builder.tcp(true);
@@ -104,6 +109,22 @@ pub(crate) async fn run(args: GatewayArgs) -> Result<()> {
     if let Some(addr) = args.metrics {
         builder = builder.metrics(addr);
     }
+    if let Some(dir) = &args.qlog_dir {
+        builder = qlog_dir(builder, dir)?;
+    }
+    Ok((builder, pool))
+}
+
+pub(crate) async fn run(args: GatewayArgs) -> Result<()> {
+    let registry = if args.demo {
+        quicswarm::demo::registry()
+    } else {
+        quicswarm::Registry::new()
+    };
+    let (builder, pool) = builder(&args, registry.clone())?;
+    // Before anything is printed: whoever reads our output may send SIGHUP straight away,
+    // and its default action ends the process.
+    let mut hangups = hangups()?;
     let gateway = builder.spawn().await?;
     eprintln!(
         "quicswarm gateway on {} (pool {pool})",
@@ -136,12 +157,74 @@ pub(crate) async fn run(args: GatewayArgs) -> Result<()> {
             names.join(", ")
         }
     );
-    tokio::select! {
-        _ = gateway.closed() => {}
-        _ = tokio::signal::ctrl_c() => {
-            eprintln!("Ctrl-C: shutting down (in-flight operations get 5 s)");
-            gateway.shutdown(Duration::from_secs(5)).await;
+    loop {
+        tokio::select! {
+            _ = gateway.closed() => break,
+            _ = tokio::signal::ctrl_c() => {
+                eprintln!("Ctrl-C: shutting down (in-flight operations get 5 s)");
+                gateway.shutdown(Duration::from_secs(5)).await;
+                break;
+            }
+            Some(()) = next_hangup(&mut hangups) => reload(&gateway, &args, &registry).await,
         }
     }
     Ok(())
+}
+
+/// SIGHUP: the configuration file and flags are read again, and the certificate, client CA
+/// and permissions they give replace the running ones. Anything wrong keeps the old ones.
+async fn reload(gateway: &Gateway, args: &GatewayArgs, registry: &quicswarm::Registry) {
+    let reloaded = match builder(args, registry.clone()) {
+        Ok((builder, _)) => gateway
+            .reload_from(&builder)
+            .await
+            .map_err(anyhow::Error::from),
+        Err(e) => Err(e),
+    };
+    match reloaded {
+        Ok(fingerprint) => eprintln!("SIGHUP: reloaded; certificate fingerprint {fingerprint}"),
+        Err(e) => eprintln!("SIGHUP: reload failed, keeping the old configuration: {e:#}"),
+    }
+}
+
+#[cfg(unix)]
+type Hangups = tokio::signal::unix::Signal;
+#[cfg(not(unix))]
+type Hangups = ();
+
+#[cfg(unix)]
+fn hangups() -> Result<Hangups> {
+    use tokio::signal::unix::{signal, SignalKind};
+    signal(SignalKind::hangup()).context("listening for SIGHUP")
+}
+
+#[cfg(not(unix))]
+fn hangups() -> Result<Hangups> {
+    Ok(())
+}
+
+#[cfg(unix)]
+async fn next_hangup(hangups: &mut Hangups) -> Option<()> {
+    hangups.recv().await
+}
+
+#[cfg(not(unix))]
+async fn next_hangup(_: &mut Hangups) -> Option<()> {
+    std::future::pending().await
+}
+
+#[cfg(feature = "qlog")]
+fn qlog_dir(
+    builder: quicswarm::GatewayBuilder,
+    dir: &std::path::Path,
+) -> Result<quicswarm::GatewayBuilder> {
+    Ok(builder.qlog_dir(dir))
+}
+
+#[cfg(not(feature = "qlog"))]
+fn qlog_dir(
+    _: quicswarm::GatewayBuilder,
+    _: &std::path::Path,
+) -> Result<quicswarm::GatewayBuilder> {
+    anyhow::bail!("--qlog-dir: this quicswarm was built without the qlog feature")
 }

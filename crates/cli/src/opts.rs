@@ -31,6 +31,9 @@ pub(crate) struct ClientOpts {
     /// Print exactly one JSON object on stdout, as the last line.
     #[arg(long)]
     pub(crate) json: bool,
+    /// Write a qlog file per connection into this folder (open them in qvis).
+    #[arg(long, value_name = "DIR")]
+    qlog_dir: Option<PathBuf>,
 }
 
 impl ClientOpts {
@@ -51,6 +54,9 @@ impl ClientOpts {
         config.call_timeout = Some(Duration::from_secs(self.timeout));
         if let (Some(cert), Some(key)) = (&self.cert, &self.key) {
             config.identity = Some(quicswarm::Identity::from_pem_files(cert, key)?);
+        }
+        if let Some(dir) = &self.qlog_dir {
+            qlog_dir(&mut config, dir)?;
         }
         Ok(Controller::new(config)?)
     }
@@ -84,4 +90,15 @@ pub(crate) fn emit(opts: &ClientOpts, value: serde_json::Value, human: impl FnOn
     } else {
         human();
     }
+}
+
+#[cfg(feature = "qlog")]
+fn qlog_dir(config: &mut ControllerConfig, dir: &std::path::Path) -> Result<()> {
+    config.qlog_dir = Some(dir.to_path_buf());
+    Ok(())
+}
+
+#[cfg(not(feature = "qlog"))]
+fn qlog_dir(_: &mut ControllerConfig, _: &std::path::Path) -> Result<()> {
+    anyhow::bail!("--qlog-dir: this quicswarm was built without the qlog feature")
 }

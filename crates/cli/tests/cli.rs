@@ -383,3 +383,93 @@ fn metrics_from_the_command_line() {
         .and_then(|v| v.parse::<u64>().ok());
     assert!(pings.is_some_and(|n| n >= 3), "{reply}");
 }
+
+#[test]
+fn sighup_reloads_the_certificate_and_permissions() {
+    let dir = tempfile::tempdir().unwrap();
+    let (known, known_after) = (
+        dir.path().join("known_gateways"),
+        dir.path().join("known_after"),
+    );
+    let certs = dir.path().join("certs");
+    let config = dir.path().join("gateway.toml");
+    let only_fail = "[permissions.default]\nsubroutines = [\"fail\"]\n";
+    std::fs::write(&config, only_fail).unwrap();
+    let gw = GatewayProcess::start(&certs, &["--config", config.to_str().unwrap()]);
+    let addr = gw.addr.as_str();
+    let denied = client(&["call", addr, "echo", r#""hi""#], &known);
+    assert!(String::from_utf8_lossy(&denied.stderr).contains("may not call subroutine"));
+
+    // A new certificate and wider permissions, then SIGHUP.
+    let fresh = tempfile::tempdir().unwrap();
+    let (identity, _) = quicswarm::Identity::load_or_create(fresh.path()).unwrap();
+    for file in ["gateway.pem", "gateway.key"] {
+        std::fs::copy(fresh.path().join(file), certs.join(file)).unwrap();
+    }
+    std::fs::write(&config, "[permissions.default]\nsubroutines = \"all\"\n").unwrap();
+    gw.hangup();
+    let line = gw.line_starting("SIGHUP: reload");
+    let new = identity.fingerprint().to_string();
+    assert!(line.contains("reloaded") && line.contains(&new), "{line}");
+    assert_ne!(new, gw.fingerprint);
+
+    assert_eq!(
+        json(&["call", addr, "echo", r#""hi""#], &known_after)["utf8"],
+        "hi"
+    );
+    let pinned = std::fs::read_to_string(&known_after).unwrap();
+    assert!(pinned.contains(&new), "{pinned}");
+    let old_pin = client(&["ping", addr], &known);
+    assert!(
+        !old_pin.status.success()
+            && String::from_utf8_lossy(&old_pin.stderr).contains(&gw.fingerprint),
+        "the old pin must be refused: {}",
+        String::from_utf8_lossy(&old_pin.stderr)
+    );
+
+    // A configuration that does not parse: the gateway says so and serves as before.
+    std::fs::write(&config, "listen = 5\n").unwrap();
+    gw.hangup();
+    let line = gw.line_starting("SIGHUP: reload");
+    assert!(
+        line.contains("failed") && line.contains("gateway.toml"),
+        "{line}"
+    );
+    assert_eq!(
+        json(&["call", addr, "echo", r#""still""#], &known_after)["utf8"],
+        "still"
+    );
+}
+
+#[test]
+fn qlog_dir_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let known = dir.path().join("known_gateways");
+    let (gateway_logs, client_logs) = (dir.path().join("gw-qlog"), dir.path().join("ctl-qlog"));
+    let gw = GatewayProcess::start(
+        &dir.path().join("certs"),
+        &["--qlog-dir", gateway_logs.to_str().unwrap()],
+    );
+    let ping = json(
+        &[
+            "ping",
+            &gw.addr,
+            "--count",
+            "2",
+            "--qlog-dir",
+            client_logs.to_str().unwrap(),
+        ],
+        &known,
+    );
+    assert_eq!(ping["count"], 2);
+    // The client process has ended: its file is complete.
+    let files: Vec<_> = std::fs::read_dir(&client_logs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let text = std::fs::read_to_string(&files[0]).unwrap();
+    assert!(text.contains("transport:packet_sent"), "{text}");
+    // The gateway's file exists from the handshake on (written out when it closes).
+    assert_eq!(std::fs::read_dir(&gateway_logs).unwrap().count(), 1);
+}

@@ -170,9 +170,8 @@ impl Gateway {
                 builder = builder.metrics(addr);
             }
             if let Some(ca) = &self.client_ca {
-                let roots = quicswarm::tls::load_certs(ca)
-                    .map_err(|e| errors::raise("Error", e.to_string(), None))?;
-                builder = builder.client_ca(roots);
+                // Read at start (a bad file fails `start`) and again by `reload()`.
+                builder = builder.client_ca_file(ca.clone());
             }
             // Not under the lock: the wait lets other Python threads run.
             let gateway = runtime::wait(py, builder.spawn())?.map_err(errors::gateway)?;
@@ -208,6 +207,16 @@ impl Gateway {
             runtime::wait(py, gateway.shutdown(Duration::from_secs(2)))?;
         }
         Ok(())
+    }
+
+    /// Reads the certificate folder (`cert_dir`) and the `client_ca` file again and serves
+    /// with what they hold now; returns the fingerprint now served. New connections use the
+    /// new certificate and CA, connections already up carry on. A file that cannot be read
+    /// or parsed raises `quicswarm.Error` and the gateway goes on serving as before.
+    fn reload(&self, py: Python<'_>) -> PyResult<String> {
+        let reloaded = self.with_handle(quicswarm::Gateway::reload)?;
+        let fingerprint = runtime::wait(py, reloaded)?.map_err(errors::gateway)?;
+        Ok(fingerprint.to_string())
     }
 
     /// The certificate's SHA-256 fingerprint, for clients to pin.

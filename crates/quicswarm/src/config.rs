@@ -277,7 +277,7 @@ impl TransportTuning {
         keep_alive: Duration,
         max_bidi: u32,
         max_uni: u32,
-    ) -> Arc<TransportConfig> {
+    ) -> TransportConfig {
         let mut t = TransportConfig::default();
         // A bad idle value (over 2^62 ms) falls back to quinn's default.
         if let Ok(idle) = IdleTimeout::try_from(self.idle_timeout) {
@@ -309,7 +309,7 @@ impl TransportTuning {
                 t.congestion_controller_factory(Arc::new(quinn::congestion::BbrConfig::default()))
             }
         };
-        Arc::new(t)
+        t
     }
 }
 
@@ -379,6 +379,11 @@ pub struct ControllerConfig {
     /// that lists more gets [`CallError::LimitExceeded`](crate::CallError::LimitExceeded).
     /// Default 262,144, about 40 MB of entries in memory.
     pub max_listing_entries: usize,
+    /// Writes a qlog file per QUIC connection into this folder (created if needed), to open
+    /// in qvis: see the README's "Debugging a link with qlog". Needs the `qlog` feature.
+    /// Default none.
+    #[cfg(feature = "qlog")]
+    pub qlog_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for ControllerConfig {
@@ -394,6 +399,8 @@ impl Default for ControllerConfig {
             socket_wrapper: None,
             identity: None,
             max_listing_entries: 1 << 18,
+            #[cfg(feature = "qlog")]
+            qlog_dir: None,
         }
     }
 }

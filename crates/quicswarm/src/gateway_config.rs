@@ -199,9 +199,9 @@ impl GatewayConfig {
             builder = builder.cert_dir(dir);
         }
         if let Some(ca) = &self.client_ca {
-            let roots =
-                crate::tls::load_certs(ca).map_err(|e| ConfigError::Invalid(e.to_string()))?;
-            builder = builder.client_ca(roots);
+            // Read now, so a bad file is a configuration error, and again on every reload.
+            crate::tls::load_certs(ca).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+            builder = builder.client_ca_file(ca);
         }
         if let Some(dir) = &self.upload_dir {
             builder = builder.upload_dir(dir);

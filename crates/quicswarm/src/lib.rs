@@ -47,6 +47,14 @@
 //! items, files, bytes, and per client its RTT, congestion window and loss);
 //! [`Gateway::metrics`] returns the same text.
 //!
+//! # Observability and operations
+//! Every line a gateway logs (through `tracing`) sits in spans naming the gateway, the
+//! handler (id, client address and identity) and the operation's kind. With the `qlog`
+//! feature, `GatewayBuilder::qlog_dir` and `ControllerConfig::qlog_dir` write one qlog file
+//! per connection for qvis. [`Gateway::reload`] and [`Gateway::reload_from`] replace the
+//! certificate, client CA and permissions of a running gateway; a reload that fails changes
+//! nothing.
+//!
 //! # TLS over TCP
 //! Where UDP is blocked, a gateway built with [`GatewayBuilder::tcp`] also serves the same
 //! protocol over TLS 1.3 on TCP (operations multiplexed by yamux); controllers dial
@@ -55,7 +63,8 @@
 //!
 //! # Layout
 //! - `gateway/`: the [`Gateway`] (`handle.rs`) and its builder (`builder.rs`), the state its tasks share
-//!   (`state.rs`: policy, admission, lifecycle, counters), the accept loops (`accept.rs`), one
+//!   (`state.rs`: policy, admission, lifecycle, counters), what a reload replaces
+//!   (`security.rs`: certificate, client CA, permissions), the accept loops (`accept.rs`), one
 //!   handler/client pair (`conn.rs`, `pair.rs`), one operation (`dispatch.rs`: read, admit,
 //!   run; `reply.rs`: error replies), and how stream items travel (`deliver/`: reliable,
 //!   latest, datagram).
@@ -70,7 +79,7 @@
 //!   (`config.rs`, [`gateway_config`]); [`Permissions`] (`permissions.rs`); memory budgets
 //!   (`budget.rs`); the gateway's metrics (`metrics/`: counters, the live gauges, the
 //!   `/metrics` endpoint); frames on streams (`io.rs`); why an operation ended early (`ended.rs`);
-//!   error types (`error.rs`); the demo subroutines (`demo.rs`).
+//!   error types (`error.rs`); qlog files (`qlog.rs`); the demo subroutines (`demo.rs`).
 //! - [`files`]: swarm file transfer: the [`Swarm`](files::Swarm) and its jobs (`swarm.rs`,
 //!   `job.rs`, `units.rs`), the client's requests (`ops.rs`), the gateway's side (`serve/`:
 //!   what is served and `List`, `get.rs`, `put.rs`; `select.rs`, `source.rs`), the
@@ -138,6 +147,7 @@ pub mod gateway_config;
 mod io;
 mod metrics;
 mod permissions;
+mod qlog;
 mod session;
 mod subroutine;
 mod subscribe;

@@ -22,6 +22,8 @@ pub(crate) struct GatewayProcess {
     pub(crate) fingerprint: String,
     /// Its metrics endpoint (`HOST:PORT`), when started with `--metrics`.
     pub(crate) metrics: Option<String>,
+    /// Its stderr lines after the start banner.
+    lines: mpsc::Receiver<String>,
 }
 
 impl GatewayProcess {
@@ -73,7 +75,28 @@ impl GatewayProcess {
             addr: addr.unwrap_or_default(),
             fingerprint: fingerprint.unwrap_or_default(),
             metrics,
+            lines: rx,
         }
+    }
+
+    /// Waits (bounded) for a stderr line starting with `prefix`; returns it.
+    pub(crate) fn line_starting(&self, prefix: &str) -> String {
+        loop {
+            let line = self
+                .lines
+                .recv_timeout(Duration::from_secs(30))
+                .unwrap_or_else(|_| panic!("the gateway printed no line starting {prefix:?}"));
+            if line.starts_with(prefix) {
+                return line;
+            }
+        }
+    }
+
+    /// Sends SIGHUP (reload).
+    pub(crate) fn hangup(&self) {
+        let pid = self.pid().expect("running").to_string();
+        let status = Command::new("kill").args(["-HUP", &pid]).status();
+        assert!(status.is_ok_and(|s| s.success()), "kill -HUP {pid}");
     }
 
     /// The process id, while it runs.

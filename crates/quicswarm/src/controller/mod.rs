@@ -20,6 +20,7 @@ use crate::{
     client::Client,
     config::{self, ControllerConfig},
     error::ConnectError,
+    qlog::QlogDir,
     transport::{tcp, Connection, TransportKind},
 };
 
@@ -50,6 +51,8 @@ pub struct Controller {
     pin_lock: Arc<Mutex<()>>,
     /// TLS configs by gateway and pin (see `tls_for`).
     tls_cache: Arc<Mutex<TlsCache>>,
+    /// Where per-connection qlog files go (`ControllerConfig::qlog_dir`).
+    qlog: Option<QlogDir>,
 }
 
 impl std::fmt::Debug for Controller {
@@ -64,8 +67,12 @@ impl Controller {
     /// A controller with its own UDP socket.
     ///
     /// # Errors
-    /// If the socket cannot be bound.
+    /// If the socket cannot be bound (or the qlog folder created).
     pub fn new(config: ControllerConfig) -> Result<Self, ConnectError> {
+        #[cfg(feature = "qlog")]
+        let qlog = config.qlog_dir.clone().map(QlogDir::new).transpose()?;
+        #[cfg(not(feature = "qlog"))]
+        let qlog = None;
         let socket = match config.bind {
             Some(addr) => config::udp_socket(addr)?,
             None => config::udp_socket(SocketAddr::from(([0u16; 8], 0)))
@@ -78,6 +85,7 @@ impl Controller {
             resumption: rustls::client::Resumption::in_memory_sessions(256),
             pin_lock: Arc::new(Mutex::new(())),
             tls_cache: Arc::default(),
+            qlog,
         })
     }
 
@@ -174,7 +182,11 @@ impl Controller {
             // The gateway opens no bidirectional streams towards us; unidirectional ones carry
             // `Latest` items, one each.
             let transport = &self.config.transport;
-            client_config.transport_config(transport.quinn(transport.keep_alive, 0, 1024));
+            let mut transport = transport.quinn(transport.keep_alive, 0, 1024);
+            if let Some(qlog) = &self.qlog {
+                qlog.attach(&mut transport, "controller", remote);
+            }
+            client_config.transport_config(Arc::new(transport));
             let mut connecting = self
                 .endpoint
                 .connect_with(client_config, remote, server_name)

@@ -3,7 +3,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use tracing::{debug, warn};
+use tracing::{debug, warn, Instrument};
 
 use super::{
     conn,
@@ -49,17 +49,19 @@ pub(super) async fn accept_loop(shared: Arc<State>) {
             continue;
         };
         debug!(remote = %incoming.remote_address(), "incoming connection");
-        shared.lifecycle.tracker.spawn(async move {
-            conn::serve_connection(slot.shared.clone(), incoming, handshake).await;
-            drop(slot);
-        });
+        shared.lifecycle.tracker.spawn(
+            async move {
+                conn::serve_connection(slot.shared.clone(), incoming, handshake).await;
+                drop(slot);
+            }
+            .in_current_span(),
+        );
     }
 }
 
 pub(super) async fn accept_tcp_loop(
     shared: Arc<State>,
     listener: tokio::net::TcpListener,
-    acceptor: tokio_rustls::TlsAcceptor,
     transport: TransportTuning,
 ) {
     loop {
@@ -90,32 +92,14 @@ pub(super) async fn accept_tcp_loop(
             debug!(%remote, "TCP socket options: {e}");
         }
         debug!(%remote, "incoming TCP connection");
-        let acceptor = acceptor.clone();
-        shared.lifecycle.tracker.spawn(async move {
-            conn::serve_tcp(slot.shared.clone(), socket, acceptor, handshake).await;
-            drop(slot);
-        });
-    }
-}
-
-/// The TLS config of TLS-over-TCP connections: the QUIC one without early data. Over TCP
-/// nothing checks whether a request arrived early (QUIC streams say so; a TLS stream does
-/// not), so 0-RTT data, which an attacker can replay, is never accepted there.
-pub(super) fn tcp_tls(mut quic: rustls::ServerConfig) -> rustls::ServerConfig {
-    quic.max_early_data_size = 0;
-    quic
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::tls::Identity;
-
-    #[test]
-    fn tls_over_tcp_accepts_no_early_data() {
-        let identity = Identity::self_signed(&[]).unwrap();
-        let quic = identity.server_config().unwrap();
-        assert!(quic.max_early_data_size > 0, "QUIC keeps 0-RTT");
-        assert_eq!(tcp_tls(quic).max_early_data_size, 0);
+        // The certificate of now: a reload between two accepts applies to the second.
+        let acceptor = shared.security().tcp.clone();
+        shared.lifecycle.tracker.spawn(
+            async move {
+                conn::serve_tcp(slot.shared.clone(), socket, acceptor, handshake).await;
+                drop(slot);
+            }
+            .in_current_span(),
+        );
     }
 }

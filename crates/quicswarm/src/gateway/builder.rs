@@ -10,12 +10,10 @@ use std::{
     },
 };
 
-use std::collections::HashMap;
-
 use rustls::pki_types::CertificateDer;
 use tokio::sync::{watch, Semaphore};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
-use tracing::info;
+use tracing::{info, Instrument};
 
 use crate::{
     config::{self, Limits, SocketWrapper, TransportTuning},
@@ -23,13 +21,15 @@ use crate::{
     files::serve::FileConfig,
     metrics::{serve_http, LimitHits, Live, Metrics},
     permissions::Permissions,
+    qlog::QlogDir,
     subroutine::Registry,
     tls::Identity,
 };
 
 use super::{
-    accept::{accept_loop, accept_tcp_loop, tcp_tls},
-    state::{Admission, Counters, Lifecycle, Policy, State},
+    accept::{accept_loop, accept_tcp_loop},
+    security::{CaSource, IdentitySource, Security, SecuritySource},
+    state::{Admission, Counters, Lifecycle, Policy, ServerTransport, State},
 };
 
 use super::handle::Gateway;
@@ -38,14 +38,6 @@ use super::handle::Gateway;
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:1857";
 /// The default handler pool size.
 pub const DEFAULT_POOL_SIZE: usize = 5;
-
-/// Where the gateway's certificate comes from.
-#[derive(Debug, Clone)]
-enum IdentitySource {
-    /// `gateway.pem`/`gateway.key` in this folder, generated self-signed on first start.
-    CertDir(PathBuf),
-    Given(Identity),
-}
 
 /// Configures and starts a [`Gateway`].
 ///
@@ -71,17 +63,15 @@ enum IdentitySource {
 pub struct GatewayBuilder {
     listen: SocketAddr,
     pool_size: usize,
-    identity: IdentitySource,
+    security: SecuritySource,
     limits: Limits,
     transport: TransportTuning,
     registry: Registry,
     files: FileConfig,
     socket_wrapper: Option<SocketWrapper>,
-    client_ca: Option<Vec<CertificateDer<'static>>>,
-    permissions: HashMap<String, Permissions>,
-    default_permissions: Permissions,
     tcp: bool,
     metrics: Option<SocketAddr>,
+    qlog: Option<PathBuf>,
 }
 
 impl Gateway {
@@ -96,17 +86,15 @@ impl Default for GatewayBuilder {
         Self {
             listen: SocketAddr::from(([0, 0, 0, 0], 1857)),
             pool_size: DEFAULT_POOL_SIZE,
-            identity: IdentitySource::CertDir(PathBuf::from("certs")),
+            security: SecuritySource::default(),
             limits: Limits::default(),
             transport: TransportTuning::default(),
             registry: Registry::new(),
             files: FileConfig::default(),
             socket_wrapper: None,
-            client_ca: None,
-            permissions: HashMap::new(),
-            default_permissions: Permissions::default(),
             tcp: false,
             metrics: None,
+            qlog: None,
         }
     }
 }
@@ -127,13 +115,13 @@ impl GatewayBuilder {
     /// Folder holding `gateway.pem` and `gateway.key`; a self-signed pair is generated there on
     /// first start. Default `certs/`.
     pub fn cert_dir(mut self, dir: impl Into<PathBuf>) -> Self {
-        self.identity = IdentitySource::CertDir(dir.into());
+        self.security.identity = IdentitySource::CertDir(dir.into());
         self
     }
 
     /// Use this identity instead of a cert folder.
     pub fn identity(mut self, identity: Identity) -> Self {
-        self.identity = IdentitySource::Given(identity);
+        self.security.identity = IdentitySource::Given(identity);
         self
     }
 
@@ -141,21 +129,23 @@ impl GatewayBuilder {
     /// such requests get [`CallError::PermissionDenied`](crate::CallError::PermissionDenied).
     /// (Shorthand for `close_gateway` in the default permissions.)
     pub fn allow_close(mut self, allow: bool) -> Self {
-        self.default_permissions.close_gateway = allow;
+        self.security.default_permissions.close_gateway = allow;
         self
     }
 
     /// Permissions of the client whose certificate is named `identity` (mutual TLS, see
     /// [`client_ca`](Self::client_ca)).
     pub fn permissions(mut self, identity: impl Into<String>, permissions: Permissions) -> Self {
-        self.permissions.insert(identity.into(), permissions);
+        self.security
+            .permissions
+            .insert(identity.into(), permissions);
         self
     }
 
     /// Permissions of anonymous clients and of identities without their own. Default:
     /// [`Permissions::all_but_close`] (everything but `close_gateway`).
     pub fn default_permissions(mut self, permissions: Permissions) -> Self {
-        self.default_permissions = permissions;
+        self.security.default_permissions = permissions;
         self
     }
 
@@ -176,7 +166,14 @@ impl GatewayBuilder {
     /// the handshake fails. The certificate's common name is the client's identity (see
     /// [`tls::certificate_name`](crate::tls::certificate_name)).
     pub fn client_ca(mut self, roots: Vec<CertificateDer<'static>>) -> Self {
-        self.client_ca = Some(roots);
+        self.security.client_ca = Some(CaSource::Given(roots));
+        self
+    }
+
+    /// Like [`client_ca`](Self::client_ca), with the CA certificates read from a PEM file:
+    /// when the gateway starts, and again on every [`Gateway::reload`].
+    pub fn client_ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.security.client_ca = Some(CaSource::File(path.into()));
         self
     }
 
@@ -212,6 +209,15 @@ impl GatewayBuilder {
         self
     }
 
+    /// Writes a qlog file per QUIC connection into `dir` (created if needed), to open in qvis:
+    /// see the README's "Debugging a link with qlog". Needs the `qlog` feature. For debugging
+    /// sessions: nothing bounds the files' size.
+    #[cfg(feature = "qlog")]
+    pub fn qlog_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.qlog = Some(dir.into());
+        self
+    }
+
     /// Wraps the gateway's UDP socket (link emulation in tests and tools).
     pub fn socket_wrapper(mut self, wrapper: SocketWrapper) -> Self {
         self.socket_wrapper = Some(wrapper);
@@ -238,33 +244,17 @@ impl GatewayBuilder {
         self
     }
 
+    /// The certificate, client CA and permissions this builder would start with: what
+    /// [`Gateway::reload_from`] takes from it.
+    pub(super) fn security_source(&self) -> SecuritySource {
+        self.security.clone()
+    }
+
     /// Binds the socket and starts serving in the background.
     ///
     /// # Errors
     /// If the identity cannot be loaded or generated, or the address cannot be bound.
     pub async fn spawn(self) -> Result<Gateway, GatewayError> {
-        let (identity, generated) = match self.identity {
-            IdentitySource::Given(id) => (id, false),
-            IdentitySource::CertDir(dir) => {
-                let dir2 = dir.clone();
-                let loaded = tokio::task::spawn_blocking(move || Identity::load_or_create(&dir2))
-                    .await
-                    .map_err(|e| GatewayError::Bind {
-                        addr: self.listen,
-                        source: std::io::Error::other(e),
-                    })??;
-                if loaded.1 {
-                    info!(dir = %dir.display(), "generated a self-signed gateway certificate");
-                }
-                loaded
-            }
-        };
-        let fingerprint = identity.fingerprint();
-        let server_tls = identity.server_config_with_client_ca(self.client_ca.as_deref())?;
-        let mut server = quinn::ServerConfig::with_crypto(Arc::new(
-            quinn::crypto::rustls::QuicServerConfig::try_from(server_tls.clone())
-                .map_err(|e| GatewayError::Tls(rustls::Error::General(e.to_string()).into()))?,
-        ));
         // The gateway pings too, so an idle client keeps its slot whatever keep-alive it
         // chose; a vanished one still times out (RFC 9000 §10.1: our own pings restart the
         // idle timer only once per packet received).
@@ -280,14 +270,35 @@ impl GatewayBuilder {
         tuning.receive_window = tuning
             .receive_window
             .min(u32::try_from(cap).unwrap_or(u32::MAX));
-        server.transport_config(tuning.quinn(keep_alive, self.limits.max_concurrent_ops, 0));
+        let transport = ServerTransport {
+            tuning,
+            keep_alive,
+            max_ops: self.limits.max_concurrent_ops,
+        };
+        let (security, generated) =
+            Security::load(self.security, Arc::new(transport.quinn())).await?;
+        let fingerprint = security.fingerprint;
+        let qlog = match self.qlog {
+            Some(dir) => Some(QlogDir::new(dir.clone()).map_err(|source| {
+                GatewayError::Tls(crate::tls::TlsError::Io {
+                    action: "creating",
+                    path: dir,
+                    source,
+                })
+            })?),
+            None => None,
+        };
         let bind_err = |source| GatewayError::Bind {
             addr: self.listen,
             source,
         };
         let (socket, tcp) = bind(self.listen, self.tcp).await.map_err(bind_err)?;
-        let endpoint = config::endpoint(socket, Some(server), self.socket_wrapper.as_ref())
-            .map_err(bind_err)?;
+        let endpoint = config::endpoint(
+            socket,
+            Some(security.quic.clone()),
+            self.socket_wrapper.as_ref(),
+        )
+        .map_err(bind_err)?;
         let local_addr = endpoint.local_addr().map_err(bind_err)?;
         info!(%local_addr, %fingerprint, pool = self.pool_size, tcp = self.tcp, "gateway listening");
 
@@ -318,6 +329,9 @@ impl GatewayBuilder {
         };
         let shared = Arc::new(State {
             endpoint,
+            security: std::sync::RwLock::new(Arc::new(security)),
+            transport,
+            qlog,
             admission: Admission {
                 pool,
                 pool_size: self.pool_size as u32,
@@ -329,8 +343,6 @@ impl GatewayBuilder {
             policy: Policy {
                 registry: self.registry,
                 files: self.files,
-                permissions: self.permissions,
-                default_permissions: self.default_permissions,
                 limits: self.limits,
             },
             lifecycle: Lifecycle {
@@ -346,21 +358,21 @@ impl GatewayBuilder {
             },
             metrics,
         });
+        // The root of every line the gateway logs (a process may run several).
+        let span = tracing::error_span!("gateway", addr = %local_addr);
         let metrics_addr = metrics_listener.map(|(listener, addr)| {
             let stop = shared.lifecycle.force_close.clone();
-            tokio::spawn(serve_http(listener, shared.metrics.clone(), stop));
+            tokio::spawn(
+                serve_http(listener, shared.metrics.clone(), stop).instrument(span.clone()),
+            );
             addr
         });
-        let accept = tokio::spawn(accept_loop(shared.clone()));
+        let accept = tokio::spawn(accept_loop(shared.clone()).instrument(span.clone()));
         let tcp_addr = tcp.as_ref().and_then(|l| l.local_addr().ok());
         let accept_tcp = tcp.map(|listener| {
-            let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tcp_tls(server_tls)));
-            tokio::spawn(accept_tcp_loop(
-                shared.clone(),
-                listener,
-                acceptor,
-                self.transport.clone(),
-            ))
+            tokio::spawn(
+                accept_tcp_loop(shared.clone(), listener, self.transport.clone()).instrument(span),
+            )
         });
         Ok(Gateway {
             shared,
@@ -369,7 +381,6 @@ impl GatewayBuilder {
             tcp_addr,
             metrics_addr,
             local_addr,
-            fingerprint,
             generated_identity: generated,
         })
     }

@@ -6,7 +6,7 @@ use std::sync::{atomic::Ordering, Arc, Mutex};
 use quicswarm_proto::{ErrorCode, Hello, HelloReply, Welcome, PROTOCOL_VERSION};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
-use tracing::{debug, info, info_span, warn, Instrument};
+use tracing::{debug, error_span, info, warn, Instrument};
 
 use super::{dispatch::operation, pair::Pair, state::State};
 use crate::{
@@ -27,7 +27,18 @@ pub(super) async fn serve_connection(
     handshake: OwnedSemaphorePermit,
 ) {
     let remote = incoming.remote_address();
-    let connecting = match incoming.accept() {
+    let accepted = match &shared.qlog {
+        // Its own transport config, holding the connection's qlog file.
+        Some(qlog) => {
+            let mut config = shared.security().quic.clone();
+            let mut transport = shared.transport.quinn();
+            qlog.attach(&mut transport, "gateway", remote);
+            config.transport = Arc::new(transport);
+            incoming.accept_with(Arc::new(config))
+        }
+        None => incoming.accept(),
+    };
+    let connecting = match accepted {
         Ok(connecting) => connecting,
         Err(e) => {
             debug!(%remote, "refused: {e}");
@@ -43,23 +54,26 @@ pub(super) async fn serve_connection(
             // progress holds for 0-RTT ones too.
             let (watched, timeout) = (conn.clone(), shared.policy.limits.request_header_timeout);
             let metrics = shared.metrics.clone();
-            tokio::spawn(async move {
-                match tokio::time::timeout(timeout, established).await {
-                    Ok(true) => metrics.handshake("established_0rtt"),
-                    // The early data was refused: the handshake went on as a full one.
-                    Ok(false) => metrics.handshake("established"),
-                    Err(_) => {
-                        debug!(%remote, "handshake not finished in time");
-                        metrics.handshake("timeout");
-                        metrics.limit_hit("request_header_timeout");
-                        watched.close(
-                            crate::transport::quic_code(ErrorCode::Timeout),
-                            b"handshake too slow",
-                        );
+            tokio::spawn(
+                async move {
+                    match tokio::time::timeout(timeout, established).await {
+                        Ok(true) => metrics.handshake("established_0rtt"),
+                        // The early data was refused: the handshake went on as a full one.
+                        Ok(false) => metrics.handshake("established"),
+                        Err(_) => {
+                            debug!(%remote, "handshake not finished in time");
+                            metrics.handshake("timeout");
+                            metrics.limit_hit("request_header_timeout");
+                            watched.close(
+                                crate::transport::quic_code(ErrorCode::Timeout),
+                                b"handshake too slow",
+                            );
+                        }
                     }
+                    drop(handshake);
                 }
-                drop(handshake);
-            });
+                .in_current_span(),
+            );
             conn
         }
         Err(connecting) => {
@@ -126,7 +140,9 @@ async fn serve_pair(shared: Arc<State>, conn: Connection, remote: std::net::Sock
     let client = pair.identity.as_deref().unwrap_or("anonymous");
     // Reported per client from now on, and its bytes counted when it ends.
     let _live = shared.metrics.live.track(&pair.conn, client);
-    let span = info_span!("handler", id = pair.id, %remote, client);
+    // Error-level spans: enabled whenever any line is, so every line of this handler (a
+    // warning with `RUST_LOG=warn` too) carries its id, address and client identity.
+    let span = error_span!("handler", id = pair.id, %remote, client);
     async {
         info!("handler started");
         // Made once, not per stream: each new one joins (and on drop leaves) its token's
@@ -146,7 +162,8 @@ async fn serve_pair(shared: Arc<State>, conn: Connection, remote: std::net::Sock
                     // spawns and finishes it, and an operation's is kilobytes (callgrind:
                     // 3.4 k instructions per spawn unboxed, against 1.5 k for a small one).
                     let op = Box::pin(operation(shared.clone(), pair.clone(), send, recv));
-                    pair.ops.spawn(op.instrument(tracing::Span::current()));
+                    let span = error_span!("op", kind = tracing::field::Empty);
+                    pair.ops.spawn(op.instrument(span));
                 }
                 Err(e) => {
                     debug!("connection ended: {e}");

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use quicswarm_proto::{
     Args, Delivery, ErrorCode, ErrorReply, Request, Response, StreamOptions, SubroutineKind,
 };
-use tracing::{debug, info, info_span, warn, Instrument};
+use tracing::{debug, error_span, info, warn, Instrument};
 
 use super::{
     deliver::{run_datagram, run_latest, run_stream},
@@ -44,6 +44,8 @@ pub(super) async fn operation(
             // a second timer on the same read cost every call.
             reader.set_stall_timeout(shared.policy.limits.stall_timeout);
             kind = OpKind::of(&request);
+            // The `op` span (see `serve_pair`) learns its kind now: every later line says it.
+            tracing::Span::current().record("kind", kind.name());
             admit(&shared, &pair, request, reader.is_0rtt()).map(|op| (op, charge))
         }
         Ok(None) => return,
@@ -239,7 +241,7 @@ async fn run(
             args,
             deadline_ms,
         } => {
-            let span = info_span!("call", %name);
+            let span = error_span!("call", %name);
             let outcome = within_deadline(deadline_ms, f(args).instrument(span)).await;
             reply_value(send, outcome, &name).await
         }
@@ -286,7 +288,7 @@ async fn run(
             deadline_ms,
         } => {
             let data = SinkData::new(reader, len, shared.policy.limits.max_sink_len);
-            let span = info_span!("send", %name);
+            let span = error_span!("send", %name);
             let outcome = within_deadline(deadline_ms, f(args, data).instrument(span)).await;
             let reply = match outcome {
                 Ok(value) => Response::Count { value },
@@ -409,7 +411,8 @@ const SMALL_REQUEST: u64 = 1024;
 /// included, so an identity downgraded since its session ticket was issued gets no more than
 /// it has now.
 fn permitted(shared: &State, identity: Option<&str>, request: &Request) -> Result<(), ErrorReply> {
-    let p = shared.permissions_of(identity);
+    let security = shared.security();
+    let p = security.permissions_of(identity);
     // Formatted only on refusal: an allowed request allocates nothing here.
     let denied = |what: String| {
         let who = identity.map_or_else(

@@ -6,9 +6,14 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 use quicswarm_proto::ErrorCode;
 use tokio::sync::watch;
 
-use crate::{subroutine::Registry, tls::Fingerprint};
+use tracing::{info, warn};
 
-use super::state::State;
+use crate::{error::GatewayError, subroutine::Registry, tls::Fingerprint};
+
+use super::{
+    security::{Security, SecuritySource},
+    state::State,
+};
 
 /// Counters of a gateway; see [`Gateway::stats`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,7 +46,6 @@ pub struct Gateway {
     pub(super) tcp_addr: Option<SocketAddr>,
     pub(super) metrics_addr: Option<SocketAddr>,
     pub(super) local_addr: SocketAddr,
-    pub(super) fingerprint: Fingerprint,
     pub(super) generated_identity: bool,
 }
 
@@ -69,9 +73,59 @@ impl Gateway {
         self.shared.metrics.encode()
     }
 
-    /// The SHA-256 fingerprint of the gateway's certificate: what controllers pin.
+    /// The SHA-256 fingerprint of the gateway's certificate: what controllers pin. (A
+    /// [`reload`](Self::reload) may change it.)
     pub fn fingerprint(&self) -> Fingerprint {
-        self.fingerprint
+        self.shared.security().fingerprint
+    }
+
+    /// Reads the gateway's certificate folder and client CA file again
+    /// ([`GatewayBuilder::cert_dir`](crate::GatewayBuilder::cert_dir),
+    /// [`client_ca_file`](crate::GatewayBuilder::client_ca_file)) and serves with what they
+    /// hold now; the permissions stay (see [`reload_from`](Self::reload_from) to change them).
+    /// Returns the fingerprint now served.
+    ///
+    /// New connections shake hands with the new certificate and CA; connections already up
+    /// carry on. A client's first connection after a reload is a full handshake (no
+    /// resumption across a reload), so 0-RTT waits for its second.
+    ///
+    /// # Errors
+    /// If a file cannot be read or parsed, or rustls refuses it: the gateway goes on serving
+    /// with the configuration it had, and the error says why.
+    ///
+    /// ```no_run
+    /// # async fn demo(gateway: quicswarm::Gateway) {
+    /// // After replacing certs/gateway.pem and certs/gateway.key:
+    /// match gateway.reload().await {
+    ///     Ok(fingerprint) => println!("now serving {fingerprint}"),
+    ///     Err(e) => eprintln!("reload failed, still serving the old certificate: {e}"),
+    /// }
+    /// # }
+    /// ```
+    ///
+    /// The future does not borrow the handle (for bindings and supervisors that wait on
+    /// another task).
+    pub fn reload(
+        &self,
+    ) -> impl std::future::Future<Output = Result<Fingerprint, GatewayError>> + Send + 'static {
+        let source = self.shared.security().source.clone();
+        install(self.shared.clone(), source)
+    }
+
+    /// Takes the certificate, the client CA and the permissions from `builder` (reading the
+    /// files it names) and serves with them, as [`reload`](Self::reload) does; every other
+    /// setting of `builder` (address, pool, limits, roots) is ignored. Running requests keep
+    /// the permissions they were admitted with; every later request, on old connections too,
+    /// is checked against the new ones. What `quicswarm gateway` does on SIGHUP, with a
+    /// builder made from its configuration file and flags again.
+    ///
+    /// # Errors
+    /// As [`reload`](Self::reload): on error nothing changes.
+    pub fn reload_from(
+        &self,
+        builder: &crate::GatewayBuilder,
+    ) -> impl std::future::Future<Output = Result<Fingerprint, GatewayError>> + Send + 'static {
+        install(self.shared.clone(), builder.security_source())
     }
 
     /// Whether the certificate was generated at this start (first run with this cert folder).
@@ -146,4 +200,33 @@ impl Drop for Gateway {
             );
         }
     }
+}
+
+/// Loads `source` and, if that worked, makes it the gateway's security (see `reload`).
+async fn install(shared: Arc<State>, source: SecuritySource) -> Result<Fingerprint, GatewayError> {
+    let transport = shared.security().quic.transport.clone();
+    let loaded = Security::load(source, transport).await;
+    let security = match loaded {
+        Ok((security, _)) => security,
+        Err(e) => {
+            warn!("reload failed, keeping the configuration in force: {e}");
+            return Err(e);
+        }
+    };
+    let fingerprint = security.fingerprint;
+    {
+        let mut current = shared
+            .security
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Shutdown clears the server config to refuse handshakes: not given back here.
+        if !shared.lifecycle.stop_accepting.is_cancelled() {
+            shared
+                .endpoint
+                .set_server_config(Some(security.quic.clone()));
+        }
+        *current = Arc::new(security);
+    }
+    info!(%fingerprint, "reloaded certificate, client CA and permissions");
+    Ok(fingerprint)
 }

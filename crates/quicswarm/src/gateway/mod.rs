@@ -23,6 +23,7 @@ mod dispatch;
 mod handle;
 mod pair;
 mod reply;
+mod security;
 mod state;
 
 pub use self::{

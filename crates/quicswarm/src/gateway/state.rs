@@ -5,7 +5,7 @@
 use std::{
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
-        Arc,
+        Arc, PoisonError, RwLock,
     },
     time::Duration,
 };
@@ -17,14 +17,23 @@ use tokio::sync::{watch, Semaphore};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{info, warn};
 
+use super::security::Security;
 use crate::{
-    config::Limits, files::serve::FileConfig, permissions::Permissions, subroutine::Registry,
+    config::{Limits, TransportTuning},
+    files::serve::FileConfig,
+    qlog::QlogDir,
+    subroutine::Registry,
 };
 
 /// State shared by the accept loop, the handlers and the [`Gateway`](super::Gateway) handle,
 /// split by concern.
 pub(crate) struct State {
     pub(crate) endpoint: quinn::Endpoint,
+    /// Certificate, client CA and permissions: swapped whole by a reload.
+    pub(super) security: RwLock<Arc<Security>>,
+    pub(super) transport: ServerTransport,
+    /// Where per-connection qlog files go, if anywhere.
+    pub(super) qlog: Option<QlogDir>,
     pub(crate) policy: Policy,
     pub(crate) admission: Admission,
     pub(crate) lifecycle: Lifecycle,
@@ -33,13 +42,27 @@ pub(crate) struct State {
     pub(crate) metrics: Arc<crate::metrics::Metrics>,
 }
 
-/// What clients may do: fixed when the gateway starts.
+/// What the gateway serves and within what limits: fixed when it starts (the registry's
+/// contents may change; who may use them is [`Security`]'s, which a reload replaces).
 pub(crate) struct Policy {
     pub(crate) registry: Registry,
     pub(crate) files: FileConfig,
-    pub(crate) permissions: HashMap<String, Permissions>,
-    pub(crate) default_permissions: Permissions,
     pub(crate) limits: Limits,
+}
+
+/// The QUIC transport settings of the gateway's connections.
+pub(super) struct ServerTransport {
+    /// Windows already capped by the connection budget.
+    pub(super) tuning: TransportTuning,
+    pub(super) keep_alive: Duration,
+    pub(super) max_ops: u32,
+}
+
+impl ServerTransport {
+    /// A fresh quinn transport config (one per connection when it logs qlog).
+    pub(super) fn quinn(&self) -> quinn::TransportConfig {
+        self.tuning.quinn(self.keep_alive, self.max_ops, 0)
+    }
 }
 
 /// Who gets in, and what they may hold.
@@ -79,11 +102,12 @@ pub(crate) struct Counters {
 }
 
 impl State {
-    /// The permissions of a client.
-    pub(crate) fn permissions_of(&self, identity: Option<&str>) -> &Permissions {
-        identity
-            .and_then(|id| self.policy.permissions.get(id))
-            .unwrap_or(&self.policy.default_permissions)
+    /// The security (certificate, client CA, permissions) in force now.
+    pub(crate) fn security(&self) -> Arc<Security> {
+        self.security
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Stops accepting, lets in-flight work finish within `grace`, then closes the endpoint.
@@ -94,9 +118,17 @@ impl State {
             return;
         }
         info!(?grace, "gateway shutting down");
-        self.lifecycle.stop_accepting.cancel();
-        // Refuse new handshakes at the QUIC level.
-        self.endpoint.set_server_config(None);
+        {
+            // Under the security lock: a reload either finished before, or sees the
+            // cancellation and leaves the server config cleared.
+            let _security = self
+                .security
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            self.lifecycle.stop_accepting.cancel();
+            // Refuse new handshakes at the QUIC level.
+            self.endpoint.set_server_config(None);
+        }
         self.lifecycle.tracker.close();
         if tokio::time::timeout(grace, self.lifecycle.tracker.wait())
             .await
@@ -136,7 +168,7 @@ impl IpSlot {
             .admission
             .per_ip
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+            .unwrap_or_else(PoisonError::into_inner);
         let n = map.entry(ip).or_insert(0);
         if *n >= shared.policy.limits.max_connections_per_ip {
             return None;
@@ -158,7 +190,7 @@ impl Drop for IpSlot {
             .admission
             .per_ip
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+            .unwrap_or_else(PoisonError::into_inner);
         if let Some(n) = map.get_mut(&self.ip) {
             *n -= 1;
             if *n == 0 {

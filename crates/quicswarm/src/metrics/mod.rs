@@ -122,7 +122,8 @@ impl OpKind {
         Self::Invalid,
     ];
 
-    const fn name(self) -> &'static str {
+    /// Its label: in the metrics, and the `kind` of every log line of the operation.
+    pub(crate) const fn name(self) -> &'static str {
         match self {
             Self::Ping => "ping",
             Self::Call => "call",
