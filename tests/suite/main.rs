@@ -5,6 +5,7 @@ mod delivery;
 mod early;
 mod errors;
 mod files;
+mod fleet;
 mod hostile;
 mod lifecycle;
 mod logs;

@@ -28,7 +28,7 @@ pub(crate) struct Selection {
 }
 
 impl Selection {
-    fn selector(&self, paths: Vec<String>) -> Selector {
+    pub(crate) fn selector(&self, paths: Vec<String>) -> Selector {
         Selector {
             dir: self.dir.clone(),
             glob: self.glob.clone(),

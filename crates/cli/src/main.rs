@@ -2,13 +2,15 @@
 //!
 //! Thin by design: it parses arguments, sets up logging and calls the library. `main.rs`
 //! names the commands and hands each to its file: `gateway.rs`, `calls.rs` (ping, call,
-//! stream, send), `files.rs` (ls, get, put), `certs.rs`, `demo.rs`; `opts.rs` has the
+//! stream, send), `files.rs` (ls, get, put), `fleet.rs` (the same on many gateways),
+//! `certs.rs`, `demo.rs`; `opts.rs` has the
 //! options every client command shares.
 
 mod calls;
 mod certs;
 mod demo;
 mod files;
+mod fleet;
 mod gateway;
 mod opts;
 
@@ -100,6 +102,9 @@ enum Command {
         #[command(flatten)]
         client: ClientOpts,
     },
+    /// One operation on every gateway of a fleet file (ping, call, get, put), with a live
+    /// table; `--json`: one line per gateway.
+    Fleet(fleet::FleetArgs),
     /// Certificates.
     Certs {
         #[command(subcommand)]
@@ -193,6 +198,7 @@ async fn run(cli: Cli) -> Result<()> {
             }
             finish(ctl, c, result).await
         }
+        Command::Fleet(args) => fleet::run(args).await,
         Command::Certs { command } => certs::run(command),
         Command::Demo { json } => demo::run(json).await,
     }

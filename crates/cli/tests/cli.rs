@@ -473,3 +473,88 @@ fn qlog_dir_from_the_command_line() {
     // The gateway's file exists from the handshake on (written out when it closes).
     assert_eq!(std::fs::read_dir(&gateway_logs).unwrap().count(), 1);
 }
+
+/// Runs `quicswarm fleet FILE ARGS... --json` and returns its JSON lines by gateway, and
+/// whether it exited successfully.
+fn fleet_json(file: &Path, args: &[&str]) -> (std::collections::HashMap<String, Value>, bool) {
+    let out = Command::new(BIN)
+        .arg("fleet")
+        .arg(file)
+        .args(args)
+        .args(["--json", "--timeout", "10"])
+        .output()
+        .expect("run quicswarm fleet");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines = stdout
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}"));
+            (v["gateway"].as_str().unwrap_or_default().to_string(), v)
+        })
+        .collect();
+    (lines, out.status.success())
+}
+
+#[test]
+fn fleet_ping_call_and_get_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    std::fs::create_dir_all(logs.join("day1")).unwrap();
+    std::fs::write(logs.join("day1/a.log"), b"alpha").unwrap();
+    let serve = format!("logs={}", logs.display());
+    let one = GatewayProcess::start(&dir.path().join("c1"), &["--serve", &serve]);
+    let two = GatewayProcess::start(&dir.path().join("c2"), &["--serve", &serve]);
+    let dead = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let dead_addr = dead.local_addr().unwrap();
+    drop(dead);
+    let file = dir.path().join("fleet.txt");
+    std::fs::write(
+        &file,
+        format!(
+            "# two robots and one that is off\none {} {}\ntwo {} {}\noff {dead_addr} {}\n",
+            one.addr, one.fingerprint, two.addr, two.fingerprint, one.fingerprint
+        ),
+    )
+    .unwrap();
+
+    let (pings, all_ok) = fleet_json(&file, &["ping", "--gateway-timeout", "2"]);
+    assert!(!all_ok, "a failed gateway makes the command fail");
+    assert_eq!(pings.len(), 3, "{pings:?}");
+    assert_eq!(pings["one"]["ok"], true);
+    assert!(pings["two"]["rtt_us"].as_u64().is_some());
+    assert_eq!(pings["off"]["ok"], false);
+    assert!(pings["off"]["error"].as_str().is_some());
+
+    // Only the two that answer from here on.
+    std::fs::write(
+        &file,
+        format!(
+            "one {} {}\ntwo {} {}\n",
+            one.addr, one.fingerprint, two.addr, two.fingerprint
+        ),
+    )
+    .unwrap();
+    let (calls, ok) = fleet_json(&file, &["call", "echo", r#""hi""#]);
+    assert!(ok);
+    assert_eq!(calls["one"]["utf8"], "hi");
+    assert_eq!(calls["two"]["utf8"], "hi");
+
+    let dest = dir.path().join("collected");
+    let (got, ok) = fleet_json(&file, &["get", "logs", dest.to_str().unwrap()]);
+    assert!(ok, "{got:?}");
+    assert_eq!(got["one"]["files"], 1);
+    for name in ["one", "two"] {
+        assert_eq!(
+            std::fs::read(dest.join(name).join("day1/a.log")).unwrap(),
+            b"alpha"
+        );
+    }
+    let (again, _) = fleet_json(&file, &["get", "logs", dest.to_str().unwrap()]);
+    assert_eq!(
+        (
+            again["two"]["files"].as_u64(),
+            again["two"]["skipped"].as_u64()
+        ),
+        (Some(0), Some(1))
+    );
+}

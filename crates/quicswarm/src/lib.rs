@@ -47,6 +47,11 @@
 //! items, files, bytes, and per client its RTT, congestion window and loss);
 //! [`Gateway::metrics`] returns the same text.
 //!
+//! # Fleets
+//! A [`fleet::Fleet`] runs one operation (ping, call, send, list, download, upload, stream,
+//! or any closure) on many named gateways through one controller, a bounded number at a
+//! time, and yields each gateway's own result as it finishes.
+//!
 //! # Observability and operations
 //! Every line a gateway logs (through `tracing`) sits in spans naming the gateway, the
 //! handler (id, client address and identity) and the operation's kind. With the `qlog`
@@ -85,6 +90,8 @@
 //!   what is served and `List`, `get.rs`, `put.rs`; `select.rs`, `source.rs`), the
 //!   receiver's store (`dest/`: whole files in `commit.rs`, big files' parts in `part.rs`,
 //!   their locks in `locks.rs`) and range hashes (`tree.rs`).
+//! - [`fleet`]: many gateways at once: members and fleet files (`members.rs`), the generic
+//!   per-member runner (`mod.rs`), the operations (`ops.rs`), merged streams (`merged.rs`).
 //! - [`tls`]: identities, fingerprints, trust, `certs init`.
 //! - `transport/`: QUIC, or TLS over TCP with yamux (`tcp/`: dialling, the driver, the
 //!   streams), behind one connection type (`mod.rs`), with errors of our own (`error.rs`) so
@@ -142,6 +149,7 @@ pub mod demo;
 mod ended;
 mod error;
 pub mod files;
+pub mod fleet;
 mod gateway;
 pub mod gateway_config;
 mod io;

@@ -58,9 +58,15 @@ impl Trusted {
 }
 
 impl Controller {
-    /// The trust for a dial of `label`: the configs to dial with and the pin to check.
-    pub(super) async fn trust(&self, label: &str) -> Result<Trusted, ConnectError> {
+    /// The trust for a dial of `label`: the configs to dial with and the pin to check (`pin`
+    /// when the caller gives one, whatever the controller's trust).
+    pub(super) async fn trust(
+        &self,
+        label: &str,
+        pin: Option<Fingerprint>,
+    ) -> Result<Trusted, ConnectError> {
         let (allowed, expected, first_use) = match &self.config.trust {
+            _ if pin.is_some() => (pin.map(|fp| vec![fp]), pin, None),
             Trust::Ca(_) => (None, None, None),
             Trust::Fingerprints(allowed) => (Some(allowed.clone()), allowed.first().copied(), None),
             Trust::KnownGateways(file) => {
@@ -120,9 +126,12 @@ impl Controller {
             return Ok(hit.clone());
         }
         let record = Arc::new(Mutex::new(PinRecord::default()));
+        // A pin given for the dial wins over the CA.
         let verifier: Arc<dyn rustls::client::danger::ServerCertVerifier> = match &self.config.trust
         {
-            Trust::Ca(roots) => tls::ca_verifier(roots).map_err(tls::TlsError::from)?,
+            Trust::Ca(roots) if allowed.is_none() => {
+                tls::ca_verifier(roots).map_err(tls::TlsError::from)?
+            }
             _ => self.pin_verifier(allowed, &record),
         };
         let tls = tls::client_config(verifier, &self.resumption, self.config.identity.as_ref())

@@ -107,7 +107,22 @@ impl Controller {
     /// [`ConnectError::FingerprintMismatch`] when a pinned gateway shows another certificate;
     /// others for resolution, handshake and timeout failures.
     pub async fn get_client(&self, addr: &str) -> Result<Client, ConnectError> {
-        self.get_client_with(addr, false).await
+        self.get_client_with(addr, false, None).await
+    }
+
+    /// Like [`get_client`](Self::get_client), trusting only the gateway whose certificate
+    /// has `fingerprint`, whatever the controller's [`Trust`](crate::Trust) (nothing is
+    /// written to a known-gateways file): for fleets, whose file pins each gateway.
+    ///
+    /// # Errors
+    /// As [`get_client`](Self::get_client); [`ConnectError::FingerprintMismatch`] when the
+    /// gateway shows another certificate.
+    pub async fn get_client_pinned(
+        &self,
+        addr: &str,
+        fingerprint: crate::Fingerprint,
+    ) -> Result<Client, ConnectError> {
+        self.get_client_with(addr, false, Some(fingerprint)).await
     }
 
     /// Like [`get_client`](Self::get_client), but without a round trip when this controller
@@ -125,10 +140,15 @@ impl Controller {
     /// # Errors
     /// As [`get_client`](Self::get_client).
     pub async fn get_client_0rtt(&self, addr: &str) -> Result<Client, ConnectError> {
-        self.get_client_with(addr, true).await
+        self.get_client_with(addr, true, None).await
     }
 
-    async fn get_client_with(&self, addr: &str, early: bool) -> Result<Client, ConnectError> {
+    async fn get_client_with(
+        &self,
+        addr: &str,
+        early: bool,
+        pin: Option<crate::Fingerprint>,
+    ) -> Result<Client, ConnectError> {
         let (kind, addr) = transport_of(addr);
         if early && kind == TransportKind::Tcp {
             return Err(ConnectError::Unsupported {
@@ -138,7 +158,7 @@ impl Controller {
         }
         let (remote, server_name) = resolve(addr).await?;
         let timeout = self.config.connect_timeout;
-        let connect = self.connect(kind, addr, remote, &server_name, early);
+        let connect = self.connect(kind, addr, remote, &server_name, early, pin);
         match tokio::time::timeout(timeout, connect).await {
             Ok(result) => result,
             Err(_) => Err(ConnectError::Timeout {
@@ -157,8 +177,9 @@ impl Controller {
         remote: SocketAddr,
         server_name: &str,
         early: bool,
+        pin: Option<crate::Fingerprint>,
     ) -> Result<Client, ConnectError> {
-        let trusted = self.trust(label).await?;
+        let trusted = self.trust(label, pin).await?;
         let conn = if kind == TransportKind::Tcp {
             let name =
                 rustls::pki_types::ServerName::try_from(server_name.to_string()).map_err(|e| {
