@@ -1,7 +1,25 @@
 //! The gateway's `/metrics` endpoint, scraped over HTTP: the counters move with the work done.
 
-use quicswarm::{demo::CounterArgs, files::Selector};
-use quicswarm_tests::{spawn_gateway, tree, within};
+use quicswarm::{
+    demo::CounterArgs,
+    files::{Selector, Swarm, TransferError, TransferOptions, TransferSummary},
+};
+use quicswarm_tests::{spawn_gateway, tree, within, TestGateway};
+
+/// Downloads root `data` of `gw` over a swarm of one, kept open (its handler counts).
+async fn download_data(gw: &TestGateway) -> (Swarm, Result<TransferSummary, TransferError>) {
+    let swarm = within("swarm", Swarm::connect(&gw.controller(), &gw.addr, 1))
+        .await
+        .unwrap();
+    let dest = tempfile::tempdir().unwrap();
+    let options = TransferOptions::default();
+    let result = within(
+        "download",
+        swarm.download("data", &Selector::all(), dest.path(), &options),
+    )
+    .await;
+    (swarm, result)
+}
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// `GET path` on `addr`; the status line and the body.
@@ -60,20 +78,8 @@ async fn scraped_counters_move_with_the_work() {
         .await
         .unwrap();
     while within("item", items.next()).await.unwrap().is_some() {}
-    let swarm = within(
-        "swarm",
-        quicswarm::files::Swarm::connect(&gw.controller(), &gw.addr, 1),
-    )
-    .await
-    .unwrap();
-    let dest = tempfile::tempdir().unwrap();
-    let options = quicswarm::files::TransferOptions::default();
-    let summary = within(
-        "download",
-        swarm.download("data", &Selector::all(), dest.path(), &options),
-    )
-    .await
-    .unwrap();
+    let (swarm, summary) = download_data(&gw).await;
+    let summary = summary.unwrap();
 
     let (_, after) = http_get(addr, "/metrics").await;
     let ops = |kind: &str, result: &str| {
@@ -134,20 +140,8 @@ async fn limit_hits_are_counted_by_limit() {
             .limits(limits)
     })
     .await;
-    let swarm = within(
-        "swarm",
-        quicswarm::files::Swarm::connect(&gw.controller(), &gw.addr, 1),
-    )
-    .await
-    .unwrap();
-    let dest = tempfile::tempdir().unwrap();
-    let options = quicswarm::files::TransferOptions::default();
     // More files than one request may name: the gateway refuses with a typed error.
-    let refused = within(
-        "download",
-        swarm.download("data", &Selector::all(), dest.path(), &options),
-    )
-    .await;
+    let (_swarm, refused) = download_data(&gw).await;
     assert!(refused.is_err());
     let text = gw.gateway.metrics();
     assert!(

@@ -5,13 +5,27 @@ use std::path::Path;
 use crate::harness::spawn_gateway;
 use quicswarm::{
     tls::{self, certs_init},
-    Allow, CallError, ConnectError, Gateway, GatewayError, Identity, Permissions, Trust,
+    Allow, CallError, ConnectError, Fingerprint, Gateway, GatewayError, Identity, Permissions,
+    Trust,
 };
-use quicswarm_tests::{controller, within};
+use quicswarm_tests::{controller, within, TestGateway};
+
+/// A client of `gw` from a controller that trusts only `fingerprint`.
+async fn pinned(
+    gw: &TestGateway,
+    fingerprint: Fingerprint,
+    what: &str,
+) -> Result<quicswarm::Client, ConnectError> {
+    within(
+        what,
+        controller(Trust::Fingerprints(vec![fingerprint])).get_client(&gw.addr),
+    )
+    .await
+}
 
 /// Replaces the certificate and key in `dir` with a new self-signed pair; returns its
 /// fingerprint.
-fn new_certificate(dir: &Path) -> quicswarm::Fingerprint {
+fn new_certificate(dir: &Path) -> Fingerprint {
     let fresh = tempfile::tempdir().unwrap();
     let (identity, created) = Identity::load_or_create(fresh.path()).unwrap();
     assert!(created);
@@ -27,12 +41,7 @@ async fn a_reload_serves_the_new_certificate_and_old_connections_carry_on() {
     let dir = certs.path().to_path_buf();
     let gw = spawn_gateway(move |b| b.cert_dir(dir)).await;
     let old = gw.gateway.fingerprint();
-    let before = within(
-        "connect before",
-        controller(Trust::Fingerprints(vec![old])).get_client(&gw.addr),
-    )
-    .await
-    .unwrap();
+    let before = pinned(&gw, old, "connect before").await.unwrap();
     within("ping before", before.ping()).await.unwrap();
 
     let new = new_certificate(certs.path());
@@ -41,19 +50,11 @@ async fn a_reload_serves_the_new_certificate_and_old_connections_carry_on() {
     assert_eq!(served, new);
     assert_eq!(gw.gateway.fingerprint(), new);
 
-    let after = within(
-        "connect pinned to the new certificate",
-        controller(Trust::Fingerprints(vec![new])).get_client(&gw.addr),
-    )
-    .await
-    .unwrap();
+    let after = pinned(&gw, new, "connect pinned to the new certificate")
+        .await
+        .unwrap();
     within("ping after", after.ping()).await.unwrap();
-    match within(
-        "connect pinned to the old certificate",
-        controller(Trust::Fingerprints(vec![old])).get_client(&gw.addr),
-    )
-    .await
-    {
+    match pinned(&gw, old, "connect pinned to the old certificate").await {
         Err(ConnectError::FingerprintMismatch {
             expected, actual, ..
         }) => assert_eq!((expected, actual), (old, new)),
@@ -76,12 +77,9 @@ async fn a_reload_that_fails_keeps_the_gateway_serving_as_before() {
     let failed = within("reload", gw.gateway.reload()).await;
     assert!(matches!(failed, Err(GatewayError::Tls(_))), "{failed:?}");
     assert_eq!(gw.gateway.fingerprint(), old);
-    let client = within(
-        "connect after the failed reload",
-        controller(Trust::Fingerprints(vec![old])).get_client(&gw.addr),
-    )
-    .await
-    .unwrap();
+    let client = pinned(&gw, old, "connect after the failed reload")
+        .await
+        .unwrap();
     within("ping", client.ping()).await.unwrap();
 }
 
@@ -94,12 +92,9 @@ async fn reload_from_changes_permissions_for_the_next_request_of_a_live_connecti
     narrow.subroutines = Allow::only(["byte_sum"]);
     let only_sum = narrow.clone();
     let gw = spawn_gateway(move |b| b.cert_dir(dir).default_permissions(narrow)).await;
-    let client = within(
-        "connect",
-        controller(Trust::Fingerprints(vec![gw.gateway.fingerprint()])).get_client(&gw.addr),
-    )
-    .await
-    .unwrap();
+    let client = pinned(&gw, gw.gateway.fingerprint(), "connect")
+        .await
+        .unwrap();
     let denied = within("echo before", client.call("echo", "hi")).await;
     assert!(
         matches!(denied, Err(CallError::PermissionDenied(_))),
