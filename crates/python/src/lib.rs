@@ -4,7 +4,7 @@
 //!
 //! Layout: `runtime` (the one tokio runtime, and how a Python thread waits on it), `gateway`
 //! (Python functions as subroutines), `client` (controller and client), `session`, `items`
-//! (stream items handed to Python in batches), `files` (list, download, upload), `aio/` (the
+//! (stream items handed to Python in batches), `files` (list, download, upload), `fleet` (one operation on many gateways), `aio/` (the
 //! asyncio client and session), and the conversions: `args` (JSON arguments), `buffer`
 //! (Python buffers as bytes), `errors` (the exception hierarchy).
 
@@ -17,6 +17,7 @@ mod buffer;
 mod client;
 mod errors;
 mod files;
+mod fleet;
 mod gateway;
 mod items;
 mod runtime;
@@ -31,6 +32,9 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<client::Client>()?;
     m.add_class::<items::ItemIter>()?;
     m.add_class::<session::Session>()?;
+    m.add_class::<fleet::Fleet>()?;
+    m.add_class::<fleet::FleetResults>()?;
+    m.add_class::<fleet::FleetResult>()?;
     m.add_class::<aio::AsyncClient>()?;
     m.add_class::<aio::AsyncItemIter>()?;
     m.add_class::<aio::AsyncSession>()?;

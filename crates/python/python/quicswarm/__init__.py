@@ -14,8 +14,18 @@ gateways and hands out :class:`Client` objects, one QUIC connection each::
         assert client.call("echo", "hi") == b"hi"
 """
 
-from ._native import Client, Controller, Gateway, ItemIter, Session
+from ._native import Client, Controller, Fleet, FleetResult, FleetResults, Gateway, ItemIter, Session
 from .errors import *  # noqa: F401,F403
 from .errors import __all__ as _errors
 
-__all__ = ["Gateway", "Controller", "Client", "ItemIter", "Session", *_errors]
+__all__ = [
+    "Gateway",
+    "Controller",
+    "Client",
+    "ItemIter",
+    "Session",
+    "Fleet",
+    "FleetResult",
+    "FleetResults",
+    *_errors,
+]

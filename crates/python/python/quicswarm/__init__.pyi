@@ -1,5 +1,5 @@
 from os import PathLike
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple, Union, overload
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union, overload
 
 from .errors import *  # noqa: F401,F403
 
@@ -121,6 +121,62 @@ class ItemIter(Iterator[Tuple[int, bytes]]):
     def __iter__(self) -> "ItemIter": ...
     def __next__(self) -> Tuple[int, bytes]: ...
     def close(self) -> None: ...
+
+class FleetResult:
+    """One gateway's part of a fleet operation."""
+
+    gateway: str
+    addr: str
+    ok: bool
+    value: Any
+    """The round trip (seconds), bytes, int, listing or summary dict; None on failure."""
+    error: Optional[BaseException]
+    """The exception the gateway's part would have raised (e.g. quicswarm.Timeout)."""
+    seconds: float
+
+class FleetResults(Iterator[FleetResult]):
+    """Each gateway's result as it finishes; leaving the loop stops the rest."""
+
+    def __iter__(self) -> "FleetResults": ...
+    def __next__(self) -> FleetResult: ...
+    def close(self) -> None: ...
+
+class Fleet:
+    """One operation on every gateway of a fleet file, through one controller."""
+
+    def __init__(
+        self,
+        path: Optional[_Path] = None,
+        members: Optional[Sequence[Tuple[str, ...]]] = None,
+        controller: Optional[Controller] = None,
+        concurrency: int = 64,
+        timeout: Optional[float] = None,
+        swarm: int = 1,
+    ) -> None: ...
+    @property
+    def members(self) -> List[Tuple[str, str, Optional[str]]]: ...
+    def ping(self) -> FleetResults: ...
+    def call(self, name: str, *args: Any, **kwargs: Any) -> FleetResults: ...
+    def send(self, name: str, buffer: _Buffer, *args: Any, **kwargs: Any) -> FleetResults: ...
+    def list(
+        self,
+        root: str,
+        glob: Optional[str] = None,
+        regex: Optional[str] = None,
+        paths: Optional[Sequence[str]] = None,
+        recursive: bool = True,
+    ) -> FleetResults: ...
+    def download(
+        self,
+        root: str,
+        dest: _Path,
+        glob: Optional[str] = None,
+        regex: Optional[str] = None,
+        paths: Optional[Sequence[str]] = None,
+        recursive: bool = True,
+    ) -> FleetResults: ...
+    def upload(self, paths: Sequence[_Path], dest: str = "") -> FleetResults: ...
+    def __len__(self) -> int: ...
 
 class Session:
     """A client that reconnects by itself; subscriptions resume after the last item."""
