@@ -90,6 +90,9 @@ enum Mode {
     /// One QUIC connection, reliable telemetry, and the camera's late frames handed out
     /// (`SubscribeOptions::deliver_late`) instead of dropped.
     QuicLate(Congestion),
+    /// One QUIC connection, telemetry feeds `Unordered`: every reading, each on a stream of
+    /// its own (a lost packet delays only the readings it carried).
+    QuicUnordered(Congestion),
     /// One TLS-over-TCP connection, feeds multiplexed (yamux).
     TcpMux(&'static str),
     /// One TLS-over-TCP connection per feed.
@@ -99,7 +102,9 @@ enum Mode {
 impl Mode {
     fn transport(self) -> &'static str {
         match self {
-            Self::Quic(_) | Self::QuicDatagram(_) | Self::QuicLate(_) => "quic",
+            Self::Quic(_) | Self::QuicDatagram(_) | Self::QuicLate(_) | Self::QuicUnordered(_) => {
+                "quic"
+            }
             Self::TcpMux(_) => "tcp-mux",
             Self::TcpPerFeed(_) => "tcp-per-feed",
         }
@@ -107,7 +112,10 @@ impl Mode {
 
     fn cc(self) -> &'static str {
         match self {
-            Self::Quic(cc) | Self::QuicDatagram(cc) | Self::QuicLate(cc) => match cc {
+            Self::Quic(cc)
+            | Self::QuicDatagram(cc)
+            | Self::QuicLate(cc)
+            | Self::QuicUnordered(cc) => match cc {
                 Congestion::Cubic => "cubic",
                 Congestion::NewReno => "newreno",
                 _ => "bbr",
@@ -119,14 +127,17 @@ impl Mode {
     fn tcp(self) -> bool {
         !matches!(
             self,
-            Self::Quic(_) | Self::QuicDatagram(_) | Self::QuicLate(_)
+            Self::Quic(_) | Self::QuicDatagram(_) | Self::QuicLate(_) | Self::QuicUnordered(_)
         )
     }
 
     fn tuning(self) -> TransportTuning {
         let mut t = TransportTuning::preset(LinkPreset::Wifi);
         match self {
-            Self::Quic(cc) | Self::QuicDatagram(cc) | Self::QuicLate(cc) => t.congestion = cc,
+            Self::Quic(cc)
+            | Self::QuicDatagram(cc)
+            | Self::QuicLate(cc)
+            | Self::QuicUnordered(cc) => t.congestion = cc,
             Self::TcpMux(cc) | Self::TcpPerFeed(cc) => t.tcp_congestion = Some(cc.to_string()),
         }
         t
@@ -137,6 +148,7 @@ impl Mode {
         match self {
             Self::QuicDatagram(_) => "datagram",
             Self::QuicLate(_) => "reliable, late frames",
+            Self::QuicUnordered(_) => "unordered",
             _ => "reliable",
         }
     }
@@ -156,6 +168,7 @@ fn modes(workload: Workload) -> Vec<Mode> {
             v.push(Quic(Congestion::BbrExperimental));
             v.push(QuicDatagram(Congestion::BbrExperimental));
             v.push(QuicLate(Congestion::BbrExperimental));
+            v.push(QuicUnordered(Congestion::BbrExperimental));
             v.extend(tcp(TcpMux));
             v.extend(tcp(TcpPerFeed));
         }
@@ -467,6 +480,7 @@ async fn telemetry(ctx: Ctx) -> Result<(Map<String, Value>, charts::Series)> {
         let feed = Ticker::new(hz, size, ctx.seconds);
         let delivery = match ctx.mode {
             Mode::QuicDatagram(_) => Delivery::Datagram,
+            Mode::QuicUnordered(_) => Delivery::Unordered,
             _ => Delivery::Reliable,
         };
         let mut opts = SubscribeOptions::delivery(delivery);
@@ -785,11 +799,10 @@ fn run_row(
 ) -> Result<Row> {
     let link = Link::up(profile.spec().seed(args.seed))?;
     let gw = start_gateway(&link, mode, tree.to_path_buf())?;
-    let addr = match mode {
-        Mode::Quic(_) | Mode::QuicDatagram(_) | Mode::QuicLate(_) => {
-            format!("{}:{PORT}", link.addr(Side::A))
-        }
-        _ => format!("tcp://{}:{PORT}", link.addr(Side::A)),
+    let addr = if mode.tcp() {
+        format!("tcp://{}:{PORT}", link.addr(Side::A))
+    } else {
+        format!("{}:{PORT}", link.addr(Side::A))
     };
     let link = Arc::new(link);
     let ctx = Ctx {

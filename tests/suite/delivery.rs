@@ -308,3 +308,42 @@ async fn latest_cancels_an_item_in_flight_past_its_max_age() {
         "every frame accounted for"
     );
 }
+
+/// `Unordered`: every item arrives, exactly once, through loss (each on its own stream, so a
+/// lost packet holds back only the items it carried), more of them than may be in flight.
+#[tokio::test]
+async fn unordered_delivery_carries_every_item_once_through_a_lossy_link() {
+    let link = quicswarm_tests::link::Link::new(13);
+    link.set_loss(0.1);
+    let gw = spawn_gateway(|b| b).await;
+    let mut config = quicswarm::ControllerConfig::with_trust(quicswarm::Trust::Fingerprints(vec![
+        gw.fingerprint,
+    ]));
+    config.socket_wrapper = Some(link.wrapper());
+    let controller = quicswarm::Controller::new(config).unwrap();
+    let client = within("connect", controller.get_client(&gw.addr))
+        .await
+        .unwrap();
+    let options = SubscribeOptions::delivery(Delivery::Unordered);
+    let args = CounterArgs {
+        count: 600,
+        size: 100,
+    };
+    let mut items = within("subscribe", client.subscribe("counter", &args, &options))
+        .await
+        .unwrap();
+    let mut idents = Vec::new();
+    while let Some((ident, data)) = within("item", items.next()).await.unwrap() {
+        assert_eq!(data.len(), 100);
+        idents.push(ident);
+    }
+    let (_, dropped) = link.counters();
+    assert!(dropped > 0, "the link dropped packets");
+    idents.sort_unstable();
+    assert_eq!(
+        idents,
+        (0..600).collect::<Vec<_>>(),
+        "each item exactly once"
+    );
+    assert_eq!(items.superseded(), 0);
+}

@@ -264,6 +264,13 @@ pub enum Delivery {
         /// Subscription id, chosen by the client, unique on its connection.
         id: u32,
     },
+    /// Every item, each on its own unidirectional stream as `Latest` (a [`LatestHeader`]
+    /// first), none superseded: reliable, handed out as they arrive, so a lost packet delays
+    /// only the items it carried. Last, so the variants before keep their wire numbers.
+    Unordered {
+        /// Subscription id, chosen by the client, unique on its connection.
+        id: u32,
+    },
 }
 
 /// Options of a stream subscription.

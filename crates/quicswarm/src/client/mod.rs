@@ -293,6 +293,7 @@ impl Client {
         let delivery = match (options.delivery, &routed) {
             (Delivery::Latest, Some(r)) => proto::Delivery::Latest { id: r.id },
             (Delivery::Datagram, Some(r)) => proto::Delivery::Datagram { id: r.id },
+            (Delivery::Unordered, Some(r)) => proto::Delivery::Unordered { id: r.id },
             _ => proto::Delivery::Reliable,
         };
         let request = Request::Stream {

@@ -10,7 +10,7 @@ use quicswarm_proto::{
 use tracing::{debug, error_span, info, warn, Instrument};
 
 use super::{
-    deliver::{run_datagram, run_latest, run_stream},
+    deliver,
     pair::Pair,
     reply::{log_failure, write_error},
     state::State,
@@ -259,26 +259,15 @@ async fn run(
             send.set_priority(options.priority);
             write_frame(send, &Response::Accepted).await?;
             // Boxed: keeps the common (small) operations' task small to spawn.
-            match options.delivery {
-                Delivery::Reliable => {
-                    let counted = shared.metrics.items("reliable");
-                    Box::pin(run_stream(send, producer, &name, &counted)).await
-                }
-                Delivery::Latest { id } => {
-                    let max_age = options
-                        .max_age_ms
-                        .map(|ms| std::time::Duration::from_millis(u64::from(ms)));
-                    let p = (options.priority, max_age);
-                    let counted = shared.metrics.items("latest");
-                    let run = run_latest(&pair.conn, send, producer, &name, id, p, &counted);
-                    Box::pin(run).await
-                }
-                Delivery::Datagram { id } => {
-                    let counted = shared.metrics.items("datagram");
-                    let run = run_datagram(&pair.conn, send, producer, &name, id, &counted);
-                    Box::pin(run).await
-                }
-            }
+            Box::pin(deliver::run(
+                &pair.conn,
+                send,
+                producer,
+                &name,
+                options,
+                &shared.metrics,
+            ))
+            .await
         }
         Admitted::Send {
             name,

@@ -113,9 +113,9 @@ pub(in crate::gateway) async fn run_latest(
         .map_err(Ended::from)
 }
 
-/// Opens the unidirectional stream of one `Latest` item; `None` if the client stopped it
-/// (the next item follows anyway).
-async fn send_latest(
+/// Opens the unidirectional stream of one `Latest` (or `Unordered`) item; `None` if the
+/// client stopped it (the next item follows anyway).
+pub(super) async fn send_latest(
     conn: &Connection,
     id: u32,
     ident: i64,

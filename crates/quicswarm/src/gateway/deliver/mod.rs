@@ -1,18 +1,56 @@
 //! How a stream subroutine's items reach the client: `reliable` (in order, on the
 //! operation's stream), `latest` (each item on a stream of its own, newer replacing waiting
-//! ones) and `datagram` (one unreliable datagram each).
+//! ones), `datagram` (one unreliable datagram each) and `unordered` (each item on a stream of
+//! its own, none replaced).
 
 mod datagram;
 mod latest;
 mod reliable;
+mod unordered;
 mod window;
-
-pub(super) use self::{datagram::run_datagram, latest::run_latest, reliable::run_stream};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
+use quicswarm_proto::{Delivery, StreamOptions};
 
-use crate::{subroutine::Failure, transport::SendStream};
+use self::{
+    datagram::run_datagram, latest::run_latest, reliable::run_stream, unordered::run_unordered,
+};
+use crate::{
+    ended::Reply,
+    metrics::Metrics,
+    subroutine::{Failure, Producer},
+    transport::{Connection, SendStream},
+};
+
+/// Delivers `producer`'s items as `options` ask, counting them in `metrics`.
+pub(super) async fn run(
+    conn: &Connection,
+    send: &mut SendStream,
+    producer: Producer,
+    name: &str,
+    options: StreamOptions,
+    metrics: &Metrics,
+) -> Reply {
+    match options.delivery {
+        Delivery::Reliable => run_stream(send, producer, name, &metrics.items("reliable")).await,
+        Delivery::Latest { id } => {
+            let max_age = options
+                .max_age_ms
+                .map(|ms| std::time::Duration::from_millis(u64::from(ms)));
+            let p = (options.priority, max_age);
+            let counted = metrics.items("latest");
+            run_latest(conn, send, producer, name, id, p, &counted).await
+        }
+        Delivery::Datagram { id } => {
+            run_datagram(conn, send, producer, name, id, &metrics.items("datagram")).await
+        }
+        Delivery::Unordered { id } => {
+            let counted = metrics.items("unordered");
+            run_unordered(conn, send, producer, name, id, options.priority, &counted).await
+        }
+    }
+}
 
 /// Microseconds since the Unix epoch, for item timestamps.
 fn now_us() -> u64 {
@@ -23,7 +61,7 @@ fn now_us() -> u64 {
 
 /// The next item, or `None` when the client stopped the subscription.
 async fn next_or_abort(
-    producer: &mut crate::subroutine::Producer,
+    producer: &mut Producer,
     send: &mut SendStream,
 ) -> Option<Option<Result<(i64, Bytes), Failure>>> {
     tokio::select! {
