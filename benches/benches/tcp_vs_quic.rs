@@ -5,6 +5,7 @@
 //! ```text
 //! cargo bench -p quicswarm-benches --bench tcp-vs-quic -- --profile L2 --workload telemetry
 //! cargo bench -p quicswarm-benches --bench tcp-vs-quic -- --seconds 30 --json report.json --chart-dir charts
+//! cargo bench -p quicswarm-benches --bench tcp-vs-quic -- --profile L3 --workload telemetry --transport quic --camera-max-age 200
 //! ```
 //!
 //! Needs root (network namespaces, TUN devices). Not run in CI.
@@ -75,6 +76,10 @@ struct Args {
     /// Write one SVG chart per workload here.
     #[arg(long)]
     chart_dir: Option<PathBuf>,
+    /// `max_age` of the QUIC camera subscriptions, milliseconds: frames older are dropped on
+    /// arrival, and one in flight that long is cancelled for a newer one. Default none.
+    #[arg(long, value_name = "MS")]
+    camera_max_age: Option<u64>,
     /// cargo bench passes this; ignored.
     #[arg(long, hide = true)]
     bench: bool,
@@ -393,6 +398,8 @@ struct Ctx {
     executed: Executed,
     /// The emulated link, to cut and restore.
     link: Arc<Link>,
+    /// `--camera-max-age`.
+    camera_max_age: Option<Duration>,
 }
 
 impl Ctx {
@@ -473,6 +480,7 @@ async fn telemetry(ctx: Ctx) -> Result<(Map<String, Value>, charts::Series)> {
     });
     cam_opts.priority = 0;
     cam_opts.deliver_late = matches!(ctx.mode, Mode::QuicLate(_));
+    cam_opts.max_age = ctx.camera_max_age.filter(|_| !ctx.mode.tcp());
     let cam = cam_client.subscribe("feed", &camera, &cam_opts).await?;
     tasks.push(tokio::spawn(drain(cam, camera_ages.clone())));
     for (i, &(hz, size)) in FEEDS.iter().enumerate() {
@@ -537,6 +545,7 @@ async fn camera(ctx: Ctx) -> Result<(Map<String, Value>, charts::Series)> {
         Delivery::Latest
     });
     opts.deliver_late = matches!(ctx.mode, Mode::QuicLate(_));
+    opts.max_age = ctx.camera_max_age.filter(|_| !ctx.mode.tcp());
     let ages = Arc::new(Mutex::new(Vec::new()));
     let start = now_us();
     // A 2 s stall in the middle: the link goes down, then comes back.
@@ -815,6 +824,7 @@ fn run_row(
             as u64,
         executed: gw.executed.clone(),
         link: link.clone(),
+        camera_max_age: args.camera_max_age.map(Duration::from_millis),
     };
     let ns = link.namespace(Side::B).to_string();
     let started = Instant::now();
