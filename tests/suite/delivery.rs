@@ -347,3 +347,35 @@ async fn unordered_delivery_carries_every_item_once_through_a_lossy_link() {
     );
     assert_eq!(items.superseded(), 0);
 }
+
+/// Dropping an `Unordered` subscription stops its producer on the gateway (the items in
+/// flight are reset); the connection goes on.
+#[tokio::test]
+async fn an_unordered_subscription_dropped_early_stops_its_producer() {
+    let gw = spawn_gateway(|b| b).await;
+    let client = gw.client().await;
+    let options = SubscribeOptions::delivery(Delivery::Unordered);
+    let mut items = within(
+        "subscribe",
+        client.subscribe(
+            "ticker",
+            &quicswarm::Json(r#"{"count": 100000, "interval_ms": 1}"#),
+            &options,
+        ),
+    )
+    .await
+    .unwrap();
+    for _ in 0..5 {
+        assert!(within("item", items.next()).await.unwrap().is_some());
+    }
+    drop(items);
+    // The stopped subscription is counted as such once the gateway has noticed.
+    let stopped = "quicswarm_operations_total{kind=\"stream\",result=\"stopped\"} 1";
+    within("the producer to stop", async {
+        while !gw.gateway.metrics().lines().any(|l| l == stopped) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert_eq!(&client.call("echo", "after").await.unwrap()[..], b"after");
+}
