@@ -244,19 +244,27 @@ async fn priorities_order_streams_on_a_slow_link() {
     }
 }
 
-#[tokio::test]
-async fn datagrams_on_a_lossy_link_lose_some_and_fail_none() {
-    let link = quicswarm_tests::link::Link::new(11);
-    link.set_loss(0.2);
-    let gw = spawn_gateway(|b| b).await;
-    let mut config = quicswarm::ControllerConfig::with_trust(quicswarm::Trust::Fingerprints(vec![
-        gw.fingerprint,
-    ]));
+/// A client of `gw` whose packets cross `link` (its controller is returned to keep it alive).
+async fn through(
+    link: &quicswarm_tests::link::Link,
+    gw: &quicswarm_tests::TestGateway,
+) -> (quicswarm::Controller, quicswarm::Client) {
+    let trust = quicswarm::Trust::Fingerprints(vec![gw.fingerprint]);
+    let mut config = quicswarm::ControllerConfig::with_trust(trust);
     config.socket_wrapper = Some(link.wrapper());
     let controller = quicswarm::Controller::new(config).unwrap();
     let client = within("connect", controller.get_client(&gw.addr))
         .await
         .unwrap();
+    (controller, client)
+}
+
+#[tokio::test]
+async fn datagrams_on_a_lossy_link_lose_some_and_fail_none() {
+    let link = quicswarm_tests::link::Link::new(11);
+    link.set_loss(0.2);
+    let gw = spawn_gateway(|b| b).await;
+    let (_controller, client) = through(&link, &gw).await;
     let options = SubscribeOptions::delivery(Delivery::Datagram);
     let mut items = client
         .subscribe(
@@ -316,14 +324,7 @@ async fn unordered_delivery_carries_every_item_once_through_a_lossy_link() {
     let link = quicswarm_tests::link::Link::new(13);
     link.set_loss(0.1);
     let gw = spawn_gateway(|b| b).await;
-    let mut config = quicswarm::ControllerConfig::with_trust(quicswarm::Trust::Fingerprints(vec![
-        gw.fingerprint,
-    ]));
-    config.socket_wrapper = Some(link.wrapper());
-    let controller = quicswarm::Controller::new(config).unwrap();
-    let client = within("connect", controller.get_client(&gw.addr))
-        .await
-        .unwrap();
+    let (_controller, client) = through(&link, &gw).await;
     let options = SubscribeOptions::delivery(Delivery::Unordered);
     let args = CounterArgs {
         count: 600,
