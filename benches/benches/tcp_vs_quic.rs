@@ -98,6 +98,8 @@ enum Mode {
     /// One QUIC connection, telemetry feeds `Unordered`: every reading, each on a stream of
     /// its own (a lost packet delays only the readings it carried).
     QuicUnordered(Congestion),
+    /// One QUIC connection, telemetry feeds `Redundant`: `Unordered` plus a datagram copy.
+    QuicRedundant(Congestion),
     /// One TLS-over-TCP connection, feeds multiplexed (yamux).
     TcpMux(&'static str),
     /// One TLS-over-TCP connection per feed.
@@ -107,9 +109,11 @@ enum Mode {
 impl Mode {
     fn transport(self) -> &'static str {
         match self {
-            Self::Quic(_) | Self::QuicDatagram(_) | Self::QuicLate(_) | Self::QuicUnordered(_) => {
-                "quic"
-            }
+            Self::Quic(_)
+            | Self::QuicDatagram(_)
+            | Self::QuicLate(_)
+            | Self::QuicUnordered(_)
+            | Self::QuicRedundant(_) => "quic",
             Self::TcpMux(_) => "tcp-mux",
             Self::TcpPerFeed(_) => "tcp-per-feed",
         }
@@ -120,7 +124,8 @@ impl Mode {
             Self::Quic(cc)
             | Self::QuicDatagram(cc)
             | Self::QuicLate(cc)
-            | Self::QuicUnordered(cc) => match cc {
+            | Self::QuicUnordered(cc)
+            | Self::QuicRedundant(cc) => match cc {
                 Congestion::Cubic => "cubic",
                 Congestion::NewReno => "newreno",
                 _ => "bbr",
@@ -132,7 +137,11 @@ impl Mode {
     fn tcp(self) -> bool {
         !matches!(
             self,
-            Self::Quic(_) | Self::QuicDatagram(_) | Self::QuicLate(_) | Self::QuicUnordered(_)
+            Self::Quic(_)
+                | Self::QuicDatagram(_)
+                | Self::QuicLate(_)
+                | Self::QuicUnordered(_)
+                | Self::QuicRedundant(_)
         )
     }
 
@@ -142,7 +151,8 @@ impl Mode {
             Self::Quic(cc)
             | Self::QuicDatagram(cc)
             | Self::QuicLate(cc)
-            | Self::QuicUnordered(cc) => t.congestion = cc,
+            | Self::QuicUnordered(cc)
+            | Self::QuicRedundant(cc) => t.congestion = cc,
             Self::TcpMux(cc) | Self::TcpPerFeed(cc) => t.tcp_congestion = Some(cc.to_string()),
         }
         t
@@ -154,6 +164,7 @@ impl Mode {
             Self::QuicDatagram(_) => "datagram",
             Self::QuicLate(_) => "reliable, late frames",
             Self::QuicUnordered(_) => "unordered",
+            Self::QuicRedundant(_) => "redundant",
             _ => "reliable",
         }
     }
@@ -174,6 +185,7 @@ fn modes(workload: Workload) -> Vec<Mode> {
             v.push(QuicDatagram(Congestion::BbrExperimental));
             v.push(QuicLate(Congestion::BbrExperimental));
             v.push(QuicUnordered(Congestion::BbrExperimental));
+            v.push(QuicRedundant(Congestion::BbrExperimental));
             v.extend(tcp(TcpMux));
             v.extend(tcp(TcpPerFeed));
         }
@@ -489,6 +501,7 @@ async fn telemetry(ctx: Ctx) -> Result<(Map<String, Value>, charts::Series)> {
         let delivery = match ctx.mode {
             Mode::QuicDatagram(_) => Delivery::Datagram,
             Mode::QuicUnordered(_) => Delivery::Unordered,
+            Mode::QuicRedundant(_) => Delivery::Redundant,
             _ => Delivery::Reliable,
         };
         let mut opts = SubscribeOptions::delivery(delivery);

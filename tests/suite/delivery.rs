@@ -349,6 +349,35 @@ async fn unordered_delivery_carries_every_item_once_through_a_lossy_link() {
     assert_eq!(items.superseded(), 0);
 }
 
+/// `Redundant`: each small item as a datagram and on a stream; every item is handed out
+/// once, through loss that drops some copies of each kind.
+#[tokio::test]
+async fn redundant_delivery_hands_out_every_item_once_through_a_lossy_link() {
+    let link = quicswarm_tests::link::Link::new(17);
+    link.set_loss(0.1);
+    let gw = spawn_gateway(|b| b).await;
+    let (_controller, client) = through(&link, &gw).await;
+    let options = SubscribeOptions::delivery(Delivery::Redundant);
+    let args = CounterArgs {
+        count: 600,
+        size: 100,
+    };
+    let mut items = within("subscribe", client.subscribe("counter", &args, &options))
+        .await
+        .unwrap();
+    let mut idents = Vec::new();
+    while let Some((ident, _)) = within("item", items.next()).await.unwrap() {
+        idents.push(ident);
+    }
+    assert!(link.counters().1 > 0, "the link dropped packets");
+    idents.sort_unstable();
+    assert_eq!(
+        idents,
+        (0..600).collect::<Vec<_>>(),
+        "each item exactly once"
+    );
+}
+
 /// Dropping an `Unordered` subscription stops its producer on the gateway (the items in
 /// flight are reset); the connection goes on.
 #[tokio::test]

@@ -79,7 +79,12 @@ async fn quic_only_features_are_unsupported_over_tcp() {
     }
     let client = gw.client().await;
     let args = CounterArgs { count: 3, size: 10 };
-    for delivery in [Delivery::Latest, Delivery::Datagram, Delivery::Unordered] {
+    for delivery in [
+        Delivery::Latest,
+        Delivery::Datagram,
+        Delivery::Unordered,
+        Delivery::Redundant,
+    ] {
         let options = SubscribeOptions::delivery(delivery);
         match within("subscribe", client.subscribe("counter", &args, &options)).await {
             Err(CallError::Unsupported(m)) => assert!(m.contains("QUIC"), "{m}"),

@@ -271,6 +271,12 @@ pub enum Delivery {
         /// Subscription id, chosen by the client, unique on its connection.
         id: u32,
     },
+    /// As `Unordered`, and each item that fits a datagram is also sent as one
+    /// ([`crate::datagram`]): the client hands out whichever copy arrives first.
+    Redundant {
+        /// Subscription id, chosen by the client, unique on its connection.
+        id: u32,
+    },
 }
 
 /// Options of a stream subscription.

@@ -108,8 +108,9 @@ fn parse_delivery(delivery: &str) -> PyResult<Delivery> {
         "latest" => Ok(Delivery::Latest),
         "datagram" => Ok(Delivery::Datagram),
         "unordered" => Ok(Delivery::Unordered),
+        "redundant" => Ok(Delivery::Redundant),
         other => Err(PyTypeError::new_err(format!(
-            "delivery={other:?}: \"reliable\", \"latest\", \"datagram\" or \"unordered\""
+            "delivery={other:?}: \"reliable\", \"latest\", \"datagram\", \"unordered\" or \"redundant\""
         ))),
     }
 }
@@ -231,8 +232,9 @@ impl Client {
     /// Subscribes to a stream subroutine for a feed: `delivery="reliable"` (every item, in
     /// order), `"latest"` (each item on its own stream; a newer one replaces one not yet
     /// delivered: camera frames), `"datagram"` (one unreliable datagram each: small sensor
-    /// readings) or `"unordered"` (every item, each on its own stream, handed out as it
-    /// arrives: readings that must all arrive without waiting behind a lost one). `max_age` (seconds) cancels a `latest` item in flight that long once a newer
+    /// readings), `"unordered"` (every item, each on its own stream, handed out as it
+    /// arrives: readings that must all arrive without waiting behind a lost one) or
+    /// `"redundant"` (as `"unordered"`, plus a datagram copy of each small item). `max_age` (seconds) cancels a `latest` item in flight that long once a newer
     /// one is ready; `priority` orders this feed against others (higher first);
     /// `deliver_late=True` hands out a `latest` item that arrives after a newer one instead of
     /// dropping it (for consumers that use every frame, not for a display).

@@ -118,7 +118,7 @@ def test_pynetwork_style_callbacks(client):
     assert stats["rtt"] > 0 and stats["bytes_received"] > 0
 
 
-@pytest.mark.parametrize("delivery", ["reliable", "latest", "datagram", "unordered"])
+@pytest.mark.parametrize("delivery", ["reliable", "latest", "datagram", "unordered", "redundant"])
 def test_subscriptions_in_each_delivery_mode(client, delivery):
     items = list(client.subscribe("count", 20, size=100, delivery=delivery, priority=1))
     idents = [i for i, _ in items]
@@ -126,7 +126,7 @@ def test_subscriptions_in_each_delivery_mode(client, delivery):
     # never reorder past a newer one.
     if delivery == "reliable":
         assert idents == list(range(20))
-    elif delivery == "unordered":
+    elif delivery in ("unordered", "redundant"):
         assert sorted(idents) == list(range(20))
     else:
         assert idents and idents == sorted(set(idents)) and idents[-1] <= 19

@@ -38,7 +38,7 @@
 //! [`TransportTuning`] presets tune timeouts and loss detection for LAN, Wi-Fi or cellular;
 //! a [`Session`] reconnects by itself (0-RTT) and resumes subscriptions after the last item
 //! received; [`Client::subscribe`] picks a [`Delivery`] (reliable; latest-value, or every
-//! item unordered, on per-item streams; or datagrams) and a priority; [`Controller::get_client_0rtt`] runs replay-safe
+//! item unordered, on per-item streams, optionally with datagram copies; or datagrams) and a priority; [`Controller::get_client_0rtt`] runs replay-safe
 //! requests from early data.
 //!
 //! # Metrics

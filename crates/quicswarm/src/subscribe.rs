@@ -39,9 +39,18 @@ pub enum Delivery {
     /// Every item (reliable), each on its own QUIC stream, handed out as it arrives: a lost
     /// packet delays only the items it carried, not every later one as on a single stream.
     /// Idents may come out of order. For sensor readings that must all arrive but should not
-    /// wait behind each other: on the emulated L2 link (1% loss) a reading's p99 went from
-    /// 36 ms (`Reliable`) to 25 ms. QUIC only: over TLS-over-TCP, `CallError::Unsupported`.
+    /// wait behind each other: on the emulated L3 link (5% bursty loss) a reading's p99 went
+    /// from 176–180 ms (`Reliable`) to 139–144 ms. QUIC only: over TLS-over-TCP,
+    /// `CallError::Unsupported`.
     Unordered,
+    /// As [`Unordered`](Self::Unordered), and each item that fits a QUIC datagram (about
+    /// 1,200 bytes) is also sent as one: whichever copy arrives first is handed out, the
+    /// other dropped, so a reading whose packet is lost usually needs no repair at all. Costs
+    /// small items twice on the link. For sensor readings that must arrive, and soon: on the
+    /// emulated L2 link (1% loss) a reading's p99 went from 38 ms (`Reliable`) to 23 ms.
+    /// A second copy is recognised within 4,096 idents of the newest (a later one would be
+    /// handed out again). QUIC only: over TLS-over-TCP, `CallError::Unsupported`.
+    Redundant,
 }
 
 /// Options of a subscription; see [`Client::subscribe`](crate::Client::subscribe).
@@ -189,6 +198,8 @@ pub(crate) struct RoutedState {
     pub(crate) rx: mpsc::Receiver<Routed>,
     pub(crate) router: Arc<Router>,
     pub(crate) latest: bool,
+    /// Items come twice (`Redundant`): hand out the first copy only.
+    pub(crate) redundant: bool,
     /// Hand out items older than the newest one handed out (`Latest` only).
     pub(crate) deliver_late: bool,
     pub(crate) max_age: Option<Duration>,
@@ -218,6 +229,7 @@ impl RoutedState {
             rx,
             router,
             latest: options.delivery == Delivery::Latest,
+            redundant: options.delivery == Delivery::Redundant,
             deliver_late: options.deliver_late,
             max_age: options.max_age,
             last: None,
@@ -251,6 +263,11 @@ impl RoutedState {
             }
             return None;
         }
+        // The second copy of an item. (One that comes more than the window after its first
+        // is handed out again rather than risk dropping an item's only copy.)
+        if self.redundant && !self.delivered.insert(ident) {
+            return None;
+        }
         if self.counted.remove(&ident) {
             // Reported superseded, yet it arrived whole before the cancel took effect.
             self.superseded -= 1;
@@ -269,7 +286,7 @@ impl RoutedState {
             }
         }
         self.last = Some(self.last.map_or(ident, |l| l.max(ident)));
-        if self.latest {
+        if self.latest || self.redundant {
             let floor = self.last.unwrap_or(0).saturating_sub(WINDOW);
             self.delivered.retain(|&i| i > floor);
             self.counted.retain(|&i| i > floor);
@@ -303,6 +320,24 @@ mod tests {
             data: Bytes::from_static(b"frame"),
             sent_us: 0,
         }
+    }
+
+    #[test]
+    fn a_redundant_item_is_handed_out_once_whichever_copy_comes_first() {
+        let options = SubscribeOptions::delivery(Delivery::Redundant);
+        let mut s = RoutedState::new(
+            (0, mpsc::channel(1).1),
+            Arc::new(Router::default()),
+            &options,
+        );
+        assert!(s.accept(item(2)).is_some(), "the datagram copy");
+        assert!(s.accept(item(1)).is_some(), "out of order is fine");
+        assert!(s.accept(item(2)).is_none(), "the stream copy of 2");
+        assert!(s.accept(item(1)).is_none());
+        assert_eq!(s.superseded, 0);
+        // Far below the newest, an item is handed out rather than risk dropping it.
+        assert!(s.accept(item(WINDOW + 10)).is_some());
+        assert!(s.accept(item(3)).is_some());
     }
 
     #[test]

@@ -294,6 +294,7 @@ impl Client {
             (Delivery::Latest, Some(r)) => proto::Delivery::Latest { id: r.id },
             (Delivery::Datagram, Some(r)) => proto::Delivery::Datagram { id: r.id },
             (Delivery::Unordered, Some(r)) => proto::Delivery::Unordered { id: r.id },
+            (Delivery::Redundant, Some(r)) => proto::Delivery::Redundant { id: r.id },
             _ => proto::Delivery::Reliable,
         };
         let request = Request::Stream {

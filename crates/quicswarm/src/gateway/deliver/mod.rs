@@ -1,7 +1,7 @@
 //! How a stream subroutine's items reach the client: `reliable` (in order, on the
 //! operation's stream), `latest` (each item on a stream of its own, newer replacing waiting
-//! ones), `datagram` (one unreliable datagram each) and `unordered` (each item on a stream of
-//! its own, none replaced).
+//! ones), `datagram` (one unreliable datagram each), and `unordered` and `redundant` (each
+//! item on a stream of its own, none replaced; `redundant` adds a datagram copy).
 
 mod datagram;
 mod latest;
@@ -47,7 +47,13 @@ pub(super) async fn run(
         }
         Delivery::Unordered { id } => {
             let counted = metrics.items("unordered");
-            run_unordered(conn, send, producer, name, id, options.priority, &counted).await
+            let how = (options.priority, false);
+            run_unordered(conn, send, producer, name, id, how, &counted).await
+        }
+        Delivery::Redundant { id } => {
+            let counted = metrics.items("redundant");
+            let how = (options.priority, true);
+            run_unordered(conn, send, producer, name, id, how, &counted).await
         }
     }
 }

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use futures_util::{stream::FuturesUnordered, StreamExt};
-use quicswarm_proto::{ErrorCode, StreamFrame};
+use quicswarm_proto::{datagram, ErrorCode, StreamFrame};
 use tokio_util::sync::CancellationToken;
 
 use super::super::reply::log_failure;
@@ -26,14 +26,15 @@ const DRAIN: Duration = Duration::from_secs(5);
 
 /// `Unordered` delivery: each item on its own unidirectional stream as soon as the producer
 /// yields it, at most [`MAX_IN_FLIGHT`] unacknowledged. The end (or error) frame follows on
-/// the subscription's stream once they are acknowledged.
+/// the subscription's stream once they are acknowledged. With `copy` (`Redundant`), an item
+/// that fits a datagram goes as one first, best effort: the stream copy is the reliable one.
 pub(in crate::gateway) async fn run_unordered(
     conn: &Connection,
     send: &mut SendStream,
     mut producer: crate::subroutine::Producer,
     name: &str,
     id: u32,
-    priority: i32,
+    (priority, copy): (i32, bool),
     counted: &ItemCounters,
 ) -> Reply {
     // Each in-flight item owns its stream and ends when it is acknowledged (or stopped, or
@@ -46,6 +47,9 @@ pub(in crate::gateway) async fn run_unordered(
             next = producer.next(), if in_flight.len() < MAX_IN_FLIGHT => match next {
                 Some(Ok((ident, data))) if ident >= 0 => {
                     counted.item();
+                    if copy {
+                        datagram_copy(conn, id, ident, &data);
+                    }
                     if let Some(stream) = send_latest(conn, id, ident, data, priority).await? {
                         in_flight.push(until_acknowledged(stream, cancel.clone()));
                     }
@@ -66,6 +70,16 @@ pub(in crate::gateway) async fn run_unordered(
     write_frame(send, &end.unwrap_or(StreamFrame::End))
         .await
         .map_err(Ended::from)
+}
+
+/// Sends `data` as a datagram too, if it fits; a full datagram buffer or a path without
+/// datagrams just means this item has only its stream copy.
+fn datagram_copy(conn: &Connection, id: u32, ident: i64, data: &[u8]) {
+    let mut datagram = datagram::header(id, ident, super::now_us());
+    if datagram.len() + data.len() <= conn.max_datagram_size().unwrap_or(0) {
+        datagram.extend_from_slice(data);
+        let _ = conn.send_datagram(datagram.into());
+    }
 }
 
 /// Waits until `stream`'s item is acknowledged; resets it if `cancel` fires first.
