@@ -77,6 +77,19 @@ async fn a_reload_that_fails_keeps_the_gateway_serving_as_before() {
     let failed = within("reload", gw.gateway.reload()).await;
     assert!(matches!(failed, Err(GatewayError::Tls(_))), "{failed:?}");
     assert_eq!(gw.gateway.fingerprint(), old);
+
+    // A certificate folder emptied by mistake: an error too, not a new identity generated
+    // that no controller has pinned.
+    for file in ["gateway.pem", "gateway.key"] {
+        std::fs::remove_file(certs.path().join(file)).unwrap();
+    }
+    let failed = within("reload from an empty folder", gw.gateway.reload()).await;
+    assert!(matches!(failed, Err(GatewayError::Tls(_))), "{failed:?}");
+    assert!(
+        !certs.path().join("gateway.pem").exists(),
+        "nothing generated"
+    );
+    assert_eq!(gw.gateway.fingerprint(), old);
     let client = pinned(&gw, old, "connect after the failed reload")
         .await
         .unwrap();

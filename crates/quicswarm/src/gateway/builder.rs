@@ -28,7 +28,7 @@ use crate::{
 
 use super::{
     accept::{accept_loop, accept_tcp_loop},
-    security::{CaSource, IdentitySource, Security, SecuritySource},
+    security::{CaSource, IdentitySource, Security, SecuritySource, When},
     state::{Admission, Counters, Lifecycle, Policy, ServerTransport, State},
 };
 
@@ -276,7 +276,7 @@ impl GatewayBuilder {
             max_ops: self.limits.max_concurrent_ops,
         };
         let (security, generated) =
-            Security::load(self.security, Arc::new(transport.quinn())).await?;
+            Security::load(self.security, Arc::new(transport.quinn()), When::Start).await?;
         let fingerprint = security.fingerprint;
         let qlog = match self.qlog {
             Some(dir) => Some(QlogDir::new(dir.clone()).map_err(|source| {

@@ -11,7 +11,7 @@ use tracing::{info, warn};
 use crate::{error::GatewayError, subroutine::Registry, tls::Fingerprint};
 
 use super::{
-    security::{Security, SecuritySource},
+    security::{Security, SecuritySource, When},
     state::State,
 };
 
@@ -205,7 +205,7 @@ impl Drop for Gateway {
 /// Loads `source` and, if that worked, makes it the gateway's security (see `reload`).
 async fn install(shared: Arc<State>, source: SecuritySource) -> Result<Fingerprint, GatewayError> {
     let transport = shared.security().quic.transport.clone();
-    let loaded = Security::load(source, transport).await;
+    let loaded = Security::load(source, transport, When::Reload).await;
     let security = match loaded {
         Ok((security, _)) => security,
         Err(e) => {

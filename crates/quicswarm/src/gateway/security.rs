@@ -56,6 +56,13 @@ impl Default for SecuritySource {
     }
 }
 
+/// Why security is loaded: a missing certificate is generated at start only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum When {
+    Start,
+    Reload,
+}
+
 /// The loaded security of a gateway: its TLS configurations and permissions.
 pub(crate) struct Security {
     pub(crate) fingerprint: Fingerprint,
@@ -63,23 +70,24 @@ pub(crate) struct Security {
     pub(super) quic: quinn::ServerConfig,
     /// TLS over TCP: the same certificate and CA, without early data.
     pub(super) tcp: tokio_rustls::TlsAcceptor,
-    permissions: HashMap<String, Permissions>,
-    default_permissions: Permissions,
-    /// What this was loaded from: [`Gateway::reload`](super::Gateway::reload) reads it again.
+    /// What this was loaded from (the permissions are its own): [`Gateway::reload`](super::Gateway::reload) reads it again.
     pub(super) source: SecuritySource,
 }
 
 impl Security {
     /// Loads `source` (reading its files off the runtime's threads) into configurations
-    /// using `transport`. Also says whether a self-signed certificate was generated.
+    /// using `transport`. At `Start` a cert folder without a certificate gets a self-signed
+    /// one (and the result says so); at `Reload` a missing certificate is an error, never a
+    /// new identity that no controller has pinned.
     ///
     /// # Errors
     /// If a file cannot be read or parsed, or rustls refuses the certificate, key or CA.
     pub(super) async fn load(
         source: SecuritySource,
         transport: Arc<quinn::TransportConfig>,
+        when: When,
     ) -> Result<(Self, bool), GatewayError> {
-        tokio::task::spawn_blocking(move || Self::load_blocking(source, transport))
+        tokio::task::spawn_blocking(move || Self::load_blocking(source, transport, when))
             .await
             .map_err(|e| {
                 GatewayError::Tls(TlsError::Rustls(rustls::Error::General(format!(
@@ -91,9 +99,14 @@ impl Security {
     fn load_blocking(
         source: SecuritySource,
         transport: Arc<quinn::TransportConfig>,
+        when: When,
     ) -> Result<(Self, bool), GatewayError> {
         let (identity, generated) = match &source.identity {
             IdentitySource::Given(id) => (id.clone(), false),
+            IdentitySource::CertDir(dir) if when == When::Reload => {
+                let (cert, key) = (dir.join("gateway.pem"), dir.join("gateway.key"));
+                (Identity::from_pem_files(&cert, &key)?, false)
+            }
             IdentitySource::CertDir(dir) => {
                 let loaded = Identity::load_or_create(dir)?;
                 if loaded.1 {
@@ -117,8 +130,6 @@ impl Security {
             fingerprint: identity.fingerprint(),
             quic,
             tcp: tokio_rustls::TlsAcceptor::from(Arc::new(tcp_tls(tls))),
-            permissions: source.permissions.clone(),
-            default_permissions: source.default_permissions.clone(),
             source,
         };
         Ok((security, generated))
@@ -127,8 +138,8 @@ impl Security {
     /// The permissions of a client.
     pub(crate) fn permissions_of(&self, identity: Option<&str>) -> &Permissions {
         identity
-            .and_then(|id| self.permissions.get(id))
-            .unwrap_or(&self.default_permissions)
+            .and_then(|id| self.source.permissions.get(id))
+            .unwrap_or(&self.source.default_permissions)
     }
 }
 
@@ -162,7 +173,8 @@ mod tests {
             client_ca: Some(CaSource::File(ca)),
             ..SecuritySource::default()
         };
-        let loaded = Security::load(source, Arc::new(quinn::TransportConfig::default())).await;
+        let transport = Arc::new(quinn::TransportConfig::default());
+        let loaded = Security::load(source, transport, When::Start).await;
         assert!(
             matches!(loaded, Err(GatewayError::Tls(_))),
             "{:?}",
