@@ -77,3 +77,20 @@ async fn each_side_writes_a_qlog_file_per_connection() {
         );
     }
 }
+
+#[tokio::test]
+async fn connections_opened_together_get_a_file_each() {
+    let logs = tempfile::tempdir().unwrap();
+    let gw = spawn_gateway(|b| b).await;
+    let mut config = ControllerConfig::with_trust(Trust::Fingerprints(vec![gw.fingerprint]));
+    config.qlog_dir = Some(logs.path().to_path_buf());
+    config.bind = Some("127.0.0.1:0".parse().unwrap());
+    let controller = Controller::new(config).unwrap();
+    // Three dials at once: same peer, same millisecond, likely.
+    let dials = (0..3).map(|_| controller.get_client(&gw.addr));
+    let clients = within("connect", futures_util::future::try_join_all(dials))
+        .await
+        .unwrap();
+    assert_eq!(clients.len(), 3);
+    assert_eq!(std::fs::read_dir(logs.path()).unwrap().count(), 3);
+}
