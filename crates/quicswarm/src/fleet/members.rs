@@ -103,15 +103,21 @@ pub fn load(path: &Path) -> Result<Vec<Member>, FleetFileError> {
         path: path.to_path_buf(),
         source,
     };
-    let len = std::fs::metadata(path).map_err(read)?.len();
-    if len > MAX_FILE_LEN {
+    use std::io::Read;
+    // Read at most one byte past the limit, whatever the file's size says or becomes.
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .map_err(read)?
+        .take(MAX_FILE_LEN + 1)
+        .read_to_string(&mut text)
+        .map_err(read)?;
+    if text.len() as u64 > MAX_FILE_LEN {
         return Err(FleetFileError::invalid(
             Some(path),
             0,
-            format!("{len} bytes: a fleet file is at most {MAX_FILE_LEN}"),
+            format!("over {MAX_FILE_LEN} bytes: too large for a fleet file"),
         ));
     }
-    let text = std::fs::read_to_string(path).map_err(read)?;
     parse_lines(&text, Some(path))
 }
 
@@ -257,5 +263,10 @@ mod tests {
             load(&dir.path().join("missing")),
             Err(FleetFileError::Read { .. })
         ));
+        // A comment one byte over the limit: refused after reading no more than that.
+        let big = dir.path().join("big.txt");
+        std::fs::write(&big, vec![b'#'; MAX_FILE_LEN as usize + 1]).unwrap();
+        let text = load(&big).unwrap_err().to_string();
+        assert!(text.contains("too large"), "{text}");
     }
 }

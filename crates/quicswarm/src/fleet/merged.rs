@@ -11,7 +11,7 @@ use bytes::Bytes;
 use futures_util::Stream;
 use tokio::{sync::Semaphore, task::JoinSet};
 
-use super::{connect, observe, FleetError, FleetEvent, FleetOptions, Member};
+use super::{bounded, connect, observe, FleetError, FleetEvent, FleetOptions, Member};
 use crate::{CallError, Controller, ToArgs};
 
 /// Items buffered between the members' tasks and the reader.
@@ -89,12 +89,7 @@ async fn forward(
             let items = client.stream(name, args).await?;
             Ok::<_, FleetError>((client, items))
         };
-        match options.timeout {
-            Some(limit) => tokio::time::timeout(limit, connecting)
-                .await
-                .unwrap_or(Err(FleetError::Timeout(limit)))?,
-            None => connecting.await?,
-        }
+        bounded(options.timeout, connecting).await?
     };
     observe(options, member, FleetEvent::Running);
     let mut count = 0u64;

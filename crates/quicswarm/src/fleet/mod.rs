@@ -251,12 +251,7 @@ impl Fleet {
                 let timeout = options.timeout;
                 async move {
                     let start = Instant::now();
-                    let result = match timeout {
-                        Some(limit) => tokio::time::timeout(limit, work)
-                            .await
-                            .unwrap_or(Err(FleetError::Timeout(limit))),
-                        None => work.await,
-                    };
+                    let result = bounded(timeout, work).await;
                     FleetResult {
                         gateway: member.name.as_str().into(),
                         addr: member.addr.as_str().into(),
@@ -281,6 +276,17 @@ fn observe(options: &FleetOptions, member: &Member, event: FleetEvent) {
     if let Some(observer) = &options.observer {
         observer(&member.name, event);
     }
+}
+
+/// `work`, or [`FleetError::Timeout`] once it has run for `limit`.
+async fn bounded<T>(
+    limit: Option<Duration>,
+    work: impl Future<Output = Result<T, FleetError>>,
+) -> Result<T, FleetError> {
+    // `None` only when there is a limit.
+    crate::deadline::within(limit, work)
+        .await
+        .unwrap_or_else(|| Err(FleetError::Timeout(limit.unwrap_or_default())))
 }
 
 /// Dials `member`: pinned to its fingerprint when the fleet file gives one.

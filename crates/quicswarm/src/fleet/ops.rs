@@ -82,7 +82,7 @@ impl Fleet {
                 let into = dest.join(&member.name);
                 let swarm = swarm_of(&controller, &member, &fleet, client).await?;
                 let done = swarm.download(&root, &selector, &into, &transfer).await;
-                swarm.close().await;
+                close_extra(swarm).await;
                 Ok(done?)
             }
         })
@@ -108,7 +108,7 @@ impl Fleet {
             async move {
                 let swarm = swarm_of(&controller, &member, &fleet, client).await?;
                 let done = swarm.upload(&paths, &dest, &transfer).await;
-                swarm.close().await;
+                close_extra(swarm).await;
                 Ok(done?)
             }
         })
@@ -150,6 +150,13 @@ async fn swarm_of(
         }
     }
     Ok(Swarm::new(clients))
+}
+
+/// Closes the clients `swarm_of` added; the first is `each`'s, which closes it.
+async fn close_extra(swarm: Swarm) {
+    for client in swarm.clients().iter().skip(1) {
+        let _ = client.clone().close().await;
+    }
 }
 
 /// `transfer` reporting its progress to the fleet's observer, under `member`'s name.
