@@ -317,15 +317,15 @@ async fn latest_cancels_an_item_in_flight_past_its_max_age() {
     );
 }
 
-/// `Unordered`: every item arrives, exactly once, through loss (each on its own stream, so a
-/// lost packet holds back only the items it carried), more of them than may be in flight.
-#[tokio::test]
-async fn unordered_delivery_carries_every_item_once_through_a_lossy_link() {
-    let link = quicswarm_tests::link::Link::new(13);
+/// `Unordered` and `Redundant`: every item arrives, exactly once, through loss (each on its
+/// own stream, so a lost packet holds back only the items it carried; `Redundant` also as a
+/// datagram, and the copy that comes second is dropped), more of them than may be in flight.
+async fn every_item_once_through_loss(delivery: Delivery, seed: u64) {
+    let link = quicswarm_tests::link::Link::new(seed);
     link.set_loss(0.1);
     let gw = spawn_gateway(|b| b).await;
     let (_controller, client) = through(&link, &gw).await;
-    let options = SubscribeOptions::delivery(Delivery::Unordered);
+    let options = SubscribeOptions::delivery(delivery);
     let args = CounterArgs {
         count: 600,
         size: 100,
@@ -338,44 +338,24 @@ async fn unordered_delivery_carries_every_item_once_through_a_lossy_link() {
         assert_eq!(data.len(), 100);
         idents.push(ident);
     }
-    let (_, dropped) = link.counters();
-    assert!(dropped > 0, "the link dropped packets");
-    idents.sort_unstable();
-    assert_eq!(
-        idents,
-        (0..600).collect::<Vec<_>>(),
-        "each item exactly once"
-    );
-    assert_eq!(items.superseded(), 0);
-}
-
-/// `Redundant`: each small item as a datagram and on a stream; every item is handed out
-/// once, through loss that drops some copies of each kind.
-#[tokio::test]
-async fn redundant_delivery_hands_out_every_item_once_through_a_lossy_link() {
-    let link = quicswarm_tests::link::Link::new(17);
-    link.set_loss(0.1);
-    let gw = spawn_gateway(|b| b).await;
-    let (_controller, client) = through(&link, &gw).await;
-    let options = SubscribeOptions::delivery(Delivery::Redundant);
-    let args = CounterArgs {
-        count: 600,
-        size: 100,
-    };
-    let mut items = within("subscribe", client.subscribe("counter", &args, &options))
-        .await
-        .unwrap();
-    let mut idents = Vec::new();
-    while let Some((ident, _)) = within("item", items.next()).await.unwrap() {
-        idents.push(ident);
-    }
     assert!(link.counters().1 > 0, "the link dropped packets");
     idents.sort_unstable();
     assert_eq!(
         idents,
         (0..600).collect::<Vec<_>>(),
-        "each item exactly once"
+        "{delivery:?}: each item exactly once"
     );
+    assert_eq!(items.superseded(), 0);
+}
+
+#[tokio::test]
+async fn unordered_delivery_carries_every_item_once_through_a_lossy_link() {
+    every_item_once_through_loss(Delivery::Unordered, 13).await;
+}
+
+#[tokio::test]
+async fn redundant_delivery_hands_out_every_item_once_through_a_lossy_link() {
+    every_item_once_through_loss(Delivery::Redundant, 17).await;
 }
 
 /// Dropping an `Unordered` subscription stops its producer on the gateway (the items in

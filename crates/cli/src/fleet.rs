@@ -220,6 +220,8 @@ async fn report<T>(
 struct Table {
     multi: MultiProgress,
     rows: Arc<HashMap<String, ProgressBar>>,
+    /// A finished row's style: the name and its outcome.
+    finished: ProgressStyle,
 }
 
 impl Table {
@@ -232,8 +234,11 @@ impl Table {
         } else {
             format!("{{prefix:<{width}}} {{msg:.bold}}")
         };
-        let style = ProgressStyle::with_template(&template)
-            .unwrap_or_else(|_| ProgressStyle::default_bar());
+        let style_of = |template: &str| {
+            ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar())
+        };
+        let style = style_of(&template);
+        let finished = style_of(&format!("{{prefix:<{width}}} {{msg}}"));
         let rows = fleet
             .members()
             .map(|m| {
@@ -246,6 +251,7 @@ impl Table {
         Self {
             multi,
             rows: Arc::new(rows),
+            finished,
         }
     }
 
@@ -270,11 +276,7 @@ impl Table {
     /// A gateway's final state: its row keeps it, without the byte columns.
     fn finish(&self, name: &str, text: &str) {
         if let Some(row) = self.rows.get(name) {
-            let style = ProgressStyle::with_template("{prefix} {msg}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar());
-            row.set_style(style);
-            let width = self.rows.keys().map(String::len).max().unwrap_or(4);
-            row.set_prefix(format!("{name:<width$}"));
+            row.set_style(self.finished.clone());
             row.finish_with_message(text.to_string());
         }
     }

@@ -286,7 +286,11 @@ impl RoutedState {
             }
         }
         self.last = Some(self.last.map_or(ident, |l| l.max(ident)));
-        if self.latest || self.redundant {
+        // Pruned once the sets hold twice the window, not on every item: a `retain` over
+        // thousands of idents per item was quadratic work at high item rates.
+        if (self.latest || self.redundant)
+            && self.delivered.len() + self.counted.len() > 2 * WINDOW as usize
+        {
             let floor = self.last.unwrap_or(0).saturating_sub(WINDOW);
             self.delivered.retain(|&i| i > floor);
             self.counted.retain(|&i| i > floor);
