@@ -8,6 +8,7 @@
 //! cargo bench -p quicswarm-benches --bench files -- --fresh-fs   # on a new loop-mounted ext4
 //! cargo bench -p quicswarm-benches --bench files -- --range-mib 16 --streams 8  # other tuning
 //! cargo bench -p quicswarm-benches --bench files -- --cores 1  # one core per side
+//! cargo bench -p quicswarm-benches --bench files -- --only W2 --swarms 2,2,2 --no-refs  # repeats
 //! valgrind --tool=callgrind --separate-threads=yes <bench binary> --quick --only W2 --slow
 //! ```
 //!
@@ -89,6 +90,18 @@ fn main() -> Result<()> {
     if let Some(n) = number("--streams") {
         options.streams_per_client = n as usize;
     }
+    // `--swarms 2,2,2`: these swarm sizes, in this order (a size may repeat, for profiling);
+    // `--no-refs`: only the quicswarm rows (no local copy, stream or rsync).
+    let swarms: Vec<usize> = match args.iter().position(|a| a == "--swarms") {
+        Some(i) => args
+            .get(i + 1)
+            .context("--swarms needs a list such as 1,2,4")?
+            .split(',')
+            .map(|n| n.parse().context("--swarms needs a list such as 1,2,4"))
+            .collect::<Result<_>>()?,
+        None => vec![1, 2, 4],
+    };
+    let refs = !args.iter().any(|a| a == "--no-refs");
     let base = tempfile::tempdir()?;
     let fresh = if args.iter().any(|a| a == "--fresh-fs") {
         FreshFs::mount(base.path())
@@ -107,9 +120,13 @@ fn main() -> Result<()> {
         .as_ref()
         .map_or_else(|| base.path().to_path_buf(), |f| f.mnt.clone());
     let work = work_dir.as_path();
-    let rsync = Sshd::start(work)
-        .map_err(|e| eprintln!("rsync rows left out: {e:#}"))
-        .ok();
+    let rsync = if refs {
+        Sshd::start(work)
+            .map_err(|e| eprintln!("rsync rows left out: {e:#}"))
+            .ok()
+    } else {
+        None
+    };
 
     let pinned = cores::from_args(&args)?.is_some();
     let slow = args.iter().any(|a| a == "--slow");
@@ -135,8 +152,8 @@ fn main() -> Result<()> {
             w.name,
             started.elapsed().as_secs_f64()
         );
-        for swarm in [1, 2, 4] {
-            let dest = work.join(format!("dest-{}-{swarm}", w.name));
+        for (run, &swarm) in swarms.iter().enumerate() {
+            let dest = work.join(format!("dest-{}-{run}-{swarm}", w.name));
             settle();
             let (secs, cpu) = sides.with_cpu(|| {
                 rt.block_on(quicswarm_download(&src, &dest, swarm, &options, &gw, slow))
@@ -144,6 +161,9 @@ fn main() -> Result<()> {
             verify(&src, &dest)?;
             let tool = format!("quicswarm, swarm {swarm}");
             rows.push(Row::new(w, tool, (files, bytes), secs).cpu(cpu));
+        }
+        if !refs {
+            continue;
         }
         // References, not competitors: what the disk and the transport allow on this machine.
         let dest = work.join(format!("dest-{}-local", w.name));
@@ -480,20 +500,35 @@ async fn memory_stream(bytes: u64, gw: &tokio::runtime::Handle) -> Result<f64> {
     Ok(secs)
 }
 
-/// Every file of `src` is in `dest` with the same content, and nothing else.
+/// Every file of `src` is in `dest` with the same content, and nothing else. Compared a
+/// MiB at a time: reading both copies of W2 whole cost more than the transfer.
 fn verify(src: &Path, dest: &Path) -> Result<()> {
+    use std::io::Read as _;
     let (mut a, mut b) = (Vec::new(), Vec::new());
     walk(src, src, &mut a)?;
     walk(dest, dest, &mut b)?;
     a.sort();
     b.sort();
     ensure!(a == b, "file lists differ: {} vs {}", a.len(), b.len());
+    let (mut x, mut y) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
     for rel in &a {
-        let (x, y) = (
-            std::fs::read(src.join(rel))?,
-            std::fs::read(dest.join(rel))?,
+        let (mut fx, mut fy) = (
+            std::fs::File::open(src.join(rel))?,
+            std::fs::File::open(dest.join(rel))?,
         );
-        ensure!(x == y, "{} differs", rel.display());
+        ensure!(
+            fx.metadata()?.len() == fy.metadata()?.len(),
+            "{} differs in size",
+            rel.display()
+        );
+        loop {
+            let n = fx.read(&mut x)?;
+            if n == 0 {
+                break;
+            }
+            fy.read_exact(&mut y[..n])?;
+            ensure!(x[..n] == y[..n], "{} differs", rel.display());
+        }
     }
     Ok(())
 }

@@ -174,6 +174,34 @@ impl FrameReader {
         Ok(self.buf.split_to(len).freeze())
     }
 
+    /// Fills `out` with the next `out.len()` raw bytes: what is buffered first, then each
+    /// chunk quinn hands out copied straight into place (one copy, into memory the caller
+    /// chose: a reused, page-aligned buffer for a piece of a big file).
+    pub(crate) async fn read_into(&mut self, out: &mut [u8]) -> Result<(), FrameError> {
+        let mut filled = self.buf.len().min(out.len());
+        out[..filled].copy_from_slice(&self.buf[..filled]);
+        self.buf.advance(filled);
+        while filled < out.len() {
+            if self.eof {
+                return Err(FrameError::Truncated);
+            }
+            let chunks = self.chunks.get_or_insert_with(Default::default);
+            let Some(n) = self.recv.read_chunks(&mut chunks[..]).await? else {
+                self.eof = true;
+                return Err(FrameError::Truncated);
+            };
+            for chunk in &mut chunks[..n] {
+                let chunk = std::mem::take(chunk);
+                let fit = chunk.len().min(out.len() - filled);
+                out[filled..filled + fit].copy_from_slice(&chunk[..fit]);
+                filled += fit;
+                // Past the run: the next frame's bytes, kept for the next read.
+                self.buf.extend_from_slice(&chunk[fit..]);
+            }
+        }
+        Ok(())
+    }
+
     /// The next run of raw bytes up to the end of the stream (buffered bytes first).
     pub(crate) async fn next_chunk(&mut self) -> Result<Option<Bytes>, FrameError> {
         if !self.buf.is_empty() {

@@ -29,6 +29,7 @@
 //! # Ok(()) }
 //! ```
 
+mod buffers;
 mod dest;
 mod error;
 mod job;

@@ -8,7 +8,9 @@ use quicswarm_proto::{
     ErrorCode, ErrorReply, Request, Response,
 };
 
-use super::serve::MAX_PIECE;
+use std::sync::Arc;
+
+use super::{buffers::BufferPool, serve::MAX_PIECE};
 use crate::{client::Body, CallError, Client};
 
 /// The answer to [`Client::list`].
@@ -85,11 +87,13 @@ impl Client {
         .await
     }
 
-    /// Fetches items; one result per item, in order.
+    /// Fetches items; one result per item, in order. With `buffers`, each item's bytes are
+    /// received into a buffer of that pool (page-aligned and reused: for pieces of big files).
     pub(crate) async fn get_files(
         &self,
         root: &str,
         items: &[GetItem],
+        buffers: Option<&Arc<BufferPool>>,
     ) -> Result<Vec<Result<Received, ErrorReply>>, CallError> {
         let request = Request::Get {
             root: root.into(),
@@ -117,7 +121,14 @@ impl Client {
                                 "unexpected data for item {index} ({len} bytes)"
                             )));
                         }
-                        let data = reader.read_bytes(len as usize).await?;
+                        let data = match buffers {
+                            Some(pool) => {
+                                let mut buf = pool.take(len as usize);
+                                reader.read_into(buf.as_mut_slice()).await?;
+                                buf.freeze()
+                            }
+                            None => reader.read_bytes(len as usize).await?,
+                        };
                         let FileFrame::Hash(hash) = reader.expect_frame::<FileFrame>().await?
                         else {
                             return Err(CallError::Protocol("data without its hash".into()));

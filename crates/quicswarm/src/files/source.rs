@@ -7,6 +7,7 @@
 use std::{
     fs::{self, File},
     path::{Path, PathBuf},
+    sync::Arc,
     time::UNIX_EPOCH,
 };
 
@@ -16,7 +17,7 @@ use quicswarm_proto::{
     transfer::{ByteRange, FileEntry, Hash, Mtime},
 };
 
-use super::{tree::PieceCache, TransferError};
+use super::{buffers::BufferPool, tree::PieceCache, TransferError};
 
 /// The folder `rel` names below `root`, checked: portable, and no symlink on the way.
 pub(crate) fn resolve(root: &Path, rel: &str) -> Result<PathBuf, TransferError> {
@@ -238,7 +239,11 @@ pub(crate) fn open(
 
 /// Reads an opened file's bytes with their hash.
 /// The hash of a range comes from `pieces` when they know the file (see [`PieceCache`]).
-pub(crate) fn read_opened(opened: Opened, pieces: &PieceCache) -> Result<Read, TransferError> {
+pub(crate) fn read_opened(
+    opened: Opened,
+    pieces: &PieceCache,
+    buffers: &Arc<BufferPool>,
+) -> Result<Read, TransferError> {
     let Opened {
         file,
         full,
@@ -248,18 +253,15 @@ pub(crate) fn read_opened(opened: Opened, pieces: &PieceCache) -> Result<Read, T
         offset,
         len,
     } = opened;
-    let data = read_exact_at(&file, offset, len).map_err(TransferError::io("reading", &full))?;
+    let data =
+        read_exact_at(&file, offset, len, buffers).map_err(TransferError::io("reading", &full))?;
     let hash = match range {
         Some(_) => pieces
             .range(&full, &meta, offset, len)
             .unwrap_or_else(|| super::tree::range_hash(offset, &data)),
         None => *blake3::hash(&data).as_bytes(),
     };
-    Ok(Read {
-        entry,
-        data: data.into(),
-        hash,
-    })
+    Ok(Read { entry, data, hash })
 }
 
 /// An opened file sent in chunks, each read only when the one before is on its way, and
@@ -268,13 +270,14 @@ pub(crate) fn read_opened(opened: Opened, pieces: &PieceCache) -> Result<Read, T
 #[derive(Debug)]
 pub(crate) struct Streamed {
     opened: Opened,
+    buffers: Arc<BufferPool>,
     hasher: Option<blake3::Hasher>,
     known: Option<Hash>,
     done: u64,
 }
 
 impl Streamed {
-    pub(crate) fn new(opened: Opened, pieces: &PieceCache) -> Self {
+    pub(crate) fn new(opened: Opened, pieces: &PieceCache, buffers: &Arc<BufferPool>) -> Self {
         let (offset, len) = (opened.offset, opened.len);
         let known = opened
             .range
@@ -289,6 +292,7 @@ impl Streamed {
         });
         Self {
             opened,
+            buffers: buffers.clone(),
             hasher,
             known,
             done: 0,
@@ -309,15 +313,13 @@ impl Streamed {
     pub(crate) fn next_chunk(&mut self, max: u64) -> Result<Bytes, TransferError> {
         let len = max.min(self.left());
         let at = self.opened.offset + self.done;
-        // Not zeroed first (a 4 MiB memset per chunk): read into fresh capacity. Chunks are
-        // read in order, so the handle stands at 0 for the first one only if it is at 0.
-        let data = read_exact_at(&self.opened.file, at, len)
+        let data = read_exact_at(&self.opened.file, at, len, &self.buffers)
             .map_err(TransferError::io("reading", &self.opened.full))?;
         if let Some(hasher) = &mut self.hasher {
             hasher.update(&data);
         }
         self.done += len;
-        Ok(data.into())
+        Ok(data)
     }
 
     /// The hash of everything sent, as [`read_opened`] gives it.
@@ -336,23 +338,43 @@ impl Streamed {
     }
 }
 
-/// `len` bytes at `offset` of a file just opened (at its start), into a fresh buffer that is
-/// not zeroed first.
-pub(crate) fn read_exact_at(mut file: &File, offset: u64, len: u64) -> std::io::Result<Vec<u8>> {
+/// `len` bytes at `offset` of a file just opened (at its start). A piece the size `buffers`
+/// pools is read into one of its buffers; anything else into a fresh buffer that is not
+/// zeroed first.
+pub(crate) fn read_exact_at(
+    mut file: &File,
+    offset: u64,
+    len: u64,
+    buffers: &Arc<BufferPool>,
+) -> std::io::Result<Bytes> {
     use std::io::{Read as _, Seek, SeekFrom};
+    let shrank = || {
+        std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "file shrank while reading",
+        )
+    };
+    let size = usize::try_from(len).map_err(|_| shrank())?;
+    if buffers.pools(size) {
+        let mut buf = buffers.take(size);
+        super::tree::read_exact_at(file, buf.as_mut_slice(), offset).map_err(|e| {
+            match e.kind() {
+                std::io::ErrorKind::UnexpectedEof => shrank(),
+                _ => e,
+            }
+        })?;
+        return Ok(buf.freeze());
+    }
     // A whole file is read from where a new handle stands: one system call less per file.
     if offset > 0 {
         file.seek(SeekFrom::Start(offset))?;
     }
-    let mut data = Vec::with_capacity(len as usize);
+    let mut data = Vec::with_capacity(size);
     file.take(len).read_to_end(&mut data)?;
-    if data.len() as u64 != len {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::UnexpectedEof,
-            "file shrank while reading",
-        ));
+    if data.len() != size {
+        return Err(shrank());
     }
-    Ok(data)
+    Ok(data.into())
 }
 
 /// Local files for an upload: each path is a file (sent by its name) or a folder (sent with

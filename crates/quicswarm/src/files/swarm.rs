@@ -17,6 +17,7 @@ use quicswarm_proto::{
 
 use super::{
     blocking,
+    buffers::BufferPool,
     dest::{Destination, FileLocks},
     job::{run_units, Job, UnitEnd},
     tree::PieceCache,
@@ -156,6 +157,7 @@ impl Swarm {
             entries: entries.clone(),
             dest: destination,
             range_size,
+            buffers: self.range_buffers(range_size, options),
         };
         let job = self
             .execute(job, &needs, options, ctx, download_unit)
@@ -231,9 +233,17 @@ impl Swarm {
             locals,
             range_size,
             pieces,
+            buffers: self.range_buffers(range_size, options),
         };
         let job = self.execute(job, &needs, options, ctx, upload_unit).await?;
         job.finish()
+    }
+
+    /// Buffers for a job's ranges (of at most [`MAX_RANGE_SIZE`], checked by the caller): as
+    /// many kept as ranges can be in flight, one per worker.
+    fn range_buffers(&self, range_size: u64, options: &TransferOptions) -> Arc<BufferPool> {
+        let size = usize::try_from(range_size.min(MAX_RANGE_SIZE)).unwrap_or(usize::MAX);
+        BufferPool::new(size, options.streams_per_client * self.clients.len())
     }
 
     /// Cuts a job into units and runs them on every client with `exec`.

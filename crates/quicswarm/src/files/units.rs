@@ -11,6 +11,7 @@ use quicswarm_proto::transfer::{ByteRange, FileEntry, GetItem, PutItem, Unit};
 
 use super::{
     blocking,
+    buffers::BufferPool,
     dest::{Destination, WholeFile},
     job::{Job, UnitEnd},
     join_error, range_hash, source,
@@ -30,6 +31,8 @@ pub(super) struct DownloadCtx {
     pub(super) entries: Arc<Vec<FileEntry>>,
     pub(super) dest: Destination,
     pub(super) range_size: u64,
+    /// What ranges are received into: one buffer per range in flight.
+    pub(super) buffers: Arc<BufferPool>,
 }
 
 pub(super) async fn download_unit(
@@ -47,7 +50,7 @@ pub(super) async fn download_unit(
                     range: None,
                 })
                 .collect();
-            let received = match client.get_files(&ctx.root, &items).await {
+            let received = match client.get_files(&ctx.root, &items, None).await {
                 Ok(r) => r,
                 Err(e) if is_lost(&e) => return UnitEnd::Lost,
                 Err(e) => {
@@ -105,7 +108,10 @@ pub(super) async fn download_unit(
                 path: entry.path.clone(),
                 range: Some(range),
             }];
-            let received = match client.get_files(&ctx.root, &items).await {
+            let received = match client
+                .get_files(&ctx.root, &items, Some(&ctx.buffers))
+                .await
+            {
                 Ok(mut r) => r.pop(),
                 Err(e) if is_lost(&e) => return UnitEnd::Lost,
                 Err(e) => {
@@ -148,6 +154,8 @@ pub(super) struct UploadCtx {
     pub(super) locals: Vec<PathBuf>,
     pub(super) range_size: u64,
     pub(super) pieces: Arc<PieceCache>,
+    /// What ranges are read into: one buffer per range in flight.
+    pub(super) buffers: Arc<BufferPool>,
 }
 
 /// Reads local bytes for an upload unit (a whole file, or one range) with their hash: BLAKE3
@@ -155,7 +163,7 @@ pub(super) struct UploadCtx {
 fn read_local(
     path: &Path,
     range: Option<ByteRange>,
-    pieces: &PieceCache,
+    (pieces, buffers): (&PieceCache, &Arc<BufferPool>),
 ) -> Result<(Bytes, quicswarm_proto::transfer::Hash), TransferError> {
     use std::io::Read;
     let mut f = std::fs::File::open(path).map_err(TransferError::io("opening", path))?;
@@ -171,12 +179,12 @@ fn read_local(
             let meta = f
                 .metadata()
                 .map_err(TransferError::io("inspecting", path))?;
-            let data = source::read_exact_at(&f, r.offset, r.len)
+            let data = source::read_exact_at(&f, r.offset, r.len, buffers)
                 .map_err(TransferError::io("reading", path))?;
             let hash = pieces
                 .range(path, &meta, r.offset, r.len)
                 .unwrap_or_else(|| range_hash(r.offset, &data));
-            Ok((data.into(), hash))
+            Ok((data, hash))
         }
     }
 }
@@ -195,11 +203,11 @@ pub(super) async fn upload_unit(
         .iter()
         .map(|&i| (i, ctx.locals[i].clone()))
         .collect();
-    let pieces = ctx.pieces.clone();
+    let (pieces, buffers) = (ctx.pieces.clone(), ctx.buffers.clone());
     let read = blocking(move || {
         Ok(reads
             .into_iter()
-            .map(|(i, p)| (i, read_local(&p, range, &pieces)))
+            .map(|(i, p)| (i, read_local(&p, range, (&pieces, &buffers))))
             .collect::<Vec<_>>())
     })
     .await;

@@ -11,10 +11,12 @@
 //! lost in a power cut costs a new transfer of that file, never a corrupt file.
 //!
 //! `mod.rs` has the [`Destination`]; `part.rs` the part and state files of big files;
-//! `commit.rs` the temporary files and batched syncs of whole files; `locks.rs` what
-//! concurrent transfers of one file share.
+//! `commit.rs` the temporary files and batched syncs of whole files; `direct.rs` how a range
+//! is written (past the page cache where it can); `locks.rs` what concurrent transfers of one
+//! file share.
 
 mod commit;
+mod direct;
 mod locks;
 mod part;
 
@@ -322,10 +324,20 @@ impl Destination {
         let mut state = resumed.unwrap_or(fresh);
         // Not synced per range: the whole file is checked against the sender's hash before it
         // gets its name, so a range lost in a power cut is caught (and fetched again) then.
-        if let Err(e) = write_at(&file, data, range.offset) {
-            return Err(self.failed_range(&target, &whole, TransferError::io("writing", &part)(e)));
+        let cached = match direct::write_at(&file, data, range.offset) {
+            Ok(cached) => cached as u64,
+            Err(e) => {
+                return Err(self.failed_range(
+                    &target,
+                    &whole,
+                    TransferError::io("writing", &part)(e),
+                ))
+            }
+        };
+        if cached > 0 {
+            let end = range.offset + data.len() as u64;
+            start_writeback(&file, end - cached, cached);
         }
-        start_writeback(&file, range.offset, data.len() as u64);
         self.locks
             .verified(&part, count, range.index as usize, actual);
         state.set_done(range.index as usize);
@@ -438,18 +450,6 @@ fn set_metadata(file: &File, path: &Path, entry: &FileEntry) -> Result<(), Trans
     let mtime = filetime::FileTime::from_unix_time(entry.mtime.secs, entry.mtime.nanos);
     filetime::set_file_handle_times(file, None, Some(mtime))
         .map_err(TransferError::io("setting mtime of", path))
-}
-
-#[cfg(unix)]
-fn write_at(file: &File, data: &[u8], offset: u64) -> std::io::Result<()> {
-    std::os::unix::fs::FileExt::write_all_at(file, data, offset)
-}
-
-#[cfg(not(unix))]
-fn write_at(mut file: &File, data: &[u8], offset: u64) -> std::io::Result<()> {
-    use std::io::Seek;
-    file.seek(std::io::SeekFrom::Start(offset))?;
-    file.write_all(data)
 }
 
 /// BLAKE3 of a file's content: memory-mapped, and hashed on every core for big files.

@@ -12,7 +12,7 @@ use quicswarm_proto::{
 use super::{Serve, MAX_PIECE};
 use crate::{
     ended::{Ended, Reply},
-    files::{source, tree::PieceCache, TransferError},
+    files::{buffers::BufferPool, source, tree::PieceCache, TransferError},
     io::{frame, frame_into, write_frame},
     metrics::Direction,
     transport::SendStream,
@@ -55,9 +55,10 @@ pub(crate) async fn get(
                 return Err(Ended::Reset(reply));
             }
         };
-        let (items2, root2, pieces) = (items.clone(), root.clone(), ctx.files.pieces.clone());
+        let (items2, root2) = (items.clone(), root.clone());
+        let (pieces, buffers) = (ctx.files.pieces.clone(), ctx.files.buffers.clone());
         let group = tokio::task::spawn_blocking(move || {
-            read_group(&root2, &items2[next..], allowance, &pieces)
+            read_group(&root2, &items2[next..], allowance, (&pieces, &buffers))
         })
         .await
         .map_err(Ended::from)?;
@@ -173,7 +174,7 @@ fn read_group(
     root: &source::Root,
     items: &[GetItem],
     allowance: u64,
-    pieces: &PieceCache,
+    (pieces, buffers): (&PieceCache, &Arc<BufferPool>),
 ) -> Group {
     let mut reads = Vec::new();
     let mut used = 0u64;
@@ -184,14 +185,14 @@ fn read_group(
                 if reads.is_empty() {
                     return Group {
                         reads,
-                        large: Some(source::Streamed::new(opened, pieces)),
+                        large: Some(source::Streamed::new(opened, pieces, buffers)),
                     };
                 }
                 break;
             }
             Ok(opened) => {
                 used += opened.len;
-                reads.push(source::read_opened(opened, pieces));
+                reads.push(source::read_opened(opened, pieces, buffers));
             }
         }
     }

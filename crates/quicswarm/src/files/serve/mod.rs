@@ -23,6 +23,7 @@ use quicswarm_proto::{
 
 use super::{
     blocking,
+    buffers::BufferPool,
     dest::{Destination, FileLocks},
     select,
     tree::PieceCache,
@@ -50,13 +51,32 @@ pub(crate) struct Serve<'a> {
 }
 
 /// What a gateway serves and accepts.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub(crate) struct FileConfig {
     pub(crate) roots: BTreeMap<String, PathBuf>,
     pub(crate) upload_dir: Option<PathBuf>,
     pub(crate) locks: Arc<FileLocks>,
     /// Piece hashes of files hashed for listings, for their ranges.
     pub(crate) pieces: Arc<PieceCache>,
+    /// Buffers for pieces of big files read (sent) and received (uploads).
+    pub(crate) buffers: Arc<BufferPool>,
+}
+
+/// Bytes of a pooled piece buffer: a piece read ahead, and a range of the default size.
+const PIECE_BUFFER: usize = 4 << 20;
+/// Idle piece buffers a gateway keeps (32 MiB at most).
+const IDLE_BUFFERS: usize = 8;
+
+impl Default for FileConfig {
+    fn default() -> Self {
+        Self {
+            roots: BTreeMap::new(),
+            upload_dir: None,
+            locks: Arc::default(),
+            pieces: Arc::default(),
+            buffers: BufferPool::new(PIECE_BUFFER, IDLE_BUFFERS),
+        }
+    }
 }
 
 fn error(code: ErrorCode, message: impl Into<String>) -> Response {

@@ -161,8 +161,19 @@ pub(crate) async fn put(
     let mut results: Vec<Option<ErrorReply>> = vec![None; items.len()];
     let mut whole = Vec::new();
     for (i, item) in items.into_iter().enumerate() {
-        let len = item.range.map_or(item.entry.size, |r| r.len);
-        let data = match reader.read_bytes(len as usize).await {
+        let len = item.range.map_or(item.entry.size, |r| r.len) as usize;
+        // A range goes into a page-aligned buffer: it can be written past the page cache.
+        let read = match item.range {
+            Some(_) => {
+                let mut buf = ctx.files.buffers.take(len);
+                reader
+                    .read_into(buf.as_mut_slice())
+                    .await
+                    .map(|()| buf.freeze())
+            }
+            None => reader.read_bytes(len).await,
+        };
+        let data = match read {
             Ok(data) => data,
             // The client vanished or broke framing: nothing of this request is stored.
             Err(e) => return Err(e.into()),
