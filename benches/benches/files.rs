@@ -9,6 +9,8 @@
 //! cargo bench -p quicswarm-benches --bench files -- --range-mib 16 --streams 8  # other tuning
 //! cargo bench -p quicswarm-benches --bench files -- --cores 1  # one core per side
 //! cargo bench -p quicswarm-benches --bench files -- --only W2 --swarms 2,2,2 --no-refs  # repeats
+//! cargo bench -p quicswarm-benches --bench files -- --only W2 --swarms 4,4x4  # 4 in flight each
+//! cargo bench -p quicswarm-benches --bench files -- --only W2 --rounds 5  # medians vs the stream
 //! valgrind --tool=callgrind --separate-threads=yes <bench binary> --quick --only W2 --slow
 //! ```
 //!
@@ -91,17 +93,20 @@ fn main() -> Result<()> {
         options.streams_per_client = n as usize;
     }
     // `--swarms 2,2,2`: these swarm sizes, in this order (a size may repeat, for profiling);
-    // `--no-refs`: only the quicswarm rows (no local copy, stream or rsync).
-    let swarms: Vec<usize> = match args.iter().position(|a| a == "--swarms") {
+    // `4x1` is a swarm of 4 with 1 request in flight per connection (default: the library's).
+    let swarms: Vec<(usize, Option<usize>)> = match args.iter().position(|a| a == "--swarms") {
         Some(i) => args
             .get(i + 1)
             .context("--swarms needs a list such as 1,2,4")?
             .split(',')
-            .map(|n| n.parse().context("--swarms needs a list such as 1,2,4"))
+            .map(parse_swarm)
             .collect::<Result<_>>()?,
-        None => vec![1, 2, 4],
+        None => vec![(1, None), (2, None), (4, None)],
     };
     let refs = !args.iter().any(|a| a == "--no-refs");
+    // `--rounds N`: the quicswarm rows and W2's stream row N times, alternating, then each
+    // row's median against the stream's of the same round.
+    let rounds = number("--rounds").unwrap_or(1).max(1);
     let base = tempfile::tempdir()?;
     let fresh = if args.iter().any(|a| a == "--fresh-fs") {
         FreshFs::mount(base.path())
@@ -152,15 +157,34 @@ fn main() -> Result<()> {
             w.name,
             started.elapsed().as_secs_f64()
         );
-        for (run, &swarm) in swarms.iter().enumerate() {
-            let dest = work.join(format!("dest-{}-{run}-{swarm}", w.name));
-            settle();
-            let (secs, cpu) = sides.with_cpu(|| {
-                rt.block_on(quicswarm_download(&src, &dest, swarm, &options, &gw, slow))
-            })?;
-            verify(&src, &dest)?;
-            let tool = format!("quicswarm, swarm {swarm}");
-            rows.push(Row::new(w, tool, (files, bytes), secs).cpu(cpu));
+        for round in 0..rounds {
+            for (run, &(swarm, streams)) in swarms.iter().enumerate() {
+                let dest = work.join(format!("dest-{}-{round}-{run}-{swarm}", w.name));
+                let mut options = options.clone();
+                if let Some(n) = streams {
+                    options.streams_per_client = n;
+                }
+                settle();
+                let (secs, cpu) = sides.with_cpu(|| {
+                    rt.block_on(quicswarm_download(&src, &dest, swarm, &options, &gw, slow))
+                })?;
+                verify(&src, &dest)?;
+                if w.name == "W2" {
+                    // One file: removing it costs the next run nothing, and bounds the disk used.
+                    std::fs::remove_dir_all(&dest)?;
+                }
+                let tool = match streams {
+                    Some(n) => format!("quicswarm, swarm {swarm}x{n}"),
+                    None => format!("quicswarm, swarm {swarm}"),
+                };
+                rows.push(Row::new(w, tool, (files, bytes), secs).cpu(cpu));
+            }
+            // The transport's ceiling in every round, so each round has its own reference.
+            if refs && w.name == "W2" {
+                settle();
+                let (secs, cpu) = sides.with_cpu(|| rt.block_on(memory_stream(bytes, &gw)))?;
+                rows.push(Row::new(w, MEMORY.into(), (0, bytes), secs).cpu(cpu));
+            }
         }
         if !refs {
             continue;
@@ -171,11 +195,6 @@ fn main() -> Result<()> {
         let (secs, cpu) = sides.with_cpu(|| local_copy(&src, &dest))?;
         verify(&src, &dest)?;
         rows.push(Row::new(w, LOCAL.into(), (files, bytes), secs).cpu(cpu));
-        if w.name == "W2" {
-            settle();
-            let (secs, cpu) = sides.with_cpu(|| rt.block_on(memory_stream(bytes, &gw)))?;
-            rows.push(Row::new(w, MEMORY.into(), (0, bytes), secs).cpu(cpu));
-        }
         if let Some(sshd) = &rsync {
             let dest = work.join(format!("dest-{}-rsync", w.name));
             settle();
@@ -231,6 +250,10 @@ fn main() -> Result<()> {
             );
         }
     }
+    if rounds > 1 {
+        println!();
+        print_rounds(&rows);
+    }
     if pinned {
         println!();
         println!("one core per side: CPU-seconds per GB");
@@ -262,6 +285,72 @@ fn main() -> Result<()> {
         std::fs::write(&path, serde_json::to_string_pretty(&json)?)?;
     }
     Ok(())
+}
+
+/// With `--rounds`: per quicswarm tool of W2, the medians over the rounds of its rate and of
+/// its rate and CPU time against the stream row of the same round (the k-th run of a tool
+/// pairs with the k-th stream run).
+fn print_rounds(rows: &[Row]) {
+    let streams: Vec<&Row> = rows
+        .iter()
+        .filter(|r| r.workload == "W2" && r.tool == MEMORY)
+        .collect();
+    if streams.is_empty() {
+        return;
+    }
+    let median = |mut v: Vec<f64>| -> f64 {
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+    };
+    println!(
+        "W2 over {} rounds, medians (each run against the stream of its round):",
+        streams.len()
+    );
+    println!(
+        "{:<20} {:>8} {:>14} {:>16}",
+        "tool", "MB/s", "rate vs stream", "CPU vs stream"
+    );
+    let mut tools: Vec<&str> = rows
+        .iter()
+        .filter(|r| r.workload == "W2" && r.tool.starts_with("quicswarm"))
+        .map(|r| r.tool.as_str())
+        .collect();
+    tools.sort_unstable();
+    tools.dedup();
+    let stream_rate = median(
+        streams
+            .iter()
+            .map(|r| r.bytes as f64 / 1e6 / r.secs)
+            .collect(),
+    );
+    println!(
+        "{:<20} {:>8.0} {:>14} {:>16}",
+        MEMORY, stream_rate, "1.00x", "1.00x"
+    );
+    for tool in tools {
+        let runs: Vec<&Row> = rows
+            .iter()
+            .filter(|r| r.workload == "W2" && r.tool == tool)
+            .collect();
+        let per_round = runs.len() / streams.len();
+        let paired = runs.chunks(per_round.max(1)).zip(&streams);
+        let (mut rate, mut cpu) = (Vec::new(), Vec::new());
+        for (group, stream) in paired {
+            for r in group {
+                rate.push(stream.secs / r.secs);
+                if let (Some(a), Some(b)) = (r.cpu, stream.cpu) {
+                    cpu.push(a / b);
+                }
+            }
+        }
+        println!(
+            "{:<20} {:>8.0} {:>13.2}x {:>15.2}x",
+            tool,
+            median(runs.iter().map(|r| r.bytes as f64 / 1e6 / r.secs).collect()),
+            median(rate),
+            median(cpu),
+        );
+    }
 }
 
 /// The floor row: a local copy with the receiver's guarantees (temporary names, mode and mtime,
@@ -301,6 +390,18 @@ impl Row {
         self.cpu = Some(cpu.process);
         self.sides = cpu.sides;
         self
+    }
+}
+
+/// `4` (a swarm of 4) or `4x1` (with 1 request in flight per connection).
+fn parse_swarm(s: &str) -> Result<(usize, Option<usize>)> {
+    let bad = || format!("--swarms: {s:?} is not N or NxSTREAMS");
+    match s.split_once('x') {
+        Some((n, streams)) => Ok((
+            n.parse().with_context(bad)?,
+            Some(streams.parse().with_context(bad)?),
+        )),
+        None => Ok((s.parse().with_context(bad)?, None)),
     }
 }
 
