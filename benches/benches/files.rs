@@ -20,10 +20,12 @@
 //! `--cores 1` runs the gateway and the client on runtimes of their own, each pinned to one
 //! core (the robot's board has few), and adds what each side's threads spent per GB.
 //!
-//! Two reference rows per workload show what this machine allows: a **local atomic copy** (the
-//! receiver's guarantees without network, encryption or hashing: temporary names, mode and
-//! mtime, one sync, renames, on two threads) and, for W2, the same bytes as a quicswarm
-//! **stream, no files** (memory to memory: the transport's ceiling).
+//! Reference rows show what this machine allows: a **local atomic copy** (the receiver's
+//! guarantees without network, encryption or hashing: temporary names, mode and mtime, one
+//! sync, renames, on two threads) and, for W2, as many bytes as a quicswarm stream, memory to
+//! memory (the transport's ceiling), twice: **stream, no files** sends one 64 KiB buffer over
+//! and over (its bytes never leave the CPU's cache), **stream, distinct bytes** slices of a
+//! 64 MiB buffer in turn (read from memory, as a file's bytes are).
 //!
 //! Workloads (fixed seed): **W1** 10,000 files of 4 KiB; **W2** one 1 GiB file; **W3** 2,000
 //! log-like files (median ~15 KB, largest ~2 MB). rsync runs as `rsync -a` over `ssh` to an
@@ -145,6 +147,13 @@ fn main() -> Result<()> {
     let rt = &sides.client;
     let gw = sides.gateway_handle();
     let mut rows = Vec::new();
+    // What the two stream rows send, made before anything is measured.
+    let hot = bytes::Bytes::from(vec![7u8; STREAM_ITEM]);
+    let cold: bytes::Bytes = {
+        let mut data = vec![0u8; 64 << 20];
+        StdRng::seed_from_u64(7).fill(&mut data[..]);
+        data.into()
+    };
     for w in WORKLOADS
         .iter()
         .filter(|w| only.as_deref().is_none_or(|o| o == w.name))
@@ -181,9 +190,12 @@ fn main() -> Result<()> {
             }
             // The transport's ceiling in every round, so each round has its own reference.
             if refs && w.name == "W2" {
-                settle();
-                let (secs, cpu) = sides.with_cpu(|| rt.block_on(memory_stream(bytes, &gw)))?;
-                rows.push(Row::new(w, MEMORY.into(), (0, bytes), secs).cpu(cpu));
+                for (tool, ring) in [(MEMORY, &hot), (MEMORY_COLD, &cold)] {
+                    settle();
+                    let (secs, cpu) =
+                        sides.with_cpu(|| rt.block_on(memory_stream(bytes, ring.clone(), &gw)))?;
+                    rows.push(Row::new(w, tool.into(), (0, bytes), secs).cpu(cpu));
+                }
             }
         }
         if !refs {
@@ -257,13 +269,13 @@ fn main() -> Result<()> {
     if pinned {
         println!();
         println!("one core per side: CPU-seconds per GB");
-        println!("{:<4} {:<20} {:>9} {:>9}", "", "tool", "gateway", "client");
+        println!("{:<4} {:<24} {:>9} {:>9}", "", "tool", "gateway", "client");
         // The local copy runs on threads of its own, not the sides'.
         for r in rows.iter().filter(|r| r.sides.is_some() && r.tool != LOCAL) {
             let gb = r.bytes as f64 / 1e9;
             let (g, c) = r.sides.unwrap_or_default();
             println!(
-                "{:<4} {:<20} {:>9.2} {:>9.2}",
+                "{:<4} {:<24} {:>9.2} {:>9.2}",
                 r.workload,
                 r.tool,
                 g / gb,
@@ -287,28 +299,29 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-/// With `--rounds`: per quicswarm tool of W2, the medians over the rounds of its rate and of
-/// its rate and CPU time against the stream row of the same round (the k-th run of a tool
-/// pairs with the k-th stream run).
+/// With `--rounds`: per quicswarm tool of W2, the median over the rounds of its rate, and of
+/// its rate and CPU time against each stream row of the same round (the k-th run of a tool
+/// pairs with the k-th run of the stream).
 fn print_rounds(rows: &[Row]) {
-    let streams: Vec<&Row> = rows
-        .iter()
-        .filter(|r| r.workload == "W2" && r.tool == MEMORY)
-        .collect();
-    if streams.is_empty() {
+    let runs_of = |tool: &str| -> Vec<&Row> {
+        rows.iter()
+            .filter(|r| r.workload == "W2" && r.tool == tool)
+            .collect()
+    };
+    let references = [MEMORY, MEMORY_COLD].map(runs_of);
+    let rounds = references[0].len();
+    if rounds == 0 {
         return;
     }
     let median = |mut v: Vec<f64>| -> f64 {
         v.sort_by(f64::total_cmp);
         v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
     };
+    let rate = |r: &Row| r.bytes as f64 / 1e6 / r.secs;
+    println!("W2 over {rounds} rounds, medians (each run against the streams of its round):");
     println!(
-        "W2 over {} rounds, medians (each run against the stream of its round):",
-        streams.len()
-    );
-    println!(
-        "{:<20} {:>8} {:>14} {:>16}",
-        "tool", "MB/s", "rate vs stream", "CPU vs stream"
+        "{:<24} {:>8} {:>22} {:>22}",
+        "tool", "MB/s", "vs stream: rate, CPU", "vs distinct: rate, CPU"
     );
     let mut tools: Vec<&str> = rows
         .iter()
@@ -317,38 +330,29 @@ fn print_rounds(rows: &[Row]) {
         .collect();
     tools.sort_unstable();
     tools.dedup();
-    let stream_rate = median(
-        streams
-            .iter()
-            .map(|r| r.bytes as f64 / 1e6 / r.secs)
-            .collect(),
-    );
-    println!(
-        "{:<20} {:>8.0} {:>14} {:>16}",
-        MEMORY, stream_rate, "1.00x", "1.00x"
-    );
-    for tool in tools {
-        let runs: Vec<&Row> = rows
-            .iter()
-            .filter(|r| r.workload == "W2" && r.tool == tool)
-            .collect();
-        let per_round = runs.len() / streams.len();
-        let paired = runs.chunks(per_round.max(1)).zip(&streams);
-        let (mut rate, mut cpu) = (Vec::new(), Vec::new());
-        for (group, stream) in paired {
-            for r in group {
-                rate.push(stream.secs / r.secs);
-                if let (Some(a), Some(b)) = (r.cpu, stream.cpu) {
-                    cpu.push(a / b);
+    for tool in [MEMORY, MEMORY_COLD].into_iter().chain(tools) {
+        let runs = runs_of(tool);
+        let per_round = (runs.len() / rounds).max(1);
+        let mut columns = String::new();
+        for reference in &references {
+            let (mut rates, mut cpus) = (Vec::new(), Vec::new());
+            for (group, stream) in runs.chunks(per_round).zip(reference) {
+                for r in group {
+                    rates.push(stream.secs / r.secs);
+                    if let (Some(a), Some(b)) = (r.cpu, stream.cpu) {
+                        cpus.push(a / b);
+                    }
                 }
             }
+            columns += &format!(
+                " {:>22}",
+                format!("{:.2}x, {:.2}x", median(rates), median(cpus))
+            );
         }
         println!(
-            "{:<20} {:>8.0} {:>13.2}x {:>15.2}x",
+            "{:<24} {:>8.0}{columns}",
             tool,
-            median(runs.iter().map(|r| r.bytes as f64 / 1e6 / r.secs).collect()),
-            median(rate),
-            median(cpu),
+            median(runs.iter().map(|r| rate(r)).collect()),
         );
     }
 }
@@ -356,8 +360,12 @@ fn print_rounds(rows: &[Row]) {
 /// The floor row: a local copy with the receiver's guarantees (temporary names, mode and mtime,
 /// one sync, renames) on two threads, without network, encryption or hashing.
 const LOCAL: &str = "local atomic copy";
-/// The transport's ceiling for W2: the same bytes as a quicswarm stream, memory to memory.
+/// The transport's ceiling for W2: as many bytes as a quicswarm stream, memory to memory, each
+/// item the same 64 KiB buffer (always in the CPU's cache).
 const MEMORY: &str = "stream, no files";
+/// The same stream with distinct bytes: items sliced in turn from a buffer bigger than the
+/// CPU's caches, so each is read from memory, as a file's bytes are.
+const MEMORY_COLD: &str = "stream, distinct bytes";
 
 struct Row {
     workload: &'static str,
@@ -577,18 +585,36 @@ fn local_copy(src: &Path, dest: &Path) -> Result<f64> {
     Ok(started.elapsed().as_secs_f64())
 }
 
+/// Bytes per item of the stream rows.
+const STREAM_ITEM: usize = 64 * 1024;
+
 /// Streams `bytes` in 64 KiB items from a gateway to a client in this process, memory to
-/// memory, as W2's transport ceiling. Returns seconds.
-async fn memory_stream(bytes: u64, gw: &tokio::runtime::Handle) -> Result<f64> {
-    let gateway = gw.spawn(quicswarm_tests::spawn_gateway(|b| b)).await?;
+/// memory, as W2's transport ceiling: the items are slices of `ring`, in turn (one item's
+/// worth: the same bytes every time). Returns seconds.
+async fn memory_stream(bytes: u64, ring: bytes::Bytes, gw: &tokio::runtime::Handle) -> Result<f64> {
+    const ITEM: usize = STREAM_ITEM;
+    let gateway = gw
+        .spawn(quicswarm_tests::spawn_gateway(move |b| {
+            let registry = quicswarm::demo::registry();
+            registry.stream(
+                "slices",
+                move |count: u64, _ctx: quicswarm::StreamContext| {
+                    let ring = ring.clone();
+                    let slots = (ring.len() / ITEM) as u64;
+                    futures_util::stream::iter((0..count).map(move |i| {
+                        let at = (i % slots) as usize * ITEM;
+                        Ok::<_, String>((i as i64, ring.slice(at..at + ITEM)))
+                    }))
+                },
+            );
+            b.registry(registry)
+        }))
+        .await?;
     let client = gateway.client().await;
-    let size = 64 * 1024;
-    let args = quicswarm::demo::CounterArgs {
-        count: bytes.div_ceil(size as u64),
-        size,
-    };
     let started = Instant::now();
-    let mut stream = client.stream("counter", &args).await?;
+    let mut stream = client
+        .stream("slices", &bytes.div_ceil(ITEM as u64))
+        .await?;
     let mut got = 0u64;
     while let Some((_, data)) = stream.next().await? {
         got += data.len() as u64;

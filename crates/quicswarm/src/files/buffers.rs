@@ -33,15 +33,15 @@ impl BufferPool {
         })
     }
 
-    /// Whether buffers of `len` bytes come from the pool: when `len` is more than half the
-    /// pool's size and fits it, so a pooled buffer never holds more than twice what it
-    /// carries.
+    /// Whether buffers of `len` bytes come from the pool: only of its exact size (a piece
+    /// read ahead, a full range), so a buffer never holds more memory than what it carries
+    /// is charged for.
     pub(crate) fn pools(&self, len: usize) -> bool {
-        len <= self.size && len > self.size / 2
+        len == self.size
     }
 
     /// A page-aligned buffer of `len` bytes: a pooled one when the pool [`pools`](Self::pools)
-    /// that length, otherwise one of its own. Its content is whatever it held before: fill
+    /// that length, otherwise one of its own (`len` and a page). Its content is whatever it held before: fill
     /// all of it before use.
     pub(crate) fn take(self: &Arc<Self>, len: usize) -> Buffer {
         let pooled = self.pools(len);
@@ -55,7 +55,7 @@ impl BufferPool {
             .flatten();
         // Zeroed by the allocator (for big sizes: fresh pages the kernel zeroes on first
         // touch), so no byte is ever uninitialised.
-        let raw = reused.unwrap_or_else(|| vec![0; if pooled { self.size } else { len } + ALIGN]);
+        let raw = reused.unwrap_or_else(|| vec![0; len + ALIGN]);
         // `align_offset` may decline (`usize::MAX`): the buffer is then unaligned, which only
         // costs direct I/O (the writer checks).
         let start = match raw.as_ptr().align_offset(ALIGN) {
@@ -124,10 +124,10 @@ mod tests {
         assert_eq!(bytes.len(), 1 << 20);
         assert_eq!(bytes[0], 7);
         drop(bytes);
-        // The same memory comes back, shortened to what is asked.
-        let b = pool.take(600 << 10);
+        // The same memory comes back.
+        let b = pool.take(1 << 20);
         assert_eq!(b.as_ref().as_ptr(), first);
-        assert_eq!(b.as_ref().len(), 600 << 10);
+        assert_eq!(b.as_ref().len(), 1 << 20);
         // Only `keep` idle buffers are kept.
         let c = pool.take(1 << 20);
         drop(b);
@@ -138,7 +138,7 @@ mod tests {
     #[test]
     fn small_and_oversized_buffers_are_their_own() {
         let pool = BufferPool::new(1 << 20, 4);
-        for len in [0, 100, 512 << 10, (1 << 20) + 1] {
+        for len in [0, 100, (1 << 20) - 1, (1 << 20) + 1] {
             let b = pool.take(len);
             assert_eq!(b.as_ref().len(), len);
             assert!(b.home.is_none(), "{len} bytes should not be pooled");

@@ -15,7 +15,10 @@
 //!    writes it under a temporary name in its final folder, sets mode and mtime, syncs (in
 //!    batches) and renames. A big file's whole hash is merged from its ranges' (BLAKE3 hashes
 //!    a tree, and each range is a subtree of it) and checked before the rename. A failed or
-//!    interrupted transfer never leaves a partial file under the final name.
+//!    interrupted transfer never leaves a partial file under the final name. Ranges are
+//!    received into reused page-aligned buffers and, on Linux, written with direct I/O: the
+//!    receiver syncs everything and keeps nothing cached, so copying each byte into the page
+//!    cache (the costliest step of a big download measured here) buys nothing.
 //!
 //! # Example
 //! ```no_run
