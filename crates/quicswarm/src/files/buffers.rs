@@ -41,8 +41,8 @@ impl BufferPool {
     }
 
     /// A page-aligned buffer of `len` bytes: a pooled one when the pool [`pools`](Self::pools)
-    /// that length, otherwise one of its own (`len` and a page). Its content is whatever it held before: fill
-    /// all of it before use.
+    /// that length, otherwise one of its own (`len` and a page). Its content is whatever it
+    /// held before: fill all of it before use.
     pub(crate) fn take(self: &Arc<Self>, len: usize) -> Buffer {
         let pooled = self.pools(len);
         let reused = pooled
