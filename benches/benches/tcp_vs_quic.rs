@@ -100,6 +100,8 @@ enum Mode {
     QuicUnordered(Congestion),
     /// One QUIC connection, telemetry feeds `Redundant`: `Unordered` plus a datagram copy.
     QuicRedundant(Congestion),
+    /// One QUIC connection, calls hedged (`Client::call_hedged`) after this many ms.
+    QuicHedged(Congestion, u64),
     /// One TLS-over-TCP connection, feeds multiplexed (yamux).
     TcpMux(&'static str),
     /// One TLS-over-TCP connection per feed.
@@ -113,7 +115,8 @@ impl Mode {
             | Self::QuicDatagram(_)
             | Self::QuicLate(_)
             | Self::QuicUnordered(_)
-            | Self::QuicRedundant(_) => "quic",
+            | Self::QuicRedundant(_)
+            | Self::QuicHedged(..) => "quic",
             Self::TcpMux(_) => "tcp-mux",
             Self::TcpPerFeed(_) => "tcp-per-feed",
         }
@@ -125,7 +128,8 @@ impl Mode {
             | Self::QuicDatagram(cc)
             | Self::QuicLate(cc)
             | Self::QuicUnordered(cc)
-            | Self::QuicRedundant(cc) => match cc {
+            | Self::QuicRedundant(cc)
+            | Self::QuicHedged(cc, _) => match cc {
                 Congestion::Cubic => "cubic",
                 Congestion::NewReno => "newreno",
                 _ => "bbr",
@@ -142,6 +146,7 @@ impl Mode {
                 | Self::QuicLate(_)
                 | Self::QuicUnordered(_)
                 | Self::QuicRedundant(_)
+                | Self::QuicHedged(..)
         )
     }
 
@@ -152,7 +157,8 @@ impl Mode {
             | Self::QuicDatagram(cc)
             | Self::QuicLate(cc)
             | Self::QuicUnordered(cc)
-            | Self::QuicRedundant(cc) => t.congestion = cc,
+            | Self::QuicRedundant(cc)
+            | Self::QuicHedged(cc, _) => t.congestion = cc,
             Self::TcpMux(cc) | Self::TcpPerFeed(cc) => t.tcp_congestion = Some(cc.to_string()),
         }
         t
@@ -165,6 +171,9 @@ impl Mode {
             Self::QuicLate(_) => "reliable, late frames",
             Self::QuicUnordered(_) => "unordered",
             Self::QuicRedundant(_) => "redundant",
+            Self::QuicHedged(_, 5) => "hedged after 5 ms",
+            Self::QuicHedged(_, 25) => "hedged after 25 ms",
+            Self::QuicHedged(..) => "hedged",
             _ => "reliable",
         }
     }
@@ -199,7 +208,15 @@ fn modes(workload: Workload) -> Vec<Mode> {
             v.push(Quic(Congestion::BbrExperimental));
             v.extend(tcp(TcpMux));
         }
-        Workload::Rpc | Workload::Files => {
+        Workload::Rpc => {
+            v.push(Quic(Congestion::BbrExperimental));
+            // Hedged after 5 ms: nearly every call goes twice; after 25 ms (above most
+            // round trips on L2): only the slow ones.
+            v.push(QuicHedged(Congestion::BbrExperimental, 5));
+            v.push(QuicHedged(Congestion::BbrExperimental, 25));
+            v.extend(tcp(TcpMux));
+        }
+        Workload::Files => {
             v.push(Quic(Congestion::BbrExperimental));
             v.extend(tcp(TcpMux));
         }
@@ -340,6 +357,8 @@ fn registry(executed: Executed) -> Registry {
     });
     // Sensor readings are idempotent: a reconnecting session may re-subscribe in 0-RTT.
     r.set_replay_safe("feed", true);
+    // So is an echo: it may be hedged (run twice).
+    r.set_replay_safe("echo", true);
     r
 }
 
@@ -618,7 +637,13 @@ async fn rpc(ctx: Ctx) -> Result<(Map<String, Value>, charts::Series)> {
     while Instant::now() < until {
         tick.tick().await;
         let t = Instant::now();
-        client.call("echo", &payload).await?;
+        match ctx.mode {
+            Mode::QuicHedged(_, ms) => {
+                let after = Duration::from_millis(ms);
+                client.call_hedged("echo", &payload, after).await?
+            }
+            _ => client.call("echo", &payload).await?,
+        };
         let us = t.elapsed().as_micros() as u64;
         let _ = h.record(us.max(1));
         lat.push(us);
@@ -869,7 +894,19 @@ fn run_row(
     let _ = gw.thread.join();
     let counters = link.counters();
     drop(link);
-    let (metrics, series) = outcome?;
+    let (mut metrics, series) = outcome?;
+    if let Some(calls) = metrics
+        .get("calls")
+        .and_then(Value::as_u64)
+        .filter(|&n| n > 0)
+    {
+        // What a call costs the link: both directions' packets (a hedged call sends more).
+        let packets = counters.a_to_b.packets + counters.b_to_a.packets;
+        metrics.insert(
+            "packets_per_call".into(),
+            json!(packets as f64 / calls as f64),
+        );
+    }
     Ok(Row {
         workload,
         profile: profile.to_string(),
@@ -893,7 +930,7 @@ fn summary(row: &Row) -> String {
     let keys: &[&str] = match row.workload {
         Workload::Telemetry => &["p50_ms", "p99_ms", "p999_ms", "items", "camera_fps"],
         Workload::Camera => &["fps", "age_p50_ms", "age_p99_ms", "recovery_ms"],
-        Workload::Rpc => &["p50_ms", "p99_ms", "p999_ms"],
+        Workload::Rpc => &["p50_ms", "p99_ms", "p999_ms", "packets_per_call"],
         Workload::Outage => &[
             "recovery_2s_ms",
             "recovery_10s_ms",

@@ -6,6 +6,7 @@ mod early;
 mod errors;
 mod files;
 mod fleet;
+mod hedge;
 mod hostile;
 mod lifecycle;
 mod logs;

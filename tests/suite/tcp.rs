@@ -4,6 +4,7 @@
 
 mod errors;
 mod files;
+mod hedge;
 mod lifecycle;
 mod ops;
 mod pool;

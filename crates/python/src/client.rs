@@ -125,11 +125,29 @@ pub(crate) fn subscribe_options(
     let mut options = SubscribeOptions::delivery(parse_delivery(delivery)?);
     options.priority = priority;
     options.deliver_late = deliver_late;
-    options.max_age = max_age
+    options.max_age = seconds("max_age", max_age)?;
+    Ok(options)
+}
+
+/// An optional number of seconds from Python, checked (not negative, not NaN).
+pub(crate) fn seconds(name: &str, value: Option<f64>) -> PyResult<Option<std::time::Duration>> {
+    value
         .map(std::time::Duration::try_from_secs_f64)
         .transpose()
-        .map_err(|e| PyTypeError::new_err(format!("max_age: {e}")))?;
-    Ok(options)
+        .map_err(|e| PyTypeError::new_err(format!("{name}: {e}")))
+}
+
+/// A call, hedged after `hedge` when given (both clients' `call`).
+pub(crate) async fn call(
+    client: quicswarm::Client,
+    name: String,
+    args: String,
+    hedge: Option<std::time::Duration>,
+) -> Result<bytes::Bytes, quicswarm::CallError> {
+    match hedge {
+        Some(after) => client.call_hedged(&name, &Json(args), after).await,
+        None => client.call(&name, &Json(args)).await,
+    }
 }
 
 /// A client's connection statistics as a dict.
@@ -171,19 +189,23 @@ impl Client {
         Ok(rtt.as_secs_f64())
     }
 
-    /// Calls the batch subroutine `name`; returns its bytes.
-    #[pyo3(signature = (name, *args, **kwargs))]
+    /// Calls the batch subroutine `name`; returns its bytes. With `hedge_after=` (seconds),
+    /// a replay-safe subroutine's call is sent again when no answer has come by then, and the
+    /// first answer wins (`Client::call_hedged` in Rust): a lost packet on a lossy link then
+    /// costs that long instead of QUIC's probe timeout.
+    #[pyo3(signature = (name, *args, hedge_after=None, **kwargs))]
     fn call<'py>(
         &self,
         py: Python<'py>,
         name: String,
         args: &Bound<'py, PyTuple>,
+        hedge_after: Option<f64>,
         kwargs: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<Bound<'py, PyBytes>> {
         let client = self.client()?;
         let json = args::encode(py, args, kwargs)?;
-        let reply = runtime::wait(py, async move { client.call(&name, &Json(json)).await })?
-            .map_err(errors::call)?;
+        let hedge = seconds("hedge_after", hedge_after)?;
+        let reply = runtime::wait(py, call(client, name, json, hedge))?.map_err(errors::call)?;
         Ok(PyBytes::new(py, &reply))
     }
 

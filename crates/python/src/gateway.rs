@@ -86,14 +86,17 @@ impl Gateway {
     /// one) becomes a *stream* subroutine, each item an `(ident, bytes)` pair (an ident below
     /// 0 ends it); any other callable a *batch* one returning `bytes`, `bytearray`,
     /// `memoryview` or `str`. `kind="stream"` or `kind="batch"` says it outright, for a plain
-    /// function that returns a generator.
-    #[pyo3(signature = (name, r#fn, kind=None))]
+    /// function that returns a generator. `replay_safe=True` declares that running it twice
+    /// does no harm (a query, not a command): it may then run from 0-RTT early data, and
+    /// clients may hedge its calls.
+    #[pyo3(signature = (name, r#fn, kind=None, replay_safe=false))]
     fn add_subroutine(
         &self,
         py: Python<'_>,
         name: &str,
         r#fn: Py<PyAny>,
         kind: Option<&str>,
+        replay_safe: bool,
     ) -> PyResult<()> {
         let function = r#fn.bind(py);
         if !function.is_callable() {
@@ -122,6 +125,7 @@ impl Gateway {
                 })
             });
         }
+        self.registry.set_replay_safe(name, replay_safe);
         Ok(())
     }
 

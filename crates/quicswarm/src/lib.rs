@@ -38,8 +38,10 @@
 //! [`TransportTuning`] presets tune timeouts and loss detection for LAN, Wi-Fi or cellular;
 //! a [`Session`] reconnects by itself (0-RTT) and resumes subscriptions after the last item
 //! received; [`Client::subscribe`] picks a [`Delivery`] (reliable; latest-value, or every
-//! item unordered, on per-item streams, optionally with datagram copies; or datagrams) and a priority; [`Controller::get_client_0rtt`] runs replay-safe
-//! requests from early data.
+//! item unordered, on per-item streams, optionally with datagram copies; or datagrams) and a
+//! priority; [`Controller::get_client_0rtt`] runs replay-safe requests from early data, and
+//! [`Client::call_hedged`] sends a replay-safe call again when its answer is late, so that a
+//! lost packet does not wait for QUIC's probe timeout.
 //!
 //! # Metrics
 //! [`GatewayBuilder::metrics`] serves the gateway's counters and gauges in the Prometheus

@@ -21,8 +21,15 @@ class Gateway:
         metrics: Optional[str] = None,
     ) -> None:
         """`metrics="127.0.0.1:9464"` serves Prometheus metrics on http://ADDR/metrics."""
-    def add_subroutine(self, name: str, fn: Callable[..., Any], kind: Optional[str] = None) -> None:
-        """A generator function becomes a stream subroutine, any other callable a batch one."""
+    def add_subroutine(
+        self,
+        name: str,
+        fn: Callable[..., Any],
+        kind: Optional[str] = None,
+        replay_safe: bool = False,
+    ) -> None:
+        """A generator function becomes a stream subroutine, any other callable a batch one.
+        `replay_safe=True`: running it twice does no harm (0-RTT, hedged calls)."""
     def add_sink(self, name: str, fn: Callable[..., Optional[int]]) -> None:
         """`fn(*args, buffer=bytes, **kwargs)` returns an int (None counts as 0)."""
     def serve(self, name: str, dir: _Path) -> None: ...
@@ -59,7 +66,10 @@ class Client:
     """One connection to a gateway; every operation is its own QUIC stream."""
 
     def ping(self) -> float: ...
-    def call(self, name: str, *args: Any, **kwargs: Any) -> bytes: ...
+    def call(
+        self, name: str, *args: Any, hedge_after: Optional[float] = None, **kwargs: Any
+    ) -> bytes:
+        """`hedge_after=` seconds: a replay-safe call is sent again if unanswered by then."""
     @overload
     def stream(self, name: str, *args: Any, **kwargs: Any) -> "ItemIter": ...
     @overload

@@ -15,7 +15,7 @@ use quicswarm::{
 use super::{awaitable, awaitable_with, bytes, done, items, ready, value, Target};
 use crate::{
     args, buffer,
-    client::{stats_dict, subscribe_options, Client},
+    client::{call, seconds, stats_dict, subscribe_options, Client},
     errors,
     files::{self, Direction},
     items::Source,
@@ -51,22 +51,19 @@ impl AsyncClient {
         awaitable(py, rtt, value)
     }
 
-    /// Calls a batch subroutine; its bytes.
-    #[pyo3(signature = (name, *args, **kwargs))]
+    /// Calls a batch subroutine; its bytes. `hedge_after=` as `Client.call`'s.
+    #[pyo3(signature = (name, *args, hedge_after=None, **kwargs))]
     fn call<'py>(
         &self,
         py: Python<'py>,
         name: String,
         args: &Bound<'py, PyTuple>,
+        hedge_after: Option<f64>,
         kwargs: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let json = args::encode(py, args, kwargs)?;
-        let client = self.inner.clone();
-        awaitable(
-            py,
-            async move { client.call(&name, &Json(json)).await },
-            bytes,
-        )
+        let hedge = seconds("hedge_after", hedge_after)?;
+        awaitable(py, call(self.inner.clone(), name, json, hedge), bytes)
     }
 
     /// Sends a buffer to a sink subroutine; its int.

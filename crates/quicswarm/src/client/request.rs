@@ -6,7 +6,10 @@
 //! [`rpc`]: Client::rpc
 //! [`rpc_with_body`]: Client::rpc_with_body
 
-use std::{future::Future, time::Instant};
+use std::{
+    future::Future,
+    time::{Duration, Instant},
+};
 
 use bytes::{Bytes, BytesMut};
 use quicswarm_proto::{codec, ErrorCode, Request, Response};
@@ -67,12 +70,31 @@ impl Client {
         F: FnOnce(Response, FrameReader, Instant) -> Fut,
         Fut: Future<Output = Result<T, CallError>>,
     {
+        self.rpc_hedged(request, None, then).await
+    }
+
+    /// [`rpc`](Self::rpc), with a second sending when the first has no answer after `hedge`
+    /// (see [`hedged`](Self::hedged)). The caller has checked that the request may run twice.
+    pub(crate) async fn rpc_hedged<T, F, Fut>(
+        &self,
+        request: &Request,
+        hedge: Option<Duration>,
+        then: F,
+    ) -> Result<T, CallError>
+    where
+        F: FnOnce(Response, FrameReader, Instant) -> Fut,
+        Fut: Future<Output = Result<T, CallError>>,
+    {
         if !self.inner.may_run_early(request) {
             self.inner_confirmed().await;
         }
         let reset = reset_on_give_up(request);
         self.timed(async {
-            let (response, reader, sent) = self.early(|| self.attempt(request, reset)).await?;
+            let (response, reader, sent) = match hedge {
+                None => self.early(|| self.attempt(request, reset)).await?,
+                // Boxed: a plain request's future stays the size it was.
+                Some(after) => Box::pin(self.early(|| self.hedged(request, reset, after))).await?,
+            };
             then(response, reader, sent).await
         })
         .await
@@ -126,6 +148,29 @@ impl Client {
             }
         })
         .await
+    }
+
+    /// One sending of `request`, and a second one on a new stream when the first has no
+    /// answer `after` it. The first answer (or error) wins; the other attempt is dropped,
+    /// which resets its stream when the request is a command.
+    async fn hedged(
+        &self,
+        request: &Request,
+        reset: bool,
+        after: Duration,
+    ) -> Result<(Response, FrameReader, Instant), CallError> {
+        let first = self.attempt(request, reset);
+        tokio::pin!(first);
+        tokio::select! {
+            answer = &mut first => return answer,
+            () = tokio::time::sleep(after) => {}
+        }
+        let second = self.attempt(request, reset);
+        tokio::pin!(second);
+        tokio::select! {
+            answer = &mut first => answer,
+            answer = &mut second => answer,
+        }
     }
 
     /// One sending of `request`, up to its first response.
