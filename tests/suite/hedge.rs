@@ -91,3 +91,25 @@ async fn only_replay_safe_subroutines_are_hedged() {
     assert_eq!(runs.load(Ordering::SeqCst), 0);
     within("ping", client.ping()).await.unwrap();
 }
+
+#[tokio::test]
+async fn a_session_hedges_on_its_current_connection() {
+    let gw = spawn_gateway(|b| b).await;
+    let runs = stuck_once(gw.gateway.registry());
+    let controller = gw.controller();
+    let session = within(
+        "session",
+        quicswarm::Session::connect(&controller, &gw.addr, quicswarm::ReconnectPolicy::default()),
+    )
+    .await
+    .unwrap();
+    let reply = within(
+        "hedged call",
+        session.call_hedged("stuck_once", &(), Duration::from_millis(20)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(&reply[..], b"later");
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
+    session.close().await;
+}

@@ -12,7 +12,7 @@ use quicswarm::{Json, LinkState, ReconnectPolicy};
 
 use crate::{
     args,
-    client::subscribe_options,
+    client::{self, subscribe_options},
     errors,
     items::{ItemIter, Source},
     runtime,
@@ -39,7 +39,7 @@ impl Session {
     #[pyo3(signature = (controller, addr, max_attempts=None))]
     fn new(
         py: Python<'_>,
-        controller: PyRef<'_, crate::client::Controller>,
+        controller: PyRef<'_, client::Controller>,
         addr: String,
         max_attempts: Option<u32>,
     ) -> PyResult<Self> {
@@ -83,19 +83,22 @@ impl Session {
         Ok(reached == self.state())
     }
 
-    /// Calls a batch subroutine, waiting for the link if it is down.
-    #[pyo3(signature = (name, *args, **kwargs))]
+    /// Calls a batch subroutine, waiting for the link if it is down; `hedge_after=` as
+    /// `Client.call`'s.
+    #[pyo3(signature = (name, *args, hedge_after=None, **kwargs))]
     fn call<'py>(
         &self,
         py: Python<'py>,
         name: String,
         args: &Bound<'py, PyTuple>,
+        hedge_after: Option<f64>,
         kwargs: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<Bound<'py, PyBytes>> {
         let session = self.session()?;
         let json = args::encode(py, args, kwargs)?;
-        let reply = runtime::wait(py, async move { session.call(&name, &Json(json)).await })?
-            .map_err(errors::call)?;
+        let hedge = client::seconds("hedge_after", hedge_after)?;
+        let call = async move { client::call(session.connected().await?, name, json, hedge).await };
+        let reply = runtime::wait(py, call)?.map_err(errors::call)?;
         Ok(PyBytes::new(py, &reply))
     }
 

@@ -28,17 +28,23 @@ class StuckOnce:
 
 
 @pytest.fixture
-def hedged(tmp_path):
+def gateway(tmp_path):
     stuck = StuckOnce()
     gw = quicswarm.Gateway(listen="127.0.0.1:0", cert_dir=tmp_path / "certs")
     gw.add_subroutine("stuck_once", stuck, kind="batch", replay_safe=True)
     gw.add_subroutine("command", lambda: b"done")
     gw.start()
+    yield gw, stuck
+    stuck.release.set()
+    gw.close()
+
+
+@pytest.fixture
+def hedged(gateway):
+    gw, stuck = gateway
     controller = quicswarm.Controller(fingerprint=gw.fingerprint, timeout=10)
     with controller.get_client(gw.local_addr) as client:
         yield client, stuck
-    stuck.release.set()
-    gw.close()
 
 
 def test_a_stuck_call_is_answered_by_its_hedge(hedged):
@@ -64,4 +70,14 @@ def test_an_async_call_is_hedged_too(hedged):
         return await quicswarm.aio.AsyncClient(client).call("stuck_once", hedge_after=0.05)
 
     assert asyncio.run(go()) == b"later"
+    assert stuck.calls == 2
+
+
+def test_a_session_call_is_hedged_too(gateway):
+    gw, stuck = gateway
+    controller = quicswarm.Controller(fingerprint=gw.fingerprint, timeout=10)
+    with quicswarm.Session(controller, gw.local_addr) as session:
+        assert session.call("stuck_once", hedge_after=0.05) == b"later"
+        with pytest.raises(quicswarm.BadArgs):
+            session.call("command", hedge_after=0.05)
     assert stuck.calls == 2

@@ -192,6 +192,20 @@ impl Session {
         self.connected().await?.call(name, args).await
     }
 
+    /// [`Client::call_hedged`] on the current connection (waiting for one if reconnecting).
+    ///
+    /// # Errors
+    /// As [`Client::call_hedged`]; a call in flight when the link drops fails with
+    /// `ConnectionLost` and is not repeated.
+    pub async fn call_hedged(
+        &self,
+        name: &str,
+        args: &(impl ToArgs + ?Sized),
+        after: Duration,
+    ) -> Result<Bytes, CallError> {
+        self.connected().await?.call_hedged(name, args, after).await
+    }
+
     /// Subscribes to a stream subroutine; the subscription resumes by itself after a
     /// reconnect, from the item after the last one received.
     ///

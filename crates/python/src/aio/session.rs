@@ -12,7 +12,7 @@ use quicswarm::Json;
 use super::{awaitable, bytes, items, ready};
 use crate::{
     args,
-    client::subscribe_options,
+    client::{self, subscribe_options},
     items::Source,
     session::{state_name, state_reached, Session},
 };
@@ -76,22 +76,22 @@ impl AsyncSession {
         })
     }
 
-    /// Calls a batch subroutine, waiting for the link if it is down.
-    #[pyo3(signature = (name, *args, **kwargs))]
+    /// Calls a batch subroutine, waiting for the link if it is down; `hedge_after=` as
+    /// `Client.call`'s.
+    #[pyo3(signature = (name, *args, hedge_after=None, **kwargs))]
     fn call<'py>(
         &self,
         py: Python<'py>,
         name: String,
         args: &Bound<'py, PyTuple>,
+        hedge_after: Option<f64>,
         kwargs: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let session = self.session()?;
         let json = args::encode(py, args, kwargs)?;
-        awaitable(
-            py,
-            async move { session.call(&name, &Json(json)).await },
-            bytes,
-        )
+        let hedge = client::seconds("hedge_after", hedge_after)?;
+        let call = async move { client::call(session.connected().await?, name, json, hedge).await };
+        awaitable(py, call, bytes)
     }
 
     /// Subscribes to a stream subroutine: `async for` over what it returns, resuming by
