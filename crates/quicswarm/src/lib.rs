@@ -91,7 +91,9 @@
 //!   `job.rs`, `units.rs`), the client's requests (`ops.rs`), the gateway's side (`serve/`:
 //!   what is served and `List`, `get.rs`, `put.rs`; `select.rs`, `source.rs`), the
 //!   receiver's store (`dest/`: whole files in `commit.rs`, big files' parts in `part.rs`,
-//!   their locks in `locks.rs`) and range hashes (`tree.rs`).
+//!   how a range is written in `direct.rs`, their locks in `locks.rs`), range hashes
+//!   (`tree.rs`), the piece hashes kept per file (`pieces.rs`) and the reused buffers of big
+//!   pieces (`buffers.rs`).
 //! - [`fleet`]: many gateways at once: members and fleet files (`members.rs`), the generic
 //!   per-member runner (`mod.rs`), the operations (`ops.rs`), merged streams (`merged.rs`).
 //! - [`tls`]: identities, fingerprints, trust, `certs init`.

@@ -37,6 +37,7 @@ mod dest;
 mod error;
 mod job;
 mod ops;
+mod pieces;
 pub(crate) mod select;
 pub(crate) mod serve;
 pub(crate) mod source;

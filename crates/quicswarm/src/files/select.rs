@@ -13,8 +13,8 @@ use quicswarm_proto::{
 };
 
 use super::{
+    pieces::PieceCache,
     source::{entry_of, relative, resolve, walk_error, Root},
-    tree::PieceCache,
     TransferError,
 };
 

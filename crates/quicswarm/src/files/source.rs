@@ -17,7 +17,7 @@ use quicswarm_proto::{
     transfer::{ByteRange, FileEntry, Hash, Mtime},
 };
 
-use super::{buffers::BufferPool, tree::PieceCache, TransferError};
+use super::{buffers::BufferPool, pieces::PieceCache, TransferError};
 
 /// The folder `rel` names below `root`, checked: portable, and no symlink on the way.
 pub(crate) fn resolve(root: &Path, rel: &str) -> Result<PathBuf, TransferError> {

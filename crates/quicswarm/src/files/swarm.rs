@@ -20,7 +20,7 @@ use super::{
     buffers::BufferPool,
     dest::{Destination, FileLocks},
     job::{run_units, Job, UnitEnd},
-    tree::PieceCache,
+    pieces::PieceCache,
     units::{download_unit, upload_unit, DownloadCtx, UploadCtx},
     FileEntry, Need, Selector, TransferError, TransferOptions, TransferSummary,
 };

@@ -8,12 +8,7 @@
 //! a second read and hash of the whole assembled file. A range that is not a subtree (an odd
 //! range size) is announced with its plain BLAKE3 instead, and the file is then hashed whole.
 
-use std::{
-    collections::HashMap,
-    fs::File,
-    path::{Path, PathBuf},
-    sync::{Mutex, PoisonError},
-};
+use std::fs::File;
 
 use blake3::hazmat::{self, HasherExt as _, Mode};
 use quicswarm_proto::transfer::{range_count, Hash};
@@ -187,99 +182,6 @@ pub(crate) fn range_from_pieces(pieces: &[Hash], size: u64, offset: u64, len: u6
     Some(subtree(cvs, PIECE, len))
 }
 
-/// Piece hashes of the files a gateway hashed for listings, so that serving their ranges
-/// needs no second hash. An entry is used only while the file is the one that was hashed
-/// (same inode, size and modification time); a receiver checks every range anyway, so a file
-/// changed in a way these miss fails its check instead of being stored.
-#[derive(Debug, Default)]
-pub(crate) struct PieceCache {
-    files: Mutex<Files>,
-}
-
-#[derive(Debug, Default)]
-struct Files {
-    by_path: HashMap<PathBuf, Pieces>,
-    /// Piece hashes held in `by_path`, in all.
-    held: usize,
-}
-
-#[derive(Debug)]
-struct Pieces {
-    id: FileId,
-    hashes: Vec<Hash>,
-}
-
-/// Piece hashes kept at once (2 MiB of them: 64 GiB of files); beyond, older ones go.
-const MAX_CACHED_PIECES: usize = 1 << 16;
-
-/// What tells one version of a file from another.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct FileId {
-    len: u64,
-    modified: Option<std::time::SystemTime>,
-    #[cfg(unix)]
-    dev_ino: (u64, u64),
-}
-
-impl FileId {
-    fn of(meta: &std::fs::Metadata) -> Self {
-        #[cfg(unix)]
-        use std::os::unix::fs::MetadataExt as _;
-        Self {
-            len: meta.len(),
-            modified: meta.modified().ok(),
-            #[cfg(unix)]
-            dev_ino: (meta.dev(), meta.ino()),
-        }
-    }
-}
-
-impl PieceCache {
-    /// Hashes `file`, opened from `path` (as [`hash_pieces`]), remembering its pieces.
-    pub(crate) fn hash(&self, file: &File, path: &Path) -> std::io::Result<Hash> {
-        let meta = file.metadata()?;
-        let (whole, hashes) = hash_pieces(file, meta.len())?;
-        if !hashes.is_empty() && hashes.len() <= MAX_CACHED_PIECES {
-            let mut files = self.files.lock().unwrap_or_else(PoisonError::into_inner);
-            let files = &mut *files;
-            if let Some(old) = files.by_path.remove(path) {
-                files.held -= old.hashes.len();
-            }
-            while files.held + hashes.len() > MAX_CACHED_PIECES {
-                let Some(victim) = files.by_path.keys().next().cloned() else {
-                    break;
-                };
-                if let Some(old) = files.by_path.remove(&victim) {
-                    files.held -= old.hashes.len();
-                }
-            }
-            files.held += hashes.len();
-            let id = FileId::of(&meta);
-            files
-                .by_path
-                .insert(path.to_path_buf(), Pieces { id, hashes });
-        }
-        Ok(whole)
-    }
-
-    /// The [`range_hash`] of a range of the file at `path` (opened, with `meta`), if its
-    /// pieces are known for this version of it.
-    pub(crate) fn range(
-        &self,
-        path: &Path,
-        meta: &std::fs::Metadata,
-        offset: u64,
-        len: u64,
-    ) -> Option<Hash> {
-        let files = self.files.lock().unwrap_or_else(PoisonError::into_inner);
-        let pieces = files.by_path.get(path)?;
-        if pieces.id != FileId::of(meta) {
-            return None;
-        }
-        range_from_pieces(&pieces.hashes, meta.len(), offset, len)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -350,8 +252,6 @@ mod tests {
             assert_eq!(range_from_pieces(&pieces, size, offset, len), None);
         }
 
-        let cache = PieceCache::default();
-        assert_eq!(cache.hash(&file, &path).unwrap(), whole);
         // A small file through a handle already read to its end is still hashed whole.
         let small_path = dir.path().join("small");
         std::fs::write(&small_path, &data[..5000]).unwrap();
@@ -361,16 +261,6 @@ mod tests {
             hash_pieces(&small, 5000).unwrap(),
             (*blake3::hash(&data[..5000]).as_bytes(), Vec::new())
         );
-        // Hashing it again replaces its entry rather than counting it twice.
-        assert_eq!(cache.hash(&file, &path).unwrap(), whole);
-        assert_eq!(cache.files.lock().unwrap().held, 6);
-        let meta = std::fs::metadata(&path).unwrap();
-        let want = range_hash(PIECE, &data[PIECE as usize..2 * PIECE as usize]);
-        assert_eq!(cache.range(&path, &meta, PIECE, PIECE), Some(want));
-        // Another version of the file: its old pieces are not used.
-        std::fs::write(&path, &data[..(size - 1) as usize]).unwrap();
-        let meta = std::fs::metadata(&path).unwrap();
-        assert_eq!(cache.range(&path, &meta, PIECE, PIECE), None);
     }
 
     #[test]

@@ -14,9 +14,9 @@ use super::{
     buffers::BufferPool,
     dest::{Destination, WholeFile},
     job::{Job, UnitEnd},
-    join_error, range_hash, source,
-    tree::PieceCache,
-    TransferError,
+    join_error,
+    pieces::PieceCache,
+    range_hash, source, TransferError,
 };
 use crate::{CallError, Client};
 

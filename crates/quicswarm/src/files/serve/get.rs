@@ -12,7 +12,7 @@ use quicswarm_proto::{
 use super::{Serve, MAX_PIECE};
 use crate::{
     ended::{Ended, Reply},
-    files::{buffers::BufferPool, source, tree::PieceCache, TransferError},
+    files::{buffers::BufferPool, pieces::PieceCache, source, TransferError},
     io::{frame, frame_into, write_frame},
     metrics::Direction,
     transport::SendStream,

@@ -25,9 +25,8 @@ use super::{
     blocking,
     buffers::BufferPool,
     dest::{Destination, FileLocks},
-    select,
-    tree::PieceCache,
-    TransferError,
+    pieces::PieceCache,
+    select, TransferError,
 };
 use crate::io::write_frame;
 use crate::{budget::ConnectionBudget, metrics::Metrics};
