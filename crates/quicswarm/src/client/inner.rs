@@ -58,13 +58,19 @@ impl ClientInner {
     /// subroutine, unknown until the gateway's `Welcome` arrives (then try, and re-send on
     /// `TooEarly`).
     pub(super) fn may_run_early(&self, request: &Request) -> bool {
-        request.replay_safe(|name| {
-            self.welcome.get().is_none_or(|w| {
-                w.subroutines
-                    .iter()
-                    .any(|s| s.name == name && s.replay_safe)
-            })
-        })
+        request.replay_safe(|name| self.replay_safe(name).unwrap_or(true))
+    }
+
+    /// Whether the gateway registered subroutine `name` replay-safe, by its `Welcome`; `None`
+    /// before the welcome arrived.
+    pub(super) fn replay_safe(&self, name: &str) -> Option<bool> {
+        let welcome = self.welcome.get()?;
+        Some(
+            welcome
+                .subroutines
+                .iter()
+                .any(|s| s.name == name && s.replay_safe),
+        )
     }
 }
 
