@@ -107,6 +107,10 @@ impl PieceCache {
     /// remembered.
     pub(crate) fn hash(&self, file: &File, path: &Path) -> std::io::Result<Hash> {
         let meta = file.metadata()?;
+        if meta.len() <= PIECE {
+            // One piece: nothing to keep, and hashing it is cheaper than looking it up.
+            return Ok(hash_pieces(file, meta.len())?.0);
+        }
         let id = FileId::of(&meta);
         if let Some(whole) = self.known(path, &id) {
             return Ok(whole);
@@ -119,7 +123,7 @@ impl PieceCache {
             .changed()
             .zip(started.checked_sub(self.settle))
             .is_some_and(|(changed, limit)| changed <= limit);
-        if unchanged && !hashes.is_empty() && hashes.len() <= MAX_CACHED_PIECES {
+        if unchanged && hashes.len() <= MAX_CACHED_PIECES {
             self.insert(
                 path,
                 Pieces {
@@ -220,6 +224,15 @@ mod tests {
         let meta = std::fs::metadata(&path).unwrap();
         let want = range_hash(PIECE, &data[PIECE as usize..2 * PIECE as usize]);
         assert_eq!(cache.range(&path, &meta, PIECE, PIECE), Some(want));
+        // A file of one piece is hashed, and nothing of it kept.
+        let small = dir.path().join("small");
+        std::fs::write(&small, &data[..5000]).unwrap();
+        let small_file = File::open(&small).unwrap();
+        assert_eq!(
+            cache.hash(&small_file, &small).unwrap(),
+            *blake3::hash(&data[..5000]).as_bytes()
+        );
+        assert_eq!(cache.held(), 6);
         // Another version of the file: its old pieces are not used, and it is read again.
         let shorter = &data[..data.len() - 1];
         std::fs::write(&path, shorter).unwrap();

@@ -354,7 +354,9 @@ pub(crate) fn read_exact_at(
             "file shrank while reading",
         )
     };
-    let size = usize::try_from(len).map_err(|_| shrank())?;
+    let size = usize::try_from(len).map_err(|_| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, "piece larger than memory")
+    })?;
     if buffers.pools(size) {
         let mut buf = buffers.take(size);
         super::tree::read_exact_at(file, buf.as_mut_slice(), offset).map_err(|e| {
