@@ -95,6 +95,9 @@ enum Mode {
     /// One QUIC connection, reliable telemetry, and the camera's late frames handed out
     /// (`SubscribeOptions::deliver_late`) instead of dropped.
     QuicLate(Congestion),
+    /// One QUIC connection, reliable telemetry, and the camera's frames as datagrams with
+    /// recovery shards (`Delivery::Fec`).
+    QuicFec(Congestion),
     /// One QUIC connection, telemetry feeds `Unordered`: every reading, each on a stream of
     /// its own (a lost packet delays only the readings it carried).
     QuicUnordered(Congestion),
@@ -114,6 +117,7 @@ impl Mode {
             Self::Quic(_)
             | Self::QuicDatagram(_)
             | Self::QuicLate(_)
+            | Self::QuicFec(_)
             | Self::QuicUnordered(_)
             | Self::QuicRedundant(_)
             | Self::QuicHedged(..) => "quic",
@@ -127,6 +131,7 @@ impl Mode {
             Self::Quic(cc)
             | Self::QuicDatagram(cc)
             | Self::QuicLate(cc)
+            | Self::QuicFec(cc)
             | Self::QuicUnordered(cc)
             | Self::QuicRedundant(cc)
             | Self::QuicHedged(cc, _) => match cc {
@@ -144,6 +149,7 @@ impl Mode {
             Self::Quic(_)
                 | Self::QuicDatagram(_)
                 | Self::QuicLate(_)
+                | Self::QuicFec(_)
                 | Self::QuicUnordered(_)
                 | Self::QuicRedundant(_)
                 | Self::QuicHedged(..)
@@ -156,6 +162,7 @@ impl Mode {
             Self::Quic(cc)
             | Self::QuicDatagram(cc)
             | Self::QuicLate(cc)
+            | Self::QuicFec(cc)
             | Self::QuicUnordered(cc)
             | Self::QuicRedundant(cc)
             | Self::QuicHedged(cc, _) => t.congestion = cc,
@@ -164,11 +171,21 @@ impl Mode {
         t
     }
 
+    /// How the camera's frames travel.
+    fn camera(self) -> Delivery {
+        match self {
+            _ if self.tcp() => Delivery::Reliable,
+            Self::QuicFec(_) => Delivery::Fec,
+            _ => Delivery::Latest,
+        }
+    }
+
     /// How telemetry items travel.
     fn delivery(self) -> &'static str {
         match self {
             Self::QuicDatagram(_) => "datagram",
             Self::QuicLate(_) => "reliable, late frames",
+            Self::QuicFec(_) => "reliable, fec frames",
             Self::QuicUnordered(_) => "unordered",
             Self::QuicRedundant(_) => "redundant",
             Self::QuicHedged(_, 5) => "hedged after 5 ms",
@@ -193,6 +210,7 @@ fn modes(workload: Workload) -> Vec<Mode> {
             v.push(Quic(Congestion::BbrExperimental));
             v.push(QuicDatagram(Congestion::BbrExperimental));
             v.push(QuicLate(Congestion::BbrExperimental));
+            v.push(QuicFec(Congestion::BbrExperimental));
             v.push(QuicUnordered(Congestion::BbrExperimental));
             v.push(QuicRedundant(Congestion::BbrExperimental));
             v.extend(tcp(TcpMux));
@@ -202,6 +220,7 @@ fn modes(workload: Workload) -> Vec<Mode> {
             v.push(Quic(Congestion::NewReno));
             v.push(Quic(Congestion::BbrExperimental));
             v.push(QuicLate(Congestion::BbrExperimental));
+            v.push(QuicFec(Congestion::BbrExperimental));
             v.extend(tcp(TcpMux));
         }
         Workload::Bulk => {
@@ -504,11 +523,7 @@ async fn telemetry(ctx: Ctx) -> Result<(Map<String, Value>, charts::Series)> {
     // connection-per-feed case), so handshakes are not counted as latency.
     let cam_client = client_for(FEEDS.len() + 1).await?;
     let camera = Ticker::new(CAMERA_FPS, FRAME, ctx.seconds);
-    let mut cam_opts = SubscribeOptions::delivery(if ctx.mode.tcp() {
-        Delivery::Reliable
-    } else {
-        Delivery::Latest
-    });
+    let mut cam_opts = SubscribeOptions::delivery(ctx.mode.camera());
     cam_opts.priority = 0;
     cam_opts.deliver_late = matches!(ctx.mode, Mode::QuicLate(_));
     cam_opts.max_age = ctx.camera_max_age.filter(|_| !ctx.mode.tcp());
@@ -571,11 +586,7 @@ async fn camera(ctx: Ctx) -> Result<(Map<String, Value>, charts::Series)> {
     // resumes on a new connection (0-RTT over QUIC, a full handshake over TCP).
     let session = Session::connect(&controller, &ctx.addr, quick_reconnect()).await?;
     let camera = Ticker::new(CAMERA_FPS, FRAME, ctx.seconds);
-    let mut opts = SubscribeOptions::delivery(if ctx.mode.tcp() {
-        Delivery::Reliable
-    } else {
-        Delivery::Latest
-    });
+    let mut opts = SubscribeOptions::delivery(ctx.mode.camera());
     opts.deliver_late = matches!(ctx.mode, Mode::QuicLate(_));
     opts.max_age = ctx.camera_max_age.filter(|_| !ctx.mode.tcp());
     let ages = Arc::new(Mutex::new(Vec::new()));
@@ -914,6 +925,8 @@ fn run_row(
         cc: mode.cc(),
         delivery: if workload == Workload::Camera && matches!(mode, Mode::QuicLate(_)) {
             "latest, late frames"
+        } else if workload == Workload::Camera && matches!(mode, Mode::QuicFec(_)) {
+            "fec"
         } else if workload == Workload::Camera && !mode.tcp() {
             "latest"
         } else {

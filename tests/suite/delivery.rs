@@ -127,7 +127,7 @@ async fn max_age_drops_stale_items() {
 }
 
 /// A camera-like producer: `count` frames of `size` bytes, one every `every_ms`.
-fn register_camera(gw: &quicswarm_tests::TestGateway) {
+pub(crate) fn register_camera(gw: &quicswarm_tests::TestGateway) {
     gw.gateway.registry().stream(
         "camera",
         |(count, size, every_ms): (i64, usize, u64), _ctx| {
@@ -245,7 +245,7 @@ async fn priorities_order_streams_on_a_slow_link() {
 }
 
 /// A client of `gw` whose packets cross `link` (its controller is returned to keep it alive).
-async fn through(
+pub(crate) async fn through(
     link: &quicswarm_tests::link::Link,
     gw: &quicswarm_tests::TestGateway,
 ) -> (quicswarm::Controller, quicswarm::Client) {

@@ -4,6 +4,7 @@
 mod delivery;
 mod early;
 mod errors;
+mod fec;
 mod files;
 mod fleet;
 mod hedge;

@@ -84,6 +84,7 @@ async fn quic_only_features_are_unsupported_over_tcp() {
         Delivery::Datagram,
         Delivery::Unordered,
         Delivery::Redundant,
+        Delivery::Fec,
     ] {
         let options = SubscribeOptions::delivery(delivery);
         match within("subscribe", client.subscribe("counter", &args, &options)).await {

@@ -62,6 +62,7 @@
 mod code;
 pub mod codec;
 pub mod datagram;
+pub mod fec;
 pub mod limits;
 mod message;
 pub mod path;
@@ -70,8 +71,8 @@ pub mod transfer;
 
 pub use code::ErrorCode;
 pub use message::{
-    Args, ArgsEncoding, Delivery, ErrorReply, Hello, HelloReply, LatestHeader, Request, Response,
-    StreamFrame, StreamOptions, SubroutineInfo, SubroutineKind, Welcome,
+    Args, ArgsEncoding, Delivery, ErrorReply, Hello, HelloReply, ItemReport, LatestHeader, Request,
+    Response, StreamFrame, StreamOptions, SubroutineInfo, SubroutineKind, Welcome,
 };
 
 /// The ALPN protocol identifier. The version lives here so a mismatched peer fails the handshake.

@@ -277,6 +277,16 @@ pub enum Delivery {
         /// Subscription id, chosen by the client, unique on its connection.
         id: u32,
     },
+    /// Each item cut into shards with Reed–Solomon recovery shards, one per datagram
+    /// ([`crate::fec`]): any `originals` of the shards rebuild it, so a lost packet costs no
+    /// round trip. Newer items replace waiting ones as with `Latest`; the gateway sends an
+    /// item only when the path has taken the previous one.
+    Fec {
+        /// Subscription id, chosen by the client, unique on its connection.
+        id: u32,
+        /// Recovery shards, in percent of the originals (at least one; at most 100).
+        percent: u8,
+    },
 }
 
 /// Options of a stream subscription.
@@ -302,6 +312,18 @@ pub struct LatestHeader {
     pub sent_us: u64,
     /// Bytes that follow.
     pub len: u64,
+}
+
+/// [`Delivery::Fec`]: the client's word on one item, sent on the subscription's own stream
+/// (its client-to-gateway side, left open for these) once the item is rebuilt or given up.
+/// The gateway sizes how many items it keeps on their way from the rate these show, as
+/// `Latest` does from its streams' acknowledgements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ItemReport {
+    /// The item.
+    pub ident: i64,
+    /// Its shards that arrived.
+    pub shards: u32,
 }
 
 /// Frames after [`Response::Accepted`] on a stream subscription.

@@ -109,8 +109,9 @@ fn parse_delivery(delivery: &str) -> PyResult<Delivery> {
         "datagram" => Ok(Delivery::Datagram),
         "unordered" => Ok(Delivery::Unordered),
         "redundant" => Ok(Delivery::Redundant),
+        "fec" => Ok(Delivery::Fec),
         other => Err(PyTypeError::new_err(format!(
-            "delivery={other:?}: \"reliable\", \"latest\", \"datagram\", \"unordered\" or \"redundant\""
+            "delivery={other:?}: \"reliable\", \"latest\", \"datagram\", \"unordered\", \"redundant\" or \"fec\""
         ))),
     }
 }

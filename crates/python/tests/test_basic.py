@@ -118,12 +118,14 @@ def test_pynetwork_style_callbacks(client):
     assert stats["rtt"] > 0 and stats["bytes_received"] > 0
 
 
-@pytest.mark.parametrize("delivery", ["reliable", "latest", "datagram", "unordered", "redundant"])
+@pytest.mark.parametrize(
+    "delivery", ["reliable", "latest", "datagram", "unordered", "redundant", "fec"]
+)
 def test_subscriptions_in_each_delivery_mode(client, delivery):
     items = list(client.subscribe("count", 20, size=100, delivery=delivery, priority=1))
     idents = [i for i, _ in items]
-    # Reliable: all, in order. Unordered: all, in any order. Latest and datagram may drop,
-    # never reorder past a newer one.
+    # Reliable: all, in order. Unordered: all, in any order. Latest, fec and datagram may
+    # drop, never reorder past a newer one.
     if delivery == "reliable":
         assert idents == list(range(20))
     elif delivery in ("unordered", "redundant"):

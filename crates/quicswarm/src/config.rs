@@ -297,6 +297,7 @@ impl TransportTuning {
         t.receive_window(VarInt::from_u32(self.receive_window));
         t.stream_receive_window(VarInt::from_u32(self.stream_receive_window));
         t.send_window(self.send_window);
+        t.datagram_send_buffer_size(crate::transport::DATAGRAM_SEND_BUFFER);
         t.enable_segmentation_offload(self.segmentation_offload);
         match self.congestion {
             Congestion::Cubic => {

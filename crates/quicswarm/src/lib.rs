@@ -38,8 +38,8 @@
 //! [`TransportTuning`] presets tune timeouts and loss detection for LAN, Wi-Fi or cellular;
 //! a [`Session`] reconnects by itself (0-RTT) and resumes subscriptions after the last item
 //! received; [`Client::subscribe`] picks a [`Delivery`] (reliable; latest-value, or every
-//! item unordered, on per-item streams, optionally with datagram copies; or datagrams) and a
-//! priority; [`Controller::get_client_0rtt`] runs replay-safe requests from early data, and
+//! item unordered, on per-item streams, optionally with datagram copies; latest-value over
+//! datagrams with forward error correction; or datagrams) and a priority; [`Controller::get_client_0rtt`] runs replay-safe requests from early data, and
 //! [`Client::call_hedged`] sends a replay-safe call again when its answer is late, so that a
 //! lost packet does not wait for QUIC's probe timeout.
 //!
@@ -152,6 +152,7 @@ mod deadline;
 pub mod demo;
 mod ended;
 mod error;
+mod fec;
 pub mod files;
 pub mod fleet;
 mod gateway;
@@ -182,7 +183,7 @@ pub use quicswarm_proto as proto;
 pub use quicswarm_proto::{ErrorCode, SubroutineInfo, SubroutineKind};
 pub use session::{LinkState, ReconnectPolicy, ResumingStream, Session};
 pub use subroutine::{Aborted, Emitter, Registry, SinkData, SinkError, SinkOutput, StreamContext};
-pub use subscribe::{Delivery, SubscribeOptions};
+pub use subscribe::{Delivery, SubscribeOptions, FEC_PERCENT};
 pub use tls::{Fingerprint, Identity, Trust};
 pub use transport::{Connection, Disconnect, TransportKind};
 

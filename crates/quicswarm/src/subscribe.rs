@@ -14,7 +14,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use quicswarm_proto::{datagram, ErrorCode, LatestHeader};
+use quicswarm_proto::{datagram, ErrorCode, ItemReport, LatestHeader};
 use tokio::sync::mpsc;
 
 use crate::io::FrameReader;
@@ -51,7 +51,23 @@ pub enum Delivery {
     /// A second copy is recognised within 4,096 idents of the newest (a later one would be
     /// handed out again). QUIC only: over TLS-over-TCP, `CallError::Unsupported`.
     Redundant,
+    /// As [`Latest`](Self::Latest), over datagrams with forward error correction: each item is
+    /// cut into datagram-sized shards plus Reed–Solomon recovery shards
+    /// ([`SubscribeOptions::fec_percent`] of them, 25% by default), and any set of shards as
+    /// large as the item rebuilds it. A lost packet thus costs no round trip, only the
+    /// recovery shards' share of the link; an item that loses more shards than it has
+    /// recovery shards is lost ([`ItemStream::lost`](crate::ItemStream::lost)). The gateway
+    /// sends an item only once the path has taken the previous one, and a newer item replaces
+    /// one still waiting, so the rate follows the link. For camera frames on a lossy link,
+    /// where `Latest`'s repairs make frames late. Items up to about 2.8 MB (2,048 shards).
+    /// QUIC only: over TLS-over-TCP, `CallError::Unsupported`.
+    Fec,
 }
+
+/// Recovery shards of `Fec` delivery when [`SubscribeOptions::fec_percent`] is `None`:
+/// with 5% loss in bursts of three packets (the emulated L3 link), a 40 KB frame in 29
+/// shards is lost about one time in 27 with 8 recovery shards, against one in ten with 5.
+pub const FEC_PERCENT: u8 = 25;
 
 /// Options of a subscription; see [`Client::subscribe`](crate::Client::subscribe).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -76,6 +92,10 @@ pub struct SubscribeOptions {
     /// uses every frame it can get (a detector, a recorder) wants them; a display, which
     /// must not go back in time, does not. Default `false`.
     pub deliver_late: bool,
+    /// `Fec` only: recovery shards in percent of an item's shards, at least one per item and
+    /// at most as many as its shards; `None` for 25%. More survives burstier loss, at that
+    /// share of the link.
+    pub fec_percent: Option<u8>,
 }
 
 impl SubscribeOptions {
@@ -191,6 +211,23 @@ async fn read_latest(mut reader: FrameReader, router: Arc<Router>, max_frame: us
     }
 }
 
+/// Reports queued for the gateway before the newest are dropped.
+pub(crate) const REPORTS: usize = 64;
+
+/// Writes a `Fec` subscription's reports on its stream until the subscription is dropped,
+/// then finishes that side. A task of its own, so handing out items never waits on a write.
+pub(crate) async fn send_reports(
+    mut send: crate::transport::SendStream,
+    mut reports: mpsc::Receiver<ItemReport>,
+) {
+    while let Some(report) = reports.recv().await {
+        if send.write_chunk(crate::io::frame(&report)).await.is_err() {
+            return;
+        }
+    }
+    let _ = send.finish();
+}
+
 /// Per-subscription state of a routed delivery.
 #[derive(Debug)]
 pub(crate) struct RoutedState {
@@ -198,6 +235,10 @@ pub(crate) struct RoutedState {
     pub(crate) rx: mpsc::Receiver<Routed>,
     pub(crate) router: Arc<Router>,
     pub(crate) latest: bool,
+    /// Items come as shards (`Fec`), rebuilt here before the `Latest` rules apply.
+    pub(crate) fec: Option<crate::fec::Assembler>,
+    /// Where reports on `Fec` items go to the gateway ([`send_reports`]).
+    pub(crate) reports: Option<mpsc::Sender<ItemReport>>,
     /// Items come twice (`Redundant`): hand out the first copy only.
     pub(crate) redundant: bool,
     /// Hand out items older than the newest one handed out (`Latest` only).
@@ -223,12 +264,16 @@ impl RoutedState {
         (id, rx): (u32, mpsc::Receiver<Routed>),
         router: Arc<Router>,
         options: &SubscribeOptions,
+        max_item: usize,
     ) -> Self {
+        let fec = options.delivery == Delivery::Fec;
         Self {
             id,
             rx,
             router,
-            latest: options.delivery == Delivery::Latest,
+            latest: options.delivery == Delivery::Latest || fec,
+            fec: fec.then(|| crate::fec::Assembler::new(max_item)),
+            reports: None,
             redundant: options.delivery == Delivery::Redundant,
             deliver_late: options.deliver_late,
             max_age: options.max_age,
@@ -253,9 +298,21 @@ impl RoutedState {
     pub(crate) fn accept(&mut self, routed: Routed) -> Option<(i64, Bytes)> {
         let Routed {
             ident,
-            data,
+            mut data,
             sent_us,
         } = routed;
+        if let Some(fec) = &mut self.fec {
+            // A shard: the item goes on once enough have come.
+            let whole = fec.push(ident, &data);
+            for (ident, shards) in fec.finished.drain(..) {
+                // A full queue means the gateway is far behind reading them: it then sizes
+                // its window without this one.
+                if let Some(tx) = &self.reports {
+                    let _ = tx.try_send(ItemReport { ident, shards });
+                }
+            }
+            data = whole?;
+        }
         if self.latest && !self.deliver_late && self.last.is_some_and(|l| ident <= l) {
             // Overtaken by a newer item: superseded, counted once whoever noticed first.
             if self.counted.insert(ident) {
@@ -315,7 +372,7 @@ mod tests {
             ..SubscribeOptions::delivery(Delivery::Latest)
         };
         let router = Arc::new(Router::default());
-        RoutedState::new((0, mpsc::channel(1).1), router, &options)
+        RoutedState::new((0, mpsc::channel(1).1), router, &options, 1 << 20)
     }
 
     fn item(ident: i64) -> Routed {
@@ -333,6 +390,7 @@ mod tests {
             (0, mpsc::channel(1).1),
             Arc::new(Router::default()),
             &options,
+            1 << 20,
         );
         assert!(s.accept(item(2)).is_some(), "the datagram copy");
         assert!(s.accept(item(1)).is_some(), "out of order is fine");

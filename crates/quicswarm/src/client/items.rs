@@ -177,6 +177,22 @@ impl ItemStream {
         self.routed.as_ref().map_or(0, |r| r.stale)
     }
 
+    /// Items rebuilt from recovery shards so far (`Fec` delivery): each would have waited a
+    /// round trip for a repair on a stream.
+    pub fn repaired(&self) -> u64 {
+        self.fec().map_or(0, |f| f.repaired)
+    }
+
+    /// Items lost so far (`Fec` delivery): some of their shards came, too few to rebuild
+    /// them. An item of which no shard came is not counted.
+    pub fn lost(&self) -> u64 {
+        self.fec().map_or(0, |f| f.lost)
+    }
+
+    fn fec(&self) -> Option<&crate::fec::Assembler> {
+        self.routed.as_ref()?.fec.as_ref()
+    }
+
     /// Whether the producer ended naturally (as opposed to still running, failed or aborted).
     pub fn is_complete(&self) -> bool {
         self.state == StreamState::Ended

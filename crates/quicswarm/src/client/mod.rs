@@ -30,7 +30,7 @@ use crate::{
     config::ControllerConfig,
     error::CallError,
     io::FrameReader,
-    subscribe::{Delivery, RoutedState, SubscribeOptions},
+    subscribe::{Delivery, RoutedState, SubscribeOptions, FEC_PERCENT},
 };
 
 /// One handler/client pair: a QUIC connection to a gateway. Cheap to clone; every clone and
@@ -341,7 +341,7 @@ impl Client {
             _ => {
                 let registered = self.inner.router.register(&self.inner.conn, max_item);
                 let router = self.inner.router.clone();
-                Some(RoutedState::new(registered, router, options))
+                Some(RoutedState::new(registered, router, options, max_item))
             }
         };
         let delivery = match (options.delivery, &routed) {
@@ -349,6 +349,10 @@ impl Client {
             (Delivery::Datagram, Some(r)) => proto::Delivery::Datagram { id: r.id },
             (Delivery::Unordered, Some(r)) => proto::Delivery::Unordered { id: r.id },
             (Delivery::Redundant, Some(r)) => proto::Delivery::Redundant { id: r.id },
+            (Delivery::Fec, Some(r)) => proto::Delivery::Fec {
+                id: r.id,
+                percent: options.fec_percent.unwrap_or(FEC_PERCENT),
+            },
             _ => proto::Delivery::Reliable,
         };
         let request = Request::Stream {
@@ -363,16 +367,30 @@ impl Client {
                     .map(|a| a.as_millis().min(u128::from(u32::MAX)) as u32),
             },
         };
-        let reader = self
-            .rpc(&request, |response, reader, _| async move {
-                match response {
-                    Response::Accepted => Ok(reader),
-                    other => Err(CallError::Protocol(format!(
-                        "expected Accepted, got {other:?}"
-                    ))),
-                }
-            })
-            .await?;
+        let accepted = |response| match response {
+            Response::Accepted => Ok(()),
+            other => Err(CallError::Protocol(format!(
+                "expected Accepted, got {other:?}"
+            ))),
+        };
+        let mut routed = routed;
+        let reader = match routed.as_mut() {
+            // `Fec`: the stream's sending side stays open for the client's reports.
+            Some(r) if r.fec.is_some() => {
+                let (response, reader, send) = self.rpc_open(&request).await?;
+                accepted(response)?;
+                let (tx, rx) = tokio::sync::mpsc::channel(crate::subscribe::REPORTS);
+                r.reports = Some(tx);
+                tokio::spawn(crate::subscribe::send_reports(send, rx));
+                reader
+            }
+            _ => {
+                self.rpc(&request, |response, reader, _| async move {
+                    accepted(response).map(|()| reader)
+                })
+                .await?
+            }
+        };
         Ok(ItemStream::new(
             reader,
             max_item,

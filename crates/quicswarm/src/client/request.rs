@@ -100,6 +100,22 @@ impl Client {
         .await
     }
 
+    /// Sends `request` and waits for its first response, keeping the stream's sending side
+    /// open for what the client says later (a `Fec` subscription's reports). Waits for the
+    /// handshake; bounded by the call timeout.
+    pub(crate) async fn rpc_open(
+        &self,
+        request: &Request,
+    ) -> Result<(Response, FrameReader, SendStream), CallError> {
+        self.inner_confirmed().await;
+        self.timed(async {
+            let (send, mut reader) = self.open(request).await?;
+            let response = Self::response(&mut reader).await?;
+            Ok((response, reader, send))
+        })
+        .await
+    }
+
     /// Sends `request` followed by `body`, writing the body while the answer is awaited (the
     /// gateway may refuse or answer early), and hands the answer to `then`. A body is never
     /// replay-safe: it waits for the handshake and is sent once. Bounded by the call timeout;

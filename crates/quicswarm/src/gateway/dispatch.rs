@@ -228,7 +228,7 @@ async fn run(
     shared: &Arc<State>,
     pair: &Pair,
     send: &mut SendStream,
-    reader: FrameReader,
+    mut reader: FrameReader,
     op: Admitted,
 ) -> Reply {
     match op {
@@ -261,7 +261,7 @@ async fn run(
             // Boxed: keeps the common (small) operations' task small to spawn.
             Box::pin(deliver::run(
                 &pair.conn,
-                send,
+                (send, &mut reader),
                 producer,
                 &name,
                 options,

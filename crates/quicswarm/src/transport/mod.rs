@@ -201,6 +201,22 @@ impl Connection {
         }
     }
 
+    /// Sends a datagram, waiting for room in the send queue instead of dropping the oldest.
+    pub(crate) async fn send_datagram_wait(&self, data: Bytes) -> Result<(), DatagramError> {
+        match &self.0 {
+            Conn::Quic(c) => Ok(c.send_datagram_wait(data).await?),
+            Conn::Tcp(_) => Err(DatagramError::Unsupported),
+        }
+    }
+
+    /// Bytes of datagrams queued for sending and not yet in packets.
+    pub(crate) fn datagrams_queued(&self) -> usize {
+        match &self.0 {
+            Conn::Quic(c) => DATAGRAM_SEND_BUFFER.saturating_sub(c.datagram_send_buffer_space()),
+            Conn::Tcp(_) => 0,
+        }
+    }
+
     pub(crate) fn max_datagram_size(&self) -> Option<usize> {
         match &self.0 {
             Conn::Quic(c) => c.max_datagram_size(),
@@ -220,6 +236,10 @@ impl Connection {
         }
     }
 }
+
+/// Bytes of datagrams quinn queues for sending (its default, set explicitly in the transport
+/// config so the queue's fill can be told from its free space: `Fec` delivery paces by it).
+pub(crate) const DATAGRAM_SEND_BUFFER: usize = 1 << 20;
 
 /// The sending half of an operation's stream.
 #[derive(Debug)]

@@ -1,9 +1,11 @@
 //! How a stream subroutine's items reach the client: `reliable` (in order, on the
 //! operation's stream), `latest` (each item on a stream of its own, newer replacing waiting
 //! ones), `datagram` (one unreliable datagram each), and `unordered` and `redundant` (each
-//! item on a stream of its own, none replaced; `redundant` adds a datagram copy).
+//! item on a stream of its own, none replaced; `redundant` adds a datagram copy), and `fec`
+//! (each item as datagrams with recovery shards, newer replacing waiting ones).
 
 mod datagram;
+mod fec;
 mod latest;
 mod reliable;
 mod unordered;
@@ -14,19 +16,22 @@ use futures_util::StreamExt;
 use quicswarm_proto::{Delivery, StreamOptions};
 
 use self::{
-    datagram::run_datagram, latest::run_latest, reliable::run_stream, unordered::run_unordered,
+    datagram::run_datagram, fec::run_fec, latest::run_latest, reliable::run_stream,
+    unordered::run_unordered,
 };
 use crate::{
     ended::Reply,
+    io::FrameReader,
     metrics::Metrics,
     subroutine::{Failure, Producer},
     transport::{Connection, SendStream},
 };
 
-/// Delivers `producer`'s items as `options` ask, counting them in `metrics`.
+/// Delivers `producer`'s items as `options` ask, counting them in `metrics`; `reader` is the
+/// subscription's stream from the client (only `Fec` reads it: the client's reports).
 pub(super) async fn run(
     conn: &Connection,
-    send: &mut SendStream,
+    (send, reader): (&mut SendStream, &mut FrameReader),
     producer: Producer,
     name: &str,
     options: StreamOptions,
@@ -54,6 +59,18 @@ pub(super) async fn run(
             let counted = metrics.items("redundant");
             let how = (options.priority, true);
             run_unordered(conn, send, producer, name, id, how, &counted).await
+        }
+        Delivery::Fec { id, percent } => {
+            let counted = metrics.items("fec");
+            run_fec(
+                conn,
+                (send, reader),
+                producer,
+                name,
+                (id, percent),
+                &counted,
+            )
+            .await
         }
     }
 }

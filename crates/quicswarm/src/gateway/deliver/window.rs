@@ -75,7 +75,13 @@ impl Window {
     /// The item sent as `sent` was acknowledged whole at `now`: one delivery-rate sample, the
     /// bytes delivered while it was on its way over the time they took.
     pub(super) fn acked(&mut self, now: Instant, sent: Sent) {
-        self.delivered += sent.len;
+        self.delivered_part(now, sent, sent.len);
+    }
+
+    /// As [`acked`](Self::acked), for an item of which only `len` bytes arrived (`Fec`:
+    /// the shards the client got).
+    pub(super) fn delivered_part(&mut self, now: Instant, sent: Sent, len: u64) {
+        self.delivered += len;
         // Over its own trip: an item sent into an idle path measures itself, one sent behind
         // others also the deliveries made meanwhile.
         let elapsed = now.saturating_duration_since(sent.at).as_secs_f64();
@@ -88,8 +94,9 @@ impl Window {
         }
     }
 
-    /// How many items may be in flight now, on a path whose minimum RTT is `min_rtt`.
-    pub(super) fn limit(&mut self, now: Instant, min_rtt: Duration) -> usize {
+    /// The path's delivery rate, bytes per second: the highest sample of the last
+    /// [`RATE_WINDOW`]; zero before the first.
+    pub(super) fn rate(&mut self, now: Instant) -> f64 {
         while self
             .samples
             .front()
@@ -97,7 +104,12 @@ impl Window {
         {
             self.samples.pop_front();
         }
-        let rate = self.samples.iter().map(|(_, r)| *r).fold(0.0, f64::max);
+        self.samples.iter().map(|(_, r)| *r).fold(0.0, f64::max)
+    }
+
+    /// How many items may be in flight now, on a path whose minimum RTT is `min_rtt`.
+    pub(super) fn limit(&mut self, now: Instant, min_rtt: Duration) -> usize {
+        let rate = self.rate(now);
         if rate == 0.0 || self.mean_len == 0.0 {
             return MIN_IN_FLIGHT;
         }
