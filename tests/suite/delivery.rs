@@ -245,7 +245,7 @@ async fn priorities_order_streams_on_a_slow_link() {
 }
 
 /// A client of `gw` whose packets cross `link` (its controller is returned to keep it alive).
-pub(crate) async fn through(
+async fn through(
     link: &quicswarm_tests::link::Link,
     gw: &quicswarm_tests::TestGateway,
 ) -> (quicswarm::Controller, quicswarm::Client) {

@@ -324,6 +324,14 @@ pub struct ItemReport {
     pub ident: i64,
     /// Its shards that arrived.
     pub shards: u32,
+    /// Microseconds from its first shard's arrival to the one that completed it (zero for an
+    /// item given up): the gateway reads the path's bottleneck rate from it.
+    pub spread_us: u32,
+    /// When the shard that completed it arrived (client clock) minus when the gateway cut it
+    /// (gateway clock, the shards' `sent_us`), microseconds; zero for an item given up. The
+    /// clocks' offset is unknown, so only its changes mean anything: a growing queue on the
+    /// path.
+    pub delay_us: i64,
 }
 
 /// Frames after [`Response::Accepted`] on a stream subscription.

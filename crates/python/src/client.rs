@@ -257,7 +257,9 @@ impl Client {
     /// delivered: camera frames), `"datagram"` (one unreliable datagram each: small sensor
     /// readings), `"unordered"` (every item, each on its own stream, handed out as it
     /// arrives: readings that must all arrive without waiting behind a lost one) or
-    /// `"redundant"` (as `"unordered"`, plus a datagram copy of each small item). `max_age` (seconds) cancels a `latest` item in flight that long once a newer
+    /// `"redundant"` (as `"unordered"`, plus a datagram copy of each small item) or `"fec"`
+    /// (as `"latest"`, over datagrams with 25% Reed–Solomon recovery shards: a lost packet
+    /// costs no round trip; camera frames on a lossy link). `max_age` (seconds) cancels a `latest` item in flight that long once a newer
     /// one is ready; `priority` orders this feed against others (higher first);
     /// `deliver_late=True` hands out a `latest` item that arrives after a newer one instead of
     /// dropping it (for consumers that use every frame, not for a display).

@@ -6,7 +6,10 @@
 //! costs a round trip. With `m` recovery shards, any `m` lost packets of an item cost nothing
 //! but the recovery shards' bytes. The wire format is in [`quicswarm_proto::fec`].
 
-use std::collections::VecDeque;
+use std::{
+    collections::VecDeque,
+    time::{Duration, Instant},
+};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use quicswarm_proto::{
@@ -100,9 +103,10 @@ pub(crate) struct Assembler {
     pub(crate) repaired: u64,
     /// Items given up: some shards came, too few to rebuild them.
     pub(crate) lost: u64,
-    /// Items finished (rebuilt or given up) since last taken, with the shards that came: what
+    /// Items finished (rebuilt or given up) since last taken, with the shards that came and
+    /// the time from the first to the one that completed the item (zero if given up): what
     /// the client reports to the gateway.
-    pub(crate) finished: Vec<(i64, u32)>,
+    pub(crate) finished: Vec<(i64, u32, Duration)>,
 }
 
 #[derive(Debug)]
@@ -114,6 +118,8 @@ struct Partial {
     recovery: Vec<(usize, Bytes)>,
     have: usize,
     done: bool,
+    /// When its first shard arrived.
+    first: Instant,
 }
 
 impl Assembler {
@@ -131,7 +137,7 @@ impl Assembler {
     /// Takes one shard (a datagram's payload after its item header): the whole item once
     /// enough of its shards have come, else `None`. Malformed or inconsistent shards, and
     /// shards of items already rebuilt or given up, are dropped.
-    pub(crate) fn push(&mut self, ident: i64, payload: &Bytes) -> Option<Bytes> {
+    pub(crate) fn push(&mut self, ident: i64, payload: &Bytes, arrived: Instant) -> Option<Bytes> {
         let (header, shard) = ShardHeader::decode(payload).ok()?;
         if header.len > self.max_len as u64 {
             return None;
@@ -139,7 +145,7 @@ impl Assembler {
         let shape = (header.len, header.originals, header.recoveries, shard.len());
         let at = match self.items.iter().position(|p| p.ident == ident) {
             Some(at) => at,
-            None => self.start(ident, shape)?,
+            None => self.start(ident, shape, arrived)?,
         };
         let item = &mut self.items[at];
         if item.done || item.shape != shape {
@@ -165,6 +171,7 @@ impl Assembler {
         let originals = std::mem::take(&mut item.originals);
         let recovery = std::mem::take(&mut item.recovery);
         let have = item.have;
+        let spread = arrived.saturating_duration_since(item.first);
         let rebuilt = rebuild(shape, originals, recovery);
         match &rebuilt {
             Some((_, true)) => self.repaired += 1,
@@ -174,7 +181,7 @@ impl Assembler {
         // Shards leave in order and seldom overtake each other: an older item still short of
         // shards once this one is whole will not get them.
         self.give_up_before(ident);
-        self.finished.push((ident, have as u32));
+        self.finished.push((ident, have as u32, spread));
         rebuilt.map(|(b, _)| b)
     }
 
@@ -186,15 +193,20 @@ impl Assembler {
                 p.originals = Vec::new();
                 p.recovery = Vec::new();
                 self.lost += 1;
-                self.finished.push((p.ident, p.have as u32));
+                self.finished.push((p.ident, p.have as u32, Duration::ZERO));
             }
         }
-        self.finished.sort_unstable_by_key(|(i, _)| *i);
+        self.finished.sort_unstable_by_key(|(i, ..)| *i);
     }
 
     /// Makes room for item `ident` and returns its place; `None` for a straggler older than
     /// every item in progress when there is no room.
-    fn start(&mut self, ident: i64, shape: (u64, u16, u16, usize)) -> Option<usize> {
+    fn start(
+        &mut self,
+        ident: i64,
+        shape: (u64, u16, u16, usize),
+        first: Instant,
+    ) -> Option<usize> {
         if self.items.len() == IN_PROGRESS {
             let (oldest, _) = self.items.iter().enumerate().min_by_key(|(_, p)| p.ident)?;
             if self.items[oldest].ident > ident {
@@ -203,7 +215,8 @@ impl Assembler {
             if let Some(gone) = self.items.remove(oldest) {
                 if !gone.done {
                     self.lost += 1;
-                    self.finished.push((gone.ident, gone.have as u32));
+                    self.finished
+                        .push((gone.ident, gone.have as u32, Duration::ZERO));
                 }
             }
         }
@@ -214,6 +227,7 @@ impl Assembler {
             recovery: Vec::new(),
             have: 0,
             done: false,
+            first,
         });
         Some(self.items.len() - 1)
     }
@@ -280,7 +294,7 @@ mod tests {
             let all = shards(1, &data, 25);
             let mut got = None;
             for s in &all {
-                if let Some(b) = a.push(1, s) {
+                if let Some(b) = a.push(1, s, Instant::now()) {
                     assert!(got.is_none(), "handed out once");
                     got = Some(b);
                 }
@@ -304,7 +318,7 @@ mod tests {
             .iter()
             .enumerate()
             .filter(|(i, _)| !(10..10 + m).contains(i))
-            .filter_map(|(_, s)| a.push(1, s))
+            .filter_map(|(_, s)| a.push(1, s, Instant::now()))
             .collect();
         assert_eq!(got.len(), 1);
         assert_eq!(&got[0][..], &data[..]);
@@ -313,15 +327,16 @@ mod tests {
         let mut a = Assembler::new(1 << 20);
         for (i, s) in all.iter().enumerate() {
             if !(10..=10 + m).contains(&i) {
-                assert!(a.push(1, s).is_none());
+                assert!(a.push(1, s, Instant::now()).is_none());
             }
         }
         let newer = shards(2, &frame(100), 25);
-        assert!(a.push(2, &newer[0]).is_some());
+        assert!(a.push(2, &newer[0], Instant::now()).is_some());
         assert_eq!((a.repaired, a.lost), (0, 1));
         // Both reported, oldest first, with the shards that came.
         let k = usize::from(header.originals);
-        assert_eq!(a.finished, vec![(1, (k - 1) as u32), (2, 1)]);
+        let finished: Vec<(i64, u32)> = a.finished.iter().map(|&(i, n, _)| (i, n)).collect();
+        assert_eq!(finished, vec![(1, (k - 1) as u32), (2, 1)]);
     }
 
     #[test]
@@ -330,17 +345,19 @@ mod tests {
         let all = shards(1, &data, 25);
         // Over the client's limit: nothing is kept.
         let mut a = Assembler::new(4_999);
-        assert!(all.iter().all(|s| a.push(1, s).is_none()));
+        assert!(all.iter().all(|s| a.push(1, s, Instant::now()).is_none()));
         assert!(a.items.is_empty());
         // A shard whose shape disagrees with the item's first one is ignored.
         let mut a = Assembler::new(1 << 20);
-        assert!(a.push(1, &all[0]).is_none());
+        assert!(a.push(1, &all[0], Instant::now()).is_none());
         let other = shards(1, &frame(9_000), 25);
-        assert!(a.push(1, &other[1]).is_none());
+        assert!(a.push(1, &other[1], Instant::now()).is_none());
         assert_eq!(a.items[0].have, 1);
-        assert!(a.push(1, &Bytes::from_static(&[0x80])).is_none());
+        assert!(a
+            .push(1, &Bytes::from_static(&[0x80]), Instant::now())
+            .is_none());
         // A repeated shard counts once.
-        assert!(a.push(1, &all[0]).is_none());
+        assert!(a.push(1, &all[0], Instant::now()).is_none());
         assert_eq!(a.items[0].have, 1);
     }
 
@@ -349,10 +366,12 @@ mod tests {
         let mut a = Assembler::new(1 << 20);
         for ident in 10..10 + IN_PROGRESS as i64 {
             assert!(a
-                .push(ident, &shards(ident, &frame(3_000), 25)[0])
+                .push(ident, &shards(ident, &frame(3_000), 25)[0], Instant::now())
                 .is_none());
         }
-        assert!(a.push(1, &shards(1, &frame(3_000), 25)[0]).is_none());
+        assert!(a
+            .push(1, &shards(1, &frame(3_000), 25)[0], Instant::now())
+            .is_none());
         assert!(a.items.iter().all(|p| p.ident >= 10));
         assert_eq!(a.lost, 0);
     }

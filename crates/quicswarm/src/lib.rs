@@ -74,13 +74,14 @@
 //!   (`security.rs`: certificate, client CA, permissions), the accept loops (`accept.rs`), one
 //!   handler/client pair (`conn.rs`, `pair.rs`), one operation (`dispatch.rs`: read, admit,
 //!   run; `reply.rs`: error replies), and how stream items travel (`deliver/`: reliable,
-//!   latest, datagram).
+//!   latest and its in-flight `window.rs`, datagram, unordered, fec and its `pacer.rs`).
 //! - `controller/`: the [`Controller`] dials (`mod.rs`), trusts and pins (`dial.rs`) and asks
 //!   for a handler (`hello.rs`).
 //! - `client/`: the [`Client`]'s operations (`mod.rs`, `send.rs`), each a few lines on one
 //!   request function that applies the per-operation policy (`request.rs`); what its clones
 //!   share (`inner.rs`), how arguments are encoded (`args.rs`), a subscription's items
-//!   (`items.rs`); beside it, the non-reliable deliveries' client side (`subscribe.rs`).
+//!   (`items.rs`); beside it, the non-reliable deliveries' client side (`subscribe.rs`) and
+//!   forward error correction's shards (`fec.rs`: cut on the gateway, rebuilt here).
 //! - [`Session`] for links that drop; [`blocking`] for programs without async; [`Registry`]
 //!   of subroutines (`subroutine/`: registry, stream emitter, sink input); configuration
 //!   (`config.rs`, [`gateway_config`]); [`Permissions`] (`permissions.rs`); memory budgets

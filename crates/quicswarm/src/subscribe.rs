@@ -56,11 +56,16 @@ pub enum Delivery {
     /// ([`SubscribeOptions::fec_percent`] of them, 25% by default), and any set of shards as
     /// large as the item rebuilds it. A lost packet thus costs no round trip, only the
     /// recovery shards' share of the link; an item that loses more shards than it has
-    /// recovery shards is lost ([`ItemStream::lost`](crate::ItemStream::lost)). The gateway
-    /// sends an item only once the path has taken the previous one, and a newer item replaces
-    /// one still waiting, so the rate follows the link. For camera frames on a lossy link,
-    /// where `Latest`'s repairs make frames late. Items up to about 2.8 MB (2,048 shards).
-    /// QUIC only: over TLS-over-TCP, `CallError::Unsupported`.
+    /// recovery shards is lost ([`ItemStream::lost`](crate::ItemStream::lost)). The client
+    /// reports each item on the subscription's stream; from those reports the gateway keeps
+    /// as many items on their way as the path carries, paces their shards at the rate the
+    /// path delivers them, and slows down while the reports show a queue building. A newer
+    /// item replaces one still waiting, so the rate follows the link. For camera frames on a
+    /// lossy link, where `Latest`'s repairs make frames late: on the emulated L3 link (10
+    /// Mbit/s, 5% bursty loss, RTT 60 ± 30 ms), 40 KB frames at 30 fps came through at
+    /// about 21 fps with frame age p99 about 120 ms, against `Latest`'s 13–15 fps at
+    /// 230–270 ms. Items up to about 2.8 MB (2,048 shards). QUIC only: over TLS-over-TCP,
+    /// `CallError::Unsupported`.
     Fec,
 }
 
@@ -115,6 +120,8 @@ pub(crate) struct Routed {
     data: Bytes,
     /// Gateway send time, microseconds since the Unix epoch.
     sent_us: u64,
+    /// When it arrived (read off the connection, before any queue).
+    arrived: std::time::Instant,
 }
 
 /// Routes items of non-reliable subscriptions on one connection.
@@ -182,7 +189,7 @@ async fn route(conn: crate::Connection, router: Arc<Router>, max_frame: usize) {
                 Ok(bytes) => {
                     if let Ok(item) = datagram::decode(&bytes) {
                         let data = bytes.slice_ref(item.payload);
-                        router.deliver(item.id, Routed { ident: item.ident, data, sent_us: item.sent_us });
+                        router.deliver(item.id, Routed { ident: item.ident, data, sent_us: item.sent_us, arrived: std::time::Instant::now() });
                     }
                 }
                 Err(_) => break,
@@ -206,6 +213,7 @@ async fn read_latest(mut reader: FrameReader, router: Arc<Router>, max_frame: us
             ident: header.ident,
             data,
             sent_us: header.sent_us,
+            arrived: std::time::Instant::now(),
         };
         router.deliver(header.id, item);
     }
@@ -300,15 +308,28 @@ impl RoutedState {
             ident,
             mut data,
             sent_us,
+            arrived,
         } = routed;
         if let Some(fec) = &mut self.fec {
             // A shard: the item goes on once enough have come.
-            let whole = fec.push(ident, &data);
-            for (ident, shards) in fec.finished.drain(..) {
+            let whole = fec.push(ident, &data, arrived);
+            for (done, shards, spread) in fec.finished.drain(..) {
                 // A full queue means the gateway is far behind reading them: it then sizes
                 // its window without this one.
                 if let Some(tx) = &self.reports {
-                    let _ = tx.try_send(ItemReport { ident, shards });
+                    let spread_us = spread.as_micros().min(u128::from(u32::MAX)) as u32;
+                    let delay_us = if done == ident && !spread.is_zero() {
+                        let ago = arrived.elapsed().as_micros() as i64;
+                        (wall_us() as i64 - ago).saturating_sub(sent_us as i64)
+                    } else {
+                        0
+                    };
+                    let _ = tx.try_send(ItemReport {
+                        ident: done,
+                        shards,
+                        spread_us,
+                        delay_us,
+                    });
                 }
             }
             data = whole?;
@@ -334,10 +355,7 @@ impl RoutedState {
             self.delivered.insert(ident);
         }
         if let Some(max) = self.max_age {
-            let now = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_micros() as u64);
-            if now.saturating_sub(sent_us) > max.as_micros() as u64 {
+            if wall_us().saturating_sub(sent_us) > max.as_micros() as u64 {
                 self.stale += 1;
                 return None;
             }
@@ -354,6 +372,13 @@ impl RoutedState {
         }
         Some((ident, data))
     }
+}
+
+/// Now, microseconds since the Unix epoch.
+fn wall_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
 }
 
 impl Drop for RoutedState {
@@ -380,6 +405,7 @@ mod tests {
             ident,
             data: Bytes::from_static(b"frame"),
             sent_us: 0,
+            arrived: std::time::Instant::now(),
         }
     }
 

@@ -105,7 +105,8 @@ impl AsyncClient {
         )
     }
 
-    /// Subscribes to a feed with `delivery="reliable" | "latest" | "datagram"`, `max_age`
+    /// Subscribes to a feed with `delivery="reliable" | "latest" | "datagram" | "unordered" |
+    /// "redundant" | "fec"`, `max_age`
     /// and `priority` as `quicswarm.Client.subscribe` does: `async for` over what it returns.
     #[pyo3(signature = (name, *args, delivery="reliable", max_age=None, priority=0, deliver_late=false, **kwargs))]
     fn subscribe<'py>(

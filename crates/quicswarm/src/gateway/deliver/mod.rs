@@ -7,6 +7,7 @@
 mod datagram;
 mod fec;
 mod latest;
+mod pacer;
 mod reliable;
 mod unordered;
 mod window;
