@@ -17,10 +17,10 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use quicswarm_proto::{ErrorCode, ErrorReply, ItemReport, StreamFrame};
 
-use super::super::reply::log_failure;
 use super::{
     now_us,
     pacer::{Pacer, Queue, DRAIN, GAIN},
+    replace_waiting,
     window::{Sent, Window},
 };
 use crate::{
@@ -127,16 +127,9 @@ pub(in crate::gateway) async fn run_fec(
             break;
         }
         tokio::select! {
-            next = producer.next(), if end.is_none() => match next {
-                Some(Ok((ident, data))) if ident >= 0 => {
-                    if let Some((old, _)) = waiting.replace((ident, data)) {
-                        counted.superseded();
-                        write_frame(send, &StreamFrame::Superseded { ident: old }).await.map_err(Ended::from)?;
-                    }
-                }
-                Some(Ok(_)) | None => end = Some(StreamFrame::End),
-                Some(Err(failure)) => end = Some(StreamFrame::Error(log_failure(name, failure))),
-            },
+            next = producer.next(), if end.is_none() => {
+                replace_waiting(next, (&mut waiting, &mut end), send, name, counted).await?;
+            }
             report = reports.read_frame::<ItemReport>(), if reports_open => match report {
                 Ok(Some(r)) => in_flight.reported(Instant::now(), r),
                 // The client finished its side or broke it: items now leave the window by age.

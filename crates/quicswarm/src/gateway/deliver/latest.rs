@@ -7,9 +7,8 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use quicswarm_proto::{ErrorCode, LatestHeader, StreamFrame};
 
-use super::super::reply::log_failure;
 use super::{
-    now_us,
+    now_us, replace_waiting,
     window::{Sent, Window},
 };
 use crate::{
@@ -76,16 +75,9 @@ pub(in crate::gateway) async fn run_latest(
         });
         let aborted = send.stopped();
         tokio::select! {
-            next = producer.next(), if end.is_none() => match next {
-                Some(Ok((ident, data))) if ident >= 0 => {
-                    if let Some((old, _)) = waiting.replace((ident, data)) {
-                        counted.superseded();
-                        write_frame(send, &StreamFrame::Superseded { ident: old }).await.map_err(Ended::from)?;
-                    }
-                }
-                Some(Ok(_)) | None => end = Some(StreamFrame::End),
-                Some(Err(failure)) => end = Some(StreamFrame::Error(log_failure(name, failure))),
-            },
+            next = producer.next(), if end.is_none() => {
+                replace_waiting(next, (&mut waiting, &mut end), send, name, counted).await?;
+            }
             done = async { match delivered { Some(f) => { let (r, i, _) = f.await; Some((r, i)) } None => std::future::pending().await } } => {
                 if let Some((stopped, index)) = done {
                     let (_, _, sent) = in_flight.remove(index);

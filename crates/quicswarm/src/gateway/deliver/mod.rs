@@ -8,6 +8,7 @@ mod datagram;
 mod fec;
 mod latest;
 mod pacer;
+mod recent;
 mod reliable;
 mod unordered;
 mod window;
@@ -23,7 +24,7 @@ use self::{
 use crate::{
     ended::Reply,
     io::FrameReader,
-    metrics::Metrics,
+    metrics::{ItemCounters, Metrics},
     subroutine::{Failure, Producer},
     transport::{Connection, SendStream},
 };
@@ -81,6 +82,35 @@ fn now_us() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// A newest-item-wins producer's next step (`Latest`, `Fec`): a new item replaces the one
+/// waiting, which the client is told was superseded; the end or a failure is noted in `end`.
+async fn replace_waiting(
+    next: Option<Result<(i64, Bytes), Failure>>,
+    (waiting, end): (
+        &mut Option<(i64, Bytes)>,
+        &mut Option<quicswarm_proto::StreamFrame>,
+    ),
+    send: &mut SendStream,
+    name: &str,
+    counted: &ItemCounters,
+) -> Result<(), crate::ended::Ended> {
+    use quicswarm_proto::StreamFrame;
+    match next {
+        Some(Ok((ident, data))) if ident >= 0 => {
+            if let Some((old, _)) = waiting.replace((ident, data)) {
+                counted.superseded();
+                let frame = StreamFrame::Superseded { ident: old };
+                crate::io::write_frame(send, &frame).await?;
+            }
+        }
+        Some(Ok(_)) | None => *end = Some(StreamFrame::End),
+        Some(Err(failure)) => {
+            *end = Some(StreamFrame::Error(super::reply::log_failure(name, failure)));
+        }
+    }
+    Ok(())
 }
 
 /// The next item, or `None` when the client stopped the subscription.

@@ -15,18 +15,18 @@
 //! the share left to the shards.
 //!
 //! Measured on L3 (`tcp-vs-quic --profile L3 --workload camera|telemetry`): as built, the
-//! camera alone 20.6–21.3 fps at frame age p99 121–128 ms, and beside the telemetry feeds
-//! 20.6 fps with the feeds' p99 at 171 ms (174.6 beside a `Latest` camera at 15.5 fps). A
+//! camera alone 20.6–21.4 fps at frame age p99 121–128 ms, and beside the telemetry feeds
+//! 20.6–21.1 fps with the feeds' p99 at 171–192 ms (175–177 beside a `Latest` camera at
+//! 15.1–15.5 fps). A
 //! gain of 1.1 without the queue check gave the camera alone 20.5–23.3 fps at p99 150–155
 //! ms, but beside the feeds kept the queue full (their p99 714 ms against 203); a gain of 1.0
 //! left the camera at 18.4–18.8 fps; the samples' maximum instead of their median overran
 //! the queue (850–1,025 packets dropped there, 17 fps); pacing each shard to the
 //! microsecond, without [`BURST`], halved the rate.
 
-use std::{
-    collections::VecDeque,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
+
+use super::recent::Recent;
 
 /// How long a rate sample counts: the median of this window is the estimate.
 const RATE_WINDOW: Duration = Duration::from_secs(1);
@@ -54,7 +54,7 @@ const DELAY_WINDOW: Duration = Duration::from_secs(4);
 /// The pacing state of one `Fec` subscription.
 #[derive(Debug)]
 pub(super) struct Pacer {
-    samples: VecDeque<(Instant, f64)>,
+    samples: Recent<f64>,
     /// When the next shard may leave.
     next_at: Instant,
     /// This item's rate, bytes per second; zero while no rate is known (quinn paces alone).
@@ -64,7 +64,7 @@ pub(super) struct Pacer {
 impl Pacer {
     pub(super) fn new(now: Instant) -> Self {
         Self {
-            samples: VecDeque::with_capacity(SAMPLES),
+            samples: Recent::new(RATE_WINDOW, SAMPLES),
             next_at: now,
             rate: 0.0,
         }
@@ -76,24 +76,14 @@ impl Pacer {
             return;
         }
         let bytes = f64::from(shards - 1) * len as f64;
-        if self.samples.len() == SAMPLES {
-            self.samples.pop_front();
-        }
-        self.samples.push_back((now, bytes / spread.as_secs_f64()));
+        self.samples.push(now, bytes / spread.as_secs_f64());
     }
 
     /// The bottleneck's estimated rate, bytes per second; zero before the first sample.
     pub(super) fn rate(&mut self, now: Instant) -> f64 {
-        while self
-            .samples
-            .front()
-            .is_some_and(|(at, _)| now.saturating_duration_since(*at) > RATE_WINDOW)
-        {
-            self.samples.pop_front();
-        }
         // The median: a sample taken while the path's delay shrank reads high, one while it
         // grew reads low (±30% on L3's jitter); their maximum overran the queue.
-        let mut rates: Vec<f64> = self.samples.iter().map(|(_, r)| *r).collect();
+        let mut rates: Vec<f64> = self.samples.values(now).collect();
         if rates.is_empty() {
             return 0.0;
         }
@@ -130,31 +120,27 @@ impl Pacer {
 
 /// Whether a queue is building on the path: the reports' delay against the lowest of the
 /// last [`DELAY_WINDOW`] (the clocks' offset cancels out).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct Queue {
-    /// Recent delays, microseconds, with when they were reported.
-    delays: VecDeque<(Instant, i64)>,
+    /// Recent delays, microseconds.
+    delays: Recent<i64>,
     /// The newest delay over the lowest.
     queued: Duration,
 }
 
+impl Default for Queue {
+    fn default() -> Self {
+        Self {
+            delays: Recent::new(DELAY_WINDOW, SAMPLES * 4),
+            queued: Duration::ZERO,
+        }
+    }
+}
+
 impl Queue {
     pub(super) fn sample(&mut self, now: Instant, delay_us: i64) {
-        while self
-            .delays
-            .front()
-            .is_some_and(|(at, _)| now.saturating_duration_since(*at) > DELAY_WINDOW)
-            || self.delays.len() >= SAMPLES * 4
-        {
-            self.delays.pop_front();
-        }
-        self.delays.push_back((now, delay_us));
-        let lowest = self
-            .delays
-            .iter()
-            .map(|(_, d)| *d)
-            .min()
-            .unwrap_or(delay_us);
+        self.delays.push(now, delay_us);
+        let lowest = self.delays.values(now).min().unwrap_or(delay_us);
         self.queued = Duration::from_micros(delay_us.saturating_sub(lowest).unsigned_abs());
     }
 

@@ -15,6 +15,8 @@
 
 use std::time::{Duration, Instant};
 
+use super::recent::Recent;
+
 /// Fewest items in flight: one being acknowledged while the next is sent.
 const MIN_IN_FLIGHT: usize = 2;
 /// Most items in flight, whatever the path: bounds the memory and the queue a subscription
@@ -42,8 +44,8 @@ pub(super) struct Sent {
 pub(super) struct Window {
     /// Bytes of items acknowledged so far.
     delivered: u64,
-    /// Recent delivery-rate samples: (taken at, bytes per second).
-    samples: std::collections::VecDeque<(Instant, f64)>,
+    /// Recent delivery-rate samples, bytes per second.
+    samples: Recent<f64>,
     /// Mean item size (exponentially weighted), bytes.
     mean_len: f64,
 }
@@ -52,7 +54,7 @@ impl Window {
     pub(super) fn new() -> Self {
         Self {
             delivered: 0,
-            samples: std::collections::VecDeque::with_capacity(SAMPLES),
+            samples: Recent::new(RATE_WINDOW, SAMPLES),
             mean_len: 0.0,
         }
     }
@@ -87,24 +89,14 @@ impl Window {
         let elapsed = now.saturating_duration_since(sent.at).as_secs_f64();
         if elapsed > 0.0 {
             let bytes = (self.delivered - sent.delivered) as f64;
-            if self.samples.len() == SAMPLES {
-                self.samples.pop_front();
-            }
-            self.samples.push_back((now, bytes / elapsed));
+            self.samples.push(now, bytes / elapsed);
         }
     }
 
     /// The path's delivery rate, bytes per second: the highest sample of the last
     /// [`RATE_WINDOW`]; zero before the first.
     pub(super) fn rate(&mut self, now: Instant) -> f64 {
-        while self
-            .samples
-            .front()
-            .is_some_and(|(at, _)| now.saturating_duration_since(*at) > RATE_WINDOW)
-        {
-            self.samples.pop_front();
-        }
-        self.samples.iter().map(|(_, r)| *r).fold(0.0, f64::max)
+        self.samples.values(now).fold(0.0, f64::max)
     }
 
     /// How many items may be in flight now, on a path whose minimum RTT is `min_rtt`.
