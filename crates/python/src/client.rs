@@ -116,16 +116,17 @@ fn parse_delivery(delivery: &str) -> PyResult<Delivery> {
     }
 }
 
-/// The options of `subscribe(delivery=, max_age=, priority=, deliver_late=)`.
+/// The options of `subscribe(delivery=, max_age=, priority=, deliver_late=, fec_percent=)`.
 pub(crate) fn subscribe_options(
     delivery: &str,
     max_age: Option<f64>,
     priority: i32,
-    deliver_late: bool,
+    (deliver_late, fec_percent): (bool, Option<u8>),
 ) -> PyResult<SubscribeOptions> {
     let mut options = SubscribeOptions::delivery(parse_delivery(delivery)?);
     options.priority = priority;
     options.deliver_late = deliver_late;
+    options.fec_percent = fec_percent;
     options.max_age = seconds("max_age", max_age)?;
     Ok(options)
 }
@@ -259,11 +260,12 @@ impl Client {
     /// arrives: readings that must all arrive without waiting behind a lost one) or
     /// `"redundant"` (as `"unordered"`, plus a datagram copy of each small item) or `"fec"`
     /// (as `"latest"`, over datagrams with 25% Reed–Solomon recovery shards: a lost packet
-    /// costs no round trip; camera frames on a lossy link). `max_age` (seconds) cancels a `latest` item in flight that long once a newer
+    /// costs no round trip; camera frames on a lossy link; `fec_percent=` sets the recovery
+    /// share, 0–100). `max_age` (seconds) cancels a `latest` item in flight that long once a newer
     /// one is ready; `priority` orders this feed against others (higher first);
     /// `deliver_late=True` hands out a `latest` item that arrives after a newer one instead of
     /// dropping it (for consumers that use every frame, not for a display).
-    #[pyo3(signature = (name, *args, delivery="reliable", max_age=None, priority=0, deliver_late=false, **kwargs))]
+    #[pyo3(signature = (name, *args, delivery="reliable", max_age=None, priority=0, deliver_late=false, fec_percent=None, **kwargs))]
     fn subscribe(
         &self,
         py: Python<'_>,
@@ -273,9 +275,10 @@ impl Client {
         max_age: Option<f64>,
         priority: i32,
         deliver_late: bool,
+        fec_percent: Option<u8>,
         kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<ItemIter> {
-        let options = subscribe_options(delivery, max_age, priority, deliver_late)?;
+        let options = subscribe_options(delivery, max_age, priority, (deliver_late, fec_percent))?;
         let client = self.client()?;
         let json = args::encode(py, args, kwargs)?;
         let items = runtime::wait(py, async move {

@@ -104,7 +104,7 @@ impl Session {
 
     /// Subscribes to a stream subroutine; the iterator (a `quicswarm.ItemIter`) resumes by
     /// itself after a reconnect, from the item after the last one received.
-    #[pyo3(signature = (name, *args, delivery="reliable", max_age=None, priority=0, deliver_late=false, **kwargs))]
+    #[pyo3(signature = (name, *args, delivery="reliable", max_age=None, priority=0, deliver_late=false, fec_percent=None, **kwargs))]
     fn subscribe(
         &self,
         py: Python<'_>,
@@ -114,9 +114,10 @@ impl Session {
         max_age: Option<f64>,
         priority: i32,
         deliver_late: bool,
+        fec_percent: Option<u8>,
         kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<ItemIter> {
-        let options = subscribe_options(delivery, max_age, priority, deliver_late)?;
+        let options = subscribe_options(delivery, max_age, priority, (deliver_late, fec_percent))?;
         let session = self.session()?;
         let json = args::encode(py, args, kwargs)?;
         let stream = runtime::wait(py, async move {

@@ -151,3 +151,13 @@ def test_arguments_over_the_python_limit_are_refused_before_decoding(client):
     with pytest.raises(quicswarm.BadArgs, match="at most 1048576"):
         client.call("echo", "x" * (2 << 20))
     assert client.call("echo", "y" * (1 << 19)) == b"y" * (1 << 19)
+
+
+def test_fec_takes_its_recovery_share(client):
+    # Loopback loses nothing: every item arrives whatever the share, in order.
+    items = list(client.subscribe("count", 20, size=5_000, delivery="fec", fec_percent=50))
+    idents = [i for i, _ in items]
+    assert idents and idents == sorted(set(idents)) and idents[-1] <= 19
+    assert all(len(b) == 5_000 for _, b in items)
+    with pytest.raises((TypeError, OverflowError)):
+        client.subscribe("count", 1, delivery="fec", fec_percent=300)

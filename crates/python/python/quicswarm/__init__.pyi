@@ -89,6 +89,7 @@ class Client:
         max_age: Optional[float] = None,
         priority: int = 0,
         deliver_late: bool = False,
+        fec_percent: Optional[int] = None,
         **kwargs: Any,
     ) -> "ItemIter": ...
     def list(
@@ -210,6 +211,7 @@ class Session:
         max_age: Optional[float] = None,
         priority: int = 0,
         deliver_late: bool = False,
+        fec_percent: Optional[int] = None,
         **kwargs: Any,
     ) -> ItemIter: ...
     def close(self) -> None: ...

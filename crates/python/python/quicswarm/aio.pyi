@@ -24,6 +24,7 @@ class AsyncClient:
         max_age: Optional[float] = None,
         priority: int = 0,
         deliver_late: bool = False,
+        fec_percent: Optional[int] = None,
         **kwargs: Any,
     ) -> "AsyncItemIter": ...
     async def list(
@@ -78,6 +79,7 @@ class AsyncSession:
         max_age: Optional[float] = None,
         priority: int = 0,
         deliver_late: bool = False,
+        fec_percent: Optional[int] = None,
         **kwargs: Any,
     ) -> "AsyncItemIter": ...
     async def close(self) -> None: ...

@@ -108,7 +108,7 @@ impl AsyncClient {
     /// Subscribes to a feed with `delivery="reliable" | "latest" | "datagram" | "unordered" |
     /// "redundant" | "fec"`, `max_age`
     /// and `priority` as `quicswarm.Client.subscribe` does: `async for` over what it returns.
-    #[pyo3(signature = (name, *args, delivery="reliable", max_age=None, priority=0, deliver_late=false, **kwargs))]
+    #[pyo3(signature = (name, *args, delivery="reliable", max_age=None, priority=0, deliver_late=false, fec_percent=None, **kwargs))]
     fn subscribe<'py>(
         &self,
         py: Python<'py>,
@@ -118,9 +118,10 @@ impl AsyncClient {
         max_age: Option<f64>,
         priority: i32,
         deliver_late: bool,
+        fec_percent: Option<u8>,
         kwargs: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let options = subscribe_options(delivery, max_age, priority, deliver_late)?;
+        let options = subscribe_options(delivery, max_age, priority, (deliver_late, fec_percent))?;
         let json = args::encode(py, args, kwargs)?;
         let client = self.inner.clone();
         awaitable(

@@ -96,7 +96,7 @@ impl AsyncSession {
 
     /// Subscribes to a stream subroutine: `async for` over what it returns, resuming by
     /// itself after a reconnect from the item after the last one received.
-    #[pyo3(signature = (name, *args, delivery="reliable", max_age=None, priority=0, deliver_late=false, **kwargs))]
+    #[pyo3(signature = (name, *args, delivery="reliable", max_age=None, priority=0, deliver_late=false, fec_percent=None, **kwargs))]
     fn subscribe<'py>(
         &self,
         py: Python<'py>,
@@ -106,9 +106,10 @@ impl AsyncSession {
         max_age: Option<f64>,
         priority: i32,
         deliver_late: bool,
+        fec_percent: Option<u8>,
         kwargs: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let options = subscribe_options(delivery, max_age, priority, deliver_late)?;
+        let options = subscribe_options(delivery, max_age, priority, (deliver_late, fec_percent))?;
         let session = self.session()?;
         let json = args::encode(py, args, kwargs)?;
         awaitable(
