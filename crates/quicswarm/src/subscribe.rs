@@ -63,15 +63,17 @@ pub enum Delivery {
     /// item replaces one still waiting, so the rate follows the link. For camera frames on a
     /// lossy link, where `Latest`'s repairs make frames late: on the emulated L3 link (10
     /// Mbit/s, 5% bursty loss, RTT 60 ± 30 ms), 40 KB frames at 30 fps came through at
-    /// about 21 fps with frame age p99 about 120 ms, against `Latest`'s 13–15 fps at
-    /// 230–270 ms. Items up to about 2.8 MB (2,048 shards). QUIC only: over TLS-over-TCP,
+    /// 20.6–21.4 fps with frame age p99 121–128 ms, against `Latest`'s 13–15 fps at
+    /// 180–290 ms (`tcp-vs-quic --profile L3 --workload camera`, several seeds). Items up to about 2.8 MB (2,048 shards). QUIC only: over TLS-over-TCP,
     /// `CallError::Unsupported`.
     Fec,
 }
 
-/// Recovery shards of `Fec` delivery when [`SubscribeOptions::fec_percent`] is `None`:
-/// with 5% loss in bursts of three packets (the emulated L3 link), a 40 KB frame in 29
-/// shards is lost about one time in 27 with 8 recovery shards, against one in ten with 5.
+/// Recovery shards of `Fec` delivery when [`SubscribeOptions::fec_percent`] is `None`. Chosen
+/// from a simulation of the link emulator's loss model (5% in bursts of three packets, as on
+/// L3), not a bench: a 40 KB frame in 29 shards was lost about one time in 27 with 8
+/// recovery shards (25%), one in ten with 5; on the emulated L3 link itself 25% gave
+/// 21.4 fps (`tcp-vs-quic --profile L3 --workload camera --seed 5`).
 pub const FEC_PERCENT: u8 = 25;
 
 /// Options of a subscription; see [`Client::subscribe`](crate::Client::subscribe).

@@ -336,7 +336,7 @@ impl Client {
         }
         let args = args.to_args()?;
         let max_item = self.inner.config.max_frame_len;
-        let routed = match options.delivery {
+        let mut routed = match options.delivery {
             Delivery::Reliable => None,
             _ => {
                 let registered = self.inner.router.register(&self.inner.conn, max_item);
@@ -373,7 +373,6 @@ impl Client {
                 "expected Accepted, got {other:?}"
             ))),
         };
-        let mut routed = routed;
         let reader = match routed.as_mut() {
             // `Fec`: the stream's sending side stays open for the client's reports.
             Some(r) if r.fec.is_some() => {

@@ -57,6 +57,9 @@ pub(in crate::gateway) async fn run_fec(
     let mut shards: std::vec::IntoIter<Bytes> = Vec::new().into_iter();
     let mut in_flight = InFlight::default();
     let mut reports_open = true;
+    // Reports are the client's word when it has an item to report, not a transfer that may
+    // stall: a camera paused for longer than the stall timeout must not lose them for good.
+    reports.set_stall_timeout(None);
     let mut end: Option<StreamFrame> = None;
     loop {
         in_flight.expire(Instant::now());
@@ -92,6 +95,8 @@ pub(in crate::gateway) async fn run_fec(
                 }
             }
             if !in_flight.has_room(conn.min_rtt()) {
+                // Only a report (or the oldest item's expiry) makes room: no polling.
+                wake = in_flight.expiry();
                 break;
             }
             let Some((ident, data)) = waiting.take() else {
@@ -208,6 +213,11 @@ impl InFlight {
                 }
             }
         }
+    }
+
+    /// When the oldest item leaves the window unreported, if any is on its way.
+    fn expiry(&self) -> Option<Instant> {
+        self.items.front().map(|(_, sent, _)| sent.at + EXPIRE)
     }
 
     fn expire(&mut self, now: Instant) {
