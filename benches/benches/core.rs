@@ -5,6 +5,7 @@
 //! cargo bench -p quicswarm-benches --bench core -- --quick # smoke run
 //! cargo bench -p quicswarm-benches --bench core -- --json report.json
 //! cargo bench -p quicswarm-benches --bench core -- --cores 1 # each side pinned to one core
+//! cargo bench -p quicswarm-benches --bench core -- --only calls --side ours # one side, to profile
 //! ```
 //!
 //! The server side (a quicswarm gateway and a raw quinn echo/bulk server) runs on one thread
@@ -74,6 +75,11 @@ fn main() -> Result<()> {
         .position(|a| a == "--only")
         .and_then(|i| args.get(i + 1))
         .cloned();
+    let side = args
+        .iter()
+        .position(|a| a == "--side")
+        .and_then(|i| args.get(i + 1))
+        .cloned();
     let pinned = cores::from_args(&args)?.is_some();
 
     let identity = Identity::self_signed(&[])?;
@@ -125,7 +131,7 @@ fn main() -> Result<()> {
         ])))?;
         let client = controller.get_client(&gw_addr.to_string()).await?;
         let raw = raw_client(raw_addr, raw_cert.cert.der().clone()).await?;
-        run_all(&sizes, only.as_deref(), &client, &raw).await
+        run_all(&sizes, only.as_deref(), side.as_deref(), &client, &raw).await
     })?;
     let _ = stop_tx.send(());
     server
@@ -183,6 +189,7 @@ struct Row {
 async fn run_all(
     sizes: &Sizes,
     only: Option<&str>,
+    side: Option<&str>,
     client: &quicswarm::Client,
     raw: &quinn::Connection,
 ) -> Result<Vec<Row>> {
@@ -232,8 +239,20 @@ async fn run_all(
     if want("calls") {
         let per_round = sizes.throughput_calls / CALL_ROUNDS;
         let (mut ours_s, mut theirs_s) = (0.0, 0.0);
+        let (mut ours_cpu, mut theirs_cpu) = (SideCpu::zero(), SideCpu::zero());
+        let ours_conn = client
+            .connection()
+            .quic()
+            .context("the core bench runs over QUIC")?;
+        let (ours_dgrams, theirs_dgrams) = (Datagrams::of(ours_conn), Datagrams::of(raw));
         for round in 0..CALL_ROUNDS {
             for ours_now in [round % 2 == 0, round % 2 == 1] {
+                // `--side`: one side alone, for a profiler (callgrind's per-call counts are
+                // the totals minus a `--side none` run's).
+                if side.is_some_and(|s| s == "none" || (s == "ours") != ours_now) {
+                    continue;
+                }
+                let before = SideCpu::now()?;
                 if ours_now {
                     let owned = client.clone();
                     ours_s += in_flight(per_round, move |_| {
@@ -257,6 +276,12 @@ async fn run_all(
                     })
                     .await?;
                 }
+                let spent = SideCpu::now()?.minus(before);
+                if ours_now {
+                    ours_cpu = ours_cpu.plus(spent);
+                } else {
+                    theirs_cpu = theirs_cpu.plus(spent);
+                }
             }
         }
         let total = (per_round * CALL_ROUNDS) as f64;
@@ -266,6 +291,36 @@ async fn run_all(
             ours,
             raw: Some(theirs),
             target: ">= 150000",
+        });
+        let (ours_dgrams, theirs_dgrams) = (
+            Datagrams::of(ours_conn).minus(ours_dgrams),
+            Datagrams::of(raw).minus(theirs_dgrams),
+        );
+        rows.push(Row {
+            name: "  UDP datagrams per call, sent".into(),
+            ours: ours_dgrams.sent as f64 / total,
+            raw: Some(theirs_dgrams.sent as f64 / total),
+            target: "-",
+        });
+        rows.push(Row {
+            name: "  UDP datagrams per call, received".into(),
+            ours: ours_dgrams.received as f64 / total,
+            raw: Some(theirs_dgrams.received as f64 / total),
+            target: "-",
+        });
+        // CPU per call on each side: which side bounds the rate, and by how much.
+        let per_call_us = |cpu: f64| cpu / total * 1e6;
+        rows.push(Row {
+            name: "  server CPU-µs per call".into(),
+            ours: per_call_us(ours_cpu.server),
+            raw: Some(per_call_us(theirs_cpu.server)),
+            target: "-",
+        });
+        rows.push(Row {
+            name: "  client CPU-µs per call".into(),
+            ours: per_call_us(ours_cpu.client),
+            raw: Some(per_call_us(theirs_cpu.client)),
+            target: "-",
         });
     }
 
@@ -331,12 +386,57 @@ impl SideCpu {
         })
     }
 
+    fn zero() -> Self {
+        Self {
+            server: 0.0,
+            client: 0.0,
+        }
+    }
+
+    fn minus(self, before: Self) -> Self {
+        Self {
+            server: self.server - before.server,
+            client: self.client - before.client,
+        }
+    }
+
+    fn plus(self, other: Self) -> Self {
+        Self {
+            server: self.server + other.server,
+            client: self.client + other.client,
+        }
+    }
+
     /// Per GB of `bytes`, since `before`.
     fn since(self, before: Self, bytes: u64) -> Self {
         let gb = bytes as f64 / 1e9;
         Self {
             server: (self.server - before.server) / gb,
             client: (self.client - before.client) / gb,
+        }
+    }
+}
+
+/// UDP datagrams a connection sent and received: how well each side batches its packets.
+#[derive(Clone, Copy)]
+struct Datagrams {
+    sent: u64,
+    received: u64,
+}
+
+impl Datagrams {
+    fn of(conn: &quinn::Connection) -> Self {
+        let stats = conn.stats();
+        Self {
+            sent: stats.udp_tx.datagrams,
+            received: stats.udp_rx.datagrams,
+        }
+    }
+
+    fn minus(self, before: Self) -> Self {
+        Self {
+            sent: self.sent - before.sent,
+            received: self.received - before.received,
         }
     }
 }

@@ -90,6 +90,60 @@ async fn graceful_shutdown_lets_in_flight_work_finish() {
     assert!(controller.get_client(&addr).await.is_err());
 }
 
+/// A reply the gateway finished before its shutdown began, but which the link has not
+/// delivered yet, is still delivered: the close waits for its acknowledgement (the link
+/// is cut as the reply leaves, and restored once the gateway has retransmitted it).
+/// Always over QUIC: about QUIC's acknowledgements.
+#[tokio::test]
+async fn shutdown_waits_for_replies_not_yet_acknowledged() {
+    let link = quicswarm_tests::link::Link::new(9);
+    let wrapper = link.wrapper();
+    let gw = quicswarm_tests::spawn_gateway_on(quicswarm::TransportKind::Quic, move |b| {
+        b.socket_wrapper(wrapper)
+    })
+    .await;
+    let (replying_tx, replying_rx) = tokio::sync::oneshot::channel::<()>();
+    let replying_tx = std::sync::Mutex::new(Some(replying_tx));
+    let cut = link.clone();
+    gw.gateway.registry().batch("last_word", move |()| {
+        // The link goes down as the answer leaves: it is finished, and unacknowledged.
+        cut.set_down(true);
+        if let Some(tx) = replying_tx.lock().unwrap().take() {
+            let _ = tx.send(());
+        }
+        async { Ok::<_, String>("kept") }
+    });
+    let client = gw.client().await;
+    let call = tokio::spawn({
+        let client = client.clone();
+        async move { client.call("last_word", &()).await }
+    });
+    within("subroutine ran", replying_rx).await.unwrap();
+    // Two datagrams lost after the cut: the reply and a retransmission of it (or, were the
+    // close not waiting, the reply and the close itself). Bounded: 2,000 x 5 ms.
+    let restore = async {
+        let mut lost = 0;
+        for _ in 0..2_000 {
+            lost = link.counters().1;
+            if lost >= 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        link.set_down(false);
+        lost
+    };
+    let ((), lost) = tokio::join!(
+        within("shutdown", gw.gateway.shutdown(Duration::from_secs(20))),
+        restore
+    );
+    assert!(lost >= 2, "the link dropped {lost} datagrams");
+    assert_eq!(
+        &within("the reply", call).await.unwrap().unwrap()[..],
+        b"kept"
+    );
+}
+
 #[test]
 fn blocking_facade_runs_every_operation() {
     let gateway = blocking::Gateway::spawn(

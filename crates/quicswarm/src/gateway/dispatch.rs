@@ -87,11 +87,16 @@ pub(super) async fn operation(
     match ran {
         Ok(()) => {
             if send.finish().is_ok() {
-                // Hold the connection until the reply is acknowledged: if this were the last
-                // handle (during shutdown), dropping it would close the connection and lose
-                // the reply. Bounded by the connection: `stopped` fails when it is lost or
-                // times out.
-                let _ = send.stopped().await;
+                match pair.conn.kind() {
+                    // A close of the connection waits for the reply's acknowledgement; this
+                    // operation does not (see `Pair::linger`).
+                    crate::TransportKind::Quic => pair.linger(send),
+                    // A kept yamux stream would count against the client's stream limit:
+                    // wait until the reply is handed to TCP (its close sends what it holds).
+                    crate::TransportKind::Tcp => {
+                        let _ = send.stopped().await;
+                    }
+                }
             }
         }
         Err(ended) => debug!("operation ended early: {ended}"),

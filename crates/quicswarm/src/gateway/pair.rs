@@ -1,13 +1,19 @@
 //! What one handler/client pair's operation tasks share: its connection, its pool slot, its
 //! identity and its memory budget.
 
-use std::sync::{Mutex, PoisonError};
+use std::{
+    collections::VecDeque,
+    sync::{Mutex, PoisonError},
+};
 
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use super::state::State;
-use crate::{budget::ConnectionBudget, transport::Connection};
+use crate::{
+    budget::ConnectionBudget,
+    transport::{Connection, SendStream},
+};
 
 /// Per-connection state shared by its operation tasks.
 pub(super) struct Pair {
@@ -23,9 +29,48 @@ pub(super) struct Pair {
     pub(super) identity: Option<String>,
     /// What this connection's operations may hold in memory.
     pub(super) budget: ConnectionBudget,
+    /// Replies finished but perhaps not yet acknowledged, newest last (see [`Pair::linger`]).
+    pub(super) unacked: Mutex<VecDeque<SendStream>>,
+    /// How many replies `unacked` keeps.
+    pub(super) unacked_cap: usize,
 }
 
 impl Pair {
+    /// Keeps a finished reply's stream until the connection is closed by us: closing it loses
+    /// whatever is not yet acknowledged, so a close waits for these first
+    /// ([`replies_acknowledged`](Self::replies_acknowledged)).
+    ///
+    /// An operation used to wait for its reply's acknowledgement itself: a second wakeup of
+    /// its task per call, and a task to spawn for calls that are otherwise done on their
+    /// first poll. The newest `unacked_cap` (the operations a client may run at once) are
+    /// kept: an older reply has had as many later ones sent behind it, and is acknowledged
+    /// unless the link lost nearly everything (then the close loses it, as the link would).
+    pub(super) fn linger(&self, send: SendStream) {
+        let evicted = {
+            let mut unacked = self.unacked.lock().unwrap_or_else(PoisonError::into_inner);
+            unacked.push_back(send);
+            if unacked.len() > self.unacked_cap {
+                unacked.pop_front()
+            } else {
+                None
+            }
+        };
+        // Dropped outside our lock: a QUIC stream's drop takes the connection's own.
+        drop(evicted);
+    }
+
+    /// Waits until every reply kept by [`linger`](Self::linger) is acknowledged (or stopped,
+    /// or its connection lost). Callers bound it with their grace period.
+    pub(super) async fn replies_acknowledged(&self) {
+        let streams: Vec<SendStream> = self
+            .unacked
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .drain(..)
+            .collect();
+        futures_util::future::join_all(streams.iter().map(SendStream::stopped)).await;
+    }
+
     pub(super) fn release_slot(&self, shared: &State) {
         let permit = self
             .permit
