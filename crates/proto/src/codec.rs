@@ -147,9 +147,29 @@ pub fn body_to_vec<T: Serialize + ?Sized>(msg: &T) -> Result<Vec<u8>, EncodeErro
     measured(msg, false)
 }
 
-/// Measures the body first (a pass that writes nothing), so the vector is allocated once and
-/// never grows while postcard writes.
+/// `msg` in a vector of exactly its size, allocated once: a larger one is measured first (a
+/// pass that writes nothing), so the vector never grows while postcard writes.
 fn measured<T: Serialize + ?Sized>(msg: &T, prefixed: bool) -> Result<Vec<u8>, EncodeError> {
+    // Small ones (most requests and arguments) are written once on the stack and copied:
+    // measuring costs as much as writing.
+    let mut small = [0u8; 128];
+    match postcard::to_slice(msg, &mut small) {
+        Ok(body) => {
+            let prefix = if prefixed {
+                varint_len(body.len() as u64)
+            } else {
+                0
+            };
+            let mut out = Vec::with_capacity(prefix + body.len());
+            if prefixed {
+                put_varint(body.len() as u64, &mut out);
+            }
+            out.extend_from_slice(body);
+            return Ok(out);
+        }
+        Err(postcard::Error::SerializeBufferFull) => {}
+        Err(e) => return Err(e.into()),
+    }
     let body_len = postcard::experimental::serialized_size(msg)?;
     // Exact, so that `Bytes::from(vec)` takes the buffer over instead of allocating again.
     let prefix = if prefixed {

@@ -54,6 +54,13 @@ impl ClientInner {
         }
     }
 
+    /// Whether the handshake is complete (or the connection was made without 0-RTT): checked
+    /// before waiting for it, as waiting (on it and on the connection's close) registers two
+    /// wakers per request.
+    pub(crate) fn is_confirmed(&self) -> bool {
+        self.early.as_ref().is_none_or(|rx| rx.borrow().is_some())
+    }
+
     /// Whether `request` may be answered from early data, by the gateway's rule: for a
     /// subroutine, unknown until the gateway's `Welcome` arrives (then try, and re-send on
     /// `TooEarly`).

@@ -139,6 +139,9 @@ impl Client {
     /// connection was made with 0-RTT and the handshake is still under way. A connection lost
     /// meanwhile also ends the wait.
     pub(crate) async fn inner_confirmed(&self) {
+        if self.inner.is_confirmed() {
+            return;
+        }
         tokio::select! {
             () = self.inner.confirmed() => {}
             _ = self.inner.conn.closed() => {}

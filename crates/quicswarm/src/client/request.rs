@@ -16,7 +16,10 @@ use quicswarm_proto::{codec, ErrorCode, Request, Response};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use super::Client;
+use futures_util::FutureExt;
+
 use crate::{
+    deadline,
     error::CallError,
     io::{frame, FrameReader},
     transport::SendStream,
@@ -85,7 +88,7 @@ impl Client {
         F: FnOnce(Response, FrameReader, Instant) -> Fut,
         Fut: Future<Output = Result<T, CallError>>,
     {
-        if !self.inner.may_run_early(request) {
+        if !self.inner.is_confirmed() && !self.inner.may_run_early(request) {
             self.inner_confirmed().await;
         }
         let reset = reset_on_give_up(request);
@@ -205,16 +208,18 @@ impl Client {
     }
 
     /// Bounds `fut` by the controller's call timeout.
-    pub(crate) async fn timed<T>(
+    ///
+    /// Not an `async fn`: that would hold `fut` twice (as its argument and inside the
+    /// timeout), and `fut` is most of a call's future. A call's future was 3 KB, copied
+    /// several times per call.
+    pub(crate) fn timed<T>(
         &self,
         fut: impl Future<Output = Result<T, CallError>>,
-    ) -> Result<T, CallError> {
-        match self.inner.config.call_timeout {
-            Some(limit) => tokio::time::timeout(limit, fut)
-                .await
-                .map_err(|_| CallError::Timeout(limit))?,
-            None => fut.await,
-        }
+    ) -> impl Future<Output = Result<T, CallError>> {
+        let limit = self.inner.config.call_timeout;
+        deadline::within(limit, fut).map(move |out| {
+            out.unwrap_or_else(|| Err(CallError::Timeout(limit.unwrap_or_default())))
+        })
     }
 
     /// Runs a request that may travel as 0-RTT early data; when the gateway refuses it there

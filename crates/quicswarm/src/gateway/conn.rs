@@ -157,6 +157,8 @@ async fn serve_pair(shared: Arc<State>, conn: Connection, remote: std::net::Sock
         tokio::pin!(stopping, closing);
         loop {
             let stream = tokio::select! {
+                // In order: no random draw per stream, and a stop is seen first.
+                biased;
                 () = &mut stopping => break,
                 () = &mut closing => break,
                 stream = pair.conn.accept_bi() => stream,
