@@ -6,6 +6,7 @@
 //! cargo bench -p quicswarm-benches --bench core -- --json report.json
 //! cargo bench -p quicswarm-benches --bench core -- --cores 1 # each side pinned to one core
 //! cargo bench -p quicswarm-benches --bench core -- --only calls --side ours # one side, to profile
+//! cargo bench -p quicswarm-benches --bench core -- --only calls --in-flight 8 # default 64
 //! ```
 //!
 //! The server side (a quicswarm gateway and a raw quinn echo/bulk server) runs on one thread
@@ -80,6 +81,14 @@ fn main() -> Result<()> {
         .position(|a| a == "--side")
         .and_then(|i| args.get(i + 1))
         .cloned();
+    let calls_in_flight = match args.iter().position(|a| a == "--in-flight") {
+        Some(i) => args
+            .get(i + 1)
+            .and_then(|n| n.parse::<usize>().ok())
+            .filter(|&n| n > 0)
+            .context("--in-flight takes a count above zero")?,
+        None => IN_FLIGHT,
+    };
     let pinned = cores::from_args(&args)?.is_some();
 
     let identity = Identity::self_signed(&[])?;
@@ -131,7 +140,17 @@ fn main() -> Result<()> {
         ])))?;
         let client = controller.get_client(&gw_addr.to_string()).await?;
         let raw = raw_client(raw_addr, raw_cert.cert.der().clone()).await?;
-        run_all(&sizes, only.as_deref(), side.as_deref(), &client, &raw).await
+        run_all(
+            &sizes,
+            &Options {
+                only: only.as_deref(),
+                side: side.as_deref(),
+                calls_in_flight,
+            },
+            &client,
+            &raw,
+        )
+        .await
     })?;
     let _ = stop_tx.send(());
     server
@@ -186,15 +205,25 @@ struct Row {
     target: &'static str,
 }
 
+/// What to run, from the command line.
+struct Options<'a> {
+    /// `--only`: one group of rows.
+    only: Option<&'a str>,
+    /// `--side ours|raw|none`: one side of the calls rows alone, for a profiler.
+    side: Option<&'a str>,
+    /// `--in-flight`: calls kept in flight by the calls rows.
+    calls_in_flight: usize,
+}
+
 async fn run_all(
     sizes: &Sizes,
-    only: Option<&str>,
-    side: Option<&str>,
+    options: &Options<'_>,
     client: &quicswarm::Client,
     raw: &quinn::Connection,
 ) -> Result<Vec<Row>> {
     let mut rows = Vec::new();
-    let want = |group: &str| only.is_none_or(|o| o == group);
+    let want = |group: &str| options.only.is_none_or(|o| o == group);
+    let (side, in_flight_calls) = (options.side, options.calls_in_flight);
 
     // Latency: sequential small request/response, a new stream each.
     if want("latency") {
@@ -234,7 +263,7 @@ async fn run_all(
         rows.extend(percentiles("ping", &pings, &theirs, "-"));
     }
 
-    // Throughput: 64 calls in flight. In alternating rounds (which side goes first swaps
+    // Throughput: 64 calls in flight (`--in-flight`). In alternating rounds (which side goes first swaps
     // too), so both sides see the same machine noise: this machine is shared.
     if want("calls") {
         let per_round = sizes.throughput_calls / CALL_ROUNDS;
@@ -255,7 +284,7 @@ async fn run_all(
                 let before = SideCpu::now()?;
                 if ours_now {
                     let owned = client.clone();
-                    ours_s += in_flight(per_round, move |_| {
+                    ours_s += in_flight(per_round, in_flight_calls, move |_| {
                         let c = owned.clone();
                         async move {
                             c.call(
@@ -270,7 +299,7 @@ async fn run_all(
                     .await?;
                 } else {
                     let owned = raw.clone();
-                    theirs_s += in_flight(per_round, move |_| {
+                    theirs_s += in_flight(per_round, in_flight_calls, move |_| {
                         let c = owned.clone();
                         async move { raw_echo(&c, 64).await.map(drop) }
                     })
@@ -287,7 +316,7 @@ async fn run_all(
         let total = (per_round * CALL_ROUNDS) as f64;
         let (ours, theirs) = (total / ours_s, total / theirs_s);
         rows.push(Row {
-            name: "calls/s, 64 in flight".into(),
+            name: format!("calls/s, {in_flight_calls} in flight"),
             ours,
             raw: Some(theirs),
             target: ">= 150000",
@@ -473,8 +502,8 @@ async fn timed<T, E: Into<anyhow::Error>>(
 /// How many alternating rounds the calls/s figure is measured in.
 const CALL_ROUNDS: u64 = 6;
 
-/// Runs `total` operations with IN_FLIGHT at a time; returns the seconds they took.
-async fn in_flight<F, Fut>(total: u64, op: F) -> Result<f64>
+/// Runs `total` operations with `at_once` in flight; returns the seconds they took.
+async fn in_flight<F, Fut>(total: u64, at_once: usize, op: F) -> Result<f64>
 where
     F: Fn(u64) -> Fut + 'static,
     Fut: std::future::Future<Output = Result<()>> + 'static,
@@ -486,7 +515,7 @@ where
     let op = Arc::new(op);
     local
         .run_until(async {
-            for _ in 0..IN_FLIGHT {
+            for _ in 0..at_once {
                 let next = next.clone();
                 let op = op.clone();
                 let fut = async move {
