@@ -26,13 +26,14 @@ use crate::{
     transport::{RecvStream, SendStream},
 };
 
-/// One operation stream, from its request to its last frame.
+/// One operation stream, from its request to its last frame. Returns the bytes it wrote
+/// (see `conn::serve_pair`, which lets the connection send them).
 pub(super) async fn operation(
     shared: Arc<State>,
     pair: Arc<Pair>,
     mut send: SendStream,
     recv: RecvStream,
-) {
+) -> u64 {
     // A client that stops reading (or sending) mid-operation holds a task, buffers and a
     // stream: after this long without progress the operation ends with `Timeout`.
     send.set_stall_timeout(shared.policy.limits.stall_timeout);
@@ -48,7 +49,7 @@ pub(super) async fn operation(
             tracing::Span::current().record("kind", kind.name());
             admit(&shared, &pair, request, reader.is_0rtt()).map(|op| (op, charge))
         }
-        Ok(None) => return,
+        Ok(None) => return 0,
         Err(RequestError::Frame(e)) => {
             debug!("bad request frame: {e}");
             Err(ErrorReply::new(e.code(), e.to_string()))
@@ -61,7 +62,7 @@ pub(super) async fn operation(
             shared
                 .metrics
                 .operation(kind, Outcome::Error(ErrorCode::Timeout));
-            return;
+            return 0;
         }
     };
     let (op, _request_charge) = match admitted {
@@ -75,7 +76,7 @@ pub(super) async fn operation(
             shared.metrics.operation(kind, Outcome::Error(reply.code));
             let _ = write_error(&mut send, reply).await;
             let _ = send.finish();
-            return;
+            return send.written();
         }
     };
     let ran = run(&shared, &pair, &mut send, reader, op).await;
@@ -84,6 +85,7 @@ pub(super) async fn operation(
         shared.metrics.limit_hit(limit);
     }
     shared.metrics.operation(kind, result);
+    let written = send.written();
     match ran {
         Ok(()) => {
             if send.finish().is_ok() {
@@ -101,6 +103,7 @@ pub(super) async fn operation(
         }
         Err(ended) => debug!("operation ended early: {ended}"),
     }
+    written
 }
 
 /// A request that may run: its subroutine found, of the right kind.

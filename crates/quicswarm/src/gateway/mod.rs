@@ -8,7 +8,8 @@
 //!   counters;
 //! - `accept.rs`: the QUIC and TCP accept loops, with the per-address and handshake limits;
 //! - `conn.rs`: one handler/client pair: the hello, its operation streams, its close
-//!   (`pair.rs`: what the pair's operation tasks share);
+//!   (`pair.rs`: what the pair's operation tasks share; `inline.rs`: operations polled
+//!   first on the connection's task, and the driver's turns between them);
 //! - `dispatch.rs`: one operation: the request read, admitted, and run by kind;
 //! - `deliver/`: how a stream subroutine's items reach the client (reliable, latest,
 //!   datagram).
@@ -21,6 +22,7 @@ mod conn;
 mod deliver;
 mod dispatch;
 mod handle;
+mod inline;
 mod pair;
 mod reply;
 mod security;

@@ -251,6 +251,8 @@ pub(crate) struct SendStream {
     /// The error code of the last error reply written ([`crate::io::Frame`]): how the
     /// gateway's operation metrics learn an answer's result without every writer saying so.
     answered: Option<ErrorCode>,
+    /// Bytes handed to the transport so far.
+    written: u64,
 }
 
 #[derive(Debug)]
@@ -265,6 +267,7 @@ impl From<SendInner> for SendStream {
             inner,
             stall: None,
             answered: None,
+            written: 0,
         }
     }
 }
@@ -297,7 +300,13 @@ impl SendStream {
         WriteError::Stopped(ErrorCode::Timeout)
     }
 
+    /// Bytes handed to the transport on this stream so far (whether or not they have left).
+    pub(crate) fn written(&self) -> u64 {
+        self.written
+    }
+
     pub(crate) async fn write_chunk(&mut self, data: Bytes) -> Result<(), WriteError> {
+        self.written += data.len() as u64;
         let written = within_stall(self.stall, async {
             match &mut self.inner {
                 SendInner::Quic(s) => Ok(s.write_chunk(data).await?),
@@ -312,6 +321,7 @@ impl SendStream {
     }
 
     pub(crate) async fn write_all_chunks(&mut self, data: &mut [Bytes]) -> Result<(), WriteError> {
+        self.written += data.iter().map(|b| b.len() as u64).sum::<u64>();
         let written = within_stall(self.stall, async {
             match &mut self.inner {
                 SendInner::Quic(s) => Ok(s.write_all_chunks(data).await?),
