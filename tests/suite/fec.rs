@@ -110,3 +110,55 @@ async fn a_clean_link_delivers_every_frame() {
         "{got} of {frames} frames, the rest superseded"
     );
 }
+
+/// The client's reports are read however long the camera pauses: after a pause longer than
+/// the gateway's stall timeout, frames flow at their pace again. (Were the reports given up
+/// with the stall timeout, the gateway would send two frames and then one a second, and
+/// nearly every frame after the pause would be superseded.)
+#[tokio::test]
+async fn reports_outlive_a_pause_longer_than_the_stall_timeout() {
+    let gw = spawn_gateway(|b| {
+        let mut limits = quicswarm::Limits::default();
+        limits.stall_timeout = Some(std::time::Duration::from_millis(300));
+        b.limits(limits)
+    })
+    .await;
+    let (before, after) = (10i64, 60i64);
+    gw.gateway
+        .registry()
+        .stream("paused_camera", move |(): (), _ctx| {
+            futures_util::stream::unfold(0i64, move |i| async move {
+                if i >= before + after {
+                    return None;
+                }
+                // 5 ms between frames, and 900 ms (three stall timeouts) before frame 10.
+                let wait = match i {
+                    0 => 0,
+                    i if i == before => 900,
+                    _ => 5,
+                };
+                tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+                Some((Ok::<_, String>((i, vec![i as u8; 10_000])), i + 1))
+            })
+        });
+    let client = gw.client().await;
+    let options = SubscribeOptions::delivery(Delivery::Fec);
+    let mut items = within(
+        "subscribe",
+        client.subscribe("paused_camera", &(), &options),
+    )
+    .await
+    .unwrap();
+    let mut got_after = 0i64;
+    while let Some((ident, data)) = within("frame", items.next()).await.unwrap() {
+        assert!(data.iter().all(|&b| b == ident as u8));
+        if ident >= before {
+            got_after += 1;
+        }
+    }
+    assert!(
+        got_after > after / 2,
+        "{got_after} of the {after} frames after the pause ({} superseded in all)",
+        items.superseded()
+    );
+}
