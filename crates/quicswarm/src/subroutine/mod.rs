@@ -244,6 +244,11 @@ impl Registry {
     }
 
     /// Registers an async *batch* subroutine: arguments in, bytes out, once.
+    ///
+    /// Its future is first polled on its connection's task, so that a call answered at once
+    /// costs no task of its own; one that has to wait moves to a task then. Work that
+    /// computes for long before its first `.await` holds that connection's next requests
+    /// meanwhile: register it with [`batch_blocking`](Self::batch_blocking) instead.
     pub fn batch<A, F, Fut, R, E>(&self, name: &str, f: F) -> &Self
     where
         A: DeserializeOwned + Send + 'static,
