@@ -9,6 +9,7 @@ use std::{
 use quicswarm_proto::{ErrorCode, Request, Welcome};
 use tokio::sync::watch;
 
+use super::deadlines::Deadlines;
 use crate::{config::ControllerConfig, subscribe::Router};
 
 pub(crate) struct ClientInner {
@@ -22,6 +23,8 @@ pub(crate) struct ClientInner {
     pub(super) remote: SocketAddr,
     pub(super) config: Arc<ControllerConfig>,
     pub(super) nonce: AtomicU64,
+    /// The call timeout of every request, on one timer.
+    pub(super) deadlines: Arc<Deadlines>,
 }
 
 impl ClientInner {
@@ -38,6 +41,7 @@ impl ClientInner {
             welcome,
             early,
             remote,
+            deadlines: Deadlines::new(config.call_timeout),
             config,
             nonce: AtomicU64::new(0),
         }

@@ -6,6 +6,7 @@
 //! items of a subscription.
 
 mod args;
+mod deadlines;
 mod inner;
 mod items;
 mod request;

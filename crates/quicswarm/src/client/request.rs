@@ -19,7 +19,6 @@ use super::Client;
 use futures_util::FutureExt;
 
 use crate::{
-    deadline,
     error::CallError,
     io::{frame, FrameReader},
     transport::SendStream,
@@ -207,19 +206,20 @@ impl Client {
         Ok((response?, reader, sent))
     }
 
-    /// Bounds `fut` by the controller's call timeout.
+    /// Bounds `fut` by the controller's call timeout (see `client/deadlines.rs`).
     ///
     /// Not an `async fn`: that would hold `fut` twice (as its argument and inside the
-    /// timeout), and `fut` is most of a call's future. A call's future was 3 KB, copied
+    /// bound), and `fut` is most of a call's future. A call's future was 3 KB, copied
     /// several times per call.
-    pub(crate) fn timed<T>(
-        &self,
-        fut: impl Future<Output = Result<T, CallError>>,
-    ) -> impl Future<Output = Result<T, CallError>> {
-        let limit = self.inner.config.call_timeout;
-        deadline::within(limit, fut).map(move |out| {
-            out.unwrap_or_else(|| Err(CallError::Timeout(limit.unwrap_or_default())))
-        })
+    pub(crate) fn timed<'a, T: 'a>(
+        &'a self,
+        fut: impl Future<Output = Result<T, CallError>> + 'a,
+    ) -> impl Future<Output = Result<T, CallError>> + 'a {
+        let limit = self.inner.config.call_timeout.unwrap_or_default();
+        self.inner
+            .deadlines
+            .bound(fut)
+            .map(move |out| out.unwrap_or(Err(CallError::Timeout(limit))))
     }
 
     /// Runs a request that may travel as 0-RTT early data; when the gateway refuses it there
