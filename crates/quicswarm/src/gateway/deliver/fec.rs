@@ -157,7 +157,8 @@ const EXPIRE: Duration = Duration::from_secs(1);
 /// The items on their way, oldest first, and the window that bounds them.
 #[derive(Debug)]
 struct InFlight {
-    items: std::collections::VecDeque<(i64, Sent, u64)>,
+    /// `(ident, when it left, its shards, their length)`.
+    items: std::collections::VecDeque<(i64, Sent, u32, u64)>,
     window: Window,
     pacer: Pacer,
     queue: Queue,
@@ -192,22 +193,28 @@ impl InFlight {
     /// Item `ident` left as `shards` datagrams of `shard_len` bytes.
     fn sent(&mut self, ident: i64, shards: usize, shard_len: usize) {
         let sent = self.window.sent(Instant::now(), shards * shard_len);
-        self.items.push_back((ident, sent, shard_len as u64));
+        // At most 2,048 shards (`proto::fec::MAX_SHARDS`): the cast cannot saturate.
+        let shards = u32::try_from(shards).unwrap_or(u32::MAX);
+        self.items
+            .push_back((ident, sent, shards, shard_len as u64));
     }
 
     /// The client's report of one item. Items sent before it and not reported are done with
     /// too: the client reports in the order it finishes items, which is the order they left.
     fn reported(&mut self, now: Instant, report: ItemReport) {
-        while let Some(&(ident, sent, shard_len)) = self.items.front() {
+        while let Some(&(ident, sent, count, shard_len)) = self.items.front() {
             if ident > report.ident {
                 break;
             }
             self.items.pop_front();
             if ident == report.ident {
-                let got = u64::from(report.shards).saturating_mul(shard_len);
+                // The client's count, no more than were sent: a larger one would inflate
+                // the delivery rate and the pace taken from it.
+                let shards = report.shards.min(count);
+                let got = u64::from(shards) * shard_len;
                 self.window.delivered_part(now, sent, got);
                 let spread = Duration::from_micros(u64::from(report.spread_us));
-                self.pacer.sample(now, report.shards, shard_len, spread);
+                self.pacer.sample(now, shards, shard_len, spread);
                 if report.spread_us > 0 {
                     self.queue.sample(now, report.delay_us);
                 }
@@ -217,14 +224,14 @@ impl InFlight {
 
     /// When the oldest item leaves the window unreported, if any is on its way.
     fn expiry(&self) -> Option<Instant> {
-        self.items.front().map(|(_, sent, _)| sent.at + EXPIRE)
+        self.items.front().map(|(_, sent, ..)| sent.at + EXPIRE)
     }
 
     fn expire(&mut self, now: Instant) {
         while self
             .items
             .front()
-            .is_some_and(|(_, sent, _)| now.saturating_duration_since(sent.at) > EXPIRE)
+            .is_some_and(|(_, sent, ..)| now.saturating_duration_since(sent.at) > EXPIRE)
         {
             self.items.pop_front();
         }
@@ -234,4 +241,32 @@ impl InFlight {
 /// The error frame that ends a subscription.
 fn failed(code: ErrorCode, why: String) -> StreamFrame {
     StreamFrame::Error(ErrorReply::new(code, why))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A report is the client's word: a shard count above what left cannot raise the pace.
+    #[test]
+    fn a_report_counts_no_more_shards_than_were_sent() {
+        let mut honest = InFlight::default();
+        let mut inflated = InFlight::default();
+        for flight in [&mut honest, &mut inflated] {
+            flight.sent(1, 10, 1_000);
+        }
+        let report = |shards| ItemReport {
+            ident: 1,
+            shards,
+            spread_us: 1_000,
+            delay_us: 0,
+        };
+        let now = Instant::now();
+        honest.reported(now, report(10));
+        inflated.reported(now, report(u32::MAX));
+        let rate = honest.pacer.rate(now);
+        assert!(rate > 0.0);
+        assert_eq!(inflated.pacer.rate(now), rate);
+        assert!(inflated.items.is_empty());
+    }
 }
