@@ -17,6 +17,14 @@ pub struct DatagramItem<'a> {
     pub payload: &'a [u8],
 }
 
+/// Now, in microseconds since the Unix epoch: the clock of every item's `sent_us` (here and
+/// in [`crate::LatestHeader`]), which gateways stamp and clients compare with their own.
+pub fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
 /// The header for an item; the payload follows it in the same datagram.
 pub fn header(id: u32, ident: i64, sent_us: u64) -> Vec<u8> {
     let mut out = Vec::with_capacity(24);

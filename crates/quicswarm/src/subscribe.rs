@@ -10,7 +10,7 @@ use std::{
         atomic::{AtomicBool, AtomicU32, Ordering},
         Arc, Mutex, PoisonError,
     },
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::Duration,
 };
 
 use bytes::Bytes;
@@ -322,7 +322,7 @@ impl RoutedState {
                     let spread_us = spread.as_micros().min(u128::from(u32::MAX)) as u32;
                     let delay_us = if done == ident && !spread.is_zero() {
                         let ago = arrived.elapsed().as_micros() as i64;
-                        (wall_us() as i64 - ago).saturating_sub(sent_us as i64)
+                        (datagram::now_us() as i64 - ago).saturating_sub(sent_us as i64)
                     } else {
                         0
                     };
@@ -357,7 +357,7 @@ impl RoutedState {
             self.delivered.insert(ident);
         }
         if let Some(max) = self.max_age {
-            if wall_us().saturating_sub(sent_us) > max.as_micros() as u64 {
+            if datagram::now_us().saturating_sub(sent_us) > max.as_micros() as u64 {
                 self.stale += 1;
                 return None;
             }
@@ -374,13 +374,6 @@ impl RoutedState {
         }
         Some((ident, data))
     }
-}
-
-/// Now, microseconds since the Unix epoch.
-fn wall_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
 }
 
 impl Drop for RoutedState {

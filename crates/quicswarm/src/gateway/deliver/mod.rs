@@ -15,7 +15,7 @@ mod window;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use quicswarm_proto::{Delivery, StreamOptions};
+use quicswarm_proto::{datagram::now_us, Delivery, StreamOptions};
 
 use self::{
     datagram::run_datagram, fec::run_fec, latest::run_latest, reliable::run_stream,
@@ -75,13 +75,6 @@ pub(super) async fn run(
             .await
         }
     }
-}
-
-/// Microseconds since the Unix epoch, for item timestamps.
-fn now_us() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
 }
 
 /// A newest-item-wins producer's next step (`Latest`, `Fec`): a new item replaces the one
