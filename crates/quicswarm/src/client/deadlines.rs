@@ -52,6 +52,11 @@ impl Deadlines {
         deadlines
     }
 
+    /// The limit every request has, if any.
+    pub(crate) fn limit(&self) -> Option<Duration> {
+        self.limit
+    }
+
     /// `fut`'s output, or `None` once it has waited the limit.
     pub(crate) fn bound<F: Future>(&self, fut: F) -> Bounded<'_, F> {
         Bounded {
@@ -95,7 +100,7 @@ impl Drop for Deadlines {
 }
 
 /// Sleeps until the earliest deadline, expires what is due, and again; waits for a request
-/// while none waits. Ends when its table is dropped.
+/// while none waits. Ends as soon as its table is dropped, asleep or not.
 async fn watch(deadlines: Weak<Deadlines>, wake: Arc<Notify>) {
     loop {
         let next = match deadlines.upgrade() {
@@ -103,7 +108,14 @@ async fn watch(deadlines: Weak<Deadlines>, wake: Arc<Notify>) {
             None => return,
         };
         match next {
-            Some(at) => tokio::time::sleep_until(at).await,
+            // A notice meanwhile (a first request, which has a later deadline, or the table
+            // dropped) costs one look at the table.
+            Some(at) => {
+                tokio::select! {
+                    () = tokio::time::sleep_until(at) => {}
+                    () = wake.notified() => {}
+                }
+            }
             None => wake.notified().await,
         }
     }
@@ -240,24 +252,34 @@ mod tests {
         let tasks = tokio::runtime::Handle::current()
             .metrics()
             .num_alive_tasks();
-        let limited = Deadlines::new(Some(Duration::from_secs(1)));
-        tokio::task::yield_now().await;
-        assert_eq!(
+        let alive = || {
             tokio::runtime::Handle::current()
                 .metrics()
-                .num_alive_tasks(),
-            tasks + 1
-        );
+                .num_alive_tasks()
+        };
+        // Idle, its watchdog ends with its table.
+        let idle = Deadlines::new(Some(Duration::from_secs(1)));
+        tokio::task::yield_now().await;
+        assert_eq!(alive(), tasks + 1);
+        drop(idle);
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(alive(), tasks, "the idle watchdog ended");
+        // Asleep until a request's deadline an hour away, too, without waiting for it.
+        let limited = Deadlines::new(Some(Duration::from_secs(3600)));
+        let mut waiting = Box::pin(limited.bound(std::future::pending::<()>()));
+        assert!(futures_util::poll!(waiting.as_mut()).is_pending());
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        let before = Instant::now();
+        drop(waiting);
         drop(limited);
         for _ in 0..10 {
             tokio::task::yield_now().await;
         }
-        assert_eq!(
-            tokio::runtime::Handle::current()
-                .metrics()
-                .num_alive_tasks(),
-            tasks,
-            "the watchdog ended"
-        );
+        assert_eq!(alive(), tasks, "the sleeping watchdog ended");
+        assert_eq!(Instant::now(), before, "without waiting for the deadline");
     }
 }

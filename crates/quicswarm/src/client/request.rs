@@ -215,9 +215,9 @@ impl Client {
         &'a self,
         fut: impl Future<Output = Result<T, CallError>> + 'a,
     ) -> impl Future<Output = Result<T, CallError>> + 'a {
-        let limit = self.inner.config.call_timeout.unwrap_or_default();
-        self.inner
-            .deadlines
+        let deadlines = &self.inner.deadlines;
+        let limit = deadlines.limit().unwrap_or_default();
+        deadlines
             .bound(fut)
             .map(move |out| out.unwrap_or(Err(CallError::Timeout(limit))))
     }
