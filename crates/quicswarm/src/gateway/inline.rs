@@ -6,7 +6,7 @@ use std::{future::Future, pin::Pin, task::Poll};
 
 use tracing::error;
 
-use crate::transport::Connection;
+use crate::{transport::Connection, TransportKind};
 
 /// What [`first_poll`] found.
 pub(super) enum Polled<F: Future> {
@@ -71,6 +71,9 @@ pub(super) struct Unsent {
 const REPLY_OVERHEAD: usize = 8;
 /// TLS-over-TCP has no datagrams: a turn per TLS record's worth.
 const TCP_TURN_AT: usize = 16 * 1024;
+/// A QUIC peer that takes no datagrams leaves us no datagram size to read: the smallest
+/// packet every QUIC path carries.
+const QUIC_MIN_PACKET: usize = 1200;
 
 impl Unsent {
     pub(super) fn new(conn: &Connection) -> Self {
@@ -81,7 +84,10 @@ impl Unsent {
     }
 
     fn turn_at(conn: &Connection) -> usize {
-        conn.max_datagram_size().unwrap_or(TCP_TURN_AT)
+        match conn.kind() {
+            TransportKind::Quic => conn.max_datagram_size().unwrap_or(QUIC_MIN_PACKET),
+            TransportKind::Tcp => TCP_TURN_AT,
+        }
     }
 
     /// Counts a reply of `written` bytes (none for an operation that wrote nothing);
