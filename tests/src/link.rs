@@ -16,7 +16,7 @@ use quinn::{
     AsyncUdpSocket, UdpPoller,
 };
 use rand::{rngs::StdRng, Rng, SeedableRng};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 /// What the link does now; change it at any time through [`Link`].
 #[derive(Debug)]
@@ -35,9 +35,17 @@ struct State {
     rng: StdRng,
     sent: u64,
     dropped: u64,
+    /// `dropped`, for tests that wait until the link has dropped something.
+    drops: watch::Sender<u64>,
 }
 
 impl State {
+    /// Counts `n` datagrams dropped.
+    fn dropped(&mut self, n: u64) {
+        self.dropped += n;
+        self.drops.send_replace(self.dropped);
+    }
+
     /// Whether the next datagram is lost.
     fn lose(&mut self) -> bool {
         let p = self.loss.clamp(0.0, 1.0);
@@ -65,6 +73,7 @@ impl Link {
                 rng: StdRng::seed_from_u64(seed),
                 sent: 0,
                 dropped: 0,
+                drops: watch::Sender::new(0),
             })),
         }
     }
@@ -95,6 +104,13 @@ impl Link {
     pub fn counters(&self) -> (u64, u64) {
         let s = self.state.lock().expect("link lock");
         (s.sent, s.dropped)
+    }
+
+    /// Returns once the link has dropped at least `n` datagrams in all.
+    pub async fn dropped_at_least(&self, n: u64) {
+        let mut drops = self.state.lock().expect("link lock").drops.subscribe();
+        // The sender lives as long as the state this link holds.
+        let _ = drops.wait_for(|&d| d >= n).await;
     }
 
     /// A socket wrapper applying this link, for `GatewayBuilder::socket_wrapper` or
@@ -171,12 +187,12 @@ impl AsyncUdpSocket for Impaired {
     fn try_send(&self, transmit: &Transmit<'_>) -> io::Result<()> {
         let mut s = self.state.lock().expect("link lock");
         if s.lose() {
-            s.dropped += 1;
+            s.dropped(1);
             return Ok(());
         }
         if s.rate.is_some() || !s.delay.is_zero() {
             if s.queued + transmit.contents.len() > s.queue_limit {
-                s.dropped += 1;
+                s.dropped(1);
                 return Ok(());
             }
             s.queued += transmit.contents.len();
@@ -210,7 +226,7 @@ impl AsyncUdpSocket for Impaired {
             if !s.lose() {
                 return Poll::Ready(Ok(n));
             }
-            s.dropped += n as u64;
+            s.dropped(n as u64);
             // Dropped: read again (the inner socket registers the waker when it runs dry).
         }
     }
