@@ -89,16 +89,7 @@ pub(super) async fn operation(
     match ran {
         Ok(()) => {
             if send.finish().is_ok() {
-                match pair.conn.kind() {
-                    // A close of the connection waits for the reply's acknowledgement; this
-                    // operation does not (see `Pair::linger`).
-                    crate::TransportKind::Quic => pair.linger(send),
-                    // A kept yamux stream would count against the client's stream limit:
-                    // wait until the reply is handed to TCP (its close sends what it holds).
-                    crate::TransportKind::Tcp => {
-                        let _ = send.stopped().await;
-                    }
-                }
+                pair.replied(send).await;
             }
         }
         Err(ended) => debug!("operation ended early: {ended}"),

@@ -29,23 +29,29 @@ pub(super) struct Pair {
     pub(super) identity: Option<String>,
     /// What this connection's operations may hold in memory.
     pub(super) budget: ConnectionBudget,
-    /// Replies finished but perhaps not yet acknowledged, newest last (see [`Pair::linger`]).
+    /// Replies finished but perhaps not yet acknowledged, newest last (see [`Pair::replied`]).
     pub(super) unacked: Mutex<VecDeque<SendStream>>,
     /// How many replies `unacked` keeps.
     pub(super) unacked_cap: usize,
 }
 
 impl Pair {
-    /// Keeps a finished reply's stream until the connection is closed by us: closing it loses
-    /// whatever is not yet acknowledged, so a close waits for these first
-    /// ([`replies_acknowledged`](Self::replies_acknowledged)).
+    /// A finished reply's stream: kept until the connection is closed by us, since closing it
+    /// loses whatever is not yet acknowledged, and a close waits for these first
+    /// ([`replies_acknowledged`](Self::replies_acknowledged)). Over TCP, where a kept yamux
+    /// stream would count against the client's stream limit, this waits instead until the
+    /// reply is handed to TCP (whose close sends what it holds).
     ///
     /// An operation used to wait for its reply's acknowledgement itself: a second wakeup of
     /// its task per call, and a task to spawn for calls that are otherwise done on their
     /// first poll. The newest `unacked_cap` (the operations a client may run at once) are
     /// kept: an older reply has had as many later ones sent behind it, and is acknowledged
     /// unless the link lost nearly everything (then the close loses it, as the link would).
-    pub(super) fn linger(&self, send: SendStream) {
+    pub(super) async fn replied(&self, send: SendStream) {
+        if self.conn.kind() == crate::TransportKind::Tcp {
+            let _ = send.stopped().await;
+            return;
+        }
         let evicted = {
             let mut unacked = self.unacked.lock().unwrap_or_else(PoisonError::into_inner);
             unacked.push_back(send);
@@ -59,7 +65,7 @@ impl Pair {
         drop(evicted);
     }
 
-    /// Waits until every reply kept by [`linger`](Self::linger) is acknowledged (or stopped,
+    /// Waits until every reply kept by [`replied`](Self::replied) is acknowledged (or stopped,
     /// or its connection lost). Callers bound it with their grace period.
     pub(super) async fn replies_acknowledged(&self) {
         let streams: Vec<SendStream> = self
