@@ -10,6 +10,7 @@
 //! cargo bench -p quicswarm-benches --bench files -- --cores 1  # one core per side
 //! cargo bench -p quicswarm-benches --bench files -- --only W2 --swarms 2,2,2 --no-refs  # repeats
 //! cargo bench -p quicswarm-benches --bench files -- --only W2 --swarms 4,4x4  # 4 in flight each
+//! cargo bench -p quicswarm-benches --bench files -- --only W2 --swarms 2,2k  # first, known
 //! cargo bench -p quicswarm-benches --bench files -- --only W2 --rounds 5  # medians vs the stream
 //! valgrind --tool=callgrind --separate-threads=yes <bench binary> --quick --only W2 --slow
 //! ```
@@ -20,12 +21,23 @@
 //! `--cores 1` runs the gateway and the client on runtimes of their own, each pinned to one
 //! core (the robot's board has few), and adds what each side's threads spent per GB.
 //!
+//! Each quicswarm row is a first download: its gateway starts with the row, so it reads and
+//! hashes a big file for the listing before it sends it. A row marked **known** (`2k` in
+//! `--swarms`, one of the default rows) comes from a gateway that listed the files with their
+//! hashes before the measured download, as one that has served them before has: it reads each
+//! file once, to send it. Setting up the gateway and the swarm is outside every row's time and
+//! CPU.
+//!
 //! Reference rows show what this machine allows: a **local atomic copy** (the receiver's
 //! guarantees without network, encryption or hashing: temporary names, mode and mtime, one
 //! sync, renames, on two threads) and, for W2, as many bytes as a quicswarm stream, memory to
 //! memory (the transport's ceiling), twice: **stream, no files** sends one 64 KiB buffer over
 //! and over (its bytes never leave the CPU's cache), **stream, distinct bytes** slices of a
-//! 64 MiB buffer in turn (read from memory, as a file's bytes are).
+//! 64 MiB buffer in turn (read from memory, as a file's bytes are), and **read and hash once**
+//! (each file read and BLAKE3-hashed once on one thread). The **floor** line adds up the CPU a
+//! download cannot avoid: moving the bytes (the stream), storing them (the local copy), and
+//! reading and hashing the file once (the receiver's check; a first download hashes on the
+//! gateway too). On a machine whose cores the transfer keeps busy, that bounds its rate.
 //!
 //! Workloads (fixed seed): **W1** 10,000 files of 4 KiB; **W2** one 1 GiB file; **W3** 2,000
 //! log-like files (median ~15 KB, largest ~2 MB). rsync runs as `rsync -a` over `ssh` to an
@@ -95,15 +107,22 @@ fn main() -> Result<()> {
         options.streams_per_client = n as usize;
     }
     // `--swarms 2,2,2`: these swarm sizes, in this order (a size may repeat, for profiling);
-    // `4x1` is a swarm of 4 with 1 request in flight per connection (default: the library's).
-    let swarms: Vec<(usize, Option<usize>)> = match args.iter().position(|a| a == "--swarms") {
+    // `4x1` is a swarm of 4 with 1 request in flight per connection (default: the library's);
+    // `2k` a swarm of 2 from a gateway that has hashed the files before.
+    let swarms: Vec<(usize, Option<usize>, bool)> = match args.iter().position(|a| a == "--swarms")
+    {
         Some(i) => args
             .get(i + 1)
             .context("--swarms needs a list such as 1,2,4")?
             .split(',')
             .map(parse_swarm)
             .collect::<Result<_>>()?,
-        None => vec![(1, None), (2, None), (4, None)],
+        None => vec![
+            (1, None, false),
+            (2, None, false),
+            (4, None, false),
+            (2, None, true),
+        ],
     };
     let refs = !args.iter().any(|a| a == "--no-refs");
     // `--rounds N`: the quicswarm rows and W2's stream row N times, alternating, then each
@@ -167,25 +186,29 @@ fn main() -> Result<()> {
             started.elapsed().as_secs_f64()
         );
         for round in 0..rounds {
-            for (run, &(swarm, streams)) in swarms.iter().enumerate() {
+            for (run, &(swarm, streams, known)) in swarms.iter().enumerate() {
                 let dest = work.join(format!("dest-{}-{round}-{run}-{swarm}", w.name));
                 let mut options = options.clone();
                 if let Some(n) = streams {
                     options.streams_per_client = n;
                 }
+                let served = rt.block_on(Served::start(&src, swarm, &gw, slow, known))?;
                 settle();
-                let (secs, cpu) = sides.with_cpu(|| {
-                    rt.block_on(quicswarm_download(&src, &dest, swarm, &options, &gw, slow))
-                })?;
+                let (secs, cpu) =
+                    sides.with_cpu(|| rt.block_on(served.download(&dest, &options)))?;
+                rt.block_on(served.stop(&gw))?;
                 verify(&src, &dest)?;
                 if w.name == "W2" {
                     // One file: removing it costs the next run nothing, and bounds the disk used.
                     std::fs::remove_dir_all(&dest)?;
                 }
-                let tool = match streams {
+                let mut tool = match streams {
                     Some(n) => format!("quicswarm, swarm {swarm}x{n}"),
                     None => format!("quicswarm, swarm {swarm}"),
                 };
+                if known {
+                    tool += ", known";
+                }
                 rows.push(Row::new(w, tool, (files, bytes), secs).cpu(cpu));
             }
             // The transport's ceiling in every round, so each round has its own reference.
@@ -207,6 +230,11 @@ fn main() -> Result<()> {
         let (secs, cpu) = sides.with_cpu(|| local_copy(&src, &dest))?;
         verify(&src, &dest)?;
         rows.push(Row::new(w, LOCAL.into(), (files, bytes), secs).cpu(cpu));
+        if w.name == "W2" {
+            settle();
+            let (secs, cpu) = sides.with_cpu(|| read_and_hash(&src))?;
+            rows.push(Row::new(w, HASH_ONCE.into(), (files, bytes), secs).cpu(cpu));
+        }
         if let Some(sshd) = &rsync {
             let dest = work.join(format!("dest-{}-rsync", w.name));
             settle();
@@ -259,6 +287,26 @@ fn main() -> Result<()> {
                 stream / (r.bytes as f64 / 1e9),
                 store / (r.bytes as f64 / 1e9),
                 cpus / per_gb * 1e3
+            );
+        }
+    }
+    // Beyond moving and storing the bytes, a download must at least read the file on one
+    // side and hash it on the other (the receiver's check; a first download hashes it on the
+    // gateway too, for the listing): the floor of its CPU time, against the stream's.
+    for r in rows.iter().filter(|r| r.tool == MEMORY) {
+        let cost = |tool| find(r, tool).and_then(|l| l.cpu);
+        if let (Some(stream), Some(store), Some(hash)) = (r.cpu, cost(LOCAL), cost(HASH_ONCE)) {
+            let gb = r.bytes as f64 / 1e9;
+            let known = (stream + store + hash) / stream;
+            let first = (stream + store + 2.0 * hash) / stream;
+            println!(
+                "{} floor: moving {:.2} + storing {:.2} + reading and hashing once {:.2} CPU-seconds per GB = {known:.2}x the stream's CPU ({first:.2}x for a first download, hashed on both sides); at the stream's use of the cores, a download runs at most {:.2}x its rate ({:.2}x)",
+                r.workload,
+                stream / gb,
+                store / gb,
+                hash / gb,
+                1.0 / known,
+                1.0 / first
             );
         }
     }
@@ -360,6 +408,9 @@ fn print_rounds(rows: &[Row]) {
 /// The floor row: a local copy with the receiver's guarantees (temporary names, mode and mtime,
 /// one sync, renames) on two threads, without network, encryption or hashing.
 const LOCAL: &str = "local atomic copy";
+/// The least file work a download adds to moving and storing the bytes: reading the files once
+/// and hashing them once (BLAKE3, one thread, 4 MiB reads into one reused buffer).
+const HASH_ONCE: &str = "read and hash once";
 /// The transport's ceiling for W2: as many bytes as a quicswarm stream, memory to memory, each
 /// item the same 64 KiB buffer (always in the CPU's cache).
 const MEMORY: &str = "stream, no files";
@@ -401,15 +452,21 @@ impl Row {
     }
 }
 
-/// `4` (a swarm of 4) or `4x1` (with 1 request in flight per connection).
-fn parse_swarm(s: &str) -> Result<(usize, Option<usize>)> {
-    let bad = || format!("--swarms: {s:?} is not N or NxSTREAMS");
-    match s.split_once('x') {
+/// `4` (a swarm of 4) or `4x1` (with 1 request in flight per connection), either followed by
+/// `k` (`4k`): from a gateway that has hashed the files before (see [`Served::start`]).
+fn parse_swarm(s: &str) -> Result<(usize, Option<usize>, bool)> {
+    let bad = || format!("--swarms: {s:?} is not N or NxSTREAMS, with or without a k after");
+    let (spec, known) = match s.strip_suffix('k') {
+        Some(spec) => (spec, true),
+        None => (s, false),
+    };
+    match spec.split_once('x') {
         Some((n, streams)) => Ok((
             n.parse().with_context(bad)?,
             Some(streams.parse().with_context(bad)?),
+            known,
         )),
-        None => Ok((s.parse().with_context(bad)?, None)),
+        None => Ok((spec.parse().with_context(bad)?, None, known)),
     }
 }
 
@@ -483,52 +540,77 @@ fn generate(name: &str, dir: &Path, quick: bool) -> Result<(u64, u64)> {
     Ok((files, bytes))
 }
 
-/// Downloads `src` (served as a root) into `dest` with a swarm of `n`; returns seconds.
-async fn quicswarm_download(
-    src: &Path,
-    dest: &Path,
-    n: usize,
-    options: &TransferOptions,
-    gw: &tokio::runtime::Handle,
-    slow: bool,
-) -> Result<f64> {
-    let identity = Identity::self_signed(&[])?;
-    let fp = identity.fingerprint();
-    let (mut limits, mut transport) = (Limits::default(), TransportTuning::default());
-    let mut config = ControllerConfig::with_trust(Trust::Fingerprints(vec![fp]));
-    if slow {
-        let long = Duration::from_secs(3600);
-        limits.request_header_timeout = long;
-        limits.stall_timeout = Some(long);
-        transport.idle_timeout = long;
-        config.call_timeout = None;
-        config.transport = transport.clone();
+/// A gateway serving a workload as the root `data`, and a swarm connected to it: set up
+/// before a measured download and shut down after it, neither part of its time or CPU.
+struct Served {
+    gateway: Gateway,
+    swarm: Swarm,
+}
+
+impl Served {
+    /// Starts a gateway on `gw` serving `src`, and connects a swarm of `n` to it. With `known`,
+    /// the gateway lists the files with their hashes first, as a gateway that served them
+    /// before has: a download then reads each big file once, to send it.
+    async fn start(
+        src: &Path,
+        n: usize,
+        gw: &tokio::runtime::Handle,
+        slow: bool,
+        known: bool,
+    ) -> Result<Self> {
+        let identity = Identity::self_signed(&[])?;
+        let fp = identity.fingerprint();
+        let (mut limits, mut transport) = (Limits::default(), TransportTuning::default());
+        let mut config = ControllerConfig::with_trust(Trust::Fingerprints(vec![fp]));
+        if slow {
+            let long = Duration::from_secs(3600);
+            limits.request_header_timeout = long;
+            limits.stall_timeout = Some(long);
+            transport.idle_timeout = long;
+            config.call_timeout = None;
+            config.transport = transport.clone();
+        }
+        let served = src.to_path_buf();
+        let listen: std::net::SocketAddr = "127.0.0.1:0".parse()?;
+        // Started on the gateway's runtime, so everything it spawns runs there.
+        let gateway = gw
+            .spawn(async move {
+                Gateway::builder()
+                    .listen(listen)
+                    .identity(identity)
+                    .serve("data", served)
+                    .pool_size(8)
+                    .limits(limits)
+                    .transport(transport)
+                    .spawn()
+                    .await
+            })
+            .await??;
+        let controller = Controller::new(config)?;
+        let swarm = Swarm::connect(&controller, &gateway.local_addr().to_string(), n).await?;
+        if known {
+            let client = swarm.clients().first().context("an empty swarm")?;
+            client.list_with("data", &Selector::all(), true).await?;
+        }
+        Ok(Self { gateway, swarm })
     }
-    let served = src.to_path_buf();
-    let listen: std::net::SocketAddr = "127.0.0.1:0".parse()?;
-    // Started on the gateway's runtime, so everything it spawns runs there.
-    let gateway = gw
-        .spawn(async move {
-            Gateway::builder()
-                .listen(listen)
-                .identity(identity)
-                .serve("data", served)
-                .pool_size(8)
-                .limits(limits)
-                .transport(transport)
-                .spawn()
-                .await
-        })
-        .await??;
-    let controller = Controller::new(config)?;
-    let swarm = Swarm::connect(&controller, &gateway.local_addr().to_string(), n).await?;
-    let summary = swarm
-        .download("data", &Selector::all(), dest, options)
-        .await?;
-    swarm.close().await;
-    gw.spawn(async move { gateway.shutdown(Duration::from_secs(1)).await })
-        .await?;
-    Ok(summary.seconds)
+
+    /// Downloads everything served into `dest`; returns seconds.
+    async fn download(&self, dest: &Path, options: &TransferOptions) -> Result<f64> {
+        let summary = self
+            .swarm
+            .download("data", &Selector::all(), dest, options)
+            .await?;
+        Ok(summary.seconds)
+    }
+
+    async fn stop(self, gw: &tokio::runtime::Handle) -> Result<()> {
+        self.swarm.close().await;
+        let gateway = self.gateway;
+        gw.spawn(async move { gateway.shutdown(Duration::from_secs(1)).await })
+            .await?;
+        Ok(())
+    }
 }
 
 /// Copies `src` into `dest` as an atomic, durable receiver at least must: each file written
@@ -625,6 +707,29 @@ async fn memory_stream(bytes: u64, ring: bytes::Bytes, gw: &tokio::runtime::Hand
     gw.spawn(async move { gateway.gateway.shutdown(Duration::from_secs(1)).await })
         .await?;
     Ok(secs)
+}
+
+/// Reads every file below `src` once and hashes it with BLAKE3 on this thread; returns
+/// seconds.
+fn read_and_hash(src: &Path) -> Result<f64> {
+    use std::io::Read as _;
+    let mut files = Vec::new();
+    walk(src, src, &mut files)?;
+    let mut buf = vec![0u8; 4 << 20];
+    let started = Instant::now();
+    for rel in &files {
+        let mut file = std::fs::File::open(src.join(rel))?;
+        let mut hasher = blake3::Hasher::new();
+        loop {
+            let n = file.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+        }
+        std::hint::black_box(hasher.finalize());
+    }
+    Ok(started.elapsed().as_secs_f64())
 }
 
 /// Every file of `src` is in `dest` with the same content, and nothing else. Compared a
