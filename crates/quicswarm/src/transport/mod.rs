@@ -305,8 +305,24 @@ impl SendStream {
         self.written
     }
 
+    /// A write of `len` bytes ended as `written` (`None`: it stalled); counted if it took.
+    fn handed(
+        &mut self,
+        len: u64,
+        written: Option<Result<(), WriteError>>,
+    ) -> Result<(), WriteError> {
+        match written {
+            Some(Ok(())) => {
+                self.written += len;
+                Ok(())
+            }
+            Some(Err(e)) => Err(e),
+            None => Err(self.stalled()),
+        }
+    }
+
     pub(crate) async fn write_chunk(&mut self, data: Bytes) -> Result<(), WriteError> {
-        self.written += data.len() as u64;
+        let len = data.len() as u64;
         let written = within_stall(self.stall, async {
             match &mut self.inner {
                 SendInner::Quic(s) => Ok(s.write_chunk(data).await?),
@@ -314,14 +330,11 @@ impl SendStream {
             }
         })
         .await;
-        match written {
-            Some(written) => written,
-            None => Err(self.stalled()),
-        }
+        self.handed(len, written)
     }
 
     pub(crate) async fn write_all_chunks(&mut self, data: &mut [Bytes]) -> Result<(), WriteError> {
-        self.written += data.iter().map(|b| b.len() as u64).sum::<u64>();
+        let len = data.iter().map(|b| b.len() as u64).sum::<u64>();
         let written = within_stall(self.stall, async {
             match &mut self.inner {
                 SendInner::Quic(s) => Ok(s.write_all_chunks(data).await?),
@@ -334,10 +347,7 @@ impl SendStream {
             }
         })
         .await;
-        match written {
-            Some(written) => written,
-            None => Err(self.stalled()),
-        }
+        self.handed(len, written)
     }
 
     /// Ends the stream after what was written. `ClosedStream` if it was already finished
