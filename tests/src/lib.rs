@@ -114,6 +114,13 @@ pub fn small_frames(builder: GatewayBuilder) -> GatewayBuilder {
     builder.limits(limits)
 }
 
+/// Gateway settings for stall tests: an operation that makes no progress for 300 ms ends.
+pub fn short_stall(builder: GatewayBuilder) -> GatewayBuilder {
+    let mut limits = quicswarm::Limits::default();
+    limits.stall_timeout = Some(Duration::from_millis(300));
+    builder.limits(limits)
+}
+
 /// A controller with short timeouts and the given trust.
 pub fn controller(trust: Trust) -> Controller {
     let mut config = ControllerConfig::with_trust(trust);

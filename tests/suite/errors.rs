@@ -317,12 +317,7 @@ impl tokio::io::AsyncRead for Stall {
 /// typed error, and the gateway serves on.
 #[tokio::test]
 async fn stalled_clients_are_cut_off_after_the_stall_timeout() {
-    let gw = spawn_gateway(|b| {
-        let mut limits = quicswarm::Limits::default();
-        limits.stall_timeout = Some(std::time::Duration::from_millis(300));
-        b.limits(limits)
-    })
-    .await;
+    let gw = spawn_gateway(quicswarm_tests::short_stall).await;
     use futures_util::StreamExt as _;
     let (dropped_tx, dropped_rx) = tokio::sync::oneshot::channel();
     let once = std::sync::Mutex::new(Some(dropped_tx));

@@ -117,12 +117,7 @@ async fn a_clean_link_delivers_every_frame() {
 /// nearly every frame after the pause would be superseded.)
 #[tokio::test]
 async fn reports_outlive_a_pause_longer_than_the_stall_timeout() {
-    let gw = spawn_gateway(|b| {
-        let mut limits = quicswarm::Limits::default();
-        limits.stall_timeout = Some(std::time::Duration::from_millis(300));
-        b.limits(limits)
-    })
-    .await;
+    let gw = spawn_gateway(quicswarm_tests::short_stall).await;
     let (before, after) = (10i64, 60i64);
     gw.gateway
         .registry()
