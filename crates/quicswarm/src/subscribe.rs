@@ -64,8 +64,8 @@ pub enum Delivery {
     /// lossy link, where `Latest`'s repairs make frames late: on the emulated L3 link (10
     /// Mbit/s, 5% bursty loss, RTT 60 ± 30 ms), 40 KB frames at 30 fps came through at
     /// 20.6–21.4 fps with frame age p99 121–128 ms, against `Latest`'s 13–15 fps at
-    /// 180–290 ms (`tcp-vs-quic --profile L3 --workload camera`, several seeds). Items up to about 2.8 MB (2,048 shards). QUIC only: over TLS-over-TCP,
-    /// `CallError::Unsupported`.
+    /// 180–290 ms (`tcp-vs-quic --profile L3 --workload camera`, several seeds). Items up to
+    /// about 2.8 MB (2,048 shards). QUIC only: over TLS-over-TCP, `CallError::Unsupported`.
     Fec,
 }
 
