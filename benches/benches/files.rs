@@ -13,7 +13,13 @@
 //! cargo bench -p quicswarm-benches --bench files -- --only W2 --swarms 2,2k  # first, known
 //! cargo bench -p quicswarm-benches --bench files -- --only W2 --rounds 5  # medians vs the stream
 //! valgrind --tool=callgrind --separate-threads=yes <bench binary> --quick --only W2 --slow
+//! cargo bench -p quicswarm-benches --bench files -- --only W2 --swarms none  # references only
+//! perf record -a -D -1 --control=fifo:ctl,ack -- <bench binary> --only W2 --perf-ctl ctl,ack
 //! ```
+//!
+//! `--perf-ctl CTL,ACK` samples only the measured runs under `perf record -D -1
+//! --control=fifo:CTL,ACK` (make the two FIFOs with `mkfifo` first): data generation, gateway
+//! setup and the checks stay out of the profile.
 //!
 //! `--slow` gives the downloads' gateway and controller generous timeouts, for runs under
 //! valgrind (about 50 times slower than native): the default limits would end them.
@@ -115,12 +121,15 @@ fn main() -> Result<()> {
     // `2k` a swarm of 2 from a gateway that has hashed the files before.
     let swarms: Vec<(usize, Option<usize>, bool)> = match args.iter().position(|a| a == "--swarms")
     {
-        Some(i) => args
+        // `none`: the reference rows alone (to profile them).
+        Some(i) => match args
             .get(i + 1)
             .context("--swarms needs a list such as 1,2,4")?
-            .split(',')
-            .map(parse_swarm)
-            .collect::<Result<_>>()?,
+            .as_str()
+        {
+            "none" => Vec::new(),
+            list => list.split(',').map(parse_swarm).collect::<Result<_>>()?,
+        },
         None => vec![
             (1, None, false),
             (2, None, false),
@@ -166,7 +175,7 @@ fn main() -> Result<()> {
     } else {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     } as f64;
-    let sides = Sides::new(pinned)?;
+    let sides = Sides::new(pinned)?.profiled(quicswarm_benches::perf::Control::from_args(&args)?);
     let rt = &sides.client;
     let gw = sides.gateway_handle();
     let mut rows = Vec::new();
@@ -324,7 +333,7 @@ fn main() -> Result<()> {
     }
     if rounds > 1 {
         println!();
-        print_rounds(&rows);
+        print_rounds(&rows, cpus);
     }
     if pinned {
         println!();
@@ -359,10 +368,11 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-/// With `--rounds`: per quicswarm tool of W2, the median over the rounds of its rate, and of
-/// its rate and CPU time against each stream row of the same round (the k-th run of a tool
-/// pairs with the k-th run of the stream).
-fn print_rounds(rows: &[Row]) {
+/// With `--rounds`: per quicswarm tool of W2, the median over the rounds of its rate, of the
+/// share of the `cpus` cores it kept busy (its CPU time over the cores' time; the rate is this
+/// share over the CPU time per byte), and of its rate and CPU time against each stream row of
+/// the same round (the k-th run of a tool pairs with the k-th run of the stream).
+fn print_rounds(rows: &[Row], cpus: f64) {
     let runs_of = |tool: &str| -> Vec<&Row> {
         rows.iter()
             .filter(|r| r.workload == "W2" && r.tool == tool)
@@ -380,8 +390,8 @@ fn print_rounds(rows: &[Row]) {
     let rate = |r: &Row| r.bytes as f64 / 1e6 / r.secs;
     println!("W2 over {rounds} rounds, medians (each run against the streams of its round):");
     println!(
-        "{:<24} {:>8} {:>22} {:>22}",
-        "tool", "MB/s", "vs stream: rate, CPU", "vs distinct: rate, CPU"
+        "{:<24} {:>8} {:>11} {:>22} {:>22}",
+        "tool", "MB/s", "cores busy", "vs stream: rate, CPU", "vs distinct: rate, CPU"
     );
     let mut tools: Vec<&str> = rows
         .iter()
@@ -409,10 +419,16 @@ fn print_rounds(rows: &[Row]) {
                 format!("{:.2}x, {:.2}x", median(rates), median(cpus))
             );
         }
+        let busy = median(
+            runs.iter()
+                .filter_map(|r| r.cpu.map(|c| c / (cpus * r.secs)))
+                .collect(),
+        );
         println!(
-            "{:<24} {:>8.0}{columns}",
+            "{:<24} {:>8.0} {:>11.2}{columns}",
             tool,
             median(runs.iter().map(|r| rate(r)).collect()),
+            busy,
         );
     }
 }

@@ -138,6 +138,8 @@ pub struct Sides {
     /// The client's runtime (and, unpinned, the gateway's too).
     pub client: tokio::runtime::Runtime,
     gateway: Option<tokio::runtime::Runtime>,
+    /// With `--perf-ctl`: perf samples only inside [`with_cpu`](Self::with_cpu).
+    perf: Option<crate::perf::Control>,
 }
 
 impl Sides {
@@ -150,13 +152,21 @@ impl Sides {
             Ok(Self {
                 client: runtime(CLIENT, 1, true)?,
                 gateway: Some(runtime(GATEWAY, 1, true)?),
+                perf: None,
             })
         } else {
             Ok(Self {
                 client: runtime(CLIENT, 2, false)?,
                 gateway: None,
+                perf: None,
             })
         }
+    }
+
+    /// Profiles only the measured runs: perf is enabled for each [`with_cpu`](Self::with_cpu).
+    #[must_use]
+    pub fn profiled(self, perf: Option<crate::perf::Control>) -> Self {
+        Self { perf, ..self }
     }
 
     /// Where to start the gateway.
@@ -170,6 +180,7 @@ impl Sides {
 
     /// Runs `f`, returning its result and the CPU time spent meanwhile: by this process, and
     /// with a runtime per side, by each side's threads (this one counts as the client's).
+    /// Under `--perf-ctl`, perf samples while `f` runs.
     pub fn with_cpu<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<(T, Cpu)> {
         let sides = || -> Result<Option<(f64, f64)>> {
             if self.gateway.is_none() {
@@ -181,9 +192,16 @@ impl Sides {
                 thread_cpu(CLIENT)? + this_thread_cpu()?,
             )))
         };
+        if let Some(perf) = &self.perf {
+            perf.enable()?;
+        }
         let (p0, s0) = (process_cpu()?, sides()?);
-        let value = f()?;
+        let value = f();
         let (p1, s1) = (process_cpu()?, sides()?);
+        if let Some(perf) = &self.perf {
+            perf.disable()?;
+        }
+        let value = value?;
         let sides = s0.zip(s1).map(|(a, b)| (b.0 - a.0, b.1 - a.1));
         Ok((
             value,

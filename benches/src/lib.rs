@@ -1,3 +1,4 @@
 //! What the benchmarks share.
 
 pub mod cores;
+pub mod perf;
