@@ -369,10 +369,10 @@ fn main() -> Result<()> {
 }
 
 /// With `--rounds`: per quicswarm tool of W2, the median over the rounds of its rate, of the
-/// share of the `cpus` cores it kept busy (its CPU time over the cores' time; the rate is this
+/// share of the `cores` it kept busy (its CPU time over the cores' time; the rate is this
 /// share over the CPU time per byte), and of its rate and CPU time against each stream row of
 /// the same round (the k-th run of a tool pairs with the k-th run of the stream).
-fn print_rounds(rows: &[Row], cpus: f64) {
+fn print_rounds(rows: &[Row], cores: f64) {
     let runs_of = |tool: &str| -> Vec<&Row> {
         rows.iter()
             .filter(|r| r.workload == "W2" && r.tool == tool)
@@ -421,7 +421,7 @@ fn print_rounds(rows: &[Row], cpus: f64) {
         }
         let busy = median(
             runs.iter()
-                .filter_map(|r| r.cpu.map(|c| c / (cpus * r.secs)))
+                .filter_map(|r| r.cpu.map(|c| c / (cores * r.secs)))
                 .collect(),
         );
         println!(
