@@ -34,16 +34,14 @@ struct State {
     queued: usize,
     rng: StdRng,
     sent: u64,
-    dropped: u64,
-    /// `dropped`, for tests that wait until the link has dropped something.
-    drops: watch::Sender<u64>,
+    /// Datagrams dropped so far; tests can wait until the link has dropped some.
+    dropped: watch::Sender<u64>,
 }
 
 impl State {
     /// Counts `n` datagrams dropped.
-    fn dropped(&mut self, n: u64) {
-        self.dropped += n;
-        self.drops.send_replace(self.dropped);
+    fn count_dropped(&mut self, n: u64) {
+        self.dropped.send_modify(|d| *d += n);
     }
 
     /// Whether the next datagram is lost.
@@ -72,8 +70,7 @@ impl Link {
                 queued: 0,
                 rng: StdRng::seed_from_u64(seed),
                 sent: 0,
-                dropped: 0,
-                drops: watch::Sender::new(0),
+                dropped: watch::Sender::new(0),
             })),
         }
     }
@@ -103,12 +100,13 @@ impl Link {
     /// `(datagrams sent, datagrams dropped)` so far.
     pub fn counters(&self) -> (u64, u64) {
         let s = self.state.lock().expect("link lock");
-        (s.sent, s.dropped)
+        let dropped = *s.dropped.borrow();
+        (s.sent, dropped)
     }
 
     /// Returns once the link has dropped at least `n` datagrams in all.
     pub async fn dropped_at_least(&self, n: u64) {
-        let mut drops = self.state.lock().expect("link lock").drops.subscribe();
+        let mut drops = self.state.lock().expect("link lock").dropped.subscribe();
         // The sender lives as long as the state this link holds.
         let _ = drops.wait_for(|&d| d >= n).await;
     }
@@ -187,12 +185,12 @@ impl AsyncUdpSocket for Impaired {
     fn try_send(&self, transmit: &Transmit<'_>) -> io::Result<()> {
         let mut s = self.state.lock().expect("link lock");
         if s.lose() {
-            s.dropped(1);
+            s.count_dropped(1);
             return Ok(());
         }
         if s.rate.is_some() || !s.delay.is_zero() {
             if s.queued + transmit.contents.len() > s.queue_limit {
-                s.dropped(1);
+                s.count_dropped(1);
                 return Ok(());
             }
             s.queued += transmit.contents.len();
@@ -226,7 +224,7 @@ impl AsyncUdpSocket for Impaired {
             if !s.lose() {
                 return Poll::Ready(Ok(n));
             }
-            s.dropped(n as u64);
+            s.count_dropped(n as u64);
             // Dropped: read again (the inner socket registers the waker when it runs dry).
         }
     }
