@@ -43,11 +43,14 @@
 //! and over (its bytes never leave the CPU's cache), **stream, distinct bytes** slices of a
 //! 64 MiB buffer in turn (read from memory, as a file's bytes are), **read and hash once**
 //! (each file read and BLAKE3-hashed once on one thread, as a gateway lists it) and **read,
-//! hash, store once** (the same, each piece also written as a receiver writes a range, with
-//! direct I/O, and each file synced). The **floor** line adds up the CPU a download cannot
-//! avoid: moving the bytes (the stream), and reading, hashing and storing the file once (for a
-//! first download, reading and hashing it once more for the gateway's listing). On a machine
-//! whose cores the transfer keeps busy, that bounds its rate.
+//! copy, hash, store once** (each piece read into one buffer, copied into an aligned one as a
+//! receiver copies a range out of the QUIC buffers, hashed, and written with direct I/O, each
+//! file synced). The **floor** lines add up the CPU a download cannot avoid: moving the bytes
+//! from memory (the distinct-bytes stream: a 1 GiB file is not in the cache when quinn copies
+//! it into packets) and reading, copying, hashing and storing the file once (for a first
+//! download, reading and hashing it once more for the gateway's listing). At the distinct
+//! stream's use of the cores, that bounds a download's rate; with `--rounds`, the summary
+//! gives these bounds as rows of their own.
 //!
 //! Workloads (fixed seed): **W1** 10,000 files of 4 KiB; **W2** one 1 GiB file; **W3** 2,000
 //! log-like files (median ~15 KB, largest ~2 MB). rsync runs as `rsync -a` over `ssh` to an
@@ -295,41 +298,18 @@ fn main() -> Result<()> {
             versus(r, LOCAL),
         );
     }
-    // A transfer both moves the bytes over the transport and stores them: on a CPU-bound
-    // machine it cannot beat the two references' CPU costs added up, spread on every core.
-    for r in rows.iter().filter(|r| r.tool == MEMORY) {
-        if let (Some(stream), Some(store)) = (r.cpu, find(r, LOCAL).and_then(|l| l.cpu)) {
-            let per_gb = (stream + store) / (r.bytes as f64 / 1e9);
-            println!(
-                "{} ceiling: moving costs {:.2} and storing {:.2} CPU-seconds per GB here, so a transfer doing both on {cpus} cores stays below {:.0} MB/s",
-                r.workload,
-                stream / (r.bytes as f64 / 1e9),
-                store / (r.bytes as f64 / 1e9),
-                cpus / per_gb * 1e3
-            );
-        }
-    }
-    // Beyond moving the bytes, a download must at least read the file (the gateway), hash it
-    // (the client's check) and store it (the client); a first download reads and hashes it
-    // once more, for the gateway's listing: the floor of its CPU time, against the stream's.
-    for r in rows.iter().filter(|r| r.tool == MEMORY) {
-        let cost = |tool| find(r, tool).and_then(|l| l.cpu);
-        if let (Some(stream), Some(work), Some(listing)) =
-            (r.cpu, cost(STORE_ONCE), cost(HASH_ONCE))
-        {
-            let gb = r.bytes as f64 / 1e9;
-            let known = (stream + work) / stream;
-            let first = (stream + work + listing) / stream;
-            println!(
-                "{} floor: moving {:.2} + reading, hashing and storing {:.2} CPU-seconds per GB = {known:.2}x the stream's CPU (+ reading and hashing for the listing {:.2}: {first:.2}x for a first download); at the stream's use of the cores, a download runs at most {:.2}x its rate ({:.2}x)",
-                r.workload,
-                stream / gb,
-                work / gb,
-                listing / gb,
-                1.0 / known,
-                1.0 / first
-            );
-        }
+    for (round, floor) in floors(&rows).iter().enumerate() {
+        println!(
+            "W2 floor, round {}: moving the bytes from memory {:.2} (the distinct-bytes stream) + reading, copying, hashing and storing {:.2} CPU-seconds per GB = {:.2}x the stream's CPU (+ reading and hashing for the listing {:.2}: {:.2}x for a first download); at the distinct stream's use of the cores, a download runs at most {:.2}x the stream's rate ({:.2}x)",
+            round + 1,
+            floor.moving,
+            floor.work,
+            floor.cpu[0],
+            floor.listing,
+            floor.cpu[1],
+            floor.rate[0],
+            floor.rate[1],
+        );
     }
     if rounds > 1 {
         println!();
@@ -368,13 +348,82 @@ fn main() -> Result<()> {
     Ok(())
 }
 
+/// The least a W2 download can cost in one round, from that round's streams and the run's file
+/// work. A file's bytes come from memory, not the cache, when quinn copies them into packets,
+/// so moving them costs what the distinct-bytes stream costs; beyond that, a download must
+/// read the file (the gateway), copy it out of the transport's buffers into its own, hash it
+/// and store it (the client): [`STORE_ONCE`]. A first download also reads and hashes it for
+/// the listing: [`HASH_ONCE`].
+struct Floor {
+    /// CPU-seconds per GB: moving the bytes, the file work, the listing.
+    moving: f64,
+    work: f64,
+    listing: f64,
+    /// A known file's and a first download's: seconds at the distinct stream's use of the
+    /// cores, and CPU-seconds, for all the bytes.
+    secs: [f64; 2],
+    cpu_secs: [f64; 2],
+    /// Against the stream without files of the round: CPU and rate.
+    cpu: [f64; 2],
+    rate: [f64; 2],
+}
+
+/// One [`Floor`] per round that ran both streams, with the file work measured.
+fn floors(rows: &[Row]) -> Vec<Floor> {
+    let w2 = |tool: &'static str| {
+        rows.iter()
+            .filter(move |r| r.workload == "W2" && r.tool == tool)
+    };
+    let once = |tool: &'static str| w2(tool).next().and_then(|r| r.cpu);
+    let (Some(work), Some(listing)) = (once(STORE_ONCE), once(HASH_ONCE)) else {
+        return Vec::new();
+    };
+    w2(MEMORY)
+        .zip(w2(MEMORY_COLD))
+        .filter_map(|(hot, cold)| {
+            let (hot_cpu, cold_cpu) = (hot.cpu?, cold.cpu?);
+            let gb = hot.bytes as f64 / 1e9;
+            let cpu_secs = [cold_cpu + work, cold_cpu + work + listing];
+            // At the distinct stream's share of the cores, time goes with CPU time.
+            let secs = cpu_secs.map(|c| c * cold.secs / cold_cpu);
+            Some(Floor {
+                moving: cold_cpu / gb,
+                work: work / gb,
+                listing: listing / gb,
+                secs,
+                cpu_secs,
+                cpu: cpu_secs.map(|c| c / hot_cpu),
+                rate: secs.map(|s| hot.secs / s),
+            })
+        })
+        .collect()
+}
+
 /// With `--rounds`: per quicswarm tool of W2, the median over the rounds of its rate, of the
 /// share of the `cores` it kept busy (its CPU time over the cores' time; the rate is this
 /// share over the CPU time per byte), and of its rate and CPU time against each stream row of
 /// the same round (the k-th run of a tool pairs with the k-th run of the stream).
 fn print_rounds(rows: &[Row], cores: f64) {
+    // Each round's floors, as rows of their own, at the distinct stream's use of the cores.
+    let floors: Vec<Row> = floors(rows)
+        .into_iter()
+        .zip(
+            rows.iter()
+                .filter(|r| r.workload == "W2" && r.tool == MEMORY),
+        )
+        .flat_map(|(floor, stream)| {
+            FLOORS.into_iter().enumerate().map(move |(i, tool)| Row {
+                tool: tool.into(),
+                secs: floor.secs[i],
+                cpu: Some(floor.cpu_secs[i]),
+                sides: None,
+                ..*stream
+            })
+        })
+        .collect();
     let runs_of = |tool: &str| -> Vec<&Row> {
         rows.iter()
+            .chain(&floors)
             .filter(|r| r.workload == "W2" && r.tool == tool)
             .collect()
     };
@@ -400,7 +449,7 @@ fn print_rounds(rows: &[Row], cores: f64) {
         .collect();
     tools.sort_unstable();
     tools.dedup();
-    for tool in [MEMORY, MEMORY_COLD].into_iter().chain(tools) {
+    for tool in [MEMORY, MEMORY_COLD].into_iter().chain(FLOORS).chain(tools) {
         let runs = runs_of(tool);
         let per_round = (runs.len() / rounds).max(1);
         let mut columns = String::new();
@@ -433,13 +482,15 @@ fn print_rounds(rows: &[Row], cores: f64) {
     }
 }
 
-/// The floor row: a local copy with the receiver's guarantees (temporary names, mode and mtime,
-/// one sync, renames) on two threads, without network, encryption or hashing.
+/// A reference row: a local copy with the receiver's guarantees (temporary names, mode and
+/// mtime, one sync, renames) on two threads, without network, encryption or hashing.
 const LOCAL: &str = "local atomic copy";
 /// What a first download's listing adds: the files read and hashed once ([`file_work`]).
 const HASH_ONCE: &str = "read and hash once";
-/// The least file work of any download: read, hashed and stored once ([`file_work`]).
-const STORE_ONCE: &str = "read, hash, store once";
+/// The least file work of any download: read, copied, hashed and stored once ([`file_work`]).
+const STORE_ONCE: &str = "read, copy, hash, store once";
+/// The rounds summary's [`Floor`] rows: a known file's, a first download's.
+const FLOORS: [&str; 2] = ["floor, known file", "floor, first download"];
 /// The transport's ceiling for W2: as many bytes as a quicswarm stream, memory to memory, each
 /// item the same 64 KiB buffer (always in the CPU's cache).
 const MEMORY: &str = "stream, no files";
@@ -740,8 +791,11 @@ async fn memory_stream(bytes: u64, ring: bytes::Bytes, gw: &tokio::runtime::Hand
 
 /// The least file work of a download, on this thread: every file below `src` read once in
 /// 4 MiB pieces into one reused page-aligned buffer and hashed with BLAKE3 (what the gateway
-/// does for a listing); with `store_in`, each piece also written there as the receiver writes
-/// a range (direct I/O where the filesystem takes it) and each file synced. Returns seconds.
+/// does for a listing). With `store_in`, what a download's two sides do besides moving the
+/// bytes: each piece read into one buffer (the gateway's read), copied into another, aligned
+/// one (the receiver's copy out of the transport's buffers, which direct I/O needs), hashed
+/// there and written to `store_in` as the receiver writes a range (direct I/O where the
+/// filesystem takes it), each file synced. Returns seconds.
 fn file_work(src: &Path, store_in: Option<&Path>) -> Result<f64> {
     use std::os::unix::fs::{FileExt as _, OpenOptionsExt as _};
     const PIECE: usize = 4 << 20;
@@ -751,6 +805,8 @@ fn file_work(src: &Path, store_in: Option<&Path>) -> Result<f64> {
     let mut raw = vec![0u8; PIECE + ALIGN];
     let start = raw.as_ptr().align_offset(ALIGN).min(ALIGN);
     let buf = &mut raw[start..start + PIECE];
+    // Where the gateway's reads land when storing (they land in `buf` otherwise).
+    let mut read = vec![0u8; if store_in.is_some() { PIECE } else { 0 }];
     let started = Instant::now();
     for rel in &files {
         let file = std::fs::File::open(src.join(rel))?;
@@ -771,7 +827,13 @@ fn file_work(src: &Path, store_in: Option<&Path>) -> Result<f64> {
         let mut hasher = blake3::Hasher::new();
         let mut at = 0u64;
         loop {
-            let n = file.read_at(buf, at)?;
+            let n = if store_in.is_some() {
+                let n = file.read_at(&mut read, at)?;
+                buf[..n].copy_from_slice(&read[..n]);
+                n
+            } else {
+                file.read_at(buf, at)?
+            };
             if n == 0 {
                 break;
             }
