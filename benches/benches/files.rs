@@ -58,25 +58,56 @@
 //! installed with apt-get when missing and running as root; the rsync rows are left out
 //! otherwise). Not part of CI. Needs about 6 GB of free disk for W2's copies. Before each
 //! measured run the bench calls `sync` (untimed) so no run pays for another's writeback.
+//!
+//! This file runs the rows; `files/report.rs` prints them (the table, W2's floors, the rounds
+//! summary), `files/references.rs` measures the reference rows, `files/check.rs` compares each
+//! result with its source, `files/rsync.rs` runs rsync over a throwaway sshd, and
+//! `files/fresh_fs.rs` mounts `--fresh-fs`.
+
+#[path = "files/check.rs"]
+mod check;
+#[path = "files/fresh_fs.rs"]
+mod fresh_fs;
+#[path = "files/references.rs"]
+mod references;
+#[path = "files/report.rs"]
+mod report;
+#[path = "files/rsync.rs"]
+mod rsync;
 
 use std::{
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    path::Path,
+    process::Command,
     time::{Duration, Instant},
 };
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{Context, Result};
 use quicswarm::{
     files::{Selector, Swarm, TransferOptions},
     Controller, ControllerConfig, Gateway, Identity, Limits, TransportTuning, Trust,
 };
-use quicswarm_benches::cores::{self, Cpu, Sides};
+use quicswarm_benches::cores::{self, Sides};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use rand_distr::{Distribution, LogNormal};
+
+use self::{
+    check::verify,
+    fresh_fs::FreshFs,
+    references::{file_work, local_copy, memory_stream, STREAM_ITEM},
+    report::{Row, HASH_ONCE, LOCAL, MEMORY, MEMORY_COLD, STORE_ONCE},
+    rsync::Sshd,
+};
 
 struct Workload {
     name: &'static str,
     what: &'static str,
+}
+
+impl Workload {
+    /// Its name and what it holds, as its rows carry them.
+    fn id(&self) -> (&'static str, &'static str) {
+        (self.name, self.what)
+    }
 }
 
 const WORKLOADS: [Workload; 3] = [
@@ -225,7 +256,7 @@ fn main() -> Result<()> {
                 if known {
                     tool += ", known";
                 }
-                rows.push(Row::new(w, tool, (files, bytes), secs).cpu(cpu));
+                rows.push(Row::new(w.id(), tool, (files, bytes), secs).cpu(cpu));
             }
             // The transport's ceiling in every round, so each round has its own reference.
             if refs && w.name == "W2" {
@@ -233,7 +264,7 @@ fn main() -> Result<()> {
                     settle();
                     let (secs, cpu) =
                         sides.with_cpu(|| rt.block_on(memory_stream(bytes, ring.clone(), &gw)))?;
-                    rows.push(Row::new(w, tool.into(), (0, bytes), secs).cpu(cpu));
+                    rows.push(Row::new(w.id(), tool.into(), (0, bytes), secs).cpu(cpu));
                 }
             }
         }
@@ -245,24 +276,29 @@ fn main() -> Result<()> {
         settle();
         let (secs, cpu) = sides.with_cpu(|| local_copy(&src, &dest))?;
         verify(&src, &dest)?;
-        rows.push(Row::new(w, LOCAL.into(), (files, bytes), secs).cpu(cpu));
+        rows.push(Row::new(w.id(), LOCAL.into(), (files, bytes), secs).cpu(cpu));
         if w.name == "W2" {
             settle();
             let (secs, cpu) = sides.with_cpu(|| file_work(&src, None))?;
-            rows.push(Row::new(w, HASH_ONCE.into(), (files, bytes), secs).cpu(cpu));
+            rows.push(Row::new(w.id(), HASH_ONCE.into(), (files, bytes), secs).cpu(cpu));
             let dest = work.join(format!("dest-{}-stored", w.name));
             settle();
             let (secs, cpu) = sides.with_cpu(|| file_work(&src, Some(&dest)))?;
             verify(&src, &dest)?;
             std::fs::remove_dir_all(&dest)?;
-            rows.push(Row::new(w, STORE_ONCE.into(), (files, bytes), secs).cpu(cpu));
+            rows.push(Row::new(w.id(), STORE_ONCE.into(), (files, bytes), secs).cpu(cpu));
         }
         if let Some(sshd) = &rsync {
             let dest = work.join(format!("dest-{}-rsync", w.name));
             settle();
             let secs = sshd.rsync(&src, &dest)?;
             verify(&src, &dest)?;
-            rows.push(Row::new(w, "rsync over ssh".into(), (files, bytes), secs));
+            rows.push(Row::new(
+                w.id(),
+                "rsync over ssh".into(),
+                (files, bytes),
+                secs,
+            ));
         }
     }
     // Nothing is deleted before the end: on ext4, creating files right after deleting
@@ -271,265 +307,13 @@ fn main() -> Result<()> {
     // image instead (no deletions at all; slower writes through the loop device).
     drop(rsync);
     drop(fresh);
-
-    println!();
-    println!(
-        "{:<4} {:<16} {:<20} {:>8} {:>7} {:>10} {:>8} {:>9} {:>13}",
-        "", "workload", "tool", "seconds", "CPU s", "files/s", "MB/s", "vs rsync", "vs local copy"
-    );
-    let find = |r: &Row, tool: &str| {
-        rows.iter()
-            .find(|b| b.workload == r.workload && b.tool.starts_with(tool))
-    };
-    let versus = |r: &Row, tool: &str| {
-        find(r, tool).map_or("-".to_string(), |b| format!("{:.2}x", b.secs / r.secs))
-    };
-    for r in &rows {
-        println!(
-            "{:<4} {:<16} {:<20} {:>8.2} {:>7} {:>10.0} {:>8.1} {:>9} {:>13}",
-            r.workload,
-            r.what,
-            r.tool,
-            r.secs,
-            r.cpu.map_or("-".to_string(), |c| format!("{c:.2}")),
-            r.files as f64 / r.secs,
-            r.bytes as f64 / 1e6 / r.secs,
-            versus(r, "rsync"),
-            versus(r, LOCAL),
-        );
-    }
-    for (round, floor) in floors(&rows).iter().enumerate() {
-        println!(
-            "W2 floor, round {}: moving the bytes from memory {:.2} (the distinct-bytes stream) + reading, copying, hashing and storing {:.2} CPU-seconds per GB = {:.2}x the stream's CPU (+ reading and hashing for the listing {:.2}: {:.2}x for a first download); at the distinct stream's use of the cores, a download runs at most {:.2}x the stream's rate ({:.2}x)",
-            round + 1,
-            floor.moving,
-            floor.work,
-            floor.cpu[0],
-            floor.listing,
-            floor.cpu[1],
-            floor.rate[0],
-            floor.rate[1],
-        );
-    }
-    if rounds > 1 {
-        println!();
-        print_rounds(&rows, cpus);
-    }
-    if pinned {
-        println!();
-        println!("one core per side: CPU-seconds per GB");
-        println!("{:<4} {:<24} {:>9} {:>9}", "", "tool", "gateway", "client");
-        // The local copy runs on threads of its own, not the sides'.
-        for r in rows.iter().filter(|r| r.sides.is_some() && r.tool != LOCAL) {
-            let gb = r.bytes as f64 / 1e9;
-            let (g, c) = r.sides.unwrap_or_default();
-            println!(
-                "{:<4} {:<24} {:>9.2} {:>9.2}",
-                r.workload,
-                r.tool,
-                g / gb,
-                c / gb
-            );
-        }
-    }
-    println!("targets: W1 >= 10,000 files/s and >= 3x rsync; W2 >= 600 MB/s and >= 1.8x rsync; W3 >= 2x rsync");
-    if let Some(path) = json_path {
-        let json: Vec<_> = rows
-            .iter()
-            .map(|r| {
-                serde_json::json!({"workload": r.workload, "tool": r.tool, "seconds": r.secs, "cpu_seconds": r.cpu,
-                                   "gateway_cpu_seconds": r.sides.map(|s| s.0), "client_cpu_seconds": r.sides.map(|s| s.1), "files": r.files,
-                                   "bytes": r.bytes, "files_per_s": r.files as f64 / r.secs,
-                                   "mb_per_s": r.bytes as f64 / 1e6 / r.secs})
-            })
-            .collect();
-        std::fs::write(&path, serde_json::to_string_pretty(&json)?)?;
-    }
-    Ok(())
-}
-
-/// The least a W2 download can cost in one round, from that round's streams and the run's file
-/// work. A file's bytes come from memory, not the cache, when quinn copies them into packets,
-/// so moving them costs what the distinct-bytes stream costs; beyond that, a download must
-/// read the file (the gateway), copy it out of the transport's buffers into its own, hash it
-/// and store it (the client): [`STORE_ONCE`]. A first download also reads and hashes it for
-/// the listing: [`HASH_ONCE`].
-struct Floor {
-    /// CPU-seconds per GB: moving the bytes, the file work, the listing.
-    moving: f64,
-    work: f64,
-    listing: f64,
-    /// A known file's and a first download's: seconds at the distinct stream's use of the
-    /// cores, and CPU-seconds, for all the bytes.
-    secs: [f64; 2],
-    cpu_secs: [f64; 2],
-    /// Against the stream without files of the round: CPU and rate.
-    cpu: [f64; 2],
-    rate: [f64; 2],
-}
-
-/// One [`Floor`] per round that ran both streams, with the file work measured.
-fn floors(rows: &[Row]) -> Vec<Floor> {
-    let w2 = |tool: &'static str| {
-        rows.iter()
-            .filter(move |r| r.workload == "W2" && r.tool == tool)
-    };
-    let once = |tool: &'static str| w2(tool).next().and_then(|r| r.cpu);
-    let (Some(work), Some(listing)) = (once(STORE_ONCE), once(HASH_ONCE)) else {
-        return Vec::new();
-    };
-    w2(MEMORY)
-        .zip(w2(MEMORY_COLD))
-        .filter_map(|(hot, cold)| {
-            let (hot_cpu, cold_cpu) = (hot.cpu?, cold.cpu?);
-            let gb = hot.bytes as f64 / 1e9;
-            let cpu_secs = [cold_cpu + work, cold_cpu + work + listing];
-            // At the distinct stream's share of the cores, time goes with CPU time.
-            let secs = cpu_secs.map(|c| c * cold.secs / cold_cpu);
-            Some(Floor {
-                moving: cold_cpu / gb,
-                work: work / gb,
-                listing: listing / gb,
-                secs,
-                cpu_secs,
-                cpu: cpu_secs.map(|c| c / hot_cpu),
-                rate: secs.map(|s| hot.secs / s),
-            })
-        })
-        .collect()
-}
-
-/// With `--rounds`: per quicswarm tool of W2, the median over the rounds of its rate, of the
-/// share of the `cores` it kept busy (its CPU time over the cores' time; the rate is this
-/// share over the CPU time per byte), and of its rate and CPU time against each stream row of
-/// the same round (the k-th run of a tool pairs with the k-th run of the stream).
-fn print_rounds(rows: &[Row], cores: f64) {
-    // Each round's floors, as rows of their own, at the distinct stream's use of the cores.
-    let floors: Vec<Row> = floors(rows)
-        .into_iter()
-        .zip(
-            rows.iter()
-                .filter(|r| r.workload == "W2" && r.tool == MEMORY),
-        )
-        .flat_map(|(floor, stream)| {
-            FLOORS.into_iter().enumerate().map(move |(i, tool)| Row {
-                tool: tool.into(),
-                secs: floor.secs[i],
-                cpu: Some(floor.cpu_secs[i]),
-                sides: None,
-                ..*stream
-            })
-        })
-        .collect();
-    let runs_of = |tool: &str| -> Vec<&Row> {
-        rows.iter()
-            .chain(&floors)
-            .filter(|r| r.workload == "W2" && r.tool == tool)
-            .collect()
-    };
-    let references = [MEMORY, MEMORY_COLD].map(runs_of);
-    let rounds = references[0].len();
-    if rounds == 0 {
-        return;
-    }
-    let median = |mut v: Vec<f64>| -> f64 {
-        v.sort_by(f64::total_cmp);
-        v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
-    };
-    let rate = |r: &Row| r.bytes as f64 / 1e6 / r.secs;
-    println!("W2 over {rounds} rounds, medians (each run against the streams of its round):");
-    println!(
-        "{:<24} {:>8} {:>11} {:>22} {:>22}",
-        "tool", "MB/s", "cores busy", "vs stream: rate, CPU", "vs distinct: rate, CPU"
-    );
-    let mut tools: Vec<&str> = rows
-        .iter()
-        .filter(|r| r.workload == "W2" && r.tool.starts_with("quicswarm"))
-        .map(|r| r.tool.as_str())
-        .collect();
-    tools.sort_unstable();
-    tools.dedup();
-    for tool in [MEMORY, MEMORY_COLD].into_iter().chain(FLOORS).chain(tools) {
-        let runs = runs_of(tool);
-        let per_round = (runs.len() / rounds).max(1);
-        let mut columns = String::new();
-        for reference in &references {
-            let (mut rates, mut cpus) = (Vec::new(), Vec::new());
-            for (group, stream) in runs.chunks(per_round).zip(reference) {
-                for r in group {
-                    rates.push(stream.secs / r.secs);
-                    if let (Some(a), Some(b)) = (r.cpu, stream.cpu) {
-                        cpus.push(a / b);
-                    }
-                }
-            }
-            columns += &format!(
-                " {:>22}",
-                format!("{:.2}x, {:.2}x", median(rates), median(cpus))
-            );
-        }
-        let busy = median(
-            runs.iter()
-                .filter_map(|r| r.cpu.map(|c| c / (cores * r.secs)))
-                .collect(),
-        );
-        println!(
-            "{:<24} {:>8.0} {:>11.2}{columns}",
-            tool,
-            median(runs.iter().map(|r| rate(r)).collect()),
-            busy,
-        );
-    }
-}
-
-/// A reference row: a local copy with the receiver's guarantees (temporary names, mode and
-/// mtime, one sync, renames) on two threads, without network, encryption or hashing.
-const LOCAL: &str = "local atomic copy";
-/// What a first download's listing adds: the files read and hashed once ([`file_work`]).
-const HASH_ONCE: &str = "read and hash once";
-/// The least file work of any download: read, copied, hashed and stored once ([`file_work`]).
-const STORE_ONCE: &str = "read, copy, hash, store once";
-/// The rounds summary's [`Floor`] rows: a known file's, a first download's.
-const FLOORS: [&str; 2] = ["floor, known file", "floor, first download"];
-/// The transport's ceiling for W2: as many bytes as a quicswarm stream, memory to memory, each
-/// item the same 64 KiB buffer (always in the CPU's cache).
-const MEMORY: &str = "stream, no files";
-/// The same stream with distinct bytes: items sliced in turn from a buffer bigger than the
-/// CPU's caches, so each is read from memory, as a file's bytes are.
-const MEMORY_COLD: &str = "stream, distinct bytes";
-
-struct Row {
-    workload: &'static str,
-    what: &'static str,
-    tool: String,
-    files: u64,
-    bytes: u64,
-    secs: f64,
-    /// CPU seconds this process spent on the row (all threads); `None` for other processes.
-    cpu: Option<f64>,
-    /// With `--cores 1`: CPU seconds of the gateway's and the client's threads.
-    sides: Option<(f64, f64)>,
-}
-
-impl Row {
-    fn new(w: &Workload, tool: String, (files, bytes): (u64, u64), secs: f64) -> Self {
-        Self {
-            workload: w.name,
-            what: w.what,
-            tool,
-            files,
-            bytes,
-            secs,
-            cpu: None,
-            sides: None,
-        }
-    }
-
-    fn cpu(mut self, cpu: Cpu) -> Self {
-        self.cpu = Some(cpu.process);
-        self.sides = cpu.sides;
-        self
-    }
+    report::print(
+        &rows,
+        rounds,
+        cpus,
+        pinned,
+        json_path.as_deref().map(Path::new),
+    )
 }
 
 /// `4` (a swarm of 4) or `4x1` (with 1 request in flight per connection), either followed by
@@ -691,365 +475,4 @@ impl Served {
             .await?;
         Ok(())
     }
-}
-
-/// Copies `src` into `dest` as an atomic, durable receiver at least must: each file written
-/// under a temporary name beside its final one, given its mode and mtime; then one `syncfs`
-/// and the renames. Two threads (this machine's cores). Returns seconds.
-fn local_copy(src: &Path, dest: &Path) -> Result<f64> {
-    let mut files = Vec::new();
-    walk(src, src, &mut files)?;
-    let started = Instant::now();
-    let half = files.len().div_ceil(2).max(1);
-    let staged = std::thread::scope(|s| -> Result<Vec<(PathBuf, PathBuf)>> {
-        let workers: Vec<_> = files
-            .chunks(half)
-            .map(|part| {
-                s.spawn(move || -> Result<Vec<(PathBuf, PathBuf)>> {
-                    let mut staged = Vec::with_capacity(part.len());
-                    for rel in part {
-                        let (from, to) = (src.join(rel), dest.join(rel));
-                        if let Some(dir) = to.parent() {
-                            std::fs::create_dir_all(dir)?;
-                        }
-                        let mut tmp = to.clone().into_os_string();
-                        tmp.push(".tmp");
-                        let tmp = PathBuf::from(tmp);
-                        let meta = std::fs::metadata(&from)?;
-                        let mut f = std::fs::File::create(&tmp)?;
-                        // In the kernel where it can (copy_file_range): the cheapest copy.
-                        std::io::copy(&mut std::fs::File::open(&from)?, &mut f)?;
-                        f.set_permissions(meta.permissions())?;
-                        f.set_modified(meta.modified()?)?;
-                        staged.push((tmp, to));
-                    }
-                    Ok(staged)
-                })
-            })
-            .collect();
-        let mut all = Vec::new();
-        for w in workers {
-            all.extend(
-                w.join()
-                    .map_err(|_| anyhow::anyhow!("copy thread panicked"))??,
-            );
-        }
-        Ok(all)
-    })?;
-    let synced = Command::new("sync")
-        .arg("--file-system")
-        .arg(dest)
-        .status()?;
-    ensure!(synced.success(), "sync --file-system failed");
-    for (tmp, to) in &staged {
-        std::fs::rename(tmp, to)?;
-    }
-    Ok(started.elapsed().as_secs_f64())
-}
-
-/// Bytes per item of the stream rows.
-const STREAM_ITEM: usize = 64 * 1024;
-
-/// Streams `bytes` in 64 KiB items from a gateway to a client in this process, memory to
-/// memory, as W2's transport ceiling: the items are slices of `ring`, in turn (one item's
-/// worth: the same bytes every time). Returns seconds.
-async fn memory_stream(bytes: u64, ring: bytes::Bytes, gw: &tokio::runtime::Handle) -> Result<f64> {
-    const ITEM: usize = STREAM_ITEM;
-    let gateway = gw
-        .spawn(quicswarm_tests::spawn_gateway(move |b| {
-            let registry = quicswarm::demo::registry();
-            registry.stream(
-                "slices",
-                move |count: u64, _ctx: quicswarm::StreamContext| {
-                    let ring = ring.clone();
-                    let slots = (ring.len() / ITEM) as u64;
-                    futures_util::stream::iter((0..count).map(move |i| {
-                        let at = (i % slots) as usize * ITEM;
-                        Ok::<_, String>((i as i64, ring.slice(at..at + ITEM)))
-                    }))
-                },
-            );
-            b.registry(registry)
-        }))
-        .await?;
-    let client = gateway.client().await;
-    let started = Instant::now();
-    let mut stream = client
-        .stream("slices", &bytes.div_ceil(ITEM as u64))
-        .await?;
-    let mut got = 0u64;
-    while let Some((_, data)) = stream.next().await? {
-        got += data.len() as u64;
-    }
-    let secs = started.elapsed().as_secs_f64();
-    ensure!(got >= bytes, "streamed {got} of {bytes} bytes");
-    client.close().await?;
-    gw.spawn(async move { gateway.gateway.shutdown(Duration::from_secs(1)).await })
-        .await?;
-    Ok(secs)
-}
-
-/// The least file work of a download, on this thread: every file below `src` read once in
-/// 4 MiB pieces into one reused page-aligned buffer and hashed with BLAKE3 (what the gateway
-/// does for a listing). With `store_in`, what a download's two sides do besides moving the
-/// bytes: each piece read into one buffer (the gateway's read), copied into another, aligned
-/// one (the receiver's copy out of the transport's buffers, which direct I/O needs), hashed
-/// there and written to `store_in` as the receiver writes a range (direct I/O where the
-/// filesystem takes it), each file synced. Returns seconds.
-fn file_work(src: &Path, store_in: Option<&Path>) -> Result<f64> {
-    use std::os::unix::fs::{FileExt as _, OpenOptionsExt as _};
-    const PIECE: usize = 4 << 20;
-    const ALIGN: usize = 4096;
-    let mut files = Vec::new();
-    walk(src, src, &mut files)?;
-    let mut raw = vec![0u8; PIECE + ALIGN];
-    let start = raw.as_ptr().align_offset(ALIGN).min(ALIGN);
-    let buf = &mut raw[start..start + PIECE];
-    // Where the gateway's reads land when storing (they land in `buf` otherwise).
-    let mut read = vec![0u8; if store_in.is_some() { PIECE } else { 0 }];
-    let started = Instant::now();
-    for rel in &files {
-        let file = std::fs::File::open(src.join(rel))?;
-        let out = match store_in {
-            Some(dir) => {
-                let path = dir.join(rel);
-                std::fs::create_dir_all(path.parent().context("parent")?)?;
-                let cached = std::fs::File::create(&path)?;
-                let direct = std::fs::OpenOptions::new()
-                    .write(true)
-                    .custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32)
-                    .open(&path)
-                    .ok();
-                Some((cached, direct))
-            }
-            None => None,
-        };
-        let mut hasher = blake3::Hasher::new();
-        let mut at = 0u64;
-        loop {
-            let n = if store_in.is_some() {
-                let n = file.read_at(&mut read, at)?;
-                buf[..n].copy_from_slice(&read[..n]);
-                n
-            } else {
-                file.read_at(buf, at)?
-            };
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-            if let Some((cached, direct)) = &out {
-                let aligned = n / ALIGN * ALIGN;
-                let head = match direct {
-                    Some(direct) if aligned > 0 => {
-                        direct.write_all_at(&buf[..aligned], at)?;
-                        aligned
-                    }
-                    _ => 0,
-                };
-                cached.write_all_at(&buf[head..n], at + head as u64)?;
-            }
-            at += n as u64;
-        }
-        std::hint::black_box(hasher.finalize());
-        if let Some((cached, _)) = &out {
-            cached.sync_all()?;
-        }
-    }
-    Ok(started.elapsed().as_secs_f64())
-}
-
-/// Every file of `src` is in `dest` with the same content, and nothing else. Compared a
-/// MiB at a time: reading both copies of W2 whole cost more than the transfer.
-fn verify(src: &Path, dest: &Path) -> Result<()> {
-    use std::io::Read as _;
-    let (mut a, mut b) = (Vec::new(), Vec::new());
-    walk(src, src, &mut a)?;
-    walk(dest, dest, &mut b)?;
-    a.sort();
-    b.sort();
-    ensure!(a == b, "file lists differ: {} vs {}", a.len(), b.len());
-    let (mut x, mut y) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
-    for rel in &a {
-        let (mut fx, mut fy) = (
-            std::fs::File::open(src.join(rel))?,
-            std::fs::File::open(dest.join(rel))?,
-        );
-        ensure!(
-            fx.metadata()?.len() == fy.metadata()?.len(),
-            "{} differs in size",
-            rel.display()
-        );
-        loop {
-            let n = fx.read(&mut x)?;
-            if n == 0 {
-                break;
-            }
-            fy.read_exact(&mut y[..n])?;
-            ensure!(x[..n] == y[..n], "{} differs", rel.display());
-        }
-    }
-    Ok(())
-}
-
-fn walk(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
-        if path.is_dir() {
-            walk(root, &path, out)?;
-        } else {
-            out.push(path.strip_prefix(root)?.to_path_buf());
-        }
-    }
-    Ok(())
-}
-
-/// A fresh ext4 filesystem on a loop-mounted sparse image (needs root), unmounted on drop.
-struct FreshFs {
-    mnt: PathBuf,
-}
-
-impl FreshFs {
-    fn mount(base: &Path) -> Result<Self> {
-        let img = base.join("bench.img");
-        let mnt = base.join("mnt");
-        std::fs::create_dir_all(&mnt)?;
-        let run = |cmd: &mut Command| -> Result<()> {
-            let out = cmd.output()?;
-            ensure!(
-                out.status.success(),
-                "{cmd:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            Ok(())
-        };
-        run(Command::new("truncate").args(["-s", "12G"]).arg(&img))?;
-        run(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&img))?;
-        run(Command::new("mount")
-            .args(["-o", "loop"])
-            .arg(&img)
-            .arg(&mnt))?;
-        Ok(Self { mnt })
-    }
-}
-
-impl Drop for FreshFs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.mnt).status();
-    }
-}
-
-/// A throwaway sshd on a loopback port, for rsync.
-struct Sshd {
-    child: Child,
-    port: u16,
-    key: PathBuf,
-}
-
-impl Sshd {
-    fn start(work: &Path) -> Result<Self> {
-        let sshd = PathBuf::from("/usr/sbin/sshd");
-        if which("rsync").is_none() || !sshd.exists() {
-            let root = Command::new("id")
-                .arg("-u")
-                .output()
-                .map(|o| o.stdout == b"0\n")
-                .unwrap_or(false);
-            ensure!(root, "rsync or sshd missing and not root to install them");
-            let ok = Command::new("apt-get")
-                .args([
-                    "install",
-                    "-y",
-                    "-qq",
-                    "rsync",
-                    "openssh-server",
-                    "openssh-client",
-                ])
-                .status()?
-                .success();
-            ensure!(ok, "apt-get install rsync openssh-server failed");
-        }
-        let dir = work.join("sshd");
-        std::fs::create_dir_all(&dir)?;
-        let host_key = dir.join("host_key");
-        let key = dir.join("client_key");
-        for k in [&host_key, &key] {
-            let ok = Command::new("ssh-keygen")
-                .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-                .arg(k)
-                .status()?
-                .success();
-            ensure!(ok, "ssh-keygen failed");
-        }
-        let auth = dir.join("authorized_keys");
-        std::fs::copy(key.with_extension("pub"), &auth)?;
-        std::fs::create_dir_all("/run/sshd").ok();
-        let port = free_port()?;
-        let config = dir.join("sshd_config");
-        std::fs::write(
-            &config,
-            format!(
-                "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nAuthorizedKeysFile {}\nPasswordAuthentication no\n\
-                 PermitRootLogin yes\nStrictModes no\nUsePAM no\nPidFile {}/sshd.pid\n",
-                host_key.display(),
-                auth.display(),
-                dir.display()
-            ),
-        )?;
-        let child = Command::new(&sshd)
-            .arg("-D")
-            .arg("-e")
-            .arg("-f")
-            .arg(&config)
-            .stderr(Stdio::null())
-            .spawn()?;
-        let me = Self { child, port, key };
-        // Wait (bounded) until sshd answers.
-        for _ in 0..50 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Ok(me);
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        bail!("sshd did not start on port {port}")
-    }
-
-    fn rsync(&self, src: &Path, dest: &Path) -> Result<f64> {
-        let ssh = format!(
-            "ssh -p {} -i {} -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR",
-            self.port,
-            self.key.display()
-        );
-        let start = Instant::now();
-        let status = Command::new("rsync")
-            .arg("-a")
-            .arg("-e")
-            .arg(ssh)
-            .arg(format!("root@127.0.0.1:{}/", src.display()))
-            .arg(format!("{}/", dest.display()))
-            .status()?;
-        ensure!(status.success(), "rsync failed");
-        Ok(start.elapsed().as_secs_f64())
-    }
-}
-
-impl Drop for Sshd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-fn which(cmd: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")?
-        .to_str()?
-        .split(':')
-        .map(|d| Path::new(d).join(cmd))
-        .find(|p| p.exists())
 }
