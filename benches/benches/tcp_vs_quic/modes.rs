@@ -49,65 +49,60 @@ pub(crate) enum Mode {
 }
 
 impl Mode {
+    /// The QUIC congestion controller; `None` over TLS-over-TCP.
+    fn quic(self) -> Option<Congestion> {
+        match self {
+            Self::Quic(cc)
+            | Self::QuicDatagram(cc)
+            | Self::QuicLate(cc)
+            | Self::QuicFec(cc)
+            | Self::QuicUnordered(cc)
+            | Self::QuicRedundant(cc)
+            | Self::QuicHedged(cc, _) => Some(cc),
+            Self::TcpMux(_) | Self::TcpPerFeed(_) => None,
+        }
+    }
+
+    /// The TCP congestion controller's name; `None` over QUIC.
+    fn tcp_cc(self) -> Option<&'static str> {
+        match self {
+            Self::TcpMux(cc) | Self::TcpPerFeed(cc) => Some(cc),
+            _ => None,
+        }
+    }
+
     /// The transport's name in the table: quic, tcp-mux or tcp-per-feed.
     pub(crate) fn transport(self) -> &'static str {
         match self {
-            Self::Quic(_)
-            | Self::QuicDatagram(_)
-            | Self::QuicLate(_)
-            | Self::QuicFec(_)
-            | Self::QuicUnordered(_)
-            | Self::QuicRedundant(_)
-            | Self::QuicHedged(..) => "quic",
             Self::TcpMux(_) => "tcp-mux",
             Self::TcpPerFeed(_) => "tcp-per-feed",
+            _ => "quic",
         }
     }
 
     /// The congestion controller's name.
     pub(crate) fn cc(self) -> &'static str {
-        match self {
-            Self::Quic(cc)
-            | Self::QuicDatagram(cc)
-            | Self::QuicLate(cc)
-            | Self::QuicFec(cc)
-            | Self::QuicUnordered(cc)
-            | Self::QuicRedundant(cc)
-            | Self::QuicHedged(cc, _) => match cc {
-                Congestion::Cubic => "cubic",
-                Congestion::NewReno => "newreno",
-                _ => "bbr",
-            },
-            Self::TcpMux(cc) | Self::TcpPerFeed(cc) => cc,
+        match self.quic() {
+            Some(Congestion::Cubic) => "cubic",
+            Some(Congestion::NewReno) => "newreno",
+            Some(_) => "bbr",
+            None => self.tcp_cc().unwrap_or_default(),
         }
     }
 
     /// Whether it runs over TLS-over-TCP.
     pub(crate) fn tcp(self) -> bool {
-        !matches!(
-            self,
-            Self::Quic(_)
-                | Self::QuicDatagram(_)
-                | Self::QuicLate(_)
-                | Self::QuicFec(_)
-                | Self::QuicUnordered(_)
-                | Self::QuicRedundant(_)
-                | Self::QuicHedged(..)
-        )
+        self.quic().is_none()
     }
 
     /// The `Wifi` preset with this mode's congestion controller.
     pub(crate) fn tuning(self) -> TransportTuning {
         let mut t = TransportTuning::preset(LinkPreset::Wifi);
-        match self {
-            Self::Quic(cc)
-            | Self::QuicDatagram(cc)
-            | Self::QuicLate(cc)
-            | Self::QuicFec(cc)
-            | Self::QuicUnordered(cc)
-            | Self::QuicRedundant(cc)
-            | Self::QuicHedged(cc, _) => t.congestion = cc,
-            Self::TcpMux(cc) | Self::TcpPerFeed(cc) => t.tcp_congestion = Some(cc.to_string()),
+        if let Some(cc) = self.quic() {
+            t.congestion = cc;
+        }
+        if let Some(cc) = self.tcp_cc() {
+            t.tcp_congestion = Some(cc.to_string());
         }
         t
     }
