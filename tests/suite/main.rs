@@ -19,6 +19,7 @@ mod raw;
 mod reload;
 mod security;
 mod session;
+mod slow_link;
 mod transport;
 
 /// What the shared modules use to start gateways: here, for QUIC clients.

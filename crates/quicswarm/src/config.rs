@@ -364,7 +364,12 @@ pub struct ControllerConfig {
     /// Time allowed for handshake plus hello. Default 10 s.
     pub connect_timeout: Duration,
     /// Time allowed for a ping, call or send to be answered; `None` waits forever.
-    /// Default 60 s. Stream subscriptions are not bounded by it.
+    /// Default 60 s. Stream subscriptions are not bounded by it. File listings and
+    /// downloads are bounded by progress instead of their total time: it bounds the wait for
+    /// the gateway's first answer, and then each pause in what follows, so a big file over a
+    /// slow link is never cut short while it keeps moving, and fails with
+    /// [`CallError::Timeout`](crate::CallError::Timeout) once nothing has arrived for this
+    /// long.
     pub call_timeout: Option<Duration>,
     /// QUIC transport settings: timeouts, keep-alive, loss detection, congestion control.
     /// Default: the `Lan` preset ([`TransportTuning::preset`]).

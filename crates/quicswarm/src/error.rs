@@ -252,6 +252,9 @@ impl From<ReadError> for CallError {
             }
             ReadError::ConnectionLost(c) => c.into(),
             ReadError::ZeroRttRejected => Self::TooEarly,
+            // Our own limit on waiting for the gateway's bytes (a transfer that stopped
+            // moving): a timeout, as a call that got no answer.
+            ReadError::Stalled(after) => Self::Timeout(after),
             other @ ReadError::ClosedStream => Self::Protocol(other.to_string()),
         }
     }

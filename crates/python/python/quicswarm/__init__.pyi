@@ -59,7 +59,9 @@ class Controller:
         cert: Optional[_Path] = None,
         key: Optional[_Path] = None,
         timeout: float = 30.0,
-    ) -> None: ...
+    ) -> None:
+        """`timeout=` seconds to connect, and for a call to be answered. File listings and
+        downloads must keep moving within it, however long they take in all."""
     def get_client(self, addr: str) -> "Client": ...
 
 class Client:

@@ -87,9 +87,7 @@ impl Client {
         F: FnOnce(Response, FrameReader, Instant) -> Fut,
         Fut: Future<Output = Result<T, CallError>>,
     {
-        if !self.inner.is_confirmed() && !self.inner.may_run_early(request) {
-            self.inner_confirmed().await;
-        }
+        self.handshake_for(request).await;
         let reset = reset_on_give_up(request);
         self.timed(async {
             let (response, reader, sent) = match hedge {
@@ -100,6 +98,35 @@ impl Client {
             then(response, reader, sent).await
         })
         .await
+    }
+
+    /// [`rpc`](Self::rpc) for a transfer, whose answer may take long to arrive whole (files
+    /// over a slow link): the call timeout bounds the wait for its first response, and then
+    /// each read of the rest. A transfer that keeps moving is never cut short; one that stops
+    /// moving fails with [`CallError::Timeout`] once nothing has arrived for the call timeout.
+    pub(crate) async fn rpc_moving<T, F, Fut>(
+        &self,
+        request: &Request,
+        then: F,
+    ) -> Result<T, CallError>
+    where
+        F: FnOnce(Response, FrameReader, Instant) -> Fut,
+        Fut: Future<Output = Result<T, CallError>>,
+    {
+        self.handshake_for(request).await;
+        let reset = reset_on_give_up(request);
+        let (response, mut reader, sent) = self
+            .timed(self.early(|| self.attempt(request, reset)))
+            .await?;
+        reader.set_stall_timeout(self.inner.deadlines.limit());
+        then(response, reader, sent).await
+    }
+
+    /// Waits for the handshake, unless `request` may run from early data.
+    async fn handshake_for(&self, request: &Request) {
+        if !self.inner.is_confirmed() && !self.inner.may_run_early(request) {
+            self.inner_confirmed().await;
+        }
     }
 
     /// Sends `request` and waits for its first response, keeping the stream's sending side

@@ -44,8 +44,13 @@ impl Client {
 
     /// Like [`list`](Self::list), with each file's BLAKE3 (the gateway reads every file).
     ///
+    /// The controller's call timeout bounds the wait for the gateway's first answer, and then
+    /// each pause in the listing: a long listing is not cut short while it keeps coming, but
+    /// a gateway hashing one file for longer than the call timeout sends nothing meanwhile.
+    ///
     /// # Errors
-    /// As [`list`](Self::list).
+    /// As [`list`](Self::list); [`CallError::Timeout`] when nothing arrived for the call
+    /// timeout.
     pub async fn list_with(
         &self,
         root: &str,
@@ -58,7 +63,7 @@ impl Client {
             hash,
         };
         let max = self.config().max_listing_entries;
-        self.rpc(&request, |response, mut reader, _| async move {
+        self.rpc_moving(&request, |response, mut reader, _| async move {
             expect_accepted(response)?;
             let mut listing = Listing::default();
             loop {
@@ -89,6 +94,7 @@ impl Client {
 
     /// Fetches items; one result per item, in order. With `buffers`, each item's bytes are
     /// received into a buffer of that pool (page-aligned and reused: for pieces of big files).
+    /// Bounded by progress, not total time: see [`Client::rpc_moving`].
     pub(crate) async fn get_files(
         &self,
         root: &str,
@@ -99,7 +105,7 @@ impl Client {
             root: root.into(),
             items: items.to_vec(),
         };
-        self.rpc(&request, |response, mut reader, _| async move {
+        self.rpc_moving(&request, |response, mut reader, _| async move {
             expect_accepted(response)?;
             let mut out = Vec::with_capacity(items.len());
             loop {

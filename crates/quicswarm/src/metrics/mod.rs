@@ -21,7 +21,8 @@ use quicswarm_proto::{ErrorCode, Request};
 
 use crate::{
     ended::{Ended, Reply},
-    transport::WriteError,
+    io::FrameError,
+    transport::{ReadError, WriteError},
 };
 
 /// How an operation ended: the label `result` of `quicswarm_operations_total`.
@@ -46,9 +47,11 @@ impl Outcome {
         let (code, limit) = match ran {
             Ok(()) => (answered, None),
             Err(Ended::Reset(reply)) => (Some(reply.code), None),
-            Err(Ended::Write(WriteError::Stopped(ErrorCode::Timeout))) => {
-                (Some(ErrorCode::Timeout), Some("stall_timeout"))
-            }
+            // The client stopped reading, or stopped sending, for the stall timeout.
+            Err(
+                Ended::Write(WriteError::Stopped(ErrorCode::Timeout))
+                | Ended::Read(FrameError::Read(ReadError::Stalled(_))),
+            ) => (Some(ErrorCode::Timeout), Some("stall_timeout")),
             Err(Ended::Read(e)) if e.code() == ErrorCode::FrameTooLarge => {
                 (Some(ErrorCode::FrameTooLarge), Some("max_frame_len"))
             }
@@ -403,6 +406,13 @@ mod tests {
         let stalled = Err(Ended::Write(WriteError::Stopped(ErrorCode::Timeout)));
         assert_eq!(
             Outcome::of(&stalled, None),
+            (Outcome::Error(ErrorCode::Timeout), Some("stall_timeout"))
+        );
+        let silent = Err(Ended::Read(FrameError::Read(ReadError::Stalled(
+            std::time::Duration::from_secs(30),
+        ))));
+        assert_eq!(
+            Outcome::of(&silent, None),
             (Outcome::Error(ErrorCode::Timeout), Some("stall_timeout"))
         );
         let cancelled = Err(Ended::Write(WriteError::Stopped(ErrorCode::Cancelled)));

@@ -1,7 +1,6 @@
 //! What a sink subroutine receives (its buffer, streamed) and returns.
 
 use bytes::Bytes;
-use quicswarm_proto::ErrorCode;
 
 use crate::io::{FrameError, FrameReader};
 
@@ -67,9 +66,9 @@ impl SinkData {
                 ))),
                 _ => Ok(None),
             },
-            Err(FrameError::Read(crate::transport::ReadError::Reset(ErrorCode::Timeout))) => Err(
-                SinkError("the client sent nothing for the gateway's stall timeout".into()),
-            ),
+            Err(FrameError::Read(crate::transport::ReadError::Stalled(_))) => Err(SinkError(
+                "the client sent nothing for the gateway's stall timeout".into(),
+            )),
             Err(FrameError::Read(e)) => Err(SinkError(format!("client stopped sending: {e}"))),
             Err(e) => Err(SinkError(e.to_string())),
         }

@@ -66,6 +66,11 @@ pub(crate) enum ReadError {
     /// The stream was already stopped on this side.
     #[error("the stream was already stopped")]
     ClosedStream,
+    /// Nothing arrived for this side's stall timeout (see
+    /// [`RecvStream::set_stall_timeout`](super::RecvStream::set_stall_timeout)); the peer was
+    /// told to stop with `Timeout`.
+    #[error("nothing arrived for {0:?}")]
+    Stalled(std::time::Duration),
 }
 
 /// Why a datagram could not be sent.

@@ -417,9 +417,9 @@ impl RecvStream {
         self.stall = stall;
     }
 
-    fn stalled(&mut self) -> ReadError {
+    fn stalled(&mut self, after: Duration) -> ReadError {
         self.stop(ErrorCode::Timeout);
-        ReadError::Reset(ErrorCode::Timeout)
+        ReadError::Stalled(after)
     }
 
     async fn read_chunk_now(&mut self, max: usize) -> Result<Option<Bytes>, ReadError> {
@@ -434,7 +434,7 @@ impl RecvStream {
         let stall = self.stall;
         match within_stall(stall, self.read_chunk_now(max)).await {
             Some(read) => read,
-            None => Err(self.stalled()),
+            None => Err(self.stalled(stall.unwrap_or_default())),
         }
     }
 
@@ -466,7 +466,7 @@ impl RecvStream {
         .await;
         match read {
             Some(read) => read,
-            None => Err(self.stalled()),
+            None => Err(self.stalled(self.stall.unwrap_or_default())),
         }
     }
 
