@@ -1,6 +1,6 @@
 //! File transfers over a slow link: bounded by progress, not by their total time. A download
-//! that keeps moving outlasts the call timeout; one that stops moving fails with a timeout,
-//! and keeps what it stored for the next run.
+//! that keeps moving outlasts the client's call timeout and the gateway's stall timeout; one
+//! that stops moving fails with a timeout, and keeps what it stored for the next run.
 
 use std::{path::Path, sync::Arc, time::Duration};
 
@@ -10,7 +10,8 @@ use quicswarm::{
 };
 use quicswarm_tests::{link::Link, spawn_gateway, tree, within, TestGateway};
 
-/// The call timeout of these tests' controllers: a third of what the big file takes.
+/// The call timeout of these tests' controllers, and their gateways' stall timeout: a third
+/// of what the big file takes.
 const CALL_TIMEOUT: Duration = Duration::from_secs(1);
 /// Bytes per second out of the gateway.
 const RATE: u64 = 1_000_000;
@@ -30,7 +31,14 @@ async fn served(link: &Link, root: &Path) -> TestGateway {
     );
     tree::write_file(root, "small.txt", SMALL, 0o644, 1_600_000_000);
     let (wrapper, served) = (link.wrapper(), root.to_path_buf());
-    spawn_gateway(move |b| b.serve("data", served).socket_wrapper(wrapper)).await
+    let mut limits = quicswarm::Limits::default();
+    limits.stall_timeout = Some(CALL_TIMEOUT);
+    spawn_gateway(move |b| {
+        b.serve("data", served)
+            .socket_wrapper(wrapper)
+            .limits(limits)
+    })
+    .await
 }
 
 /// One test's world: the link, the served folder, a swarm behind the link.
@@ -65,6 +73,9 @@ async fn slow(seed: u64) -> Slow {
 async fn impatient_swarm(gw: &TestGateway) -> Swarm {
     let mut config = ControllerConfig::with_trust(Trust::Fingerprints(vec![gw.fingerprint]));
     config.call_timeout = Some(CALL_TIMEOUT);
+    // A small window per stream: the gateway's write of a whole file or a range waits on it
+    // again and again, far longer in all than the gateway's stall timeout.
+    config.transport.stream_receive_window = 128 * 1024;
     let controller = Controller::new(config).unwrap();
     within("swarm", Swarm::connect(&controller, &gw.addr, 1))
         .await

@@ -35,7 +35,8 @@ pub struct Limits {
     pub request_header_timeout: Duration,
     /// An operation whose client reads nothing of what the gateway writes (or sends nothing
     /// of what it announced) for this long is ended: its stream is reset with `Timeout`.
-    /// `None` waits forever. Default 30 s.
+    /// It bounds each wait for progress, not a whole write: a big file to a slow client goes
+    /// on for as long as the client keeps taking it. `None` waits forever. Default 30 s.
     pub stall_timeout: Option<Duration>,
     /// Handshakes (QUIC or TLS over TCP) in progress at once, from all addresses; more are
     /// refused at once until some finish. Default 256.

@@ -49,7 +49,7 @@ impl Outcome {
             Err(Ended::Reset(reply)) => (Some(reply.code), None),
             // The client stopped reading, or stopped sending, for the stall timeout.
             Err(
-                Ended::Write(WriteError::Stopped(ErrorCode::Timeout))
+                Ended::Write(WriteError::Stalled(_))
                 | Ended::Read(FrameError::Read(ReadError::Stalled(_))),
             ) => (Some(ErrorCode::Timeout), Some("stall_timeout")),
             Err(Ended::Read(e)) if e.code() == ErrorCode::FrameTooLarge => {
@@ -403,7 +403,9 @@ mod tests {
             Outcome::of(&Ok(()), Some(code)),
             (Outcome::Error(code), None)
         );
-        let stalled = Err(Ended::Write(WriteError::Stopped(ErrorCode::Timeout)));
+        let stalled = Err(Ended::Write(WriteError::Stalled(
+            std::time::Duration::from_secs(30),
+        )));
         assert_eq!(
             Outcome::of(&stalled, None),
             (Outcome::Error(ErrorCode::Timeout), Some("stall_timeout"))

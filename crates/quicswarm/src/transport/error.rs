@@ -49,6 +49,11 @@ pub(crate) enum WriteError {
     /// The stream was already finished or reset on this side.
     #[error("the stream was already finished or reset")]
     ClosedStream,
+    /// The peer took none of what was written for this side's stall timeout (see
+    /// [`SendStream::set_stall_timeout`](super::SendStream::set_stall_timeout)); the stream
+    /// was reset with `Timeout`.
+    #[error("the peer took nothing for {0:?}")]
+    Stalled(std::time::Duration),
 }
 
 /// Why a read from a stream failed.

@@ -272,6 +272,9 @@ impl From<SendInner> for SendStream {
     }
 }
 
+/// Bytes written to a TLS-over-TCP stream per wait bounded by the stall timeout.
+const TCP_PIECE: usize = 64 * 1024;
+
 /// Runs `fut`, giving up after `stall` (if any): `None` when it gave up. A plain function
 /// returning the future: as an `async fn` it held `fut` twice (argument and awaitee).
 fn within_stall<F: Future>(stall: Option<Duration>, fut: F) -> crate::deadline::Lazy<F> {
@@ -297,7 +300,7 @@ impl SendStream {
     /// The peer read nothing for the stall timeout: give up on the stream.
     fn stalled(&mut self) -> WriteError {
         let _ = self.reset(ErrorCode::Timeout);
-        WriteError::Stopped(ErrorCode::Timeout)
+        WriteError::Stalled(self.stall.unwrap_or_default())
     }
 
     /// Bytes handed to the transport on this stream so far (whether or not they have left).
@@ -322,31 +325,47 @@ impl SendStream {
     }
 
     pub(crate) async fn write_chunk(&mut self, data: Bytes) -> Result<(), WriteError> {
-        let len = data.len() as u64;
-        let written = within_stall(self.stall, async {
-            match &mut self.inner {
-                SendInner::Quic(s) => Ok(s.write_chunk(data).await?),
-                SendInner::Tcp(s) => s.write(&data).await,
-            }
-        })
-        .await;
-        self.handed(len, written)
+        self.write_all_chunks(&mut [data]).await
     }
 
+    /// Writes all of `data`. The stall timeout bounds each wait for the peer to take more,
+    /// not the whole write: a big write to a slow reader goes on while it keeps moving.
     pub(crate) async fn write_all_chunks(&mut self, data: &mut [Bytes]) -> Result<(), WriteError> {
         let len = data.iter().map(|b| b.len() as u64).sum::<u64>();
-        let written = within_stall(self.stall, async {
-            match &mut self.inner {
-                SendInner::Quic(s) => Ok(s.write_all_chunks(data).await?),
-                SendInner::Tcp(s) => {
-                    for chunk in data {
-                        s.write(chunk).await?;
+        let stall = self.stall;
+        let written = match &mut self.inner {
+            SendInner::Quic(s) => {
+                let mut rest = data;
+                loop {
+                    // Fully written chunks are left empty: skip them.
+                    let done = rest.iter().take_while(|b| b.is_empty()).count();
+                    rest = &mut rest[done..];
+                    if rest.is_empty() {
+                        break Some(Ok(()));
                     }
-                    Ok(())
+                    match within_stall(stall, s.write_chunks(rest)).await {
+                        Some(Ok(w)) => rest = &mut rest[w.chunks..],
+                        Some(Err(e)) => break Some(Err(e.into())),
+                        None => break None,
+                    }
                 }
             }
-        })
-        .await;
+            SendInner::Tcp(s) => {
+                let mut out = Some(Ok(()));
+                'chunks: for chunk in data.iter() {
+                    for piece in chunk.chunks(TCP_PIECE) {
+                        match within_stall(stall, s.write(piece)).await {
+                            Some(Ok(())) => {}
+                            other => {
+                                out = other;
+                                break 'chunks;
+                            }
+                        }
+                    }
+                }
+                out
+            }
+        };
         self.handed(len, written)
     }
 
