@@ -18,22 +18,27 @@
 //! The bulk rows also give what each side's thread spent per GB (CPU-seconds): on the robot's
 //! small board, that is the transfer speed. `--cores 1` pins the server thread to the first
 //! core and the client to the second, so neither borrows the other's.
+//!
+//! This file runs the rows and prints them; `core/measure.rs` has what they are measured
+//! with (each side's CPU, datagrams, histograms, calls in flight), `core/raw.rs` the raw quinn
+//! baseline.
 
-use std::{
-    net::SocketAddr,
-    sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc,
-    },
-    time::{Duration, Instant},
-};
+#[path = "core/measure.rs"]
+mod measure;
+#[path = "core/raw.rs"]
+mod raw;
+
+use std::time::Duration;
 
 use anyhow::{Context, Result};
-use bytes::Bytes;
 use hdrhistogram::Histogram;
-use quicswarm::{demo::CounterArgs, Controller, ControllerConfig, Gateway, Identity, Trust};
+use quicswarm::{Controller, ControllerConfig, Gateway, Identity, Trust};
 use quicswarm_benches::cores;
-use quinn::{crypto::rustls::QuicClientConfig, Endpoint, TransportConfig, VarInt};
+
+use self::{
+    measure::{hist, in_flight, stream_items, timed, Datagrams, SideCpu, CALL_ROUNDS},
+    raw::{raw_bulk, raw_client, raw_echo, raw_server, serve_raw, ITEM_BIG, ITEM_SMALL},
+};
 
 struct Sizes {
     latency_calls: u64,
@@ -55,8 +60,6 @@ const QUICK: Sizes = Sizes {
     small_items: 50_000,
 };
 const IN_FLIGHT: usize = 64;
-const ITEM_SMALL: usize = 1024;
-const ITEM_BIG: usize = 64 * 1024;
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
@@ -399,77 +402,6 @@ async fn run_all(
     Ok(rows)
 }
 
-/// CPU-seconds spent by each side's thread: the server thread (by name) and the client, which
-/// is the calling thread.
-#[derive(Clone, Copy)]
-struct SideCpu {
-    server: f64,
-    client: f64,
-}
-
-impl SideCpu {
-    fn now() -> Result<Self> {
-        Ok(Self {
-            server: cores::thread_cpu(cores::GATEWAY)?,
-            client: cores::this_thread_cpu()?,
-        })
-    }
-
-    fn zero() -> Self {
-        Self {
-            server: 0.0,
-            client: 0.0,
-        }
-    }
-
-    fn minus(self, before: Self) -> Self {
-        Self {
-            server: self.server - before.server,
-            client: self.client - before.client,
-        }
-    }
-
-    fn plus(self, other: Self) -> Self {
-        Self {
-            server: self.server + other.server,
-            client: self.client + other.client,
-        }
-    }
-
-    /// Per GB of `bytes`, since `before`.
-    fn since(self, before: Self, bytes: u64) -> Self {
-        let gb = bytes as f64 / 1e9;
-        Self {
-            server: (self.server - before.server) / gb,
-            client: (self.client - before.client) / gb,
-        }
-    }
-}
-
-/// UDP datagrams a connection sent and received: how well each side batches its packets.
-#[derive(Clone, Copy)]
-struct Datagrams {
-    sent: u64,
-    received: u64,
-}
-
-impl Datagrams {
-    fn of(conn: &quinn::Connection) -> Self {
-        let stats = conn.stats();
-        Self {
-            sent: stats.udp_tx.datagrams,
-            received: stats.udp_rx.datagrams,
-        }
-    }
-
-    fn minus(self, before: Self) -> Self {
-        Self {
-            sent: self.sent - before.sent,
-            received: self.received - before.received,
-        }
-    }
-}
-
 /// p50 and p99 rows, in microseconds, of two latency histograms.
 fn percentiles(
     what: &str,
@@ -484,205 +416,4 @@ fn percentiles(
         raw: Some(us(raw, q)),
         target: if q == 0.5 { target } else { "-" },
     })
-}
-
-fn hist() -> Histogram<u64> {
-    // 1 ns .. 60 s, 3 significant digits.
-    Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("static bounds are valid")
-}
-
-async fn timed<T, E: Into<anyhow::Error>>(
-    fut: impl std::future::Future<Output = Result<T, E>>,
-) -> Result<u64> {
-    let start = Instant::now();
-    fut.await.map_err(Into::into)?;
-    Ok(start.elapsed().as_nanos() as u64)
-}
-
-/// How many alternating rounds the calls/s figure is measured in.
-const CALL_ROUNDS: u64 = 6;
-
-/// Runs `total` operations with `at_once` in flight; returns the seconds they took.
-async fn in_flight<F, Fut>(total: u64, at_once: usize, op: F) -> Result<f64>
-where
-    F: Fn(u64) -> Fut + 'static,
-    Fut: std::future::Future<Output = Result<()>> + 'static,
-{
-    let next = Arc::new(AtomicU64::new(0));
-    let start = Instant::now();
-    let mut set = tokio::task::JoinSet::new();
-    let local = tokio::task::LocalSet::new();
-    let op = Arc::new(op);
-    local
-        .run_until(async {
-            for _ in 0..at_once {
-                let next = next.clone();
-                let op = op.clone();
-                let fut = async move {
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        if i >= total {
-                            return Ok::<_, anyhow::Error>(());
-                        }
-                        op(i).await?;
-                    }
-                };
-                set.spawn_local(fut);
-            }
-            while let Some(r) = set.join_next().await {
-                r??;
-            }
-            Ok::<_, anyhow::Error>(())
-        })
-        .await?;
-    Ok(start.elapsed().as_secs_f64())
-}
-
-async fn stream_items(client: &quicswarm::Client, count: u64, size: usize) -> Result<(f64, u64)> {
-    let start = Instant::now();
-    let mut items = client
-        .stream("counter", &CounterArgs { count, size })
-        .await?;
-    let mut bytes = 0u64;
-    let mut n = 0u64;
-    while let Some((_, data)) = items.next().await? {
-        bytes += data.len() as u64;
-        n += 1;
-    }
-    anyhow::ensure!(n == count, "got {n} of {count} items");
-    Ok((start.elapsed().as_secs_f64(), bytes))
-}
-
-// ---- raw quinn baseline ----
-
-fn transport() -> Arc<TransportConfig> {
-    // The same windows quicswarm uses.
-    let mut t = TransportConfig::default();
-    t.max_concurrent_bidi_streams(VarInt::from_u32(1024));
-    t.receive_window(VarInt::from_u32(64 * 1024 * 1024));
-    t.stream_receive_window(VarInt::from_u32(8 * 1024 * 1024));
-    t.send_window(64 * 1024 * 1024);
-    Arc::new(t)
-}
-
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
-fn raw_server(cert: rustls::pki_types::CertificateDer<'static>, key: Vec<u8>) -> Result<Endpoint> {
-    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(key.into());
-    let mut tls = rustls::ServerConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_no_client_auth()
-        .with_single_cert(vec![cert], key)?;
-    tls.alpn_protocols = vec![b"raw".to_vec()];
-    let mut config = quinn::ServerConfig::with_crypto(Arc::new(
-        quinn::crypto::rustls::QuicServerConfig::try_from(tls)?,
-    ));
-    config.transport_config(transport());
-    let socket = quicswarm::testing::udp_socket("127.0.0.1:0".parse()?)?;
-    Ok(Endpoint::new(
-        quinn::EndpointConfig::default(),
-        Some(config),
-        socket,
-        Arc::new(quinn::TokioRuntime),
-    )?)
-}
-
-async fn serve_raw(endpoint: Endpoint) {
-    while let Some(incoming) = endpoint.accept().await {
-        tokio::spawn(async move {
-            let Ok(conn) = incoming.await else { return };
-            while let Ok((send, recv)) = conn.accept_bi().await {
-                tokio::spawn(raw_handle(send, recv));
-            }
-        });
-    }
-}
-
-/// Request: one tag byte and a u64. `E`: echo that many bytes back; `B`: send that many bytes
-/// in 64 KiB writes; `I`: send that many bytes as 1 KiB items, each after a 4-byte length.
-async fn raw_handle(mut send: quinn::SendStream, mut recv: quinn::RecvStream) -> Result<()> {
-    let mut header = [0u8; 9];
-    recv.read_exact(&mut header).await?;
-    let n = u64::from_le_bytes(header[1..].try_into()?);
-    match header[0] {
-        b'E' => {
-            let mut buf = vec![0u8; n as usize];
-            recv.read_exact(&mut buf).await?;
-            send.write_all(&buf).await?;
-        }
-        b'B' => {
-            let chunk = Bytes::from(vec![7u8; ITEM_BIG]);
-            let mut left = n;
-            while left > 0 {
-                let len = left.min(ITEM_BIG as u64) as usize;
-                send.write_chunk(chunk.slice(..len)).await?;
-                left -= len as u64;
-            }
-        }
-        b'I' => {
-            let item = Bytes::from(vec![7u8; ITEM_SMALL]);
-            let len = Bytes::copy_from_slice(&(ITEM_SMALL as u32).to_le_bytes());
-            for _ in 0..n / ITEM_SMALL as u64 {
-                send.write_all_chunks(&mut [len.clone(), item.clone()])
-                    .await?;
-            }
-        }
-        _ => {}
-    }
-    send.finish()?;
-    let _ = send.stopped().await;
-    Ok(())
-}
-
-async fn raw_client(
-    addr: SocketAddr,
-    cert: rustls::pki_types::CertificateDer<'static>,
-) -> Result<quinn::Connection> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert)?;
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    tls.alpn_protocols = vec![b"raw".to_vec()];
-    let mut config = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(tls)?));
-    config.transport_config(transport());
-    let socket = quicswarm::testing::udp_socket("127.0.0.1:0".parse()?)?;
-    let endpoint = Endpoint::new(
-        quinn::EndpointConfig::default(),
-        None,
-        socket,
-        Arc::new(quinn::TokioRuntime),
-    )?;
-    Ok(endpoint.connect_with(config, addr, "localhost")?.await?)
-}
-
-async fn raw_echo(conn: &quinn::Connection, size: usize) -> Result<()> {
-    let (mut send, mut recv) = conn.open_bi().await?;
-    let mut req = vec![b'E'];
-    req.extend_from_slice(&(size as u64).to_le_bytes());
-    req.resize(9 + size, 1);
-    send.write_all(&req).await?;
-    send.finish()?;
-    let reply = recv.read_to_end(size + 1).await?;
-    anyhow::ensure!(reply.len() == size, "short echo");
-    Ok(())
-}
-
-/// Reads a whole raw stream; returns MB/s.
-async fn raw_bulk(conn: &quinn::Connection, tag: u8, bytes: u64) -> Result<f64> {
-    let start = Instant::now();
-    let (mut send, mut recv) = conn.open_bi().await?;
-    let mut req = vec![tag];
-    req.extend_from_slice(&bytes.to_le_bytes());
-    send.write_all(&req).await?;
-    send.finish()?;
-    let mut got = 0u64;
-    while let Some(chunk) = recv.read_chunk(usize::MAX, true).await? {
-        got += chunk.bytes.len() as u64;
-    }
-    anyhow::ensure!(got >= bytes, "raw stream short: {got} of {bytes}");
-    Ok(got as f64 / start.elapsed().as_secs_f64() / 1e6)
 }
