@@ -239,7 +239,8 @@ impl From<WriteError> for CallError {
             }
             WriteError::ConnectionLost(c) => c.into(),
             WriteError::ZeroRttRejected => Self::TooEarly,
-            // Our own limit on the gateway taking nothing of a body: a timeout.
+            // A write stall timeout of our own ran out (clients set none on their writes
+            // today; gateways do): a timeout.
             WriteError::Stalled(after) => Self::Timeout(after),
             other @ WriteError::ClosedStream => Self::Protocol(other.to_string()),
         }

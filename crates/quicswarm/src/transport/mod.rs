@@ -352,15 +352,10 @@ impl SendStream {
             }
             SendInner::Tcp(s) => {
                 let mut out = Some(Ok(()));
-                'chunks: for chunk in data.iter() {
-                    for piece in chunk.chunks(TCP_PIECE) {
-                        match within_stall(stall, s.write(piece)).await {
-                            Some(Ok(())) => {}
-                            other => {
-                                out = other;
-                                break 'chunks;
-                            }
-                        }
+                for piece in data.iter().flat_map(|chunk| chunk.chunks(TCP_PIECE)) {
+                    out = within_stall(stall, s.write(piece)).await;
+                    if !matches!(out, Some(Ok(()))) {
+                        break;
                     }
                 }
                 out
@@ -436,9 +431,10 @@ impl RecvStream {
         self.stall = stall;
     }
 
-    fn stalled(&mut self, after: Duration) -> ReadError {
+    /// Nothing arrived for the stall timeout: give up on the stream.
+    fn stalled(&mut self) -> ReadError {
         self.stop(ErrorCode::Timeout);
-        ReadError::Stalled(after)
+        ReadError::Stalled(self.stall.unwrap_or_default())
     }
 
     async fn read_chunk_now(&mut self, max: usize) -> Result<Option<Bytes>, ReadError> {
@@ -453,7 +449,7 @@ impl RecvStream {
         let stall = self.stall;
         match within_stall(stall, self.read_chunk_now(max)).await {
             Some(read) => read,
-            None => Err(self.stalled(stall.unwrap_or_default())),
+            None => Err(self.stalled()),
         }
     }
 
@@ -485,7 +481,7 @@ impl RecvStream {
         .await;
         match read {
             Some(read) => read,
-            None => Err(self.stalled(self.stall.unwrap_or_default())),
+            None => Err(self.stalled()),
         }
     }
 
